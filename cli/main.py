@@ -1,0 +1,147 @@
+"""The `leadflow` command: set up a workspace, run flows, check config, see where leads stand."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cli.workspace_setup import ensure_demo_data, init_workspace
+from leads.config import ConfigError, load_config
+from leads.settings import load_settings
+
+app = typer.Typer(help="leadflow: lead scoring, nurture and sales handoff on Prefect.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")]
+
+
+class FlowName(StrEnum):
+    pipeline = "pipeline"
+    ingest = "ingest"
+    requalify = "requalify"
+    nurture = "nurture"
+    handoff = "handoff"
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect logs every task; a marketer wants the summary. Set before Prefect is imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def init(workspace: Workspace = None) -> None:
+    """Create leadflow.yaml, templates/ and a secret key in the workspace (never overwrites)."""
+    folder = (workspace or Path(".")).resolve()
+    created = init_workspace(folder)
+    for item in created:
+        console.print(f"created {item}")
+    console.print(f"workspace ready in {folder}" if created else f"nothing to do: {folder} is already a workspace")
+
+
+@app.command()
+def demo(
+    workspace: Workspace = None,
+    leads: Annotated[int, typer.Option(help="How many demo leads to generate.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same leads.")] = 7,
+    verbose: Verbose = False,
+) -> None:
+    """Set up a demo workspace here, run the whole pipeline once and show what happened."""
+    _quiet_prefect(verbose)
+    folder = (workspace or Path(".")).resolve()
+    for item in init_workspace(folder):
+        console.print(f"created {item}")
+    generated = ensure_demo_data(folder, seed=seed, leads=leads)
+    if generated:
+        console.print(f"generated {leads} demo leads with 90 days of activity in {generated.relative_to(folder)}")
+    report = _run_flow(FlowName.pipeline, folder)
+    from cli.summary import print_pipeline_summary
+
+    print_pipeline_summary(console, folder, report)
+
+
+@app.command()
+def run(
+    flow: Annotated[FlowName, typer.Argument(help="Which flow to run.")] = FlowName.pipeline,
+    workspace: Workspace = None,
+    verbose: Verbose = False,
+) -> None:
+    """Run one flow (default: the whole pipeline) against the workspace."""
+    _quiet_prefect(verbose)
+    folder = (workspace or Path(".")).resolve()
+    report = _run_flow(flow, folder)
+    from cli.summary import print_pipeline_summary, print_report
+
+    if flow == FlowName.pipeline:
+        print_pipeline_summary(console, folder, report)
+    else:
+        print_report(console, flow.value, report)
+
+
+def _run_flow(flow: FlowName, folder: Path) -> Any:
+    settings = load_settings(folder)
+    try:
+        load_config(settings.config_file)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    from flows import registry
+
+    return registry.run(flow.value, str(folder))
+
+
+@app.command()
+def check(workspace: Workspace = None) -> None:
+    """Validate leadflow.yaml and render every nurture email for a sample lead."""
+    folder = (workspace or Path(".")).resolve()
+    settings = load_settings(folder)
+    try:
+        config = load_config(settings.config_file)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    from nurture.checks import check_templates
+
+    problems = check_templates(config, settings.config_file.parent / config.templates_dir)
+    for problem in problems:
+        console.print(f"[red]✗[/] {problem}", highlight=False)
+    if problems:
+        raise typer.Exit(code=1)
+    steps = sum(len(s.steps) for s in config.nurture.sequences)
+    console.print(f"[green]✓[/] {settings.config_file.name} is valid; {steps} email step(s) render cleanly")
+
+
+@db_app.command("upgrade")
+def db_upgrade(workspace: Workspace = None) -> None:
+    """Create or migrate the database schema to the latest version."""
+    from leads.db import current_revision, make_engine, upgrade
+
+    settings = load_settings(workspace)
+    engine = make_engine(settings.resolved_database_url)
+    upgrade(engine)
+    console.print(f"database at revision {current_revision(engine)}")
+    engine.dispose()
+
+
+@app.command()
+def status(workspace: Workspace = None) -> None:
+    """Where leads stand: counts per stage, outboxes and quarantine."""
+    from cli.summary import print_status
+
+    print_status(console, (workspace or Path(".")).resolve())
+
+
+if __name__ == "__main__":
+    app()

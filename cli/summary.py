@@ -1,0 +1,114 @@
+"""What the CLI prints after a run: a summary a marketer can read, and pointers to look further."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from leads.db import make_engine
+from leads.models import FUNNEL, EmailOutbox, HandoffOutbox, Lead, OutboxStatus, Quarantine, Stage
+from leads.settings import load_settings
+
+STAGE_LABELS = {
+    Stage.suspect: "suspect", Stage.prospect: "prospect", Stage.hot_prospect: "hot prospect", Stage.mql: "MQL",
+    Stage.sql: "SQL", Stage.customer: "customer", Stage.disqualified: "disqualified", Stage.recycled: "recycled",
+}
+
+
+def _stage_counts(folder: Path) -> tuple[dict[str, int], dict[str, int], dict[str, int], int]:
+    settings = load_settings(folder)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with engine.connect() as conn:
+            stages = dict(conn.execute(select(Lead.stage, func.count()).group_by(Lead.stage)).tuples().all())
+            emails = dict(conn.execute(select(EmailOutbox.status, func.count()).group_by(EmailOutbox.status)).tuples().all())
+            handoffs = dict(
+                conn.execute(select(HandoffOutbox.status, func.count()).group_by(HandoffOutbox.status)).tuples().all()
+            )
+            quarantined = conn.execute(select(func.count()).select_from(Quarantine)).scalar_one()
+    finally:
+        engine.dispose()
+    return stages, emails, handoffs, quarantined
+
+
+def _label(stage: str) -> str:
+    try:
+        return STAGE_LABELS[Stage(stage)]
+    except ValueError:
+        return stage
+
+
+def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
+    stages, emails, handoffs, quarantined = _stage_counts(folder)
+    settings = load_settings(folder)
+    console.print()
+    console.rule("[bold]leadflow run summary")
+
+    funnel = Table(title="Leads by stage", title_justify="left")
+    funnel.add_column("stage")
+    funnel.add_column("leads", justify="right")
+    for stage in [*FUNNEL, Stage.recycled, Stage.disqualified]:
+        if stage in FUNNEL or stages.get(stage.value):
+            funnel.add_row(_label(stage.value), str(stages.get(stage.value, 0)))
+    funnel.add_row("[bold]total", f"[bold]{sum(stages.values())}")
+    console.print(funnel)
+
+    moves = report.requalify.moves
+    if moves:
+        changes = Table(title=f"Stage changes in this run (rule set {report.requalify.ruleset_version})",
+                        title_justify="left")
+        changes.add_column("from")
+        changes.add_column("to")
+        changes.add_column("leads", justify="right")
+        for move in sorted(moves, key=lambda m: -m.leads):
+            changes.add_row(_label(move.from_stage), _label(move.to_stage), str(move.leads))
+        console.print(changes)
+    else:
+        console.print("Stage changes in this run: none")
+
+    ingest = report.ingest
+    new_events = sum(c.inserted for c in ingest.sources.values())
+    new_leads = sum(c.new_leads for c in ingest.sources.values())
+    console.print(f"\n[bold]Activity[/]: {new_events} new events, {new_leads} new leads"
+                  + (f", {sum(ingest.quarantine_by_reason.values())} records quarantined" if ingest.quarantine_by_reason else ""))
+    nurture = report.nurture
+    skipped = sum(nurture.skipped.values())
+    console.print(f"[bold]Nurture[/]: {nurture.sent} emails sent this run"
+                  f" ({sum(nurture.enrolled.values())} leads enrolled, {sum(nurture.exited.values())} left a sequence"
+                  + (f", {skipped} held back at send time" if skipped else "") + ")")
+    console.print(f"[bold]Sales handoff[/]: {report.handoff.delivered} new SQLs handed to sales"
+                  + (f", {report.handoff.retried} to retry" if report.handoff.retried else ""))
+    console.print(f"[dim]All time: {emails.get(OutboxStatus.sent.value, 0)} emails sent, "
+                  f"{handoffs.get(OutboxStatus.sent.value, 0)} SQLs handed off, {quarantined} records in quarantine.[/]")
+
+    console.print("\n[bold]Where to look next[/]")
+    outbox = settings.mail_url
+    if outbox.startswith("file:"):
+        console.print(f"  • the emails: {folder / 'outbox'}/ (.eml files open in any mail program)")
+    console.print(f"  • the SQLs for sales: {folder / 'handoff-inbox'}/ (one JSON file each, with the reasons)")
+    console.print("  • the rules: leadflow.yaml (then `leadflow run requalify`); email text: templates/")
+    console.print("  • `leadflow status` for the funnel at any time; `leadflow run` again handles only what is new")
+    console.print("  • the runs in the Prefect UI: `prefect server start`, then see the README's 'Watching runs'")
+
+
+def print_report(console: Console, name: str, report: Any) -> None:
+    console.print(f"[bold]{name}[/] finished")
+    console.print_json(report.model_dump_json())
+
+
+def print_status(console: Console, folder: Path) -> None:
+    stages, emails, handoffs, quarantined = _stage_counts(folder)
+    table = Table(title="Leads by stage", title_justify="left")
+    table.add_column("stage")
+    table.add_column("leads", justify="right")
+    for stage in Stage:
+        if stage in FUNNEL or stages.get(stage.value):
+            table.add_row(_label(stage.value), str(stages.get(stage.value, 0)))
+    console.print(table)
+    console.print("emails: " + (", ".join(f"{k} {v}" for k, v in sorted(emails.items())) or "none"))
+    console.print("handoffs: " + (", ".join(f"{k} {v}" for k, v in sorted(handoffs.items())) or "none"))
+    console.print(f"quarantined records: {quarantined}")

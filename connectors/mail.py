@@ -1,0 +1,451 @@
+"""Mail transports: a file outbox for development and SMTP for real delivery.
+
+Callers decide what to do with a failure from its class alone: `TransientMailError` means
+try again later, `PermanentMailError` means never retry and suppress that recipient, and a
+bare `MailError` means the transport itself is misconfigured (bad credentials, TLS trouble,
+sender refused) and the batch should stop rather than burn through recipients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import hashlib
+import logging
+import os
+import re
+import smtplib
+import ssl
+import tempfile
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, Self
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+__all__ = [
+    "FileOutbox",
+    "MailError",
+    "MailTransport",
+    "PermanentMailError",
+    "SMTPTransport",
+    "Security",
+    "TransientMailError",
+    "transport_from_url",
+]
+
+log = logging.getLogger(__name__)
+
+Security = Literal["none", "starttls", "ssl"]
+_SECURITIES: tuple[str, ...] = ("none", "starttls", "ssl")
+
+
+class MailError(Exception):
+    """A message was not sent; on its own (not a subclass) it means a configuration problem."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientMailError(MailError):
+    """4xx, dropped connection or timeout: the same message may succeed later."""
+
+
+class PermanentMailError(MailError):
+    """5xx for a recipient: retrying cannot help, so the recipient should be suppressed."""
+
+    def __init__(self, message: str, *, recipient: str, code: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.recipient = recipient
+
+
+class MailTransport(Protocol):
+    """What the senders need: open once, send many, close once."""
+
+    def __enter__(self) -> MailTransport: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def send(self, message: EmailMessage) -> str: ...
+
+
+# --- file outbox ---------------------------------------------------------------------------
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,119}")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._@+=-]")
+
+
+def _file_stem(key: str) -> str:
+    """A filename stem that is the key itself when harmless, else a slug plus a hash of the key.
+
+    The hash keeps distinct keys distinct even when their slugs coincide ("a:b" vs "a/b").
+    """
+    if _SAFE_NAME.fullmatch(key):
+        return key
+    slug = _UNSAFE_CHARS.sub("_", key)[:80].lstrip("._")
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return f"{slug}-{digest}" if slug else digest
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file and os.replace so readers never see half a file and a rewrite replaces."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class FileOutbox:
+    """Writes each message to <directory>/<Message-ID>.eml so development never mails anyone.
+
+    The file name comes from the Message-ID, so re-sending a message after a crash overwrites
+    its file instead of adding a second copy, the same guarantee the SMTP path gets from
+    idempotency keys upstream.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def __repr__(self) -> str:
+        return f"FileOutbox({str(self.directory)!r})"
+
+    def __enter__(self) -> Self:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def path_for(self, message_id: str) -> Path:
+        """Where a message with this Message-ID is (or would be) written."""
+        key = message_id.strip().removeprefix("<").removesuffix(">").strip()
+        if not key:
+            raise ValueError("Message-ID is empty")
+        return self.directory / f"{_file_stem(key)}.eml"
+
+    def send(self, message: EmailMessage) -> str:
+        """Write the message; returns the file path as the provider id."""
+        message_id = message["Message-ID"]
+        if message_id is None or not str(message_id).strip():
+            raise ValueError("FileOutbox needs a Message-ID header to name the file idempotently")
+        path = self.path_for(str(message_id))
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, message.as_bytes())
+        except OSError as exc:
+            raise TransientMailError(f"could not write {path}: {exc.strerror or exc}") from exc
+        return str(path)
+
+
+# --- SMTP ----------------------------------------------------------------------------------
+
+
+class _KeepDataReply:
+    """Keeps the server's reply to DATA (it carries the queue id) that smtplib.sendmail drops."""
+
+    last_data_reply: tuple[int, bytes] | None = None
+
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        reply: tuple[int, bytes] = super().data(msg)  # type: ignore[misc]
+        self.last_data_reply = reply
+        return reply
+
+
+class _SMTP(_KeepDataReply, smtplib.SMTP):
+    """Plain or STARTTLS connection that remembers the DATA reply."""
+
+
+class _SMTPSSL(_KeepDataReply, smtplib.SMTP_SSL):
+    """Implicit-TLS connection that remembers the DATA reply."""
+
+
+# Errors after which the connection is gone but the message was likely never accepted.
+_DROPPED_CODES = frozenset({421})
+
+
+def _is_drop(exc: BaseException) -> bool:
+    """True when the server (or network) hung up on a connection we had been reusing."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return True
+    if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code in _DROPPED_CODES:
+        return True
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return any(code in _DROPPED_CODES for code, _ in exc.recipients.values())
+    return False
+
+
+def _reply_text(reply: bytes | str) -> str:
+    """Server reply text for messages; servers do not echo our credentials."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return " ".join(text.split())
+
+
+def _envelope_recipients(message: EmailMessage) -> list[str]:
+    """The RCPT TO list smtplib.send_message will use (To, Cc, Bcc)."""
+    fields = [str(v) for h in ("To", "Cc", "Bcc") for v in (message.get_all(h) or [])]
+    return [addr for _, addr in email.utils.getaddresses(fields) if addr]
+
+
+class SMTPTransport:
+    """Sends over one SMTP connection for the whole `with` block.
+
+    The connection is opened lazily by the first send (so an empty batch never connects and a
+    refused connection surfaces as a per-message TransientMailError), then reused. If a reused
+    connection turns out to have been dropped by the server, it reconnects once and resends.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        security: Security = "none",
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        local_hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if security not in _SECURITIES:
+            raise ValueError(f"security must be one of {', '.join(_SECURITIES)}, not {security!r}")
+        if not host:
+            raise ValueError("SMTP host is required")
+        if password is not None and not username:
+            raise ValueError("an SMTP password needs a username")
+        self.host = host
+        self.port = port if port is not None else (465 if security == "ssl" else 25)
+        self.security: Security = security
+        self.username = username
+        self._password = password
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._ssl_context = ssl_context
+        self._smtp: _SMTP | _SMTPSSL | None = None
+
+    def __repr__(self) -> str:
+        user = f", username={self.username!r}" if self.username else ""
+        return f"SMTPTransport({self.host!r}, {self.port}, security={self.security!r}{user})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """QUIT politely if still connected; never raises."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
+
+    def _discard(self) -> None:
+        """Forget a connection whose state is unknown or gone."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    def _connect(self) -> _SMTP | _SMTPSSL:
+        # Host and port go to the constructor, not to a later connect(): smtplib takes the TLS
+        # server_hostname (SNI and certificate check) from the constructor's host only.
+        smtp: _SMTP | _SMTPSSL
+        if self.security == "ssl":
+            smtp = _SMTPSSL(
+                self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout, context=self._context()
+            )
+        else:
+            smtp = _SMTP(self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout)
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            if self.security == "starttls":
+                smtp.starttls(context=self._context())
+                smtp.ehlo()
+            if self.username:
+                smtp.login(self.username, self._password or "")
+        except BaseException:
+            smtp.close()
+            raise
+        log.debug("connected to SMTP %s:%s (%s)", self.host, self.port, self.security)
+        return smtp
+
+    def _send_once(self, message: EmailMessage) -> str:
+        if self._smtp is None or self._smtp.sock is None:
+            self._smtp = None
+            self._smtp = self._connect()
+        smtp = self._smtp
+        smtp.last_data_reply = None
+        refused = smtp.send_message(message)
+        if refused:
+            # Only possible with several recipients (leadflow sends one per message): the others
+            # got it. A 5xx still means "suppress"; a 4xx-only refusal maps to transient, and a
+            # retry would repeat the message for the recipients that accepted it.
+            raise smtplib.SMTPRecipientsRefused(refused)
+        code, reply = smtp.last_data_reply or (250, b"")
+        return f"smtp:{_reply_text(reply) or code}"
+
+    def send(self, message: EmailMessage) -> str:
+        """Send one message; returns "smtp:<server's reply to DATA>" (normally the queue id)."""
+        recipients = _envelope_recipients(message)
+        if not recipients:
+            raise ValueError("message has no To/Cc/Bcc recipient")
+        reused = self._smtp is not None
+        try:
+            return self._send_once(message)
+        except (smtplib.SMTPException, OSError) as exc:
+            if not (reused and _is_drop(exc)):
+                self._after_failure(exc)
+                raise self._map(exc, recipients) from exc
+            log.info("SMTP %s:%s dropped the idle connection; reconnecting once", self.host, self.port)
+            self._discard()
+        try:
+            return self._send_once(message)
+        except (smtplib.SMTPException, OSError) as exc:
+            self._after_failure(exc)
+            raise self._map(exc, recipients) from exc
+
+    def _after_failure(self, exc: BaseException) -> None:
+        """Keep the connection only when smtplib left it in a known state (it RSETs after refusals)."""
+        if self._smtp is None:
+            return
+        # smtplib.SMTPException subclasses OSError, so test for "socket trouble" explicitly.
+        socket_trouble = isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+        if self._smtp.sock is None or socket_trouble or _is_drop(exc):
+            self._discard()
+
+    def _map(self, exc: BaseException, recipients: list[str]) -> MailError:
+        """Translate smtplib's zoo of errors into retry / suppress / stop."""
+        where = f"SMTP {self.host}:{self.port}"
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            codes = {rcpt: (code, _reply_text(msg)) for rcpt, (code, msg) in exc.recipients.items()}
+            for rcpt, (code, text) in codes.items():
+                if 500 <= code < 600:
+                    return PermanentMailError(f"{where} refused {rcpt}: {code} {text}", recipient=rcpt, code=code)
+            rcpt, (code, text) = next(iter(codes.items()), ("?", (0, "")))
+            return TransientMailError(f"{where} deferred {rcpt}: {code} {text}", code=code or None)
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            # Never include what we sent; the server's reply is safe.
+            if 400 <= exc.smtp_code < 500:
+                return TransientMailError(f"{where} login deferred: {exc.smtp_code}", code=exc.smtp_code)
+            return MailError(f"{where} rejected the login for {self.username!r}: {exc.smtp_code}", code=exc.smtp_code)
+        if isinstance(exc, smtplib.SMTPResponseException):
+            code, text = exc.smtp_code, _reply_text(exc.smtp_error)
+            if 400 <= code < 500:
+                return TransientMailError(f"{where} deferred: {code} {text}", code=code)
+            if isinstance(exc, smtplib.SMTPDataError) and 500 <= code < 600 and recipients:
+                return PermanentMailError(
+                    f"{where} rejected the message for {recipients[0]}: {code} {text}",
+                    recipient=recipients[0],
+                    code=code,
+                )
+            return MailError(f"{where} refused: {code} {text}", code=code)
+        if isinstance(exc, smtplib.SMTPServerDisconnected):
+            return TransientMailError(f"{where} closed the connection")
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return MailError(f"{where} TLS certificate not trusted: {exc.verify_message}")
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return MailError(f"{where} lacks a needed extension: {exc}")
+        if isinstance(exc, TimeoutError):
+            return TransientMailError(f"{where} timed out after {self.timeout:g}s")
+        if isinstance(exc, OSError):
+            return TransientMailError(f"{where} unreachable: {type(exc).__name__}: {exc.strerror or exc}")
+        return MailError(f"{where} failed: {type(exc).__name__}")
+
+
+# --- URL -------------------------------------------------------------------------------------
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _file_dir(path: str, netloc: str, base_dir: Path) -> Path:
+    """file://rel, file:rel → base_dir/rel; file:///abs → /abs."""
+    raw = unquote(netloc + path)
+    if not raw:
+        raise ValueError("file: URL names no directory")
+    target = Path(raw)
+    return target if target.is_absolute() else Path(base_dir) / target
+
+
+def transport_from_url(url: str, *, base_dir: Path) -> MailTransport:
+    """Build a transport from LEADFLOW_MAIL_URL-style text; errors never echo the URL (it may hold a password).
+
+    file://outbox, file:outbox → FileOutbox(base_dir/outbox); file:///abs/path → absolute.
+    smtp://[user:pass@]host[:port][?starttls=true&timeout=30&local_hostname=x] (port 25),
+    smtps://… implicit TLS (port 465).
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return FileOutbox(_file_dir(parts.path, parts.netloc, base_dir))
+    if scheme not in ("smtp", "smtps"):
+        if not scheme:
+            raise ValueError("mail URL has no scheme; use file:, smtp:// or smtps://")
+        raise ValueError(f"unsupported mail URL scheme {scheme!r}; use file:, smtp:// or smtps://")
+    try:
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        # urllib's message can quote a fragment of a mistyped password; say nothing specific.
+        raise ValueError(
+            f"malformed {scheme}:// URL (bad host or port; percent-encode special characters in the password)"
+        ) from None
+    if not host:
+        raise ValueError(f"{scheme}:// URL has no host")
+    if "@" in parts.path + parts.query + parts.fragment:
+        # A password with an unencoded / ? or # splits the URL in the wrong place.
+        raise ValueError(f"malformed {scheme}:// URL (percent-encode special characters in the password)")
+    security: Security = "ssl" if scheme == "smtps" else "none"
+    timeout = 30.0
+    local_hostname: str | None = None
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "starttls":
+            flag = value.strip().lower()
+            if flag not in _TRUE | _FALSE:
+                raise ValueError("starttls must be true or false")
+            if flag in _TRUE:
+                if scheme == "smtps":
+                    raise ValueError("smtps:// already uses TLS; starttls applies to smtp:// only")
+                security = "starttls"
+        elif key == "timeout":
+            try:
+                timeout = float(value)
+            except ValueError:
+                raise ValueError("timeout must be a number of seconds") from None
+            if not timeout > 0:
+                raise ValueError("timeout must be positive")
+        elif key == "local_hostname":
+            local_hostname = value or None
+        else:
+            # Neither key nor value is echoed: a mistyped URL can put password text here.
+            raise ValueError("unknown mail URL option (known: starttls, timeout, local_hostname)")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return SMTPTransport(
+        host,
+        port,
+        security=security,
+        username=username,
+        password=password,
+        timeout=timeout,
+        local_hostname=local_hostname,
+    )

@@ -1,0 +1,36 @@
+"""Flow parameters as pydantic models, so the Prefect UI renders a form with descriptions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class RunParams(BaseModel):
+    workspace: str | None = Field(
+        default=None, description="Workspace folder; empty means LEADFLOW_WORKSPACE or the working directory."
+    )
+    as_of: datetime | None = Field(
+        default=None, description="Run as if it were this time (UTC); empty means now. For replays and tests."
+    )
+
+
+class IngestParams(RunParams):
+    batch_size: int = Field(default=5000, ge=1, le=100_000, description="Records stored per transaction.")
+
+
+class RequalifyParams(RunParams):
+    shard_size: int = Field(default=50_000, ge=100, description="Leads per task run.")
+
+
+class NurtureParams(RunParams):
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="Emails claimed per batch.")
+
+
+class HandoffParams(RunParams):
+    pass
+
+
+class PipelineParams(RunParams):
+    pass

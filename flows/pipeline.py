@@ -1,0 +1,25 @@
+"""The pipeline: ingest → requalify → nurture → handoff, each as a subflow with its own report."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.handoff import handoff_flow
+from flows.ingest import ingest_flow
+from flows.nurture import nurture_flow
+from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
+from flows.reports import PipelineReport
+from flows.requalify import requalify_flow
+from flows.workspace import run_time
+
+
+@flow(name="pipeline")
+def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineReport:
+    """Run the whole loop once: new activity in, leads requalified, nurture sent, SQLs handed off."""
+    shared = {"workspace": params.workspace, "as_of": run_time(params.as_of)}
+    return PipelineReport(
+        ingest=ingest_flow(IngestParams(**shared)),
+        requalify=requalify_flow(RequalifyParams(**shared)),
+        nurture=nurture_flow(NurtureParams(**shared)),
+        handoff=handoff_flow(HandoffParams(**shared)),
+    )

@@ -1,0 +1,120 @@
+"""Run reports: what each flow did, returned to the caller and published as Prefect artifacts.
+
+Artifacts have stable keys, so each report builds a history in the Prefect UI and an admin sees
+what happened without reading logs.
+"""
+
+from __future__ import annotations
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import BaseModel, Field
+
+
+class SourceCounts(BaseModel):
+    files: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    new_leads: int = 0
+    quarantined: int = 0
+
+
+class IngestReport(BaseModel):
+    sources: dict[str, SourceCounts] = Field(default_factory=dict)
+    quarantine_by_reason: dict[str, int] = Field(default_factory=dict)
+
+
+class StageMove(BaseModel):
+    from_stage: str
+    to_stage: str
+    leads: int
+
+
+class RequalifyReport(BaseModel):
+    ruleset_version: str
+    shards: int = 0
+    leads: int = 0
+    rescored: int = 0
+    moves: list[StageMove] = Field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return sum(m.leads for m in self.moves)
+
+
+class NurtureReport(BaseModel):
+    enrolled: dict[str, int] = Field(default_factory=dict)
+    exited: dict[str, int] = Field(default_factory=dict)
+    queued: int = 0
+    sent: int = 0
+    skipped: dict[str, int] = Field(default_factory=dict)
+    deferred: dict[str, int] = Field(default_factory=dict)
+    failed: dict[str, int] = Field(default_factory=dict)
+    outbox: str = ""
+
+
+class HandoffRunReport(BaseModel):
+    destination: str
+    queued: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+
+class PipelineReport(BaseModel):
+    ingest: IngestReport
+    requalify: RequalifyReport
+    nurture: NurtureReport
+    handoff: HandoffRunReport
+
+
+def _counts(title: str, counts: dict[str, int]) -> str:
+    if not counts:
+        return f"- {title}: none"
+    return f"- {title}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def publish_ingest(report: IngestReport) -> None:
+    rows = [{"source": name, **c.model_dump()} for name, c in report.sources.items()]
+    create_table_artifact(key="leadflow-ingest", table=rows or [{"source": "(none configured)"}],
+                          description="Activity ingested per source this run")
+    create_markdown_artifact(
+        key="leadflow-ingest-quarantine",
+        markdown="# Quarantine this run\n\n" + _counts("rejected records by reason", report.quarantine_by_reason)
+        + "\n\nRejected records are kept whole in the `quarantine` table with file and line.",
+        description="Records rejected by ingest, by reason",
+    )
+
+
+def publish_requalify(report: RequalifyReport) -> None:
+    rows = [m.model_dump() for m in report.moves] or [{"from_stage": "-", "to_stage": "-", "leads": 0}]
+    create_table_artifact(key="leadflow-stage-changes", table=rows,
+                          description=f"Stage changes this run (rule set {report.ruleset_version})")
+    create_markdown_artifact(
+        key="leadflow-requalify",
+        markdown=(
+            f"# Requalify\n\n- rule set: `{report.ruleset_version}`\n- shards: {report.shards}\n"
+            f"- leads scored: {report.leads}\n- scores changed: {report.rescored}\n- stage changes: {report.changed}\n"
+        ),
+    )
+
+
+def publish_nurture(report: NurtureReport) -> None:
+    create_markdown_artifact(
+        key="leadflow-nurture",
+        markdown="\n".join([
+            "# Nurture",
+            "",
+            _counts("enrolled", report.enrolled),
+            _counts("exited", report.exited),
+            f"- queued: {report.queued}",
+            f"- sent: {report.sent}",
+            _counts("skipped at send time", report.skipped),
+            _counts("deferred", report.deferred),
+            _counts("failed", report.failed),
+        ]),
+        description="Nurture sends this run",
+    )
+
+
+def publish_handoff(report: HandoffRunReport) -> None:
+    create_table_artifact(key="leadflow-handoff", table=[report.model_dump()], description="SQLs handed to sales")

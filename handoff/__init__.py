@@ -1,0 +1,1 @@
+"""Handing SQLs to sales: the handoff outbox and its payload. No Prefect here."""

@@ -1,0 +1,142 @@
+"""The handoff outbox: one row per (SQL transition, destination), delivered at least once with a
+stable idempotency key, so the peer sees each SQL exactly once.
+
+The payload is frozen when the row is written (the lead as it was when it qualified, with the
+reasons), so a retry a day later sends what sales would have seen then.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, exists, or_, select, update
+from sqlmodel import Session
+
+from connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
+from leads.config import WorkspaceConfig
+from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition, utcnow
+from leads.records import PROFILE_FIELDS
+from leads.scoring import Scorer
+from leads.sql import upsert_insert
+
+LEASE = timedelta(minutes=10)
+MAX_ATTEMPTS = 8
+
+
+@dataclass
+class HandoffReport:
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def handoff_key(transition_id: int, destination: str) -> str:
+    return f"handoff:{transition_id}:{destination}"
+
+
+def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transition: StageTransition) -> dict[str, Any]:
+    """What sales receives: who the lead is, why it qualified, and how it got here."""
+    scorer = Scorer(config.scoring, config.stages)
+    row = session.execute(scorer.counts_query(lead.id, lead.id)).first()  # type: ignore[arg-type]
+    parts = scorer.parts(lead, tuple(row[1:]) if row else None)
+    history = session.execute(
+        select(StageTransition).where(StageTransition.lead_id == lead.id).order_by(StageTransition.at, StageTransition.id)
+    ).scalars()
+    return {
+        "event": "lead.sql",
+        "lead": {"email": lead.email, **{name: getattr(lead, name) for name in PROFILE_FIELDS}, "owner": lead.owner},
+        "qualified_at": transition.at.isoformat() + "Z",
+        "reason": transition.reason,
+        "ruleset_version": transition.ruleset_version,
+        "score": {"fit": transition.fit_score, "engagement": transition.engagement_score, "total": transition.score},
+        "explanation": [
+            {"rule": c.rule, "part": c.part, "points": c.points, "count": c.count, "capped": c.capped}
+            for c in parts.contributions
+        ],
+        "stage_history": [
+            {"from": t.from_stage, "to": t.to_stage, "at": t.at.isoformat() + "Z", "reason": t.reason} for t in history
+        ],
+    }
+
+
+def queue_new_sqls(*, session: Session, config: WorkspaceConfig, destination: str, now: datetime) -> int:
+    """Write a handoff row for every SQL transition not yet queued for this destination; caller commits."""
+    pending = session.execute(
+        select(StageTransition, Lead)
+        .join(Lead, Lead.id == StageTransition.lead_id)
+        .where(
+            StageTransition.to_stage == Stage.sql.value,
+            ~exists().where(HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == destination),
+        )
+        .order_by(StageTransition.id)
+    ).all()
+    rows = [
+        {"idempotency_key": handoff_key(t.id, destination), "lead_id": lead.id, "transition_id": t.id,
+         "destination": destination, "payload": build_payload(session, config, lead, t),
+         "status": OutboxStatus.pending.value, "attempts": 0, "next_attempt_at": now, "created_at": now}
+        for t, lead in pending
+    ]
+    if rows:
+        session.execute(upsert_insert(session, HandoffOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
+    return len(rows)
+
+
+def deliver_pending(*, engine: Engine, sink: HandoffSink, destination: str, now: datetime, limit: int = 1000) -> HandoffReport:
+    """Claim due rows for this destination and deliver each, committing each outcome on its own."""
+    report = HandoffReport()
+    with Session(engine) as session:
+        due = (
+            select(HandoffOutbox.id)
+            .where(
+                HandoffOutbox.destination == destination,
+                or_(HandoffOutbox.status == OutboxStatus.pending, HandoffOutbox.status == OutboxStatus.sending),
+                HandoffOutbox.next_attempt_at <= now,
+            )
+            .order_by(HandoffOutbox.id)
+            .limit(limit)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list(session.execute(due).scalars())
+        if ids:
+            session.execute(
+                update(HandoffOutbox).where(HandoffOutbox.id.in_(ids))
+                .values(status=OutboxStatus.sending.value, next_attempt_at=now + LEASE, attempts=HandoffOutbox.attempts + 1)
+                .execution_options(synchronize_session=False)
+            )
+        session.commit()
+    for row_id in ids:
+        with Session(engine) as session:
+            row = session.get(HandoffOutbox, row_id)
+            if row is None or row.status != OutboxStatus.sending:
+                continue
+            try:
+                row.provider_id = sink.deliver(idempotency_key=row.idempotency_key, payload=row.payload)
+                row.status, row.delivered_at, row.last_error = OutboxStatus.sent, utcnow(), None
+                report.delivered += 1
+            except RetriableHandoffError as exc:
+                _retry_or_die(row, str(exc), exc.retry_after, report)
+            except (DestinationGoneError, FatalHandoffError) as exc:
+                row.status, row.last_error = OutboxStatus.dead, str(exc)[:2000]
+                report.dead += 1
+                report.errors[type(exc).__name__] += 1
+            session.add(row)
+            session.commit()
+    return report
+
+
+def _retry_or_die(row: HandoffOutbox, error: str, retry_after: float | None, report: HandoffReport) -> None:
+    if row.attempts >= MAX_ATTEMPTS:
+        row.status, row.last_error = OutboxStatus.dead, error[:2000]
+        report.dead += 1
+        return
+    backoff = min(3600.0, 30.0 * 2 ** (row.attempts - 1)) * random.uniform(0.8, 1.2)
+    row.status = OutboxStatus.pending
+    row.next_attempt_at = utcnow() + timedelta(seconds=max(backoff, retry_after or 0.0))
+    row.last_error = error[:2000]
+    report.retried += 1

@@ -1,0 +1,1 @@
+"""The domain core: tables, settings, workspace config, scoring and stages. Imports nothing of ours."""

@@ -1,0 +1,251 @@
+"""The workspace config (`leadflow.yaml`): what the business wants, validated before any data is touched.
+
+Marketing ops own this file, so every mistake is reported with the file, the line, the key
+path and what is wrong, and unknown keys are errors (a typo must not silently do nothing).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from leads.models import ActivityType, Stage
+
+LeadField = Literal["title", "industry", "company_size", "country", "email_domain", "company"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FitRule(Strict):
+    """Points for who the lead is. Exactly one condition: pattern, one_of, equals, at_least/at_most."""
+
+    name: str
+    field: LeadField
+    points: float
+    pattern: str | None = Field(default=None, description="Regular expression searched in the field.")
+    one_of: list[str] | None = Field(default=None, description="Case-insensitive set of accepted values.")
+    equals: str | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> FitRule:
+        given = [k for k in ("pattern", "one_of", "equals") if getattr(self, k) is not None]
+        if self.at_least is not None or self.at_most is not None:
+            given.append("at_least/at_most")
+        if len(given) != 1:
+            raise ValueError("give exactly one condition: pattern, one_of, equals, or at_least/at_most")
+        return self
+
+
+class ActivityRule(Strict):
+    """Points per matching activity, capped; negative points make a negative signal."""
+
+    name: str
+    activity: ActivityType
+    points: float
+    target_contains: str | None = Field(default=None, description="Only activities whose target contains this.")
+    cap: float | None = Field(default=None, description="Largest total (in absolute value) this rule can give.")
+
+    @model_validator(mode="after")
+    def _cap_sign(self) -> ActivityRule:
+        if self.cap is not None and (self.cap == 0 or (self.cap > 0) != (self.points > 0)):
+            raise ValueError("cap must be non-zero and have the same sign as points")
+        return self
+
+
+class TotalWeights(Strict):
+    fit: float = 1.0
+    engagement: float = 1.0
+
+
+class ScoringConfig(Strict):
+    version: str = Field(description="Rule-set version, stamped on every stage transition.")
+    fit: list[FitRule] = []
+    engagement: list[ActivityRule] = []
+    total: TotalWeights = TotalWeights()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ScoringConfig:
+        names = [r.name for r in [*self.fit, *self.engagement]]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class StageRule(Strict):
+    """Entry condition: every threshold given is met, or any hand-raise event happened."""
+
+    min_score: float | None = None
+    min_fit: float | None = None
+    min_engagement: float | None = None
+    hand_raise: list[ActivityType] = []
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> StageRule:
+        if self.min_score is None and self.min_fit is None and self.min_engagement is None and not self.hand_raise:
+            raise ValueError("a stage needs at least one of min_score, min_fit, min_engagement, hand_raise")
+        return self
+
+    @property
+    def has_thresholds(self) -> bool:
+        return any(v is not None for v in (self.min_score, self.min_fit, self.min_engagement))
+
+
+class StagesConfig(Strict):
+    """Entry rules for the stages that scoring can reach; `customer` comes from closed deals."""
+
+    prospect: StageRule
+    hot_prospect: StageRule
+    mql: StageRule
+    sql: StageRule
+
+    def ordered(self) -> list[tuple[Stage, StageRule]]:
+        return [
+            (Stage.prospect, self.prospect),
+            (Stage.hot_prospect, self.hot_prospect),
+            (Stage.mql, self.mql),
+            (Stage.sql, self.sql),
+        ]
+
+
+class NurtureStep(Strict):
+    template: str = Field(description="Template name under templates/: NAME.html and NAME.txt.")
+    subject: str = Field(description="Subject line; a Jinja expression like the templates.")
+    delay_days: float = Field(default=0, ge=0, description="Days after the previous step (or enrollment).")
+
+
+class Enrollment(Strict):
+    stages: list[Stage] = Field(min_length=1)
+    min_score: float | None = None
+    max_score: float | None = None
+
+
+class Sequence(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=100)]
+    enroll: Enrollment
+    exit_at_stage: Stage = Stage.mql
+    steps: list[NurtureStep] = Field(min_length=1)
+
+
+class NurtureConfig(Strict):
+    sequences: list[Sequence] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> NurtureConfig:
+        names = [s.name for s in self.sequences]
+        if len(set(names)) != len(names):
+            raise ValueError("sequence names must be unique")
+        return self
+
+
+class Sender(Strict):
+    from_name: str
+    from_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    reply_to: str | None = None
+    postal_address: str = Field(min_length=5, description="Shown in every email footer (required by law).")
+
+
+class FileSource(Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    kind: Literal["file"] = "file"
+    path: str = Field(description="A .jsonl or .csv file, or a folder of them, relative to the config file.")
+
+
+class HandoffConfig(Strict):
+    destination: str = Field(default="file://handoff-inbox", description="file://DIR or an https webhook URL.")
+    allow_private_addresses: bool = False
+
+
+class WorkspaceConfig(Strict):
+    """The whole `leadflow.yaml`."""
+
+    sender: Sender
+    sources: list[FileSource] = []
+    scoring: ScoringConfig
+    stages: StagesConfig
+    nurture: NurtureConfig = NurtureConfig()
+    handoff: HandoffConfig = HandoffConfig()
+    templates_dir: str = "templates"
+
+
+class ConfigError(Exception):
+    """An invalid workspace config; `problems` holds one line per mistake."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: invalid config\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def load_config(path: Path) -> WorkspaceConfig:
+    """Read and validate a workspace config, or raise ConfigError naming file, line and key path."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found (run `leadflow init` to create one)"]) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(path, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, ["the file must be a mapping of keys (sender, scoring, stages, ...)"])
+    try:
+        return WorkspaceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, [_describe(err, node) for err in exc.errors()]) from None
+
+
+def _describe(err: Any, root: yaml.Node | None) -> str:
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    key_path = _key_path(loc) or "(top level)"
+    line = _line_of(root, loc)
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling)"
+    return f"line {line}: {key_path}: {message}" if line else f"{key_path}: {message}"
+
+
+def _key_path(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """The 1-based line of the deepest YAML node on the error's path."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            child = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if child is None:
+                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            return line
+        node, line = child, child.start_mark.line + 1
+    return line

@@ -1,0 +1,122 @@
+"""Engines, sessions and schema migrations for SQLite and PostgreSQL.
+
+Nothing here runs at import time: callers build engines from a URL they own, so tests and
+flows can point at different databases in the same process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlmodel import Session
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# busy_timeout comes first so that switching to WAL waits for a lock instead of failing.
+_SQLITE_PRAGMAS: tuple[str, ...] = (
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA synchronous=NORMAL",
+)
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a URL and point bare PostgreSQL URLs at psycopg 3, the only PG driver we ship."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names, or None for in-memory and URI-style databases."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    if str(url.query.get("uri", "")).lower() in ("true", "1"):
+        return None
+    return Path(database)
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Apply per-connection settings; SQLite forgets them when a connection closes."""
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str | URL) -> Engine:
+    """Create an engine configured for how leadflow uses the backend.
+
+    SQLite gets WAL, enforced foreign keys and a generous busy timeout because flows write
+    from several threads and processes; PostgreSQL gets pre-ping so connections dropped by
+    the server between scheduled runs are replaced instead of failing the first query.
+    """
+    parsed = normalize_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = _sqlite_file(parsed)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = sqlalchemy.create_engine(parsed)
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    if backend == "postgresql":
+        return sqlalchemy.create_engine(parsed, pool_pre_ping=True)
+    return sqlalchemy.create_engine(parsed)
+
+
+def alembic_config() -> Config:
+    """An Alembic config pointing at the packaged migrations, so no alembic.ini is needed."""
+    config = Config()
+    # Config values go through configparser interpolation, so a literal % must be doubled.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    return config
+
+
+def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
+    """Migrate the database to `revision`, reusing the caller's engine when one is given."""
+    owns_engine = not isinstance(engine_or_url, Engine)
+    engine = make_engine(engine_or_url) if owns_engine else engine_or_url
+    try:
+        with engine.connect() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+    finally:
+        if owns_engine:
+            engine.dispose()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is stamped with, or None if it was never migrated."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One unit of work: commit if the block succeeds, roll back if it raises, always close."""
+    session = Session(engine)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,262 @@
+"""SQLModel tables: leads, their activity, stage history, nurture state, outboxes, cursors, quarantine.
+
+Every intended side effect (an email, a handoff) is a row with a unique idempotency key, written
+in the same transaction as the decision that caused it; senders claim rows and mark them done.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, String, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+# Named constraints, so later SQLite batch migrations can drop or alter them by name.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite keeps no zone, so every timestamp in the database is UTC without tzinfo.
+
+    Datetime columns say sa_type=DateTime() because recent SQLModel maps a bare `datetime`
+    to a timezone-aware type that rejects naive values.
+    """
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+# Enum columns are stored as plain strings (sa_type=String): adding a stage or status later is a
+# config change, not a PostgreSQL ENUM migration.
+
+
+class Stage(StrEnum):
+    """Funnel stages in order; `disqualified` and `recycled` sit beside the funnel."""
+
+    suspect = "suspect"
+    prospect = "prospect"
+    hot_prospect = "hot_prospect"
+    mql = "mql"
+    sql = "sql"
+    customer = "customer"
+    disqualified = "disqualified"
+    recycled = "recycled"
+
+
+FUNNEL: tuple[Stage, ...] = (
+    Stage.suspect,
+    Stage.prospect,
+    Stage.hot_prospect,
+    Stage.mql,
+    Stage.sql,
+    Stage.customer,
+)
+
+
+def funnel_rank(stage: Stage) -> int:
+    """Position in the funnel; stages beside it (recycled, disqualified) rank as suspect."""
+    return FUNNEL.index(stage) if stage in FUNNEL else 0
+
+
+class ActivityType(StrEnum):
+    """The activity vocabulary. Sources map their own event names onto these."""
+
+    page_view = "page_view"
+    email_open = "email_open"
+    email_click = "email_click"
+    email_reply = "email_reply"
+    email_bounce = "email_bounce"
+    unsubscribe = "unsubscribe"
+    download = "download"
+    webinar = "webinar"
+    form_submit = "form_submit"
+    newsletter_signup = "newsletter_signup"
+    cart_add = "cart_add"
+    wishlist_add = "wishlist_add"
+    ad_click = "ad_click"
+    demo_request = "demo_request"
+    quote_request = "quote_request"
+    contact_sales = "contact_sales"
+
+
+class OutboxStatus(StrEnum):
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    skipped = "skipped"
+    failed = "failed"
+    dead = "dead"
+
+
+class EnrollmentStatus(StrEnum):
+    active = "active"
+    completed = "completed"
+    exited = "exited"
+
+
+class Lead(SQLModel, table=True):
+    """One person, identified by normalised email."""
+
+    __tablename__ = "lead"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)
+    first_name: str | None = Field(default=None, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    company: str | None = Field(default=None, max_length=300)
+    title: str | None = Field(default=None, max_length=300)
+    industry: str | None = Field(default=None, max_length=100)
+    company_size: int | None = None
+    country: str | None = Field(default=None, max_length=2)
+    timezone: str | None = Field(default=None, max_length=64)
+    budget: str | None = Field(default=None, max_length=100)
+    authority: str | None = Field(default=None, max_length=100)
+    need: str | None = Field(default=None, max_length=300)
+    timing: str | None = Field(default=None, max_length=100)
+    fit_score: float = 0.0
+    engagement_score: float = 0.0
+    score: float = 0.0
+    stage: Stage = Field(default=Stage.suspect, sa_type=String(20), index=True)
+    stage_changed_at: datetime | None = Field(default=None, sa_type=DateTime())
+    owner: str | None = Field(default=None, max_length=200)
+    crm_ids: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    unsubscribed_at: datetime | None = Field(default=None, sa_type=DateTime())
+    bounced_at: datetime | None = Field(default=None, sa_type=DateTime())
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+    last_activity_at: datetime | None = Field(default=None, index=True, sa_type=DateTime())
+
+
+class Activity(SQLModel, table=True):
+    """One event of one lead; (source, source_id) is unique so re-ingesting is a no-op."""
+
+    __tablename__ = "activity"
+    __table_args__ = (
+        UniqueConstraint("source", "source_id", name="uq_activity_source_id"),
+        Index("ix_activity_lead_occurred", "lead_id", "occurred_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    type: str = Field(max_length=40)
+    occurred_at: datetime = Field(sa_type=DateTime())
+    source: str = Field(max_length=100)
+    source_id: str = Field(max_length=200)
+    target: str | None = Field(default=None, max_length=2000)
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    ingested_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+
+
+class StageTransition(SQLModel, table=True):
+    """An audited stage move with the score parts and the rules that caused it."""
+
+    __tablename__ = "stage_transition"
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id", index=True)
+    from_stage: Stage = Field(sa_type=String(20))
+    to_stage: Stage = Field(sa_type=String(20))
+    at: datetime = Field(default_factory=utcnow, index=True, sa_type=DateTime())
+    fit_score: float
+    engagement_score: float
+    score: float
+    ruleset_version: str = Field(max_length=100)
+    reason: str = Field(max_length=2000)
+    run_id: str | None = Field(default=None, max_length=64, index=True)
+
+
+class NurtureEnrollment(SQLModel, table=True):
+    """A lead's place in one nurture sequence."""
+
+    __tablename__ = "nurture_enrollment"
+    __table_args__ = (
+        UniqueConstraint("lead_id", "sequence", name="uq_enrollment_lead_sequence"),
+        Index("ix_enrollment_status_due", "status", "next_due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id", index=True)
+    sequence: str = Field(max_length=100)
+    step: int = 0
+    status: EnrollmentStatus = Field(default=EnrollmentStatus.active, sa_type=String(20))
+    next_due_at: datetime | None = Field(default=None, sa_type=DateTime())
+    enrolled_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+    exited_at: datetime | None = Field(default=None, sa_type=DateTime())
+    exit_reason: str | None = Field(default=None, max_length=200)
+
+
+class EmailOutbox(SQLModel, table=True):
+    """One intended email; the idempotency key also fixes its Message-ID."""
+
+    __tablename__ = "email_outbox"
+    __table_args__ = (Index("ix_email_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    lead_id: int = Field(foreign_key="lead.id", index=True)
+    enrollment_id: int | None = Field(default=None, foreign_key="nurture_enrollment.id")
+    sequence: str = Field(max_length=100)
+    step: int
+    status: OutboxStatus = Field(default=OutboxStatus.pending, sa_type=String(20))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+    last_error: str | None = Field(default=None, max_length=2000)
+    message_id: str | None = Field(default=None, max_length=300)
+    provider_id: str | None = Field(default=None, max_length=300)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime())
+
+
+class HandoffOutbox(SQLModel, table=True):
+    """One intended handoff of an SQL to one destination."""
+
+    __tablename__ = "handoff_outbox"
+    __table_args__ = (Index("ix_handoff_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    lead_id: int = Field(foreign_key="lead.id", index=True)
+    transition_id: int | None = Field(default=None, foreign_key="stage_transition.id")
+    destination: str = Field(max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: OutboxStatus = Field(default=OutboxStatus.pending, sa_type=String(20))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+    last_error: str | None = Field(default=None, max_length=2000)
+    provider_id: str | None = Field(default=None, max_length=300)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime())
+
+
+class ConnectorCursor(SQLModel, table=True):
+    """Where a source's stream left off; saved in the transaction that commits the page."""
+
+    __tablename__ = "connector_cursor"
+    __table_args__ = (UniqueConstraint("source", "stream", name="uq_cursor_source_stream"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=100)
+    stream: str = Field(max_length=500)
+    value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+
+
+class Quarantine(SQLModel, table=True):
+    """Input that was rejected, kept whole with the reason so nothing is silently lost."""
+
+    __tablename__ = "quarantine"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=100, index=True)
+    location: str = Field(max_length=600)
+    reason: str = Field(max_length=100, index=True)
+    detail: str = Field(max_length=2000)
+    raw: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())

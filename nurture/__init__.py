@@ -1,0 +1,1 @@
+"""Nurture sequences: enrollment, rendering, compliance and the email outbox. No Prefect here."""

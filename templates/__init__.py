@@ -1,0 +1,1 @@
+"""Email templates shipped with leadflow; `leadflow init` copies them into a workspace."""

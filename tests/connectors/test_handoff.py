@@ -1,0 +1,277 @@
+"""Handoff sinks against a real HTTP server on loopback that verifies Standard Webhooks signatures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from connectors.handoff import (
+    DestinationGoneError,
+    FatalHandoffError,
+    FileInbox,
+    HandoffError,
+    RetriableHandoffError,
+    WebhookSink,
+    parse_retry_after,
+    sink_from_url,
+)
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+SLOW = "slow"
+
+Action = tuple[int, dict[str, str]] | str
+
+
+@dataclass
+class Recorded:
+    headers: dict[str, str]
+    body: bytes
+    verified: Any  # the parsed payload when the signature verified, else the error
+
+
+@dataclass
+class ServerState:
+    script: deque[Action] = field(default_factory=deque)
+    requests: list[Recorded] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        try:
+            verified: Any = Webhook(SECRET).verify(body, headers)
+        except WebhookVerificationError as exc:
+            verified = exc
+        state.requests.append(Recorded(headers, body, verified))
+        action = state.script.popleft() if state.script else (200, {})
+        if action == SLOW:
+            state.release.wait(5)
+            action = (200, {})
+        assert isinstance(action, tuple)
+        status, extra = action
+        self.send_response(status)
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.state = ServerState()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """The slow handler writes to a client that already gave up; that is expected."""
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[ServerState, str]]:
+    httpd = _Server()
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd.state, f"http://127.0.0.1:{httpd.server_address[1]}/hooks/sales?token=abc"
+    finally:
+        httpd.state.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def _sink(url: str, **kwargs: Any) -> WebhookSink:
+    kwargs.setdefault("allow_private", True)
+    return WebhookSink(url, SECRET, **kwargs)
+
+
+def _no_secrets(exc: BaseException, *extra: str) -> None:
+    text = "".join(traceback.format_exception(exc)) + repr(exc)
+    for needle in (SECRET, SECRET.removeprefix("whsec_"), *extra):
+        assert needle not in text
+
+
+PAYLOAD = {"lead_id": 42, "email": "zoë@example.com", "stage": "sql", "score": 87.5}
+
+
+def test_signed_delivery(server: tuple[ServerState, str]) -> None:
+    state, url = server
+    with _sink(url) as sink:
+        receipt = sink.deliver(idempotency_key="handoff:42:sql:1", payload=PAYLOAD)
+    assert receipt == "http 200"
+    [req] = state.requests
+    assert req.verified == PAYLOAD
+    assert req.headers["webhook-id"] == "handoff:42:sql:1"
+    assert req.headers["content-type"] == "application/json"
+    assert abs(int(req.headers["webhook-timestamp"]) - time.time()) < 30
+    assert req.headers["webhook-signature"].startswith("v1,")
+    assert json.loads(req.body.decode("utf-8")) == PAYLOAD
+    assert SECRET not in repr(sink) and "token=abc" not in repr(sink)
+
+
+def test_status_mapping(server: tuple[ServerState, str]) -> None:
+    state, url = server
+    state.script.extend([(200, {}), (500, {}), (429, {"Retry-After": "7"}), (410, {}), (400, {}), (503, {})])
+    with _sink(url) as sink:
+        assert sink.deliver(idempotency_key="k1", payload=PAYLOAD) == "http 200"
+
+        with pytest.raises(RetriableHandoffError) as server_error:
+            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+        assert server_error.value.status == 500 and server_error.value.retry_after is None
+
+        with pytest.raises(RetriableHandoffError) as throttled:
+            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+        assert throttled.value.status == 429 and throttled.value.retry_after == 7
+
+        with pytest.raises(DestinationGoneError) as gone:
+            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+        assert gone.value.status == 410
+
+        with pytest.raises(FatalHandoffError) as rejected:
+            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+        assert not isinstance(rejected.value, DestinationGoneError)
+        assert rejected.value.status == 400
+
+        with pytest.raises(RetriableHandoffError):
+            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+
+    assert all(r.verified == PAYLOAD for r in state.requests)
+    assert {r.headers["webhook-id"] for r in state.requests} == {"k1"}
+    signatures = [r.headers["webhook-signature"] for r in state.requests]
+    for info in (server_error, throttled, gone, rejected):
+        assert "127.0.0.1" in str(info.value)
+        assert str(info.value.status) in str(info.value)
+        _no_secrets(info.value, *signatures, *(s.split(",", 1)[1] for s in signatures))
+
+
+def test_retry_after_http_date(server: tuple[ServerState, str]) -> None:
+    state, url = server
+    when = datetime.now(timezone.utc) + timedelta(seconds=120)
+    state.script.append((503, {"Retry-After": format_datetime(when, usegmt=True)}))
+    with _sink(url) as sink, pytest.raises(RetriableHandoffError) as info:
+        sink.deliver(idempotency_key="k", payload=PAYLOAD)
+    assert info.value.retry_after is not None and 100 < info.value.retry_after <= 120
+
+
+def test_parse_retry_after_forms() -> None:
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    assert parse_retry_after("7") == 7
+    assert parse_retry_after(" 0 ") == 0
+    assert parse_retry_after("Wed, 01 May 2024 12:01:30 GMT", now=now) == 90
+    assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", now=now) == 0
+    for junk in (None, "", "soon", "-5", "nan", "inf"):
+        assert parse_retry_after(junk) is None
+
+
+def test_timeout_is_retriable(server: tuple[ServerState, str]) -> None:
+    state, url = server
+    state.script.append(SLOW)
+    started = time.monotonic()
+    with _sink(url, timeout=0.3) as sink, pytest.raises(RetriableHandoffError) as info:
+        sink.deliver(idempotency_key="slow-1", payload=PAYLOAD)
+    assert time.monotonic() - started < 3
+    assert "timed out" in str(info.value)
+    _no_secrets(info.value)
+
+
+def test_connection_refused_is_retriable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with _sink(f"http://127.0.0.1:{port}/x") as sink, pytest.raises(RetriableHandoffError):
+        sink.deliver(idempotency_key="k", payload=PAYLOAD)
+
+
+def test_private_destinations_refused_unless_allowed(server: tuple[ServerState, str]) -> None:
+    state, url = server
+    port = url.split(":")[2].split("/")[0]
+    for target in (url, f"http://localhost:{port}/hook", f"http://[::ffff:127.0.0.1]:{port}/hook"):
+        with WebhookSink(target, SECRET) as sink, pytest.raises(FatalHandoffError) as info:
+            sink.deliver(idempotency_key="k", payload=PAYLOAD)
+        assert "allow_private" in str(info.value)
+    for address in ("10.1.2.3", "192.168.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.1", "100.64.0.1"):
+        with WebhookSink(f"http://{address}/hook", SECRET) as sink, pytest.raises(FatalHandoffError):
+            sink.deliver(idempotency_key="k", payload=PAYLOAD)
+    assert state.requests == []
+
+    with WebhookSink(url, SECRET, allow_private=True) as sink:
+        assert sink.deliver(idempotency_key="k", payload=PAYLOAD) == "http 200"
+    assert len(state.requests) == 1
+
+
+def test_injected_client_is_used_and_left_open(server: tuple[ServerState, str]) -> None:
+    state, url = server
+    with httpx.Client(headers={"x-probe": "yes"}) as client:
+        with _sink(url, client=client) as sink:
+            sink.deliver(idempotency_key="k", payload=PAYLOAD)
+        assert not client.is_closed
+    assert state.requests[0].headers["x-probe"] == "yes"
+
+
+def test_bad_secret_and_url_rejected_without_echo() -> None:
+    with pytest.raises(ValueError) as info:
+        WebhookSink("https://hooks.example.com/x", "whsec_")
+    with pytest.raises(ValueError):
+        WebhookSink("ftp://hooks.example.com/x", SECRET)
+    _no_secrets(info.value)
+
+
+def test_file_inbox_is_idempotent(tmp_path: Path) -> None:
+    inbox = FileInbox(tmp_path / "handoff-inbox")
+    assert inbox.name == "file"
+    first = inbox.deliver(idempotency_key="handoff-42-sql", payload={"v": 1})
+    second = inbox.deliver(idempotency_key="handoff-42-sql", payload=PAYLOAD)
+    odd = inbox.deliver(idempotency_key="../lead:42/sql", payload={"v": 3})
+    assert first == second == str(tmp_path / "handoff-inbox" / "handoff-42-sql.json")
+    assert Path(odd).parent == tmp_path / "handoff-inbox"
+    assert sorted(p.name for p in (tmp_path / "handoff-inbox").iterdir()) == sorted([Path(first).name, Path(odd).name])
+    text = Path(first).read_text(encoding="utf-8")
+    assert json.loads(text) == PAYLOAD
+    assert "zoë@example.com" in text and "\n  " in text  # UTF-8, pretty
+
+
+def test_sink_from_url(tmp_path: Path) -> None:
+    for url in ("file://handoff-inbox", "file:handoff-inbox"):
+        sink = sink_from_url(url, base_dir=tmp_path, secret=None)
+        assert isinstance(sink, FileInbox) and sink.directory == tmp_path / "handoff-inbox"
+    absolute = sink_from_url(f"file://{tmp_path}/abs", base_dir=Path("/elsewhere"), secret=None)
+    assert isinstance(absolute, FileInbox) and absolute.directory == tmp_path / "abs"
+
+    hook = sink_from_url("https://crm.example.com/hooks/leadflow", base_dir=tmp_path, secret=SECRET)
+    assert isinstance(hook, WebhookSink) and hook.name == "webhook" and not hook.allow_private
+    assert (hook.host, hook.port) == ("crm.example.com", 443)
+    local = sink_from_url("http://127.0.0.1:8080/x", base_dir=tmp_path, secret=SECRET, allow_private=True)
+    assert isinstance(local, WebhookSink) and local.allow_private
+
+    for secret in (None, ""):
+        with pytest.raises(ValueError, match=r"^LEADFLOW_WEBHOOK_SECRET is required for webhook destinations$"):
+            sink_from_url("https://crm.example.com/x", base_dir=tmp_path, secret=secret)
+    with pytest.raises(ValueError, match="'s3'"):
+        sink_from_url("s3://bucket/x", base_dir=tmp_path, secret=SECRET)
+    assert issubclass(DestinationGoneError, FatalHandoffError) and issubclass(FatalHandoffError, HandoffError)

@@ -1,0 +1,381 @@
+"""Mail transports against a real aiosmtpd server on loopback and a real directory."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import ipaddress
+import socket
+import ssl
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from connectors.mail import (
+    FileOutbox,
+    MailError,
+    PermanentMailError,
+    SMTPTransport,
+    TransientMailError,
+    transport_from_url,
+)
+
+REJECTED = "gone@example.com"
+DEFERRED = "busy@example.com"
+PASSWORD = "s3cr3t-Pa55!"
+
+
+@dataclass
+class Received:
+    peer: Any
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+
+@dataclass
+class RecordingHandler:
+    """Records what arrives; refuses REJECTED with 550 and DEFERRED with 451; can hang up after DATA."""
+
+    messages: list[Received] = field(default_factory=list)
+    ehlos: int = 0
+    drop_after_data: bool = False
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.ehlos += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
+        if address == REJECTED:
+            return "550 5.1.1 No such user here"
+        if address == DEFERRED:
+            return "451 4.3.0 Mailbox busy, try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(Received(session.peer, envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        if self.drop_after_data:
+            self.drop_after_data = False
+            # Close after the 250 has gone out, like a server's idle timeout between messages.
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+        return f"250 2.0.0 Ok: queued as Q{len(self.messages)}"
+
+    @property
+    def connections(self) -> int:
+        return len({r.peer for r in self.messages})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    expected = (b"mailer", PASSWORD.encode())
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == expected
+    return AuthResult(success=ok, handled=False)
+
+
+Server = tuple[RecordingHandler, int, Controller]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Server]:
+    handler = RecordingHandler()
+    port = _free_port()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=_authenticator,
+        auth_require_tls=False,
+        ready_timeout=5,
+    )
+    controller.start()
+    try:
+        yield handler, port, controller
+    finally:
+        if controller._thread is not None:
+            controller.stop()
+
+
+def _message(to: str, subject: str = "Hello", message_id: str | None = None) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "Leadflow <news@leadflow.test>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id or email.utils.make_msgid(domain="leadflow.test")
+    msg.set_content(f"Plain body for {subject} — ünïcödé\n")
+    return msg
+
+
+def _text(wire: str) -> str:
+    """Bodies travel with CRLF line ends; compare them as the sender wrote them."""
+    return wire.replace("\r\n", "\n")
+
+
+def _transport(port: int, **kwargs: Any) -> SMTPTransport:
+    return SMTPTransport("127.0.0.1", port, timeout=2.0, local_hostname="leadflow.test", **kwargs)
+
+
+def test_several_messages_share_one_connection(smtp_server: Server) -> None:
+    handler, port, _ = smtp_server
+    sent = [_message(f"lead{i}@example.com", subject=f"Issue {i}") for i in range(5)]
+    with _transport(port) as transport:
+        ids = [transport.send(m) for m in sent]
+    assert ids == [f"smtp:2.0.0 Ok: queued as Q{i}" for i in range(1, 6)]
+    assert handler.connections == 1
+    assert handler.ehlos == 1
+    for original, got in zip(sent, handler.messages, strict=True):
+        assert got.mail_from == "news@leadflow.test"
+        assert got.rcpt_tos == [original["To"]]
+        assert got.message["Subject"] == original["Subject"]
+        assert got.message["Message-ID"] == original["Message-ID"]
+        assert _text(got.message.get_content()) == original.get_content()
+
+
+def test_multipart_alternative_survives(smtp_server: Server) -> None:
+    handler, port, _ = smtp_server
+    msg = _message("lead@example.com")
+    msg.add_alternative("<html><body><p>Hi <b>Zoë</b> — click</p></body></html>", subtype="html")
+    with _transport(port) as transport:
+        transport.send(msg)
+    got = handler.messages[0].message
+    assert got.get_content_type() == "multipart/alternative"
+    parts = {p.get_content_type(): p.get_content() for p in got.iter_parts()}
+    assert _text(parts["text/plain"]) == msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "<b>Zoë</b>" in parts["text/html"]
+
+
+def test_550_is_permanent_and_the_connection_keeps_working(smtp_server: Server) -> None:
+    handler, port, _ = smtp_server
+    with _transport(port) as transport:
+        transport.send(_message("first@example.com"))
+        with pytest.raises(PermanentMailError) as info:
+            transport.send(_message(REJECTED))
+        transport.send(_message("after@example.com"))
+    assert info.value.recipient == REJECTED
+    assert info.value.code == 550
+    assert [m.rcpt_tos for m in handler.messages] == [["first@example.com"], ["after@example.com"]]
+    assert handler.connections == 1
+
+
+def test_451_is_transient(smtp_server: Server) -> None:
+    handler, port, _ = smtp_server
+    with _transport(port) as transport:
+        with pytest.raises(TransientMailError) as info:
+            transport.send(_message(DEFERRED))
+        assert not isinstance(info.value, PermanentMailError)
+        assert info.value.code == 451
+        transport.send(_message("ok@example.com"))
+    assert len(handler.messages) == 1
+
+
+def test_reconnects_once_when_the_server_dropped_an_idle_connection(
+    smtp_server: Server,
+) -> None:
+    handler, port, _ = smtp_server
+    handler.drop_after_data = True
+    with _transport(port) as transport:
+        transport.send(_message("one@example.com"))
+        time.sleep(0.2)  # the server hangs up meanwhile
+        transport.send(_message("two@example.com"))
+        transport.send(_message("three@example.com"))
+    assert [m.rcpt_tos[0] for m in handler.messages] == ["one@example.com", "two@example.com", "three@example.com"]
+    assert handler.connections == 2
+
+
+def test_stopped_server_is_transient(smtp_server: Server) -> None:
+    _, port, controller = smtp_server
+    controller.stop()
+    with _transport(port) as transport, pytest.raises(TransientMailError) as info:
+        transport.send(_message("lead@example.com"))
+    assert "127.0.0.1" in str(info.value)
+
+
+def test_server_gone_mid_batch_is_transient(smtp_server: Server) -> None:
+    handler, port, controller = smtp_server
+    handler.drop_after_data = True
+    with _transport(port) as transport:
+        transport.send(_message("one@example.com"))
+        time.sleep(0.2)
+        controller.stop()  # dropped connection, and the reconnect is refused
+        with pytest.raises(TransientMailError):
+            transport.send(_message("two@example.com"))
+
+
+def test_login_and_bad_password_never_echoed(smtp_server: Server) -> None:
+    handler, port, _ = smtp_server
+    with _transport(port, username="mailer", password=PASSWORD) as transport:
+        assert PASSWORD not in repr(transport)
+        transport.send(_message("lead@example.com"))
+    assert len(handler.messages) == 1
+
+    wrong = "wr0ng-Secret"
+    with _transport(port, username="mailer", password=wrong) as transport:
+        with pytest.raises(MailError) as info:
+            transport.send(_message("lead@example.com"))
+    assert not isinstance(info.value, (TransientMailError, PermanentMailError))
+    assert info.value.code == 535
+    assert wrong not in str(info.value) and wrong not in repr(info.value)
+
+
+def test_file_outbox_writes_parseable_eml_once_per_message_id(tmp_path: Path) -> None:
+    outbox_dir = tmp_path / "outbox"
+    msg = _message("lead@example.com", message_id="<abc.123@leadflow.test>")
+    msg.add_alternative("<p>Hi</p>", subtype="html")
+    with FileOutbox(outbox_dir) as outbox:
+        first = outbox.send(msg)
+        del msg["Subject"]
+        msg["Subject"] = "Hello again"
+        second = outbox.send(msg)
+        other = outbox.send(_message("b@example.com", message_id="<x/../y@z>"))
+    assert first == second
+    files = sorted(p.name for p in outbox_dir.iterdir())
+    assert files == sorted([Path(first).name, Path(other).name])
+    assert Path(first).name == "abc.123@leadflow.test.eml"
+    assert Path(other).parent == outbox_dir and "/" not in Path(other).name
+    parsed = email.message_from_bytes(Path(first).read_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == "Hello again"
+    assert parsed["Message-ID"] == "<abc.123@leadflow.test>"
+    assert parsed.get_content_type() == "multipart/alternative"
+
+
+def test_file_outbox_requires_message_id(tmp_path: Path) -> None:
+    msg = _message("lead@example.com")
+    del msg["Message-ID"]
+    with FileOutbox(tmp_path) as outbox, pytest.raises(ValueError, match="Message-ID"):
+        outbox.send(msg)
+
+
+def test_transport_from_url_file(tmp_path: Path) -> None:
+    for url in ("file://outbox", "file:outbox"):
+        transport = transport_from_url(url, base_dir=tmp_path)
+        assert isinstance(transport, FileOutbox)
+        assert transport.directory == tmp_path / "outbox"
+    absolute = transport_from_url(f"file://{tmp_path}/abs/box", base_dir=Path("/elsewhere"))
+    assert isinstance(absolute, FileOutbox)
+    assert absolute.directory == tmp_path / "abs" / "box"
+
+
+def test_transport_from_url_smtp() -> None:
+    plain = transport_from_url("smtp://mail.example.com", base_dir=Path("."))
+    assert isinstance(plain, SMTPTransport)
+    assert (plain.host, plain.port, plain.security, plain.username) == ("mail.example.com", 25, "none", None)
+
+    tls = transport_from_url("smtp://u%40x.com:p%2Fss@mail.example.com:587?starttls=true", base_dir=Path("."))
+    assert isinstance(tls, SMTPTransport)
+    assert (tls.port, tls.security, tls.username) == (587, "starttls", "u@x.com")
+    assert "p/ss" not in repr(tls)
+
+    implicit = transport_from_url("smtps://u:pw@mail.example.com", base_dir=Path("."))
+    assert isinstance(implicit, SMTPTransport)
+    assert (implicit.port, implicit.security) == (465, "ssl")
+
+
+def test_transport_from_url_errors_never_echo_the_password() -> None:
+    with pytest.raises(ValueError, match="'ftp'"):
+        transport_from_url("ftp://u:hunter2@host", base_dir=Path("."))
+    for bad in (
+        "smtp://user:hunter2/x@host:25",  # unencoded slash in the password
+        "smtp://user:123?hunter2@host",  # unencoded question mark
+        "smtp://user:hunter2@host:notaport",
+        "smtp://user:pw@host?hunter2=1",
+        "smtps://user:pw@host?starttls=true&x=hunter2",
+    ):
+        with pytest.raises(ValueError) as info:
+            transport_from_url(bad, base_dir=Path("."))
+        assert "hunter2" not in "".join(traceback.format_exception(info.value)), bad
+
+
+# --- TLS: STARTTLS and implicit TLS against a self-signed certificate ------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context trusting only that server's self-signed certificate)."""
+    pytest.importorskip("cryptography")  # a dependency of prefect, so normally present
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    return server, ssl.create_default_context(cafile=str(cert_file))
+
+
+def _tls_controller(handler: RecordingHandler, **kwargs: Any) -> tuple[Controller, int]:
+    port = _free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5, **kwargs)
+    controller.start()
+    return controller, port
+
+
+def test_starttls(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server_ctx, client_ctx = tls_contexts
+    handler = RecordingHandler()
+    controller, port = _tls_controller(handler, tls_context=server_ctx, require_starttls=True)
+    try:
+        with _transport(port, security="starttls", ssl_context=client_ctx) as transport:
+            transport.send(_message("a@example.com"))
+            transport.send(_message("b@example.com"))
+        assert len(handler.messages) == 2 and handler.connections == 1
+        # The system trust store does not know our certificate: a configuration error, not a retry.
+        with _transport(port, security="starttls") as transport, pytest.raises(MailError) as info:
+            transport.send(_message("c@example.com"))
+        assert not isinstance(info.value, (TransientMailError, PermanentMailError))
+        assert "certificate" in str(info.value)
+    finally:
+        controller.stop()
+
+
+def test_implicit_tls(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server_ctx, client_ctx = tls_contexts
+    handler = RecordingHandler()
+    controller, port = _tls_controller(handler, ssl_context=server_ctx)
+    try:
+        with _transport(port, security="ssl", ssl_context=client_ctx) as transport:
+            assert transport.send(_message("a@example.com")).startswith("smtp:2.0.0 Ok")
+        assert len(handler.messages) == 1
+    finally:
+        controller.stop()
