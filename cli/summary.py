@@ -24,10 +24,10 @@ def _stage_counts(folder: Path) -> tuple[dict[str, int], dict[str, int], dict[st
     engine = make_engine(settings.resolved_database_url)
     try:
         with engine.connect() as conn:
-            stages = dict(conn.execute(select(Lead.stage, func.count()).group_by(Lead.stage)).tuples().all())
-            emails = dict(conn.execute(select(EmailOutbox.status, func.count()).group_by(EmailOutbox.status)).tuples().all())
+            stages = dict(conn.execute(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
+            emails = dict(conn.execute(select(EmailOutbox.status, func.count()).group_by(EmailOutbox.status)).all())
             handoffs = dict(
-                conn.execute(select(HandoffOutbox.status, func.count()).group_by(HandoffOutbox.status)).tuples().all()
+                conn.execute(select(HandoffOutbox.status, func.count()).group_by(HandoffOutbox.status)).all()
             )
             quarantined = conn.execute(select(func.count()).select_from(Quarantine)).scalar_one()
     finally:

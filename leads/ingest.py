@@ -38,7 +38,7 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 def lead_ids_by_email(session: Session, emails: Sequence[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for chunk in _chunks(list(emails)):
-        found.update(session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(chunk))).tuples().all())
+        found.update(session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(chunk))).all())
     return found
 
 
@@ -95,7 +95,7 @@ def store_batch(
             .on_conflict_do_nothing(index_elements=["source", "source_id"])
             .returning(Activity.lead_id, Activity.type, Activity.occurred_at)
         )
-        inserted.extend(session.execute(stmt).tuples())
+        inserted.extend(session.execute(stmt).all())
     _touch_leads(session, inserted)
     if rejected:
         session.execute(

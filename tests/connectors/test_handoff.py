@@ -22,6 +22,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from tests.peers import SECRET, SLOW, Recorded, ServerState, WebhookServer
 from connectors.handoff import (
     DestinationGoneError,
     FatalHandoffError,
@@ -33,68 +34,9 @@ from connectors.handoff import (
     sink_from_url,
 )
 
-SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-SLOW = "slow"
-
-Action = tuple[int, dict[str, str]] | str
-
-
-@dataclass
-class Recorded:
-    headers: dict[str, str]
-    body: bytes
-    verified: Any  # the parsed payload when the signature verified, else the error
-
-
-@dataclass
-class ServerState:
-    script: deque[Action] = field(default_factory=deque)
-    requests: list[Recorded] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_POST(self) -> None:
-        state = self.server.state
-        body = self.rfile.read(int(self.headers.get("content-length", "0")))
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        try:
-            verified: Any = Webhook(SECRET).verify(body, headers)
-        except WebhookVerificationError as exc:
-            verified = exc
-        state.requests.append(Recorded(headers, body, verified))
-        action = state.script.popleft() if state.script else (200, {})
-        if action == SLOW:
-            state.release.wait(5)
-            action = (200, {})
-        assert isinstance(action, tuple)
-        status, extra = action
-        self.send_response(status)
-        for name, value in extra.items():
-            self.send_header(name, value)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = ServerState()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """The slow handler writes to a client that already gave up; that is expected."""
-
-
 @pytest.fixture
 def server() -> Iterator[tuple[ServerState, str]]:
-    httpd = _Server()
+    httpd = WebhookServer()
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

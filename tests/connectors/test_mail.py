@@ -21,6 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.peers import DEFERRED, REJECTED, Received, RecordingHandler, free_port
 from connectors.mail import (
     FileOutbox,
     MailError,
@@ -30,62 +31,7 @@ from connectors.mail import (
     transport_from_url,
 )
 
-REJECTED = "gone@example.com"
-DEFERRED = "busy@example.com"
 PASSWORD = "s3cr3t-Pa55!"
-
-
-@dataclass
-class Received:
-    peer: Any
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-
-
-@dataclass
-class RecordingHandler:
-    """Records what arrives; refuses REJECTED with 550 and DEFERRED with 451; can hang up after DATA."""
-
-    messages: list[Received] = field(default_factory=list)
-    ehlos: int = 0
-    drop_after_data: bool = False
-
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        self.ehlos += 1
-        session.host_name = hostname
-        return responses
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
-        if address == REJECTED:
-            return "550 5.1.1 No such user here"
-        if address == DEFERRED:
-            return "451 4.3.0 Mailbox busy, try later"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append(Received(session.peer, envelope.mail_from, list(envelope.rcpt_tos), parsed))
-        if self.drop_after_data:
-            self.drop_after_data = False
-            # Close after the 250 has gone out, like a server's idle timeout between messages.
-            asyncio.get_running_loop().call_later(0.05, server.transport.close)
-        return f"250 2.0.0 Ok: queued as Q{len(self.messages)}"
-
-    @property
-    def connections(self) -> int:
-        return len({r.peer for r in self.messages})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
@@ -100,7 +46,7 @@ Server = tuple[RecordingHandler, int, Controller]
 @pytest.fixture
 def smtp_server() -> Iterator[Server]:
     handler = RecordingHandler()
-    port = _free_port()
+    port = free_port()
     controller = Controller(
         handler,
         hostname="127.0.0.1",
@@ -345,7 +291,7 @@ def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLConte
 
 
 def _tls_controller(handler: RecordingHandler, **kwargs: Any) -> tuple[Controller, int]:
-    port = _free_port()
+    port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5, **kwargs)
     controller.start()
     return controller, port
