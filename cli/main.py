@@ -116,7 +116,7 @@ def check(workspace: Workspace = None) -> None:
 
     problems = check_templates(config, settings.config_file.parent / config.templates_dir)
     for problem in problems:
-        console.print(f"[red]✗[/] {problem}", highlight=False)
+        console.print(f"[red]✗[/] {problem.replace(str(folder) + '/', '')}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(code=1)
     steps = sum(len(s.steps) for s in config.nurture.sequences)

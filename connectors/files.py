@@ -54,8 +54,10 @@ class FileActivitySource:
         """Pages of `file` after `cursor`; each page's cursor covers exactly the lines in it."""
         with file.open("rb") as handle:
             first = handle.readline()
-            fingerprint = hashlib.sha256(first).hexdigest()[:16]
             header = _csv_header(first) if file.suffix.lower() == ".csv" else None
+            # A CSV export replaced by the next one keeps its header: the first row tells them apart.
+            identity = first + handle.readline() if header is not None else first
+            fingerprint = hashlib.sha256(identity).hexdigest()[:16]
             offset, line_no = 0, 0
             if cursor and cursor.get("fingerprint") == fingerprint and cursor.get("offset", 0) <= file.stat().st_size:
                 offset, line_no = int(cursor["offset"]), int(cursor["line"])
@@ -96,6 +98,8 @@ def _json_record(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordError("bad_json", f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise RecordError("bad_json", "nested too deeply") from None
     if not isinstance(value, dict):
         raise RecordError("bad_json", "each line must be a JSON object")
     return value

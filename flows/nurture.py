@@ -52,7 +52,7 @@ def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
             if not ids:
                 return total
             report = send_claimed(engine=ws.engine, ids=ids, config=ws.config, renderer=renderer,
-                                  transport=transport, links=links)
+                                  transport=transport, links=links, now=now)
             total.sent += report.sent
             total.skipped.update(report.skipped)
             total.deferred.update(report.deferred)

@@ -120,7 +120,7 @@ def deliver_pending(*, engine: Engine, sink: HandoffSink, destination: str, now:
                 row.status, row.delivered_at, row.last_error = OutboxStatus.sent, utcnow(), None
                 report.delivered += 1
             except RetriableHandoffError as exc:
-                _retry_or_die(row, str(exc), exc.retry_after, report)
+                _retry_or_die(row, str(exc), exc.retry_after, report, now)
             except (DestinationGoneError, FatalHandoffError) as exc:
                 row.status, row.last_error = OutboxStatus.dead, str(exc)[:2000]
                 report.dead += 1
@@ -130,13 +130,15 @@ def deliver_pending(*, engine: Engine, sink: HandoffSink, destination: str, now:
     return report
 
 
-def _retry_or_die(row: HandoffOutbox, error: str, retry_after: float | None, report: HandoffReport) -> None:
+def _retry_or_die(
+    row: HandoffOutbox, error: str, retry_after: float | None, report: HandoffReport, now: datetime
+) -> None:
     if row.attempts >= MAX_ATTEMPTS:
         row.status, row.last_error = OutboxStatus.dead, error[:2000]
         report.dead += 1
         return
     backoff = min(3600.0, 30.0 * 2 ** (row.attempts - 1)) * random.uniform(0.8, 1.2)
     row.status = OutboxStatus.pending
-    row.next_attempt_at = utcnow() + timedelta(seconds=max(backoff, retry_after or 0.0))
+    row.next_attempt_at = now + timedelta(seconds=max(backoff, retry_after or 0.0))
     row.last_error = error[:2000]
     report.retried += 1

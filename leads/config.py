@@ -210,10 +210,36 @@ def load_config(path: Path) -> WorkspaceConfig:
         raise ConfigError(path, [f"{where}not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
     if not isinstance(data, dict):
         raise ConfigError(path, ["the file must be a mapping of keys (sender, scoring, stages, ...)"])
+    # YAML lets a repeated key silently replace the earlier one (a whole list of rules could vanish).
+    problems = _duplicate_keys(node, [], set())
     try:
-        return WorkspaceConfig.model_validate(data)
+        config = WorkspaceConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(path, [_describe(err, node) for err in exc.errors()]) from None
+        problems += [_describe(err, node) for err in exc.errors()]
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def _duplicate_keys(node: yaml.Node | None, loc: list[Any], seen_nodes: set[int]) -> list[str]:
+    if node is None or id(node) in seen_nodes:
+        return []
+    seen_nodes.add(id(node))
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key, value in node.value:
+            name = getattr(key, "value", None)
+            if isinstance(name, str) and name in keys:
+                problems.append(f"line {key.start_mark.line + 1}: {_key_path([*loc, name])}: "
+                                "duplicate key (only the last one would count)")
+            if isinstance(name, str):
+                keys.add(name)
+            problems += _duplicate_keys(value, [*loc, name], seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, [*loc, i], seen_nodes)
+    return problems
 
 
 def _describe(err: Any, root: yaml.Node | None) -> str:
@@ -234,18 +260,21 @@ def _key_path(loc: list[Any]) -> str:
 
 
 def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
-    """The 1-based line of the deepest YAML node on the error's path."""
+    """The 1-based line of the deepest YAML key (or list item) on the error's path.
+
+    A key's own line, not its value's: a block value starts on the next line, and the user is
+    looking for the key they misspelled.
+    """
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
-        child = None
         if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            child = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-            if child is None:
-                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
-                return key.start_mark.line + 1 if key is not None else line
+            pair = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+            if pair is None:
+                return line
+            node, line = pair[1], pair[0].start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-        if child is None:
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
             return line
-        node, line = child, child.start_mark.line + 1
     return line

@@ -101,8 +101,10 @@ def store_batch(
         session.execute(
             upsert_insert(session, Quarantine).values(
                 [
-                    {"source": source, "location": r.location[:600], "reason": r.reason, "detail": r.detail[:2000],
-                     "raw": r.raw, "created_at": utcnow()}
+                    {"source": source, "location": r.location[:600], "reason": r.reason,
+                     # PostgreSQL text cannot hold NUL, and a corrupt line must not block its source.
+                     "detail": r.detail.replace("\x00", "\ufffd")[:2000], "raw": r.raw.replace("\x00", "\ufffd"),
+                     "created_at": utcnow()}
                     for r in rejected
                 ]
             )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from leads.models import ActivityType
+from leads.models import ActivityType, Lead
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 MAX_PROPERTIES_BYTES = 16_384
@@ -31,6 +31,11 @@ PROFILE_FIELDS: dict[str, type] = {
     "need": str,
     "timing": str,
 }
+# The lead table's column sizes: longer text is cut (as target is), numbers out of range are refused,
+# so one odd record is stored or quarantined instead of failing its whole page on PostgreSQL.
+PROFILE_LENGTHS: dict[str, int] = {name: Lead.__table__.c[name].type.length for name, kind in PROFILE_FIELDS.items()
+                                   if kind is str}
+MAX_COMPANY_SIZE = 2_147_483_647  # INTEGER
 
 
 class RecordError(ValueError):
@@ -68,7 +73,13 @@ def normalise_email(raw: object) -> str | None:
     if not isinstance(raw, str):
         return None
     email = raw.strip().lower()
-    return email if EMAIL_RE.match(email) and len(email) <= 320 else None
+    return email if EMAIL_RE.match(email) and len(email) <= 320 and email.isprintable() else None
+
+
+def _text(value: object, limit: int) -> str:
+    """Text a database can store: no NUL characters, no lone surrogates (from JSON \\u escapes), cut to `limit`."""
+    text = str(value).replace("\x00", "").strip()
+    return text.encode("utf-8", "replace").decode("utf-8")[:limit]
 
 
 def parse_timestamp(raw: object) -> datetime:
@@ -77,17 +88,17 @@ def parse_timestamp(raw: object) -> datetime:
         raise RecordError("bad_timestamp", f"'at' must be an ISO 8601 timestamp, got {raw!r}")
     try:
         parsed = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise RecordError("bad_timestamp", f"cannot parse timestamp {raw!r}") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     return parsed
 
 
 def parse_activity(raw: dict[str, Any], *, now: datetime) -> ActivityRecord:
     """Validate one raw record (keys: id, email, type, at, target, properties, lead)."""
-    source_id = raw.get("id")
-    if source_id is None or str(source_id).strip() == "":
+    source_id = _text(raw["id"], 200) if raw.get("id") is not None else ""
+    if source_id == "":
         raise RecordError("missing_id", "every record needs an 'id' unique within its source")
     email = normalise_email(raw.get("email"))
     if email is None:
@@ -106,11 +117,11 @@ def parse_activity(raw: dict[str, Any], *, now: datetime) -> ActivityRecord:
         raise RecordError("oversized_properties", f"'properties' exceeds {MAX_PROPERTIES_BYTES} bytes")
     target = raw.get("target")
     return ActivityRecord(
-        source_id=str(source_id).strip()[:200],
+        source_id=source_id,
         email=email,
         type=kind,
         occurred_at=occurred_at,
-        target=str(target)[:2000] if target not in (None, "") else None,
+        target=_text(target, 2000) if target not in (None, "") else None,
         properties=properties,
         profile=_profile(raw.get("lead")),
     )
@@ -127,11 +138,17 @@ def _profile(raw: object) -> dict[str, Any] | None:
             continue
         if kind is int:
             try:
-                profile[name] = int(value)
-            except (TypeError, ValueError):
+                number = int(value)
+            except (TypeError, ValueError, OverflowError):
                 raise RecordError("bad_profile", f"lead.{name} must be a whole number, got {value!r}") from None
+            if not 0 <= number <= MAX_COMPANY_SIZE:
+                raise RecordError("bad_profile", f"lead.{name} must be between 0 and {MAX_COMPANY_SIZE}, got {value!r}")
+            profile[name] = number
+        elif name == "country":
+            # Cutting "Netherlands" to "NE" would silently mean Niger: refuse what is not a code.
+            if not re.fullmatch(r"[A-Za-z]{2}", str(value).strip()):
+                raise RecordError("bad_profile", f"lead.country must be a two-letter country code like NL, got {value!r}")
+            profile[name] = str(value).strip().upper()
         else:
-            profile[name] = str(value).strip()
-    if "country" in profile:
-        profile["country"] = profile["country"].upper()[:2]
+            profile[name] = _text(value, PROFILE_LENGTHS[name])
     return profile or None

@@ -120,5 +120,7 @@ class Scorer:
 def _matches(rule: ActivityRule) -> Any:
     condition = Activity.type == rule.activity.value
     if rule.target_contains:
-        condition = condition & Activity.target.contains(rule.target_contains, autoescape=True)  # type: ignore[union-attr]
+        # Case-insensitive on every backend (LIKE is case-blind on SQLite, case-sensitive on PostgreSQL).
+        target = func.lower(Activity.target)
+        condition = condition & target.contains(rule.target_contains.lower(), autoescape=True)
     return condition

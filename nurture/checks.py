@@ -46,8 +46,9 @@ def check_templates(config: WorkspaceConfig, templates_dir: Path) -> list[str]:
                 context = {"lead": lead, "sender": sender, "unsubscribe_url": "https://example.com/u/sample"}
                 try:
                     renderer.render(template=step.template, subject=step.subject, context=context)
-                except TemplateError as exc:
+                except Exception as exc:  # noqa: BLE001 - e.g. arithmetic on a field the lead lacks
                     where = _where(exc, f"{templates_dir / step.template}")
-                    problems.append(f"{where}: {sequence.name} step {index} ({label}): {exc.message or exc}")
+                    what = (exc.message or exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
+                    problems.append(f"{where}: {sequence.name} step {index} ({label}): {what}")
                     break
     return problems

@@ -48,9 +48,10 @@ def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Count
             literal(now),
         ).where(*conditions)
         result = session.execute(
-            insert(NurtureEnrollment).from_select(
-                ["lead_id", "sequence", "step", "status", "next_due_at", "enrolled_at"], chosen
-            )
+            insert(NurtureEnrollment)
+            .from_select(["lead_id", "sequence", "step", "status", "next_due_at", "enrolled_at"], chosen)
+            # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg otherwise reports -1.
+            .execution_options(preserve_rowcount=True)
         )
         enrolled[sequence.name] += result.rowcount or 0  # type: ignore[attr-defined]
     return enrolled

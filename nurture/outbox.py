@@ -87,6 +87,7 @@ def send_claimed(
     renderer: TemplateRenderer,
     transport: MailTransport,
     links: LinkSigner,
+    now: datetime,
 ) -> SendReport:
     """Send the claimed rows through an open transport; each outcome is committed on its own."""
     report = SendReport()
@@ -117,7 +118,7 @@ def send_claimed(
                 report.failed["permanent"] += 1
                 continue
             except TransientMailError as exc:
-                _retry_later(session, row, str(exc))
+                _retry_later(session, row, str(exc), now)
                 report.deferred["transient mail error"] += 1
                 continue
             row.message_id = message["Message-ID"]
@@ -146,14 +147,14 @@ def _finish(session: Session, row: EmailOutbox, status: OutboxStatus, *, error: 
     session.commit()
 
 
-def _retry_later(session: Session, row: EmailOutbox, error: str) -> None:
+def _retry_later(session: Session, row: EmailOutbox, error: str, now: datetime) -> None:
     """Exponential backoff with jitter; after MAX_ATTEMPTS the row is dead and shown in the report."""
     if row.attempts >= MAX_ATTEMPTS:
         _finish(session, row, OutboxStatus.dead, error=error)
         return
     delay = min(3600.0, 30.0 * 2 ** (row.attempts - 1)) * random.uniform(0.8, 1.2)
     row.status = OutboxStatus.pending
-    row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    row.next_attempt_at = now + timedelta(seconds=delay)
     row.last_error = error[:2000]
     session.add(row)
     session.commit()

@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -82,3 +83,39 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Any, int]]:
+    """A real SMTP server (aiosmtpd) on loopback that records what it receives."""
+    from aiosmtpd.controller import Controller
+
+    from tests.peers import RecordingHandler, free_port
+
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[tuple[Any, str]]:
+    """A real HTTP receiver on loopback that verifies Standard Webhooks signatures; yields (state, url)."""
+    import threading
+
+    from tests.peers import WebhookServer
+
+    httpd = WebhookServer()
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd.state, f"http://127.0.0.1:{httpd.server_address[1]}/hooks/sales"
+    finally:
+        httpd.state.release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

@@ -1,0 +1,79 @@
+"""The `leadflow` command as a user meets it: demo, run again, check, status, bad config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI quiets Prefect through the environment; keep that change inside the test."""
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
+    monkeypatch.delenv("LEADFLOW_DATABASE_URL", raising=False)
+
+
+def number(pattern: str, text: str) -> int:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in output:\n{text}"
+    return int(match.group(1))
+
+
+def test_demo_then_run_again_sends_nothing_twice(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--workspace", str(tmp_path), "--leads", "300"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Leads by stage" in out and "Stage changes in this run" in out and "Where to look next" in out
+    sent = number(r"(\d+) emails sent this run", out)
+    handed = number(r"(\d+) new SQLs handed to sales", out)
+    assert sent == len(list((tmp_path / "outbox").glob("*.eml"))) > 0
+    assert handed == len(list((tmp_path / "handoff-inbox").glob("*.json"))) > 0
+    assert (tmp_path / "leadflow.db").exists() and (tmp_path / ".env").stat().st_mode & 0o077 == 0
+
+    again = runner.invoke(app, ["demo", "--workspace", str(tmp_path), "--leads", "300"])
+    assert again.exit_code == 0, again.output
+    assert number(r"(\d+) emails sent this run", again.output) == 0
+    assert number(r"(\d+) new SQLs handed to sales", again.output) == 0
+    assert "Stage changes in this run: none" in again.output
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == sent
+
+    status = runner.invoke(app, ["status", "--workspace", str(tmp_path)])
+    assert status.exit_code == 0 and f"sent {sent}" in status.output
+
+
+def test_check_accepts_the_shipped_workspace_and_names_a_broken_template(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["init", "--workspace", str(tmp_path)]).exit_code == 0
+    ok = runner.invoke(app, ["check", "--workspace", str(tmp_path)])
+    assert ok.exit_code == 0 and "valid" in ok.output, ok.output
+
+    template = tmp_path / "templates" / "warm-up" / "2-case-study.html"
+    template.write_text(template.read_text().replace("{{ lead.first_name", "{{ lead.frist_name"))
+    broken = runner.invoke(app, ["check", "--workspace", str(tmp_path)])
+    assert broken.exit_code == 1
+    assert "templates/warm-up/2-case-study.html:3" in broken.output and "frist_name" in broken.output
+
+
+def test_run_with_an_invalid_config_names_the_file_line_and_key(tmp_path: Path) -> None:
+    runner.invoke(app, ["init", "--workspace", str(tmp_path)])
+    config = tmp_path / "leadflow.yaml"
+    config.write_text(config.read_text().replace("  engagement:\n", "  engagment:\n", 1))
+    result = runner.invoke(app, ["run", "--workspace", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "leadflow.yaml" in result.output and "scoring.engagment" in result.output and "unknown key" in result.output
+    assert not (tmp_path / "leadflow.db").exists()
+
+
+def test_init_never_overwrites(tmp_path: Path) -> None:
+    runner.invoke(app, ["init", "--workspace", str(tmp_path)])
+    (tmp_path / "leadflow.yaml").write_text("# mine\n")
+    result = runner.invoke(app, ["init", "--workspace", str(tmp_path)])
+    assert "already a workspace" in result.output
+    assert (tmp_path / "leadflow.yaml").read_text() == "# mine\n"
