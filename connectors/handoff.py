@@ -8,17 +8,13 @@ destination altogether (410 Gone).
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
-import hashlib
 import ipaddress
 import json
 import logging
 import math
-import os
 import re
 import socket
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
+
+from connectors.keyed_files import atomic_write, file_stem
 
 __all__ = [
     "DestinationGoneError",
@@ -78,34 +76,6 @@ class HandoffSink(Protocol):
 
 # --- file inbox ------------------------------------------------------------------------------
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,119}")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._@+=-]")
-
-
-def _file_stem(key: str) -> str:
-    """The key itself when it is a harmless file name, else a slug plus a hash so keys stay distinct."""
-    if _SAFE_NAME.fullmatch(key):
-        return key
-    slug = _UNSAFE_CHARS.sub("_", key)[:80].lstrip("._")
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    return f"{slug}-{digest}" if slug else digest
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file + os.replace: readers never see half a file, and a rewrite replaces the old one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _require_key(idempotency_key: str) -> None:
     if not idempotency_key or not idempotency_key.strip():
         raise ValueError("idempotency_key must not be empty")
@@ -134,7 +104,7 @@ class FileInbox:
     def path_for(self, idempotency_key: str) -> Path:
         """Where the handoff with this key is (or would be) written."""
         _require_key(idempotency_key)
-        return self.directory / f"{_file_stem(idempotency_key)}.json"
+        return self.directory / f"{file_stem(idempotency_key)}.json"
 
     def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
         """Write pretty UTF-8 JSON; the same key overwrites the same file. Returns the path."""
@@ -142,7 +112,7 @@ class FileInbox:
         data = (json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, data)
+            atomic_write(path, data)
         except OSError as exc:
             raise RetriableHandoffError(f"could not write {path}: {exc.strerror or exc}") from exc
         return str(path)

@@ -8,19 +8,16 @@ sender refused) and the batch should stop rather than burn through recipients.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
-import hashlib
 import logging
-import os
-import re
 import smtplib
 import ssl
-import tempfile
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from connectors.keyed_files import atomic_write, file_stem
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -74,37 +71,6 @@ class MailTransport(Protocol):
 
 # --- file outbox ---------------------------------------------------------------------------
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,119}")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._@+=-]")
-
-
-def _file_stem(key: str) -> str:
-    """A filename stem that is the key itself when harmless, else a slug plus a hash of the key.
-
-    The hash keeps distinct keys distinct even when their slugs coincide ("a:b" vs "a/b").
-    """
-    if _SAFE_NAME.fullmatch(key):
-        return key
-    slug = _UNSAFE_CHARS.sub("_", key)[:80].lstrip("._")
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    return f"{slug}-{digest}" if slug else digest
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file and os.replace so readers never see half a file and a rewrite replaces."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class FileOutbox:
     """Writes each message to <directory>/<Message-ID>.eml so development never mails anyone.
 
@@ -131,7 +97,7 @@ class FileOutbox:
         key = message_id.strip().removeprefix("<").removesuffix(">").strip()
         if not key:
             raise ValueError("Message-ID is empty")
-        return self.directory / f"{_file_stem(key)}.eml"
+        return self.directory / f"{file_stem(key)}.eml"
 
     def send(self, message: EmailMessage) -> str:
         """Write the message; returns the file path as the provider id."""
@@ -141,7 +107,7 @@ class FileOutbox:
         path = self.path_for(str(message_id))
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, message.as_bytes())
+            atomic_write(path, message.as_bytes())
         except OSError as exc:
             raise TransientMailError(f"could not write {path}: {exc.strerror or exc}") from exc
         return str(path)

@@ -107,7 +107,12 @@ def send_claimed(
             step = steps[row.sequence][row.step]
             context = {"lead": lead_context(lead), "sender": config.sender.model_dump(),
                        "unsubscribe_url": links.unsubscribe_url(lead.id, row.sequence)}  # type: ignore[arg-type]
-            rendered = renderer.render(template=step.template, subject=step.subject, context=context)
+            try:
+                rendered = renderer.render(template=step.template, subject=step.subject, context=context)
+            except Exception as exc:  # one broken template must not hold back the rest of the batch
+                _finish(session, row, OutboxStatus.failed, error=f"template {step.template}: {type(exc).__name__}: {exc}")
+                report.failed["template error"] += 1
+                continue
             message = build_message(sender=config.sender, to=lead.email, rendered=rendered,
                                     idempotency_key=row.idempotency_key, unsubscribe_url=context["unsubscribe_url"])
             try:

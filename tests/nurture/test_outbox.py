@@ -9,7 +9,6 @@ from __future__ import annotations
 import email
 import email.policy
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
@@ -29,7 +27,7 @@ from nurture import tokens
 from nurture.enrollment import enroll, exit_finished, queue_due_steps
 from nurture.outbox import LEASE, MAX_ATTEMPTS, LinkSigner, SendReport, claim, send_claimed
 from nurture.render import TemplateRenderer
-from tests.peers import DEFERRED, REJECTED, RecordingHandler, free_port
+from tests.peers import DEFERRED, REJECTED, RecordingHandler
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
 SECRET = "outbox-test-secret"
@@ -95,19 +93,6 @@ def _parse(data: bytes) -> EmailMessage:
 
 def _recipients(handler: RecordingHandler) -> Counter[str]:
     return Counter(r for received in handler.messages for r in received.rcpt_tos)
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[RecordingHandler, int]]:
-    """tests.peers' recording server: 550 for REJECTED, 451 for DEFERRED, 250 for anyone else."""
-    handler = RecordingHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 def _smtp_transport(port: int) -> SMTPTransport:
@@ -210,9 +195,9 @@ def test_step_removed_from_config_after_queuing_is_skipped(
 
 
 def test_every_message_arrives_once_with_one_click_unsubscribe(
-    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp: tuple[RecordingHandler, int]
+    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp_server: tuple[RecordingHandler, int]
 ) -> None:
-    mailbox, port = smtp
+    mailbox, port = smtp_server
     now = utcnow()
     ids = _queue(engine, config, now, *(f"lead{i}@example.com" for i in range(5)))
     with _smtp_transport(port) as transport:
@@ -242,9 +227,9 @@ def test_every_message_arrives_once_with_one_click_unsubscribe(
 
 
 def test_550_fails_that_row_and_bounces_the_lead_while_the_batch_goes_on(
-    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp: tuple[RecordingHandler, int]
+    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp_server: tuple[RecordingHandler, int]
 ) -> None:
-    mailbox, port = smtp
+    mailbox, port = smtp_server
     now = utcnow()
     ids = _queue(engine, config, now, "first@example.com", REJECTED, "last@example.com")
     with _smtp_transport(port) as transport:
@@ -271,9 +256,9 @@ def test_550_fails_that_row_and_bounces_the_lead_while_the_batch_goes_on(
 
 
 def test_451_defers_the_row_for_a_later_attempt(
-    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp: tuple[RecordingHandler, int]
+    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp_server: tuple[RecordingHandler, int]
 ) -> None:
-    mailbox, port = smtp
+    mailbox, port = smtp_server
     now = utcnow()
     ids = _queue(engine, config, now, DEFERRED, "ok@example.com")
     with _smtp_transport(port) as transport:
@@ -295,9 +280,9 @@ def test_451_defers_the_row_for_a_later_attempt(
 
 
 def test_a_row_deferred_too_often_is_dead(
-    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp: tuple[RecordingHandler, int]
+    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp_server: tuple[RecordingHandler, int]
 ) -> None:
-    _, port = smtp
+    _, port = smtp_server
     now = utcnow()
     ids = _queue(engine, config, now, DEFERRED)
     with _smtp_transport(port) as transport:
@@ -335,9 +320,9 @@ class CrashAfterDelivery:
 
 
 def test_a_crashed_senders_rows_come_back_after_the_lease(
-    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp: tuple[RecordingHandler, int]
+    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, smtp_server: tuple[RecordingHandler, int]
 ) -> None:
-    mailbox, port = smtp
+    mailbox, port = smtp_server
     now = utcnow()
     ids = _queue(engine, config, now, "a@example.com", "b@example.com", "c@example.com")
     claimed = _claim(engine, now)
@@ -369,3 +354,22 @@ def test_a_crashed_senders_rows_come_back_after_the_lease(
     assert _recipients(mailbox) == Counter({first_to: 2, **{a: 1 for a in ids if a != first_to}})
     repeats = [r.message["Message-ID"] for r in mailbox.messages if r.rcpt_tos == [first_to]]
     assert repeats == [first_id, first_id]
+
+
+def test_a_broken_template_fails_its_row_and_the_batch_goes_on(
+    engine: Engine, config: WorkspaceConfig, tmp_path: Path
+) -> None:
+    """A template that breaks for one lead (here: arithmetic on an empty field) fails only that email."""
+    templates = tmp_path / "templates" / "warm-up"
+    templates.mkdir(parents=True)
+    (templates / "1-welcome.html").write_text('{% extends "base.html" %}{% block content %}{{ 1000 // lead.company_size }}{% endblock %}')
+    (templates / "1-welcome.txt").write_text('{% extends "base.txt" %}{% block content %}{{ 1000 // lead.company_size }}{% endblock %}')
+    now = utcnow()
+    ids = _queue(engine, config, now, "sized@example.com", "unsized@example.com")
+    with session_scope(engine) as session:
+        session.get(Lead, ids["sized@example.com"]).company_size = 50  # type: ignore[union-attr]
+    with FileOutbox(tmp_path / "outbox") as transport:
+        report = _send(engine, _claim(engine, now), config, TemplateRenderer(tmp_path / "templates"), transport, now)
+    assert report.sent == 1 and report.failed == Counter({"template error": 1})
+    broken = _rows(engine)[ids["unsized@example.com"]]
+    assert broken.status == OutboxStatus.failed and "warm-up/1-welcome" in (broken.last_error or "")
