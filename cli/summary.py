@@ -14,8 +14,14 @@ from leads.models import FUNNEL, EmailOutbox, HandoffOutbox, Lead, OutboxStatus,
 from leads.settings import load_settings
 
 STAGE_LABELS = {
-    Stage.suspect: "suspect", Stage.prospect: "prospect", Stage.hot_prospect: "hot prospect", Stage.mql: "MQL",
-    Stage.sql: "SQL", Stage.customer: "customer", Stage.disqualified: "disqualified", Stage.recycled: "recycled",
+    Stage.suspect: "suspect",
+    Stage.prospect: "prospect",
+    Stage.hot_prospect: "hot prospect",
+    Stage.mql: "MQL",
+    Stage.sql: "SQL",
+    Stage.customer: "customer",
+    Stage.disqualified: "disqualified",
+    Stage.recycled: "recycled",
 }
 
 
@@ -59,8 +65,9 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
 
     moves = report.requalify.moves
     if moves:
-        changes = Table(title=f"Stage changes in this run (rule set {report.requalify.ruleset_version})",
-                        title_justify="left")
+        changes = Table(
+            title=f"Stage changes in this run (rule set {report.requalify.ruleset_version})", title_justify="left"
+        )
         changes.add_column("from")
         changes.add_column("to")
         changes.add_column("leads", justify="right")
@@ -73,17 +80,26 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
     ingest = report.ingest
     new_events = sum(c.inserted for c in ingest.sources.values())
     new_leads = sum(c.new_leads for c in ingest.sources.values())
-    console.print(f"\n[bold]Activity[/]: {new_events} new events, {new_leads} new leads"
-                  + (f", {sum(ingest.quarantine_by_reason.values())} records quarantined" if ingest.quarantine_by_reason else ""))
+    console.print(
+        f"\n[bold]Activity[/]: {new_events} new events, {new_leads} new leads"
+        + (f", {sum(ingest.quarantine_by_reason.values())} records quarantined" if ingest.quarantine_by_reason else "")
+    )
     nurture = report.nurture
     skipped = sum(nurture.skipped.values())
-    console.print(f"[bold]Nurture[/]: {nurture.sent} emails sent this run"
-                  f" ({sum(nurture.enrolled.values())} leads enrolled, {sum(nurture.exited.values())} left a sequence"
-                  + (f", {skipped} held back at send time" if skipped else "") + ")")
-    console.print(f"[bold]Sales handoff[/]: {report.handoff.delivered} new SQLs handed to sales"
-                  + (f", {report.handoff.retried} to retry" if report.handoff.retried else ""))
-    console.print(f"[dim]All time: {emails.get(OutboxStatus.sent.value, 0)} emails sent, "
-                  f"{handoffs.get(OutboxStatus.sent.value, 0)} SQLs handed off, {quarantined} records in quarantine.[/]")
+    console.print(
+        f"[bold]Nurture[/]: {nurture.sent} emails sent this run"
+        f" ({sum(nurture.enrolled.values())} leads enrolled, {sum(nurture.exited.values())} left a sequence"
+        + (f", {skipped} held back at send time" if skipped else "")
+        + ")"
+    )
+    console.print(
+        f"[bold]Sales handoff[/]: {report.handoff.delivered} new SQLs handed to sales"
+        + (f", {report.handoff.retried} to retry" if report.handoff.retried else "")
+    )
+    console.print(
+        f"[dim]All time: {emails.get(OutboxStatus.sent.value, 0)} emails sent, "
+        f"{handoffs.get(OutboxStatus.sent.value, 0)} SQLs handed off, {quarantined} records in quarantine.[/]"
+    )
 
     console.print("\n[bold]Where to look next[/]")
     outbox = settings.mail_url

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from leads.demo_data import generate_demo, write_demo
@@ -43,6 +43,6 @@ def ensure_demo_data(folder: Path, *, seed: int, leads: int) -> Path | None:
     activity = folder / "data" / "activity.jsonl"
     if activity.exists():
         return None
-    end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
     write_demo(activity.parent, generate_demo(seed=seed, leads=leads, end=end))
     return activity

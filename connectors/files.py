@@ -21,8 +21,20 @@ from leads.records import ActivityRecord, RecordError, Rejected, parse_activity
 
 SUFFIXES = (".jsonl", ".csv")
 CORE_COLUMNS = ("id", "email", "type", "at", "target")
-LEAD_COLUMNS = ("first_name", "last_name", "company", "title", "industry", "company_size", "country", "timezone",
-                "budget", "authority", "need", "timing")
+LEAD_COLUMNS = (
+    "first_name",
+    "last_name",
+    "company",
+    "title",
+    "industry",
+    "company_size",
+    "country",
+    "timezone",
+    "budget",
+    "authority",
+    "need",
+    "timing",
+)
 
 
 @dataclass(frozen=True)
@@ -73,14 +85,24 @@ class FileActivitySource:
                     continue
                 self._parse_into(raw_line, file, line_no, header, now, records, rejected)
                 if len(records) + len(rejected) >= self.batch_size:
-                    yield Page(file.name, records, rejected, {"offset": offset, "line": line_no, "fingerprint": fingerprint})
+                    yield Page(
+                        file.name, records, rejected, {"offset": offset, "line": line_no, "fingerprint": fingerprint}
+                    )
                     records, rejected = [], []
             if records or rejected or cursor is None:
-                yield Page(file.name, records, rejected, {"offset": offset, "line": line_no, "fingerprint": fingerprint})
+                yield Page(
+                    file.name, records, rejected, {"offset": offset, "line": line_no, "fingerprint": fingerprint}
+                )
 
     def _parse_into(
-        self, raw_line: bytes, file: Path, line_no: int, header: list[str] | None, now: datetime,
-        records: list[ActivityRecord], rejected: list[Rejected],
+        self,
+        raw_line: bytes,
+        file: Path,
+        line_no: int,
+        header: list[str] | None,
+        now: datetime,
+        records: list[ActivityRecord],
+        rejected: list[Rejected],
     ) -> None:
         text = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
         if not text.strip():

@@ -16,7 +16,7 @@ import math
 import re
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, Self
 from urllib.parse import unquote, urlsplit
@@ -75,6 +75,7 @@ class HandoffSink(Protocol):
 
 
 # --- file inbox ------------------------------------------------------------------------------
+
 
 def _require_key(idempotency_key: str) -> None:
     if not idempotency_key or not idempotency_key.strip():
@@ -136,8 +137,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+            when = when.replace(tzinfo=UTC)
+        seconds = max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return seconds
@@ -250,7 +251,7 @@ class WebhookSink:
         self.check_destination()
         timestamp = int(time.time())
         # sign() replaces (not converts) tzinfo with UTC, so the datetime must already be UTC.
-        signature = self._signer.sign(idempotency_key, datetime.fromtimestamp(timestamp, tz=timezone.utc), body)
+        signature = self._signer.sign(idempotency_key, datetime.fromtimestamp(timestamp, tz=UTC), body)
         headers = {
             "content-type": "application/json",
             "webhook-id": idempotency_key,

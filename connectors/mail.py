@@ -71,6 +71,7 @@ class MailTransport(Protocol):
 
 # --- file outbox ---------------------------------------------------------------------------
 
+
 class FileOutbox:
     """Writes each message to <directory>/<Message-ID>.eml so development never mails anyone.
 

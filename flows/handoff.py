@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import flow, task
 from prefect.cache_policies import NONE
-from datetime import datetime
 
 from connectors.handoff import sink_from_url
 from flows.params import HandoffParams
@@ -27,8 +28,12 @@ def queue_handoffs(ws: Workspace, destination: str, now: datetime) -> int:
 @task(task_run_name="deliver handoffs", cache_policy=NONE)
 def deliver_handoffs(ws: Workspace, destination: str, now: datetime) -> HandoffReport:
     secret = ws.settings.webhook_secret.get_secret_value() if ws.settings.webhook_secret else None
-    sink = sink_from_url(destination_url(ws), base_dir=ws.settings.workspace, secret=secret,
-                         allow_private=ws.config.handoff.allow_private_addresses)
+    sink = sink_from_url(
+        destination_url(ws),
+        base_dir=ws.settings.workspace,
+        secret=secret,
+        allow_private=ws.config.handoff.allow_private_addresses,
+    )
     with sink:
         return deliver_pending(engine=ws.engine, sink=sink, destination=destination, now=now)
 
@@ -41,8 +46,13 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     destination = sink_name(destination_url(ws))
     queued = queue_handoffs(ws, destination, now)
     delivered = deliver_handoffs(ws, destination, now)
-    report = HandoffRunReport(destination=destination, queued=queued, delivered=delivered.delivered,
-                              retried=delivered.retried, dead=delivered.dead)
+    report = HandoffRunReport(
+        destination=destination,
+        queued=queued,
+        delivered=delivered.delivered,
+        retried=delivered.retried,
+        dead=delivered.dead,
+    )
     publish_handoff(report)
     return report
 

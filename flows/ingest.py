@@ -28,8 +28,13 @@ def ingest_source(ws: Workspace, source_name: str, now: datetime, batch_size: in
             cursor = load_cursor(session, source=spec.name, stream=file.name)
         for page in source.pages(file, cursor, now=now):
             with session_scope(ws.engine) as session:
-                result = store_batch(session=session, source=spec.name, records=page.records,
-                                     rejected=page.rejected, cursor=(page.stream, page.cursor))
+                result = store_batch(
+                    session=session,
+                    source=spec.name,
+                    records=page.records,
+                    rejected=page.rejected,
+                    cursor=(page.stream, page.cursor),
+                )
             counts.inserted += result.inserted
             counts.duplicates += result.duplicates
             counts.new_leads += result.new_leads

@@ -51,8 +51,15 @@ def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
                 ids = claim(session=session, now=now, limit=batch_size)
             if not ids:
                 return total
-            report = send_claimed(engine=ws.engine, ids=ids, config=ws.config, renderer=renderer,
-                                  transport=transport, links=links, now=now)
+            report = send_claimed(
+                engine=ws.engine,
+                ids=ids,
+                config=ws.config,
+                renderer=renderer,
+                transport=transport,
+                links=links,
+                now=now,
+            )
             total.sent += report.sent
             total.skipped.update(report.skipped)
             total.deferred.update(report.deferred)
@@ -67,8 +74,13 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
     enrolled, exited, queued = update_enrollments(ws, now)
     sent = send_outbox(ws, now, params.batch_size)
     report = NurtureReport(
-        enrolled=dict(enrolled), exited=dict(exited), queued=queued, sent=sent.sent,
-        skipped=dict(sent.skipped), deferred=dict(sent.deferred), failed=dict(sent.failed),
+        enrolled=dict(enrolled),
+        exited=dict(exited),
+        queued=queued,
+        sent=sent.sent,
+        skipped=dict(sent.skipped),
+        deferred=dict(sent.deferred),
+        failed=dict(sent.failed),
         outbox=ws.settings.mail_url,
     )
     publish_nurture(report)

@@ -75,11 +75,15 @@ def _counts(title: str, counts: dict[str, int]) -> str:
 
 def publish_ingest(report: IngestReport) -> None:
     rows = [{"source": name, **c.model_dump()} for name, c in report.sources.items()]
-    create_table_artifact(key="leadflow-ingest", table=rows or [{"source": "(none configured)"}],
-                          description="Activity ingested per source this run")
+    create_table_artifact(
+        key="leadflow-ingest",
+        table=rows or [{"source": "(none configured)"}],
+        description="Activity ingested per source this run",
+    )
     create_markdown_artifact(
         key="leadflow-ingest-quarantine",
-        markdown="# Quarantine this run\n\n" + _counts("rejected records by reason", report.quarantine_by_reason)
+        markdown="# Quarantine this run\n\n"
+        + _counts("rejected records by reason", report.quarantine_by_reason)
         + "\n\nRejected records are kept whole in the `quarantine` table with file and line.",
         description="Records rejected by ingest, by reason",
     )
@@ -87,8 +91,11 @@ def publish_ingest(report: IngestReport) -> None:
 
 def publish_requalify(report: RequalifyReport) -> None:
     rows = [m.model_dump() for m in report.moves] or [{"from_stage": "-", "to_stage": "-", "leads": 0}]
-    create_table_artifact(key="leadflow-stage-changes", table=rows,
-                          description=f"Stage changes this run (rule set {report.ruleset_version})")
+    create_table_artifact(
+        key="leadflow-stage-changes",
+        table=rows,
+        description=f"Stage changes this run (rule set {report.ruleset_version})",
+    )
     create_markdown_artifact(
         key="leadflow-requalify",
         markdown=(
@@ -101,17 +108,19 @@ def publish_requalify(report: RequalifyReport) -> None:
 def publish_nurture(report: NurtureReport) -> None:
     create_markdown_artifact(
         key="leadflow-nurture",
-        markdown="\n".join([
-            "# Nurture",
-            "",
-            _counts("enrolled", report.enrolled),
-            _counts("exited", report.exited),
-            f"- queued: {report.queued}",
-            f"- sent: {report.sent}",
-            _counts("skipped at send time", report.skipped),
-            _counts("deferred", report.deferred),
-            _counts("failed", report.failed),
-        ]),
+        markdown="\n".join(
+            [
+                "# Nurture",
+                "",
+                _counts("enrolled", report.enrolled),
+                _counts("exited", report.exited),
+                f"- queued: {report.queued}",
+                f"- sent: {report.sent}",
+                _counts("skipped at send time", report.skipped),
+                _counts("deferred", report.deferred),
+                _counts("failed", report.failed),
+            ]
+        ),
         description="Nurture sends this run",
     )
 

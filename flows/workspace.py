@@ -7,7 +7,7 @@ run with a clear message and changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -45,4 +45,4 @@ def run_time(as_of: datetime | None) -> datetime:
         return utcnow()
     if as_of.tzinfo is None:
         return as_of
-    return as_of.astimezone(timezone.utc).replace(tzinfo=None)
+    return as_of.astimezone(UTC).replace(tzinfo=None)

@@ -45,7 +45,9 @@ def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transit
     row = session.execute(scorer.counts_query(lead.id, lead.id)).first()  # type: ignore[arg-type]
     parts = scorer.parts(lead, tuple(row[1:]) if row else None)
     history = session.execute(
-        select(StageTransition).where(StageTransition.lead_id == lead.id).order_by(StageTransition.at, StageTransition.id)
+        select(StageTransition)
+        .where(StageTransition.lead_id == lead.id)
+        .order_by(StageTransition.at, StageTransition.id)
     ).scalars()
     return {
         "event": "lead.sql",
@@ -71,22 +73,36 @@ def queue_new_sqls(*, session: Session, config: WorkspaceConfig, destination: st
         .join(Lead, Lead.id == StageTransition.lead_id)
         .where(
             StageTransition.to_stage == Stage.sql.value,
-            ~exists().where(HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == destination),
+            ~exists().where(
+                HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == destination
+            ),
         )
         .order_by(StageTransition.id)
     ).all()
     rows = [
-        {"idempotency_key": handoff_key(t.id, destination), "lead_id": lead.id, "transition_id": t.id,
-         "destination": destination, "payload": build_payload(session, config, lead, t),
-         "status": OutboxStatus.pending.value, "attempts": 0, "next_attempt_at": now, "created_at": now}
+        {
+            "idempotency_key": handoff_key(t.id, destination),
+            "lead_id": lead.id,
+            "transition_id": t.id,
+            "destination": destination,
+            "payload": build_payload(session, config, lead, t),
+            "status": OutboxStatus.pending.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
         for t, lead in pending
     ]
     if rows:
-        session.execute(upsert_insert(session, HandoffOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
+        session.execute(
+            upsert_insert(session, HandoffOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows
+        )
     return len(rows)
 
 
-def deliver_pending(*, engine: Engine, sink: HandoffSink, destination: str, now: datetime, limit: int = 1000) -> HandoffReport:
+def deliver_pending(
+    *, engine: Engine, sink: HandoffSink, destination: str, now: datetime, limit: int = 1000
+) -> HandoffReport:
     """Claim due rows for this destination and deliver each, committing each outcome on its own."""
     report = HandoffReport()
     with Session(engine) as session:
@@ -105,8 +121,11 @@ def deliver_pending(*, engine: Engine, sink: HandoffSink, destination: str, now:
         ids = list(session.execute(due).scalars())
         if ids:
             session.execute(
-                update(HandoffOutbox).where(HandoffOutbox.id.in_(ids))
-                .values(status=OutboxStatus.sending.value, next_attempt_at=now + LEASE, attempts=HandoffOutbox.attempts + 1)
+                update(HandoffOutbox)
+                .where(HandoffOutbox.id.in_(ids))
+                .values(
+                    status=OutboxStatus.sending.value, next_attempt_at=now + LEASE, attempts=HandoffOutbox.attempts + 1
+                )
                 .execution_options(synchronize_session=False)
             )
         session.commit()

@@ -231,8 +231,10 @@ def _duplicate_keys(node: yaml.Node | None, loc: list[Any], seen_nodes: set[int]
         for key, value in node.value:
             name = getattr(key, "value", None)
             if isinstance(name, str) and name in keys:
-                problems.append(f"line {key.start_mark.line + 1}: {_key_path([*loc, name])}: "
-                                "duplicate key (only the last one would count)")
+                problems.append(
+                    f"line {key.start_mark.line + 1}: {_key_path([*loc, name])}: "
+                    "duplicate key (only the last one would count)"
+                )
             if isinstance(name, str):
                 keys.add(name)
             problems += _duplicate_keys(value, [*loc, name], seen_nodes)

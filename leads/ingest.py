@@ -16,8 +16,8 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from leads.models import Activity, ActivityType, ConnectorCursor, Lead, Quarantine, utcnow
-from leads.sql import upsert_insert
 from leads.records import PROFILE_FIELDS, ActivityRecord, Rejected
+from leads.sql import upsert_insert
 
 CHUNK = 500
 
@@ -54,9 +54,13 @@ def upsert_leads(session: Session, records: Sequence[ActivityRecord]) -> tuple[d
     now = utcnow()
     if missing:
         blank = dict.fromkeys(PROFILE_FIELDS)
-        rows = [{**blank, **profiles[e], "email": e, "crm_ids": {}, "created_at": now, "updated_at": now} for e in missing]
+        rows = [
+            {**blank, **profiles[e], "email": e, "crm_ids": {}, "created_at": now, "updated_at": now} for e in missing
+        ]
         for chunk in _chunks(rows):
-            session.execute(upsert_insert(session, Lead).values(list(chunk)).on_conflict_do_nothing(index_elements=["email"]))
+            session.execute(
+                upsert_insert(session, Lead).values(list(chunk)).on_conflict_do_nothing(index_elements=["email"])
+            )
         ids.update(lead_ids_by_email(session, missing))
     to_update = [(email, fields) for email, fields in profiles.items() if fields and email not in missing]
     for email, fields in to_update:
@@ -101,10 +105,15 @@ def store_batch(
         session.execute(
             upsert_insert(session, Quarantine).values(
                 [
-                    {"source": source, "location": r.location[:600], "reason": r.reason,
-                     # PostgreSQL text cannot hold NUL, and a corrupt line must not block its source.
-                     "detail": r.detail.replace("\x00", "\ufffd")[:2000], "raw": r.raw.replace("\x00", "\ufffd"),
-                     "created_at": utcnow()}
+                    {
+                        "source": source,
+                        "location": r.location[:600],
+                        "reason": r.reason,
+                        # PostgreSQL text cannot hold NUL, and a corrupt line must not block its source.
+                        "detail": r.detail.replace("\x00", "\ufffd")[:2000],
+                        "raw": r.raw.replace("\x00", "\ufffd"),
+                        "created_at": utcnow(),
+                    }
                     for r in rejected
                 ]
             )
@@ -152,9 +161,12 @@ def load_cursor(session: Session, *, source: str, stream: str) -> dict[str, Any]
 
 
 def save_cursor(session: Session, *, source: str, stream: str, value: dict[str, Any]) -> None:
-    stmt = upsert_insert(session, ConnectorCursor).values(source=source, stream=stream, value=value, updated_at=utcnow())
+    stmt = upsert_insert(session, ConnectorCursor).values(
+        source=source, stream=stream, value=value, updated_at=utcnow()
+    )
     session.execute(
         stmt.on_conflict_do_update(
-            index_elements=["source", "stream"], set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at}
+            index_elements=["source", "stream"],
+            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
         )
     )

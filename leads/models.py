@@ -6,13 +6,12 @@ in the same transaction as the decision that caused it; senders claim rows and m
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
-
 
 # Named constraints, so later SQLite batch migrations can drop or alter them by name.
 SQLModel.metadata.naming_convention = {
@@ -30,7 +29,7 @@ def utcnow() -> datetime:
     Datetime columns say sa_type=DateTime() because recent SQLModel maps a bare `datetime`
     to a timezone-aware type that rejects naive values.
     """
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # Enum columns are stored as plain strings (sa_type=String): adding a stage or status later is a

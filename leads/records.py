@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from leads.models import ActivityType, Lead
@@ -33,8 +33,9 @@ PROFILE_FIELDS: dict[str, type] = {
 }
 # The lead table's column sizes: longer text is cut (as target is), numbers out of range are refused,
 # so one odd record is stored or quarantined instead of failing its whole page on PostgreSQL.
-PROFILE_LENGTHS: dict[str, int] = {name: Lead.__table__.c[name].type.length for name, kind in PROFILE_FIELDS.items()
-                                   if kind is str}
+PROFILE_LENGTHS: dict[str, int] = {
+    name: Lead.__table__.c[name].type.length for name, kind in PROFILE_FIELDS.items() if kind is str
+}
 MAX_COMPANY_SIZE = 2_147_483_647  # INTEGER
 
 
@@ -89,7 +90,7 @@ def parse_timestamp(raw: object) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
         if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     except (ValueError, OverflowError):
         raise RecordError("bad_timestamp", f"cannot parse timestamp {raw!r}") from None
     return parsed
@@ -147,7 +148,9 @@ def _profile(raw: object) -> dict[str, Any] | None:
         elif name == "country":
             # Cutting "Netherlands" to "NE" would silently mean Niger: refuse what is not a code.
             if not re.fullmatch(r"[A-Za-z]{2}", str(value).strip()):
-                raise RecordError("bad_profile", f"lead.country must be a two-letter country code like NL, got {value!r}")
+                raise RecordError(
+                    "bad_profile", f"lead.country must be a two-letter country code like NL, got {value!r}"
+                )
             profile[name] = str(value).strip().upper()
         else:
             profile[name] = _text(value, PROFILE_LENGTHS[name])

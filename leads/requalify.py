@@ -20,8 +20,17 @@ from leads.scoring import Scorer
 from leads.stages import decide
 
 LEAD_COLUMNS = (
-    Lead.id, Lead.email, Lead.title, Lead.industry, Lead.company_size, Lead.country, Lead.company,
-    Lead.stage, Lead.fit_score, Lead.engagement_score, Lead.score,
+    Lead.id,
+    Lead.email,
+    Lead.title,
+    Lead.industry,
+    Lead.company_size,
+    Lead.country,
+    Lead.company,
+    Lead.stage,
+    Lead.fit_score,
+    Lead.engagement_score,
+    Lead.score,
 )
 
 
@@ -61,15 +70,30 @@ def requalify_shard(
             continue
         stage = decision.to_stage if decision else Stage(lead.stage)
         updates.append(
-            {"lid": lead.id, "fit": parts.fit, "eng": parts.engagement, "total": parts.total, "st": stage.value,
-             "changed": now if decision else None}
+            {
+                "lid": lead.id,
+                "fit": parts.fit,
+                "eng": parts.engagement,
+                "total": parts.total,
+                "st": stage.value,
+                "changed": now if decision else None,
+            }
         )
         if decision:
             result.moves[(Stage(lead.stage).value, stage.value)] += 1
             transitions.append(
-                {"lead_id": lead.id, "from_stage": Stage(lead.stage), "to_stage": stage, "at": now,
-                 "fit_score": parts.fit, "engagement_score": parts.engagement, "score": parts.total,
-                 "ruleset_version": config.scoring.version, "reason": decision.reason[:2000], "run_id": run_id}
+                {
+                    "lead_id": lead.id,
+                    "from_stage": Stage(lead.stage),
+                    "to_stage": stage,
+                    "at": now,
+                    "fit_score": parts.fit,
+                    "engagement_score": parts.engagement,
+                    "score": parts.total,
+                    "ruleset_version": config.scoring.version,
+                    "reason": decision.reason[:2000],
+                    "run_id": run_id,
+                }
             )
     result.rescored = len(updates)
     if updates:
@@ -78,7 +102,9 @@ def requalify_shard(
             update(table)  # type: ignore[arg-type]
             .where(table.c.id == bindparam("lid"))
             .values(
-                fit_score=bindparam("fit"), engagement_score=bindparam("eng"), score=bindparam("total"),
+                fit_score=bindparam("fit"),
+                engagement_score=bindparam("eng"),
+                score=bindparam("total"),
                 stage=bindparam("st"),
                 stage_changed_at=func.coalesce(bindparam("changed", type_=DateTime), table.c.stage_changed_at),
                 updated_at=now,

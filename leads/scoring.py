@@ -65,7 +65,9 @@ class Scorer:
 
     def fit(self, lead: Lead) -> list[Contribution]:
         return [
-            Contribution(rule=r.name, part="fit", points=r.points) for r in self.scoring.fit if self._fit_matches(r, lead)
+            Contribution(rule=r.name, part="fit", points=r.points)
+            for r in self.scoring.fit
+            if self._fit_matches(r, lead)
         ]
 
     def _fit_matches(self, rule: FitRule, lead: Lead) -> bool:
@@ -93,7 +95,9 @@ class Scorer:
             raw = rule.points * count
             capped = rule.cap is not None and abs(raw) > abs(rule.cap)
             out.append(
-                Contribution(rule=rule.name, part="engagement", points=rule.cap if capped else raw, count=count, capped=capped)  # type: ignore[arg-type]
+                Contribution(
+                    rule=rule.name, part="engagement", points=rule.cap if capped else raw, count=count, capped=capped
+                )  # type: ignore[arg-type]
             )
         return out
 

@@ -38,7 +38,9 @@ def rule_met(rule: StageRule, parts: ScoreParts) -> str | None:
         ("engagement", parts.engagement, rule.min_engagement),
     ]
     if all(value >= minimum for _, value, minimum in checks if minimum is not None):
-        return " and ".join(f"{name} {_fmt(value)} ≥ {_fmt(minimum)}" for name, value, minimum in checks if minimum is not None)
+        return " and ".join(
+            f"{name} {_fmt(value)} ≥ {_fmt(minimum)}" for name, value, minimum in checks if minimum is not None
+        )
     return None
 
 

@@ -16,9 +16,19 @@ from leads.records import PROFILE_FIELDS
 from nurture.render import TemplateRenderer
 
 FULL_LEAD = {
-    "email": "anna.jansen@example.com", "first_name": "Anna", "last_name": "Jansen", "company": "Acme Logistics",
-    "title": "Head of Marketing", "industry": "logistics", "company_size": 250, "country": "NL",
-    "timezone": "Europe/Amsterdam", "budget": None, "authority": None, "need": None, "timing": None,
+    "email": "anna.jansen@example.com",
+    "first_name": "Anna",
+    "last_name": "Jansen",
+    "company": "Acme Logistics",
+    "title": "Head of Marketing",
+    "industry": "logistics",
+    "company_size": 250,
+    "country": "NL",
+    "timezone": "Europe/Amsterdam",
+    "budget": None,
+    "authority": None,
+    "need": None,
+    "timing": None,
 }
 SAMPLE_LEADS = {
     "full profile": FULL_LEAD,

@@ -14,8 +14,17 @@ from sqlalchemy import exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from leads.config import Sequence, WorkspaceConfig
+from leads.models import (
+    FUNNEL,
+    EmailOutbox,
+    EnrollmentStatus,
+    Lead,
+    NurtureEnrollment,
+    OutboxStatus,
+    Stage,
+    funnel_rank,
+)
 from leads.sql import upsert_insert
-from leads.models import FUNNEL, EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus, Stage, funnel_rank
 
 
 def outbox_key(enrollment_id: int, step: int) -> str:
@@ -105,13 +114,23 @@ def queue_due_steps(*, session: Session, config: WorkspaceConfig, now: datetime,
             advances.append(_finish(enrollment_id, now, "sequence removed from config" if sequence is None else None))
             continue
         rows.append(
-            {"idempotency_key": outbox_key(enrollment_id, step), "lead_id": lead_id, "enrollment_id": enrollment_id,
-             "sequence": name, "step": step, "status": OutboxStatus.pending.value, "attempts": 0,
-             "next_attempt_at": now, "created_at": now}
+            {
+                "idempotency_key": outbox_key(enrollment_id, step),
+                "lead_id": lead_id,
+                "enrollment_id": enrollment_id,
+                "sequence": name,
+                "step": step,
+                "status": OutboxStatus.pending.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
         )
         advances.append(_advance(enrollment_id, step, sequence, now))
     if rows:
-        session.execute(upsert_insert(session, EmailOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
+        session.execute(
+            upsert_insert(session, EmailOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows
+        )
     for enrollment_id, values in advances:
         session.execute(
             update(NurtureEnrollment)
@@ -133,6 +152,8 @@ def _advance(enrollment_id: int, step: int, sequence: Sequence, now: datetime) -
 def _finish(enrollment_id: int, now: datetime, reason: str | None) -> tuple[int, dict[str, object]]:
     status = EnrollmentStatus.completed if reason is None else EnrollmentStatus.exited
     return enrollment_id, {
-        "status": status.value, "next_due_at": None, "exited_at": now, "exit_reason": reason or "completed",
+        "status": status.value,
+        "next_due_at": None,
+        "exited_at": now,
+        "exit_reason": reason or "completed",
     }
-

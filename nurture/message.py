@@ -7,7 +7,7 @@ message to every receiving system, never a second one.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
@@ -37,7 +37,7 @@ def build_message(
     if sender.reply_to:
         msg["Reply-To"] = sender.reply_to
     msg["Subject"] = rendered.subject
-    msg["Date"] = format_datetime(date or datetime.now(timezone.utc))
+    msg["Date"] = format_datetime(date or datetime.now(UTC))
     msg["Message-ID"] = message_id_for(idempotency_key, domain)
     msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

@@ -105,16 +105,26 @@ def send_claimed(
                 report.skipped[reason] += 1
                 continue
             step = steps[row.sequence][row.step]
-            context = {"lead": lead_context(lead), "sender": config.sender.model_dump(),
-                       "unsubscribe_url": links.unsubscribe_url(lead.id, row.sequence)}  # type: ignore[arg-type]
+            context = {
+                "lead": lead_context(lead),
+                "sender": config.sender.model_dump(),
+                "unsubscribe_url": links.unsubscribe_url(lead.id, row.sequence),
+            }  # type: ignore[arg-type]
             try:
                 rendered = renderer.render(template=step.template, subject=step.subject, context=context)
             except Exception as exc:  # one broken template must not hold back the rest of the batch
-                _finish(session, row, OutboxStatus.failed, error=f"template {step.template}: {type(exc).__name__}: {exc}")
+                _finish(
+                    session, row, OutboxStatus.failed, error=f"template {step.template}: {type(exc).__name__}: {exc}"
+                )
                 report.failed["template error"] += 1
                 continue
-            message = build_message(sender=config.sender, to=lead.email, rendered=rendered,
-                                    idempotency_key=row.idempotency_key, unsubscribe_url=context["unsubscribe_url"])
+            message = build_message(
+                sender=config.sender,
+                to=lead.email,
+                rendered=rendered,
+                idempotency_key=row.idempotency_key,
+                unsubscribe_url=context["unsubscribe_url"],
+            )
             try:
                 provider_id = transport.send(message)
             except PermanentMailError as exc:
@@ -141,8 +151,14 @@ def _compliance_block(lead: Lead) -> str | None:
     return None
 
 
-def _finish(session: Session, row: EmailOutbox, status: OutboxStatus, *, error: str | None = None,
-            provider_id: str | None = None) -> None:
+def _finish(
+    session: Session,
+    row: EmailOutbox,
+    status: OutboxStatus,
+    *,
+    error: str | None = None,
+    provider_id: str | None = None,
+) -> None:
     row.status = status
     row.last_error = error[:2000] if error else None
     row.provider_id = provider_id

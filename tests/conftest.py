@@ -35,10 +35,7 @@ def postgres_url() -> Iterator[str]:
     """A fresh, uniquely named database on the server in LEADFLOW_TEST_POSTGRES_URL."""
     server = os.environ.get(POSTGRES_ENV)
     if not server:
-        pytest.skip(
-            f"{POSTGRES_ENV} is not set "
-            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
-        )
+        pytest.skip(f"{POSTGRES_ENV} is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
     server_url = normalize_url(server)
     name = f"leadflow_t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")

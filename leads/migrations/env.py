@@ -41,9 +41,7 @@ def _database_url() -> str:
         or config.get_main_option("sqlalchemy.url")
     )
     if not url:
-        raise RuntimeError(
-            "No database URL: pass `-x url=...` to alembic or set LEADFLOW_DATABASE_URL."
-        )
+        raise RuntimeError("No database URL: pass `-x url=...` to alembic or set LEADFLOW_DATABASE_URL.")
     return url
 
 

@@ -15,8 +15,13 @@ NOW = datetime(2026, 10, 1, 12, 0)
 
 
 def _event(n: int, **overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {"id": f"e{n}", "email": f"lead{n}@example.com", "type": "page_view",
-                             "at": f"2026-09-{n % 28 + 1:02d}T10:00:00Z", "target": f"/page/{n}"}
+    event: dict[str, Any] = {
+        "id": f"e{n}",
+        "email": f"lead{n}@example.com",
+        "type": "page_view",
+        "at": f"2026-09-{n % 28 + 1:02d}T10:00:00Z",
+        "target": f"/page/{n}",
+    }
     event.update(overrides)
     return event
 
@@ -143,11 +148,14 @@ CSV_HEADER = "id,Email,type,at,target,first_name,company,company_size,country,ut
 def test_csv_with_header_puts_lead_columns_in_the_profile_and_extra_columns_in_properties(tmp_path: Path) -> None:
     file = tmp_path / "crm.csv"
     file.write_bytes(
-        ("\ufeff" + CSV_HEADER
-         + 'c1,Anna@Example.com,form_submit,2026-09-01T09:00:00+02:00,/contact,Anna,"Acme, Inc.",250,nl,google,\r\n'
-         + "c2,bob@example.com,page_view,2026-09-02T10:00:00Z,/pricing,,,,,,autumn\r\n"
-         + "c3,carol@example.com,page_view,2026-09-02T10:00:00Z\r\n"
-         + "c4,dave@example.com,webinar,2026-09-03T10:00:00Z,,,,lots,,,\r\n").encode("utf-8")
+        (
+            "\ufeff"
+            + CSV_HEADER
+            + 'c1,Anna@Example.com,form_submit,2026-09-01T09:00:00+02:00,/contact,Anna,"Acme, Inc.",250,nl,google,\r\n'
+            + "c2,bob@example.com,page_view,2026-09-02T10:00:00Z,/pricing,,,,,,autumn\r\n"
+            + "c3,carol@example.com,page_view,2026-09-02T10:00:00Z\r\n"
+            + "c4,dave@example.com,webinar,2026-09-03T10:00:00Z,,,,lots,,,\r\n"
+        ).encode("utf-8")
     )
     pages = _read(FileActivitySource("crm", file), file, None)
     records = pages[0].records
@@ -158,7 +166,10 @@ def test_csv_with_header_puts_lead_columns_in_the_profile_and_extra_columns_in_p
     assert anna.profile == {"first_name": "Anna", "company": "Acme, Inc.", "company_size": 250, "country": "NL"}
     assert anna.properties == {"utm_source": "google"}
     assert bob.profile is None and bob.properties == {"campaign": "autumn"} and bob.target == "/pricing"
-    assert [(r.location, r.reason) for r in pages[0].rejected] == [("crm.csv:4", "bad_csv"), ("crm.csv:5", "bad_profile")]
+    assert [(r.location, r.reason) for r in pages[0].rejected] == [
+        ("crm.csv:4", "bad_csv"),
+        ("crm.csv:5", "bad_profile"),
+    ]
     assert pages[0].rejected[0].raw == "c3,carol@example.com,page_view,2026-09-02T10:00:00Z"
 
 
@@ -180,8 +191,10 @@ def test_a_csv_export_replaced_by_the_next_one_with_the_same_header_is_read_whol
     source = FileActivitySource("crm", file)
     cursor = _read(source, file, None)[-1].cursor
 
-    file.write_text(CSV_HEADER + "".join(f"d{n},d{n}@example.com,download,2026-09-02T09:00:00Z,,,,,,,\n"
-                                         for n in range(1, 5)), encoding="utf-8")
+    file.write_text(
+        CSV_HEADER + "".join(f"d{n},d{n}@example.com,download,2026-09-02T09:00:00Z,,,,,,,\n" for n in range(1, 5)),
+        encoding="utf-8",
+    )
     pages = _read(source, file, cursor)
     assert _ids(pages) == ["d1", "d2", "d3", "d4"] and pages[0].rejected == []
 

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import socket
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.peers import SECRET, SLOW, Recorded, ServerState, WebhookServer
 from connectors.handoff import (
     DestinationGoneError,
     FatalHandoffError,
@@ -33,6 +26,8 @@ from connectors.handoff import (
     parse_retry_after,
     sink_from_url,
 )
+from tests.peers import SECRET, SLOW, ServerState, WebhookServer
+
 
 @pytest.fixture
 def server() -> Iterator[tuple[ServerState, str]]:
@@ -114,7 +109,7 @@ def test_status_mapping(server: tuple[ServerState, str]) -> None:
 
 def test_retry_after_http_date(server: tuple[ServerState, str]) -> None:
     state, url = server
-    when = datetime.now(timezone.utc) + timedelta(seconds=120)
+    when = datetime.now(UTC) + timedelta(seconds=120)
     state.script.append((503, {"Retry-After": format_datetime(when, usegmt=True)}))
     with _sink(url) as sink, pytest.raises(RetriableHandoffError) as info:
         sink.deliver(idempotency_key="k", payload=PAYLOAD)
@@ -122,7 +117,7 @@ def test_retry_after_http_date(server: tuple[ServerState, str]) -> None:
 
 
 def test_parse_retry_after_forms() -> None:
-    now = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     assert parse_retry_after("7") == 7
     assert parse_retry_after(" 0 ") == 0
     assert parse_retry_after("Wed, 01 May 2024 12:01:30 GMT", now=now) == 90

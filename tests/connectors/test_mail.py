@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import ipaddress
-import socket
 import ssl
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.peers import DEFERRED, REJECTED, Received, RecordingHandler, free_port
 from connectors.mail import (
     FileOutbox,
     MailError,
@@ -30,6 +26,7 @@ from connectors.mail import (
     TransientMailError,
     transport_from_url,
 )
+from tests.peers import DEFERRED, REJECTED, RecordingHandler, free_port
 
 PASSWORD = "s3cr3t-Pa55!"
 
@@ -266,7 +263,7 @@ def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLConte
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -22,12 +22,17 @@ def test_emails_go_through_smtp_and_sqls_through_a_signed_webhook(
     smtp, port = smtp_server
     hook, url = webhook_receiver
     folder = make_workspace(
-        tmp_path / "ws", sqlite_url, leads=200,
+        tmp_path / "ws",
+        sqlite_url,
+        leads=200,
         extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\nLEADFLOW_HANDOFF_URL={url}\nLEADFLOW_WEBHOOK_SECRET={SECRET}\n",
     )
     config = folder / "leadflow.yaml"
-    config.write_text(config.read_text().replace("destination: file://handoff-inbox",
-                                                 "destination: file://handoff-inbox\n  allow_private_addresses: true"))
+    config.write_text(
+        config.read_text().replace(
+            "destination: file://handoff-inbox", "destination: file://handoff-inbox\n  allow_private_addresses: true"
+        )
+    )
     first = run(folder)
 
     assert first.nurture.sent == len(smtp.messages) > 0
@@ -49,12 +54,17 @@ def test_a_failing_webhook_is_retried_later_not_lost(
 ) -> None:
     hook, url = webhook_receiver
     folder = make_workspace(
-        tmp_path / "ws", sqlite_url, leads=200,
+        tmp_path / "ws",
+        sqlite_url,
+        leads=200,
         extra_env=f"LEADFLOW_HANDOFF_URL={url}\nLEADFLOW_WEBHOOK_SECRET={SECRET}\n",
     )
     config = folder / "leadflow.yaml"
-    config.write_text(config.read_text().replace("destination: file://handoff-inbox",
-                                                 "destination: file://handoff-inbox\n  allow_private_addresses: true"))
+    config.write_text(
+        config.read_text().replace(
+            "destination: file://handoff-inbox", "destination: file://handoff-inbox\n  allow_private_addresses: true"
+        )
+    )
     hook.script.extend([(503, {})] * 1000)
     first = run(folder)
     assert first.handoff.delivered == 0 and first.handoff.retried == first.handoff.queued > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from leads.models import EmailOutbox, HandoffOutbox, Lead, OutboxStatus, Quarant
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-END = datetime(2026, 10, 1, 9, 0, tzinfo=timezone.utc)
+END = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 
 
 def make_workspace(folder: Path, database_url: str, *, leads: int = 400, extra_env: str = "") -> Path:
@@ -96,7 +96,9 @@ def test_malformed_activity_line_is_quarantined_and_the_rest_ingested(tmp_path: 
     activity = folder / "data" / "activity.jsonl"
     lines = activity.read_text().splitlines()
     lines.insert(3, '{"id": "broken-1", "email": "x@example.com", "type": "page_view", "at": ')
-    lines.insert(7, json.dumps({"id": "bad-type", "email": "y@example.com", "type": "telepathy", "at": "2026-09-01T10:00:00Z"}))
+    lines.insert(
+        7, json.dumps({"id": "bad-type", "email": "y@example.com", "type": "telepathy", "at": "2026-09-01T10:00:00Z"})
+    )
     activity.write_text("\n".join(lines) + "\n")
 
     report = ingest_flow(IngestParams(workspace=str(folder), as_of=END))
@@ -107,7 +109,12 @@ def test_malformed_activity_line_is_quarantined_and_the_rest_ingested(tmp_path: 
     assert report.quarantine_by_reason == {"bad_json": 1, "unknown_type": 1}
     engine = make_engine(sqlite_url)
     with engine.connect() as conn:
-        rows = conn.execute(select(Quarantine.location, Quarantine.reason, Quarantine.raw).order_by(Quarantine.id)).all()
+        rows = conn.execute(
+            select(Quarantine.location, Quarantine.reason, Quarantine.raw).order_by(Quarantine.id)
+        ).all()
     engine.dispose()
-    assert [(r.location, r.reason) for r in rows] == [("activity.jsonl:4", "bad_json"), ("activity.jsonl:8", "unknown_type")]
+    assert [(r.location, r.reason) for r in rows] == [
+        ("activity.jsonl:4", "bad_json"),
+        ("activity.jsonl:8", "unknown_type"),
+    ]
     assert rows[1].raw == lines[7]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,10 @@ import pytest
 from leads.demo_data import DemoData, generate_demo, write_demo
 from leads.models import ActivityType
 
-END = datetime(2026, 9, 30, 12, 0, tzinfo=timezone.utc)
+END = datetime(2026, 9, 30, 12, 0, tzinfo=UTC)
 Files = tuple[Path, Path]
 HIGH_INTENT = {"demo_request", "quote_request", "contact_sales"}
-PROFILE_KEYS = {"first_name", "last_name", "company", "title", "industry", "company_size",
-                "country", "timezone"}
+PROFILE_KEYS = {"first_name", "last_name", "company", "title", "industry", "company_size", "country", "timezone"}
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,13 @@ def ingest(engine: Engine, source: FileActivitySource, now: datetime = NOW) -> T
             cursor = load_cursor(session, source=source.name, stream=file.name)
         for page in source.pages(file, cursor, now=now):
             with session_scope(engine) as session:
-                result = store_batch(session=session, source=source.name, records=page.records,
-                                     rejected=page.rejected, cursor=(page.stream, page.cursor))
+                result = store_batch(
+                    session=session,
+                    source=source.name,
+                    records=page.records,
+                    rejected=page.rejected,
+                    cursor=(page.stream, page.cursor),
+                )
             totals.pages += 1
             totals.inserted += result.inserted
             totals.duplicates += result.duplicates
@@ -47,8 +52,13 @@ def ingest(engine: Engine, source: FileActivitySource, now: datetime = NOW) -> T
 
 
 def _event(n: int, **overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {"id": f"e{n}", "email": f"lead{n}@example.com", "type": "page_view",
-                             "at": f"2026-09-{n % 28 + 1:02d}T10:00:00Z", "target": f"/page/{n}"}
+    event: dict[str, Any] = {
+        "id": f"e{n}",
+        "email": f"lead{n}@example.com",
+        "type": "page_view",
+        "at": f"2026-09-{n % 28 + 1:02d}T10:00:00Z",
+        "target": f"/page/{n}",
+    }
     event.update(overrides)
     return event
 
@@ -64,9 +74,18 @@ def _append(file: Path, text: str) -> None:
 
 def _activity(engine: Engine, source: str | None = None) -> list[tuple[Any, ...]]:
     with session_scope(engine) as session:
-        stmt = (select(Activity.source_id, Lead.email, Activity.type, Activity.occurred_at, Activity.target,
-                       Activity.properties)
-                .join(Lead, Lead.id == Activity.lead_id).order_by(Activity.source_id))
+        stmt = (
+            select(
+                Activity.source_id,
+                Lead.email,
+                Activity.type,
+                Activity.occurred_at,
+                Activity.target,
+                Activity.properties,
+            )
+            .join(Lead, Lead.id == Activity.lead_id)
+            .order_by(Activity.source_id)
+        )
         if source is not None:
             stmt = stmt.where(Activity.source == source)
         return [tuple(row) for row in session.execute(stmt).all()]
@@ -108,7 +127,15 @@ def test_good_lines_are_stored_and_bad_ones_quarantined_with_reason_location_and
     ]
     file.write_text(
         _lines(_event(1, properties={"utm": "mail"}), _event(2, at="2026-09-15T12:00:00+02:00"))
-        + bad_lines[0] + "\n" + bad_lines[1] + "\n" + _lines(_event(3)) + bad_lines[2] + "\n" + bad_lines[3] + "\n",
+        + bad_lines[0]
+        + "\n"
+        + bad_lines[1]
+        + "\n"
+        + _lines(_event(3))
+        + bad_lines[2]
+        + "\n"
+        + bad_lines[3]
+        + "\n",
         encoding="utf-8",
     )
 
@@ -235,16 +262,19 @@ def test_a_folder_source_keeps_a_cursor_per_file(engine: Engine, tmp_path: Path)
     folder = tmp_path / "inbox"
     folder.mkdir()
     (folder / "web.jsonl").write_text(_lines(_event(1), _event(2)), encoding="utf-8")
-    (folder / "crm.csv").write_text("id,email,type,at\nc1,c1@example.com,download,2026-09-01T00:00:00Z\n",
-                                    encoding="utf-8")
+    (folder / "crm.csv").write_text(
+        "id,email,type,at\nc1,c1@example.com,download,2026-09-01T00:00:00Z\n", encoding="utf-8"
+    )
     (folder / "README.txt").write_text("not activity\n", encoding="utf-8")
     source = FileActivitySource("inbox", folder)
     ingest(engine, source)
 
     with session_scope(engine) as session:
-        streams = dict(session.execute(
-            select(ConnectorCursor.stream, ConnectorCursor.value).where(ConnectorCursor.source == "inbox")
-        ).all())
+        streams = dict(
+            session.execute(
+                select(ConnectorCursor.stream, ConnectorCursor.value).where(ConnectorCursor.source == "inbox")
+            ).all()
+        )
     assert set(streams) == {"web.jsonl", "crm.csv"}
     assert streams["web.jsonl"]["offset"] == (folder / "web.jsonl").stat().st_size
     assert streams["crm.csv"]["offset"] == (folder / "crm.csv").stat().st_size
@@ -258,8 +288,10 @@ def test_a_folder_source_keeps_a_cursor_per_file(engine: Engine, tmp_path: Path)
 
 def test_leads_are_one_per_normalised_email(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
-    file.write_text(_lines(_event(1, email="  Anna@X.com"), _event(2, email="anna@x.com"), _event(3, email="ANNA@x.COM ")),
-                    encoding="utf-8")
+    file.write_text(
+        _lines(_event(1, email="  Anna@X.com"), _event(2, email="anna@x.com"), _event(3, email="ANNA@x.COM ")),
+        encoding="utf-8",
+    )
     source = FileActivitySource("website", file)
     totals = ingest(engine, source)
     assert (totals.inserted, totals.new_leads) == (3, 1)
@@ -278,10 +310,13 @@ def test_profile_fields_are_filled_and_not_wiped_by_records_without_them(engine:
     ingest(engine, source)
     assert _lead(engine, "anna@x.com").title is None
 
-    _append(file, _lines(
-        _event(2, email="anna@x.com", lead={"first_name": "Anna", "title": "Manager", "industry": "software"}),
-        _event(3, email="anna@x.com"),
-    ))
+    _append(
+        file,
+        _lines(
+            _event(2, email="anna@x.com", lead={"first_name": "Anna", "title": "Manager", "industry": "software"}),
+            _event(3, email="anna@x.com"),
+        ),
+    )
     ingest(engine, source)
     _append(file, _lines(_event(4, email="anna@x.com", lead={"title": "Director", "company_size": "500"})))
     ingest(engine, source)
@@ -293,11 +328,14 @@ def test_profile_fields_are_filled_and_not_wiped_by_records_without_them(engine:
 def test_activity_times_land_on_the_lead_and_never_move_backwards(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
     email = "anna@x.com"
-    file.write_text(_lines(
-        _event(1, email=email, at="2026-09-10T10:00:00Z"),
-        _event(2, email=email, type="unsubscribe", at="2026-09-12T08:00:00Z"),
-        _event(3, email=email, type="email_bounce", at="2026-09-11T08:00:00Z"),
-    ), encoding="utf-8")
+    file.write_text(
+        _lines(
+            _event(1, email=email, at="2026-09-10T10:00:00Z"),
+            _event(2, email=email, type="unsubscribe", at="2026-09-12T08:00:00Z"),
+            _event(3, email=email, type="email_bounce", at="2026-09-11T08:00:00Z"),
+        ),
+        encoding="utf-8",
+    )
     source = FileActivitySource("website", file)
     ingest(engine, source)
     lead = _lead(engine, email)
@@ -306,12 +344,15 @@ def test_activity_times_land_on_the_lead_and_never_move_backwards(engine: Engine
     assert lead.bounced_at == datetime(2026, 9, 11, 8, 0)
 
     # Late-arriving older events and ordinary activity: nothing moves back, nothing is cleared.
-    _append(file, _lines(
-        _event(4, email=email, at="2026-09-01T10:00:00Z"),
-        _event(5, email=email, type="unsubscribe", at="2026-09-20T08:00:00Z"),
-        _event(6, email=email, type="email_bounce", at="2026-09-25T08:00:00Z"),
-        _event(7, email=email, type="email_open", at="2026-09-18T08:00:00Z"),
-    ))
+    _append(
+        file,
+        _lines(
+            _event(4, email=email, at="2026-09-01T10:00:00Z"),
+            _event(5, email=email, type="unsubscribe", at="2026-09-20T08:00:00Z"),
+            _event(6, email=email, type="email_bounce", at="2026-09-25T08:00:00Z"),
+            _event(7, email=email, type="email_open", at="2026-09-18T08:00:00Z"),
+        ),
+    )
     ingest(engine, source)
     lead = _lead(engine, email)
     assert lead.last_activity_at == datetime(2026, 9, 25, 8, 0)
@@ -351,15 +392,19 @@ def test_odd_text_in_one_line_does_not_block_the_source(engine: Engine, tmp_path
     assert (totals.inserted, totals.quarantined) == (2, 2)
     title = _lead(engine, "a@x.com").title
     assert title is not None and title.startswith("Head of Growth") and len(title) == 300
-    assert [q[1:3] for q in _quarantine(engine)] == [("activity.jsonl:3", "bad_json"), ("activity.jsonl:4", "bad_profile")]
+    assert [q[1:3] for q in _quarantine(engine)] == [
+        ("activity.jsonl:3", "bad_json"),
+        ("activity.jsonl:4", "bad_profile"),
+    ]
     assert "oops" in _quarantine(engine)[0][3]
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 5000])
 def test_page_size_does_not_change_what_is_stored(engine: Engine, tmp_path: Path, batch_size: int) -> None:
     file = tmp_path / "activity.jsonl"
-    file.write_text(_lines(*(_event(n, email=f"l{n % 3}@x.com") for n in range(1, 8)), _event(8, type="?")),
-                    encoding="utf-8")
+    file.write_text(
+        _lines(*(_event(n, email=f"l{n % 3}@x.com") for n in range(1, 8)), _event(8, type="?")), encoding="utf-8"
+    )
     totals = ingest(engine, FileActivitySource("website", file, batch_size=batch_size))
     assert (totals.inserted, totals.new_leads, totals.quarantined) == (7, 3, 1)
     assert totals.pages >= -(-8 // batch_size)

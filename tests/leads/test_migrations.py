@@ -36,7 +36,9 @@ def _schema(engine: Engine) -> dict[str, object]:
             "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
             "indexes": sorted((i["name"], tuple(i["column_names"]), i["unique"]) for i in inspector.get_indexes(table)),
             "uniques": sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table)),
-            "fks": sorted((tuple(f["constrained_columns"]), f["referred_table"]) for f in inspector.get_foreign_keys(table)),
+            "fks": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"]) for f in inspector.get_foreign_keys(table)
+            ),
         }
     return schema
 
@@ -148,7 +150,9 @@ def test_foreign_keys_are_enforced(engine: Engine) -> None:
     with pytest.raises(sa.exc.IntegrityError):
         with session_scope(engine) as session:
             session.add(
-                Activity(lead_id=999_999, type="page_view", occurred_at=datetime(2024, 1, 1), source="web", source_id="x")
+                Activity(
+                    lead_id=999_999, type="page_view", occurred_at=datetime(2024, 1, 1), source="web", source_id="x"
+                )
             )
 
 

@@ -14,8 +14,13 @@ NOW = datetime(2026, 10, 1, 12, 0)
 
 
 def _raw(**overrides: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {"id": "evt-1", "email": "anna@example.com", "type": "page_view",
-                           "at": "2026-09-30T08:15:00Z", "target": "https://acme.example/pricing"}
+    raw: dict[str, Any] = {
+        "id": "evt-1",
+        "email": "anna@example.com",
+        "type": "page_view",
+        "at": "2026-09-30T08:15:00Z",
+        "target": "https://acme.example/pricing",
+    }
     raw.update(overrides)
     return {k: v for k, v in raw.items() if v is not ...}
 
@@ -28,8 +33,10 @@ def _reason(raw: dict[str, Any]) -> RecordError:
 
 def test_a_good_record_is_parsed_whole() -> None:
     record = parse_activity(
-        _raw(properties={"utm_source": "newsletter"},
-             lead={"first_name": " Anna ", "company_size": "250", "country": "nl", "shoe_size": 41}),
+        _raw(
+            properties={"utm_source": "newsletter"},
+            lead={"first_name": " Anna ", "company_size": "250", "country": "nl", "shoe_size": 41},
+        ),
         now=NOW,
     )
     assert record.source_id == "evt-1"
@@ -51,8 +58,22 @@ def test_emails_are_trimmed_and_lower_cased(raw: str, expected: str) -> None:
     assert parse_activity(_raw(email=raw), now=NOW).email == expected
 
 
-@pytest.mark.parametrize("raw", [None, "", "anna", "anna@", "@example.com", "anna@example", "an na@example.com",
-                                 "a@b@c.com", "anna@example.", 42, "a\x00@example.com"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "",
+        "anna",
+        "anna@",
+        "@example.com",
+        "anna@example",
+        "an na@example.com",
+        "a@b@c.com",
+        "anna@example.",
+        42,
+        "a\x00@example.com",
+    ],
+)
 def test_things_that_are_not_email_addresses_are_refused(raw: object) -> None:
     assert normalise_email(raw) is None
     error = _reason(_raw(email=raw))
@@ -64,8 +85,16 @@ def test_an_email_longer_than_the_column_is_refused() -> None:
     assert normalise_email("a" * 310 + "@example.com") is None
 
 
-@pytest.mark.parametrize("at", ["2026-09-30T10:15:00+02:00", "2026-09-30T08:15:00Z", "2026-09-30T08:15:00",
-                                "2026-09-30T03:15:00-05:00", "2026-09-30 08:15:00+00:00"])
+@pytest.mark.parametrize(
+    "at",
+    [
+        "2026-09-30T10:15:00+02:00",
+        "2026-09-30T08:15:00Z",
+        "2026-09-30T08:15:00",
+        "2026-09-30T03:15:00-05:00",
+        "2026-09-30 08:15:00+00:00",
+    ],
+)
 def test_timestamps_with_zone_or_z_become_naive_utc(at: str) -> None:
     occurred = parse_activity(_raw(at=at), now=NOW).occurred_at
     assert occurred == datetime(2026, 9, 30, 8, 15)

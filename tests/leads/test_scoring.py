@@ -16,7 +16,7 @@ from leads.ingest import store_batch
 from leads.models import ActivityType, Lead, Stage, StageTransition
 from leads.records import parse_activity
 from leads.requalify import ShardResult, plan_shards, requalify_shard
-from leads.scoring import Contribution, Scorer, ScoreParts
+from leads.scoring import Contribution, ScoreParts, Scorer
 from leads.stages import decide
 
 NOW = datetime(2026, 10, 1, 12, 0)
@@ -45,16 +45,18 @@ def make_config(**scoring_overrides: Any) -> WorkspaceConfig:
         ],
     }
     scoring.update(scoring_overrides)
-    return WorkspaceConfig.model_validate({
-        "sender": {"from_name": "Acme", "from_email": "hi@acme.example", "postal_address": "Street 1, Town"},
-        "scoring": scoring,
-        "stages": {
-            "prospect": {"min_score": 10},
-            "hot_prospect": {"min_score": 30},
-            "mql": {"min_score": 50, "min_engagement": 20},
-            "sql": {"min_score": 80, "min_fit": 20, "hand_raise": ["demo_request", "contact_sales"]},
-        },
-    })
+    return WorkspaceConfig.model_validate(
+        {
+            "sender": {"from_name": "Acme", "from_email": "hi@acme.example", "postal_address": "Street 1, Town"},
+            "scoring": scoring,
+            "stages": {
+                "prospect": {"min_score": 10},
+                "hot_prospect": {"min_score": 30},
+                "mql": {"min_score": 50, "min_engagement": 20},
+                "sql": {"min_score": 80, "min_fit": 20, "hand_raise": ["demo_request", "contact_sales"]},
+            },
+        }
+    )
 
 
 CONFIG = make_config()
@@ -89,8 +91,10 @@ def _fit_rules(config: WorkspaceConfig = CONFIG, **lead: Any) -> list[str]:
         ({"company": "acme"}, ["Acme itself"]),
         ({"company": "Acme Logistics"}, []),
         ({}, []),
-        ({"title": "CEO", "industry": "software", "country": "nl", "company_size": 500},
-         ["Decision maker", "Target industry", "Dutch", "Mid-size"]),
+        (
+            {"title": "CEO", "industry": "software", "country": "nl", "company_size": 500},
+            ["Decision maker", "Target industry", "Dutch", "Mid-size"],
+        ),
     ],
 )
 def test_each_kind_of_fit_rule(lead: dict[str, Any], rules: list[str]) -> None:
@@ -98,10 +102,12 @@ def test_each_kind_of_fit_rule(lead: dict[str, Any], rules: list[str]) -> None:
 
 
 def test_only_at_least_or_only_at_most_is_open_ended() -> None:
-    config = make_config(fit=[
-        {"name": "Small", "field": "company_size", "at_most": 50, "points": -5},
-        {"name": "Huge", "field": "company_size", "at_least": 10_000, "points": 5},
-    ])
+    config = make_config(
+        fit=[
+            {"name": "Small", "field": "company_size", "at_most": 50, "points": -5},
+            {"name": "Huge", "field": "company_size", "at_least": 10_000, "points": 5},
+        ]
+    )
     assert _fit_rules(config, company_size=3) == ["Small"]
     assert _fit_rules(config, company_size=50_000) == ["Huge"]
     assert _fit_rules(config, company_size=500) == []
@@ -139,8 +145,11 @@ def _parts(fit: float = 0, engagement: float = 0, raised: tuple[ActivityType, ..
         (Stage.suspect, _parts(25, 60), (Stage.sql, "score 85 ≥ 80 and fit 25 ≥ 20")),
         (Stage.suspect, _parts(10, 90), (Stage.mql, "score 100 ≥ 50 and engagement 90 ≥ 20")),  # sql needs fit 20
         (Stage.suspect, _parts(-40, 0, (ActivityType.demo_request,)), (Stage.sql, "hand raise: demo_request")),
-        (Stage.mql, _parts(0, 0, (ActivityType.demo_request, ActivityType.contact_sales)),
-         (Stage.sql, "hand raise: contact_sales, demo_request")),
+        (
+            Stage.mql,
+            _parts(0, 0, (ActivityType.demo_request, ActivityType.contact_sales)),
+            (Stage.sql, "hand raise: contact_sales, demo_request"),
+        ),
         (Stage.suspect, _parts(0, 0, (ActivityType.quote_request,)), None),  # not a hand raise in these rules
         (Stage.mql, _parts(0, 0), None),  # a dropped score never moves a lead back
         (Stage.hot_prospect, _parts(5, 30), None),  # meets prospect and hot_prospect: already there
@@ -158,20 +167,40 @@ def test_stage_decisions(current: Stage, parts: ScoreParts, expected: tuple[Stag
 # --- over stored activity ---------------------------------------------------------------------------
 
 
-def store(engine: Engine, email: str, *events: tuple[str, str | None], profile: dict[str, Any] | None = None,
-          at: datetime = NOW - timedelta(days=3)) -> None:
+def store(
+    engine: Engine,
+    email: str,
+    *events: tuple[str, str | None],
+    profile: dict[str, Any] | None = None,
+    at: datetime = NOW - timedelta(days=3),
+) -> None:
     """Store activity for one lead the way ingest does: raw records through parse_activity and store_batch."""
     records = [
-        parse_activity({"id": f"t{next(_ids)}", "email": email, "type": kind, "target": target,
-                        "at": (at + timedelta(minutes=i)).isoformat(), "lead": profile}, now=NOW)
+        parse_activity(
+            {
+                "id": f"t{next(_ids)}",
+                "email": email,
+                "type": kind,
+                "target": target,
+                "at": (at + timedelta(minutes=i)).isoformat(),
+                "lead": profile,
+            },
+            now=NOW,
+        )
         for i, (kind, target) in enumerate(events)
     ]
     with session_scope(engine) as session:
         store_batch(session=session, source="test", records=records)
 
 
-def requalify(engine: Engine, config: WorkspaceConfig = CONFIG, *, now: datetime = NOW, shard_size: int = 1000,
-              run_id: str | None = None) -> ShardResult:
+def requalify(
+    engine: Engine,
+    config: WorkspaceConfig = CONFIG,
+    *,
+    now: datetime = NOW,
+    shard_size: int = 1000,
+    run_id: str | None = None,
+) -> ShardResult:
     with session_scope(engine) as session:
         shards = plan_shards(session, shard_size)
     total = ShardResult()
@@ -209,12 +238,23 @@ def scores(engine: Engine, email: str) -> tuple[float, float, float, Stage]:
 
 
 def test_fit_and_engagement_come_from_profile_and_stored_activity(engine: Engine) -> None:
-    store(engine, "anna@corp.example",
-          ("page_view", "https://acme.example/pricing?plan=pro"), ("page_view", "https://acme.example/PRICING"),
-          ("page_view", "/blog/hello"), ("webinar", None),
-          profile={"title": "CTO", "industry": "software", "company_size": "300"})
-    store(engine, "bob@gmail.com", ("page_view", "/careers/engineer"), ("page_view", "/careers/designer"),
-          ("page_view", "/careers/intern"), profile={"title": "Student"})
+    store(
+        engine,
+        "anna@corp.example",
+        ("page_view", "https://acme.example/pricing?plan=pro"),
+        ("page_view", "https://acme.example/PRICING"),
+        ("page_view", "/blog/hello"),
+        ("webinar", None),
+        profile={"title": "CTO", "industry": "software", "company_size": "300"},
+    )
+    store(
+        engine,
+        "bob@gmail.com",
+        ("page_view", "/careers/engineer"),
+        ("page_view", "/careers/designer"),
+        ("page_view", "/careers/intern"),
+        profile={"title": "Student"},
+    )
 
     result = requalify(engine)
 
@@ -234,8 +274,14 @@ def test_target_contains_is_literal_text_not_a_like_pattern(engine: Engine) -> N
 
 
 def test_caps_apply_to_stored_activity(engine: Engine) -> None:
-    store(engine, "a@corp.example", *[("page_view", "/pricing")] * 6, *[("download", "/ebook")] * 5,
-          ("unsubscribe", None), ("unsubscribe", None))
+    store(
+        engine,
+        "a@corp.example",
+        *[("page_view", "/pricing")] * 6,
+        *[("download", "/ebook")] * 5,
+        ("unsubscribe", None),
+        ("unsubscribe", None),
+    )
     requalify(engine)
     assert scores(engine, "a@corp.example")[1] == 24 + 30 - 25
 
@@ -260,8 +306,14 @@ def test_a_hand_raise_goes_straight_to_sql(engine: Engine) -> None:
 
 
 def test_a_multi_stage_jump_is_one_audited_transition(engine: Engine) -> None:
-    store(engine, "a@corp.example", ("webinar", None), ("download", "/ebook"), ("page_view", "/pricing"),
-          profile={"title": "CEO", "industry": "finance"})
+    store(
+        engine,
+        "a@corp.example",
+        ("webinar", None),
+        ("download", "/ebook"),
+        ("page_view", "/pricing"),
+        profile={"title": "CEO", "industry": "finance"},
+    )
     result = requalify(engine)
 
     assert result.moves == {("suspect", "mql"): 1}
@@ -353,11 +405,19 @@ def test_plan_shards_covers_every_lead_exactly_once(engine: Engine) -> None:
 
 
 def _snapshot(session: Session) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    leads = session.execute(select(Lead.email, Lead.fit_score, Lead.engagement_score, Lead.score, Lead.stage)
-                            .order_by(Lead.email)).all()
+    leads = session.execute(
+        select(Lead.email, Lead.fit_score, Lead.engagement_score, Lead.score, Lead.stage).order_by(Lead.email)
+    ).all()
     moves = session.execute(
-        select(Lead.email, StageTransition.from_stage, StageTransition.to_stage, StageTransition.score,
-               StageTransition.reason).join(Lead, Lead.id == StageTransition.lead_id).order_by(Lead.email)
+        select(
+            Lead.email,
+            StageTransition.from_stage,
+            StageTransition.to_stage,
+            StageTransition.score,
+            StageTransition.reason,
+        )
+        .join(Lead, Lead.id == StageTransition.lead_id)
+        .order_by(Lead.email)
     ).all()
     return [tuple(r) for r in leads], [tuple(r) for r in moves]
 
@@ -365,12 +425,22 @@ def _snapshot(session: Session) -> tuple[list[tuple[Any, ...]], list[tuple[Any, 
 def test_several_shards_give_the_same_result_as_one(engine: Engine) -> None:
     profiles = [{"title": "CEO"}, {"title": "Student"}, {"industry": "software"}, None, {"country": "NL"}]
     activity: list[list[tuple[str, str | None]]] = [
-        [("webinar", None)] * 3, [("page_view", "/pricing")] * 4, [("demo_request", None)], [("download", "/x")] * 2,
-        [("page_view", "/careers")], [("webinar", None), ("page_view", "/pricing")] * 2, [],
+        [("webinar", None)] * 3,
+        [("page_view", "/pricing")] * 4,
+        [("demo_request", None)],
+        [("download", "/x")] * 2,
+        [("page_view", "/careers")],
+        [("webinar", None), ("page_view", "/pricing")] * 2,
+        [],
     ]
     for n in range(11):
-        store(engine, f"l{n:02d}@corp.example", ("page_view", "/"), *activity[n % len(activity)],
-              profile=profiles[n % len(profiles)])
+        store(
+            engine,
+            f"l{n:02d}@corp.example",
+            ("page_view", "/"),
+            *activity[n % len(activity)],
+            profile=profiles[n % len(profiles)],
+        )
 
     with Session(engine) as session:
         one = requalify_shard(session=session, config=CONFIG, lo=0, hi=10**9, now=NOW)

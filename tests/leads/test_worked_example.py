@@ -29,9 +29,14 @@ def test_anna_is_an_mql_with_the_documented_scores(engine: Engine) -> None:
     )
     profile = {"first_name": "Anna", "title": "Head of Marketing", "company_size": 250, "industry": "logistics"}
     records = [
-        ActivityRecord(source_id=f"e{i}", email="anna.jansen@acme-logistics.nl", type=kind,
-                       occurred_at=NOW - timedelta(days=20 - i % 20), target=target,
-                       profile=profile if i == 0 else None)
+        ActivityRecord(
+            source_id=f"e{i}",
+            email="anna.jansen@acme-logistics.nl",
+            type=kind,
+            occurred_at=NOW - timedelta(days=20 - i % 20),
+            target=target,
+            profile=profile if i == 0 else None,
+        )
         for i, (kind, target) in enumerate(events)
     ]
     with session_scope(engine) as session:

@@ -35,12 +35,11 @@ def test_shipped_templates_pass(tmp_path: Path) -> None:
 
 
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
-    _write(tmp_path, "welcome/1", (
-        '{% extends "base.html" %}\n'
-        "{% block content %}\n"
-        "<p>Hi {{ lead.first_name }</p>\n"
-        "{% endblock %}\n"
-    ))
+    _write(
+        tmp_path,
+        "welcome/1",
+        ('{% extends "base.html" %}\n{% block content %}\n<p>Hi {{ lead.first_name }</p>\n{% endblock %}\n'),
+    )
     problems = check_templates(_config({"template": "welcome/1", "subject": "Hello"}), tmp_path)
     assert len(problems) == 1
     assert problems[0].startswith(f"{tmp_path / 'welcome' / '1.html'}:3: welcome step 1 ")
@@ -48,12 +47,17 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unclosed_block_in_text_part_names_that_file(tmp_path: Path) -> None:
-    _write(tmp_path, "welcome/1", '{% extends "base.html" %}{% block content %}<p>Hi</p>{% endblock %}\n', (
-        '{% extends "base.txt" %}\n'
-        "{% block content %}\n"
-        "{% if lead.company %}Hello {{ lead.company }}\n"
-        "{% endblock %}\n"
-    ))
+    _write(
+        tmp_path,
+        "welcome/1",
+        '{% extends "base.html" %}{% block content %}<p>Hi</p>{% endblock %}\n',
+        (
+            '{% extends "base.txt" %}\n'
+            "{% block content %}\n"
+            "{% if lead.company %}Hello {{ lead.company }}\n"
+            "{% endblock %}\n"
+        ),
+    )
     problems = check_templates(_config({"template": "welcome/1", "subject": "Hello"}), tmp_path)
     assert len(problems) == 1
     path, line = problems[0].split(": ", 1)[0].rsplit(":", 1)
@@ -62,13 +66,17 @@ def test_unclosed_block_in_text_part_names_that_file(tmp_path: Path) -> None:
 
 
 def test_undefined_variable_names_file_and_line(tmp_path: Path) -> None:
-    _write(tmp_path, "welcome/1", (
-        '{% extends "base.html" %}\n'
-        "{% block content %}\n"
-        "<p>Hi {{ lead.first_name or 'there' }},</p>\n"
-        "<p>Greetings to everyone at {{ lead.compnay }}.</p>\n"
-        "{% endblock %}\n"
-    ))
+    _write(
+        tmp_path,
+        "welcome/1",
+        (
+            '{% extends "base.html" %}\n'
+            "{% block content %}\n"
+            "<p>Hi {{ lead.first_name or 'there' }},</p>\n"
+            "<p>Greetings to everyone at {{ lead.compnay }}.</p>\n"
+            "{% endblock %}\n"
+        ),
+    )
     problems = check_templates(_config({"template": "welcome/1", "subject": "Hello"}), tmp_path)
     assert problems == [
         f"{tmp_path / 'welcome' / '1.html'}:4: welcome step 1 (full profile): 'dict object' has no attribute 'compnay'"
@@ -87,13 +95,17 @@ def test_undefined_top_level_variable_in_a_workspace_layout(tmp_path: Path) -> N
 
 def test_problem_only_for_a_lead_without_optional_fields(tmp_path: Path) -> None:
     """A template that works for the full sample lead but breaks when fields are missing."""
-    _write(tmp_path, "welcome/1", (
-        '{% extends "base.html" %}\n'
-        "{% block content %}\n"
-        "<p>Hi {{ lead.first_name or 'there' }},</p>\n"
-        "<p>Plans for {{ lead.company_size * 2 }} seats.</p>\n"
-        "{% endblock %}\n"
-    ))
+    _write(
+        tmp_path,
+        "welcome/1",
+        (
+            '{% extends "base.html" %}\n'
+            "{% block content %}\n"
+            "<p>Hi {{ lead.first_name or 'there' }},</p>\n"
+            "<p>Plans for {{ lead.company_size * 2 }} seats.</p>\n"
+            "{% endblock %}\n"
+        ),
+    )
     problems = check_templates(_config({"template": "welcome/1", "subject": "Hello"}), tmp_path)
     assert len(problems) == 1
     assert problems[0].startswith(f"{tmp_path / 'welcome' / '1.html'}:4: welcome step 1 (email only): ")

@@ -29,8 +29,9 @@ def _config(sequences: list[dict[str, Any]] | None = None) -> WorkspaceConfig:
     return WorkspaceConfig.model_validate(data)
 
 
-def _sequence(name: str, stages: list[str], exit_at: str = "mql", delays: tuple[float, ...] = (0,),
-              **enroll: Any) -> dict[str, Any]:
+def _sequence(
+    name: str, stages: list[str], exit_at: str = "mql", delays: tuple[float, ...] = (0,), **enroll: Any
+) -> dict[str, Any]:
     return {
         "name": name,
         "enroll": {"stages": stages, **enroll},
@@ -68,8 +69,9 @@ def _enrollments(engine: Engine) -> dict[int, NurtureEnrollment]:
 def _all_enrollments(engine: Engine) -> list[tuple[int, str, str]]:
     with Session(engine) as session:
         rows = session.execute(
-            select(NurtureEnrollment.lead_id, NurtureEnrollment.sequence, NurtureEnrollment.status)
-            .order_by(NurtureEnrollment.lead_id, NurtureEnrollment.id)
+            select(NurtureEnrollment.lead_id, NurtureEnrollment.sequence, NurtureEnrollment.status).order_by(
+                NurtureEnrollment.lead_id, NurtureEnrollment.id
+            )
         )
         return [(lead, seq, str(status)) for lead, seq, status in rows]
 
@@ -203,11 +205,22 @@ def test_exit_finished_ends_enrollments_with_the_reason(engine: Engine) -> None:
         {"reached mql": 3, "unsubscribed": 1, "bounced": 1, "disqualified": 1}
     )
     enrolled = _enrollments(engine)
-    expected = {"mql": "reached mql", "sql": "reached mql", "customer": "reached mql",
-                "unsubscribed": "unsubscribed", "bounced": "bounced", "disqualified": "disqualified"}
+    expected = {
+        "mql": "reached mql",
+        "sql": "reached mql",
+        "customer": "reached mql",
+        "unsubscribed": "unsubscribed",
+        "bounced": "bounced",
+        "disqualified": "disqualified",
+    }
     for name, reason in expected.items():
         e = enrolled[ids[name]]
-        assert (e.status, e.exit_reason, e.exited_at, e.next_due_at) == (EnrollmentStatus.exited, reason, later, None), name
+        assert (e.status, e.exit_reason, e.exited_at, e.next_due_at) == (
+            EnrollmentStatus.exited,
+            reason,
+            later,
+            None,
+        ), name
     for name in ("stays", "warmer"):
         e = enrolled[ids[name]]
         assert (e.status, e.exit_reason, e.exited_at) == (EnrollmentStatus.active, None, None), name
@@ -230,10 +243,12 @@ def test_an_unsubscribed_lead_that_also_converted_exits_as_unsubscribed(engine: 
 
 def test_each_sequence_exits_at_its_own_stage(engine: Engine) -> None:
     ids = _leads(engine, ("early", Stage.prospect), ("late", Stage.suspect))
-    config = _config([
-        _sequence("intro", ["prospect"], exit_at="hot_prospect"),
-        _sequence("awareness", ["suspect"], exit_at="mql"),
-    ])
+    config = _config(
+        [
+            _sequence("intro", ["prospect"], exit_at="hot_prospect"),
+            _sequence("awareness", ["suspect"], exit_at="mql"),
+        ]
+    )
     _run(engine, enroll, config, T0)
     _set(engine, ids["early"], stage=Stage.hot_prospect)
     _set(engine, ids["late"], stage=Stage.hot_prospect)
@@ -291,7 +306,11 @@ def test_queue_due_steps_walks_the_sequence_once(engine: Engine) -> None:
     assert _run(engine, queue_due_steps, config, T0 + 11 * DAY) == 2
     for e in _enrollments(engine).values():
         assert (e.status, e.next_due_at, e.exited_at, e.exit_reason) == (
-            EnrollmentStatus.completed, None, T0 + 11 * DAY, "completed")
+            EnrollmentStatus.completed,
+            None,
+            T0 + 11 * DAY,
+            "completed",
+        )
     assert _run(engine, queue_due_steps, config, T0 + 60 * DAY) == 0
 
     rows = _outbox(engine)

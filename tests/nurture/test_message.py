@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
@@ -32,8 +32,9 @@ def _build(tmp_path: Path, key: str = "nurture:7:0", date: datetime | None = Non
         subject="{{ lead.first_name }}, three signs a lead is ready for sales",
         context={"lead": LEAD, "sender": SENDER.model_dump(), "unsubscribe_url": unsubscribe},
     )
-    return build_message(sender=SENDER, to=LEAD["email"], rendered=rendered, idempotency_key=key,
-                         unsubscribe_url=unsubscribe, date=date)
+    return build_message(
+        sender=SENDER, to=LEAD["email"], rendered=rendered, idempotency_key=key, unsubscribe_url=unsubscribe, date=date
+    )
 
 
 def _wire(msg: EmailMessage) -> EmailMessage:
@@ -56,7 +57,7 @@ def test_multipart_alternative_text_first_then_html(tmp_path: Path) -> None:
 
 
 def test_headers(tmp_path: Path) -> None:
-    date = datetime(2026, 11, 3, 9, 30, tzinfo=timezone.utc)
+    date = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
     msg = _wire(_build(tmp_path, date=date))
     assert parseaddr(msg["From"]) == ("Acme Growth Team", "hello@acme.example")
     assert msg["To"] == "anna@example.com"
@@ -69,14 +70,14 @@ def test_headers(tmp_path: Path) -> None:
 
 
 def test_date_defaults_to_now(tmp_path: Path) -> None:
-    before = datetime.now(timezone.utc).replace(microsecond=0)
+    before = datetime.now(UTC).replace(microsecond=0)
     msg = _wire(_build(tmp_path))
-    assert before <= parsedate_to_datetime(msg["Date"]) <= datetime.now(timezone.utc)
+    assert before <= parsedate_to_datetime(msg["Date"]) <= datetime.now(UTC)
 
 
 def test_message_id_is_fixed_by_the_idempotency_key(tmp_path: Path) -> None:
-    first = _build(tmp_path, key="nurture:7:0", date=datetime(2026, 1, 1, tzinfo=timezone.utc))
-    retry = _build(tmp_path, key="nurture:7:0", date=datetime(2026, 1, 2, tzinfo=timezone.utc))
+    first = _build(tmp_path, key="nurture:7:0", date=datetime(2026, 1, 1, tzinfo=UTC))
+    retry = _build(tmp_path, key="nurture:7:0", date=datetime(2026, 1, 2, tzinfo=UTC))
     next_step = _build(tmp_path, key="nurture:7:1")
     other_lead = _build(tmp_path, key="nurture:8:0")
     assert first["Message-ID"] == retry["Message-ID"] == message_id_for("nurture:7:0", "acme.example")
@@ -108,11 +109,23 @@ def test_footer_in_both_parts_has_unsubscribe_url_and_postal_address(tmp_path: P
 def test_non_ascii_subject_and_name_survive_the_wire(tmp_path: Path) -> None:
     sender = SENDER.model_copy(update={"from_name": "Zoë from Ācme"})
     rendered = TemplateRenderer(tmp_path).render(
-        template="warm-up/3-demo", subject="Grüße, {{ lead.first_name }} — ready?",
-        context={"lead": {**LEAD, "first_name": "Zoë"}, "sender": sender.model_dump(), "unsubscribe_url": "https://x.example/u/t"},
+        template="warm-up/3-demo",
+        subject="Grüße, {{ lead.first_name }} — ready?",
+        context={
+            "lead": {**LEAD, "first_name": "Zoë"},
+            "sender": sender.model_dump(),
+            "unsubscribe_url": "https://x.example/u/t",
+        },
     )
-    msg = _wire(build_message(sender=sender, to="zoe@example.com", rendered=rendered, idempotency_key="k",
-                              unsubscribe_url="https://x.example/u/t"))
+    msg = _wire(
+        build_message(
+            sender=sender,
+            to="zoe@example.com",
+            rendered=rendered,
+            idempotency_key="k",
+            unsubscribe_url="https://x.example/u/t",
+        )
+    )
     assert msg["Subject"] == "Grüße, Zoë — ready?"
     assert parseaddr(msg["From"]) == ("Zoë from Ācme", "hello@acme.example")
     assert "Hi Zoë," in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]

@@ -47,8 +47,9 @@ def renderer(tmp_path: Path) -> TemplateRenderer:
 def _queue(engine: Engine, config: WorkspaceConfig, now: datetime, *addresses: str) -> dict[str, int]:
     """Prospects with these addresses, enrolled in warm-up with step 0 queued; returns {email: lead id}."""
     with session_scope(engine) as session:
-        leads = [Lead(email=a, first_name=a.split("@")[0].title(), company="Acme", stage=Stage.prospect)
-                 for a in addresses]
+        leads = [
+            Lead(email=a, first_name=a.split("@")[0].title(), company="Acme", stage=Stage.prospect) for a in addresses
+        ]
         session.add_all(leads)
         session.flush()
         ids = {lead.email: lead.id for lead in leads}
@@ -76,10 +77,12 @@ def _lead(engine: Engine, lead_id: int) -> Lead:
         return lead
 
 
-def _send(engine: Engine, ids: list[int], config: WorkspaceConfig, renderer: TemplateRenderer,
-          transport: Any, now: datetime) -> SendReport:
-    return send_claimed(engine=engine, ids=ids, config=config, renderer=renderer, transport=transport,
-                        links=LINKS, now=now)
+def _send(
+    engine: Engine, ids: list[int], config: WorkspaceConfig, renderer: TemplateRenderer, transport: Any, now: datetime
+) -> SendReport:
+    return send_claimed(
+        engine=engine, ids=ids, config=config, renderer=renderer, transport=transport, links=LINKS, now=now
+    )
 
 
 def _parse(data: bytes) -> EmailMessage:
@@ -362,8 +365,12 @@ def test_a_broken_template_fails_its_row_and_the_batch_goes_on(
     """A template that breaks for one lead (here: arithmetic on an empty field) fails only that email."""
     templates = tmp_path / "templates" / "warm-up"
     templates.mkdir(parents=True)
-    (templates / "1-welcome.html").write_text('{% extends "base.html" %}{% block content %}{{ 1000 // lead.company_size }}{% endblock %}')
-    (templates / "1-welcome.txt").write_text('{% extends "base.txt" %}{% block content %}{{ 1000 // lead.company_size }}{% endblock %}')
+    (templates / "1-welcome.html").write_text(
+        '{% extends "base.html" %}{% block content %}{{ 1000 // lead.company_size }}{% endblock %}'
+    )
+    (templates / "1-welcome.txt").write_text(
+        '{% extends "base.txt" %}{% block content %}{{ 1000 // lead.company_size }}{% endblock %}'
+    )
     now = utcnow()
     ids = _queue(engine, config, now, "sized@example.com", "unsized@example.com")
     with session_scope(engine) as session:

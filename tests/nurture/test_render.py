@@ -68,14 +68,22 @@ def test_shipped_steps_render_for_a_full_lead(tmp_path: Path, template: str, sub
 def test_subjects_use_lead_fields_or_their_fallbacks(tmp_path: Path) -> None:
     renderer = TemplateRenderer(tmp_path)
     (_, welcome), (_, case_study), _ = _steps()
-    full = [renderer.render(template="warm-up/1-welcome", subject=s, context=_context(FULL)).subject
-            for s in (welcome, case_study)]
-    bare = [renderer.render(template="warm-up/1-welcome", subject=s, context=_context(EMAIL_ONLY)).subject
-            for s in (welcome, case_study)]
-    assert full == ["Anna, three signs a lead is ready for sales",
-                    "How Acme Logistics could cut follow-up time in half"]
-    assert bare == ["Hi, three signs a lead is ready for sales",
-                    "How teams like yours could cut follow-up time in half"]
+    full = [
+        renderer.render(template="warm-up/1-welcome", subject=s, context=_context(FULL)).subject
+        for s in (welcome, case_study)
+    ]
+    bare = [
+        renderer.render(template="warm-up/1-welcome", subject=s, context=_context(EMAIL_ONLY)).subject
+        for s in (welcome, case_study)
+    ]
+    assert full == [
+        "Anna, three signs a lead is ready for sales",
+        "How Acme Logistics could cut follow-up time in half",
+    ]
+    assert bare == [
+        "Hi, three signs a lead is ready for sales",
+        "How teams like yours could cut follow-up time in half",
+    ]
 
 
 @pytest.mark.parametrize("template,subject", _steps(), ids=lambda v: v if "/" in v else None)
@@ -116,8 +124,7 @@ def test_markup_in_lead_fields_is_escaped_in_html_and_plain_in_text(tmp_path: Pa
 def test_missing_variable_raises_instead_of_rendering_blank(tmp_path: Path) -> None:
     renderer = TemplateRenderer(tmp_path)
     with pytest.raises(UndefinedError, match="unsubscribe_url"):
-        renderer.render(template="warm-up/1-welcome", subject="Hello",
-                        context={"lead": FULL, "sender": SENDER})
+        renderer.render(template="warm-up/1-welcome", subject="Hello", context={"lead": FULL, "sender": SENDER})
     with pytest.raises(UndefinedError, match="frist_name"):
         renderer.render(template="warm-up/1-welcome", subject="Hi {{ lead.frist_name }}", context=_context(FULL))
 

@@ -32,7 +32,7 @@ def test_token_is_url_safe_and_stable() -> None:
 def test_tampered_payload_is_refused() -> None:
     body, mac = tokens.sign(KEY, "unsubscribe", 42, "warm-up").split(".")
     # Someone swaps in another lead's id but keeps the signature.
-    other_lead = _b64("43\x1fwarm-up".encode())
+    other_lead = _b64(b"43\x1fwarm-up")
     with pytest.raises(BadToken):
         tokens.verify(KEY, "unsubscribe", f"{other_lead}.{mac}")
     # Or flips one character in the middle of the payload.
