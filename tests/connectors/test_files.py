@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -10,24 +9,9 @@ from typing import Any
 import pytest
 
 from connectors.files import FileActivitySource, Page
+from tests.factories import jsonl, raw_event
 
 NOW = datetime(2026, 10, 1, 12, 0)
-
-
-def _event(n: int, **overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "id": f"e{n}",
-        "email": f"lead{n}@example.com",
-        "type": "page_view",
-        "at": f"2026-09-{n % 28 + 1:02d}T10:00:00Z",
-        "target": f"/page/{n}",
-    }
-    event.update(overrides)
-    return event
-
-
-def _line(event: dict[str, Any]) -> str:
-    return json.dumps(event) + "\n"
 
 
 def _read(source: FileActivitySource, file: Path, cursor: dict[str, Any] | None) -> list[Page]:
@@ -43,14 +27,14 @@ def test_good_lines_become_records_and_bad_ones_are_rejected_with_location_and_r
     bad_json = '{"id": "b1", "email": "x@example.com", \n'
     not_object = '["e9", "x@example.com"]\n'
     lines = [
-        _line(_event(1)),
+        jsonl(raw_event(1)),
         bad_json,
-        _line(_event(2, type="page_visit")),
+        jsonl(raw_event(2, type="page_visit")),
         "\n",  # a blank line is skipped but still counts as a line
-        _line(_event(3, email="not an email")),
-        _line(_event(4, at="2027-01-01T00:00:00Z")),
+        jsonl(raw_event(3, email="not an email")),
+        jsonl(raw_event(4, at="2027-01-01T00:00:00Z")),
         not_object,
-        _line(_event(5)),
+        jsonl(raw_event(5)),
     ]
     file.write_text("".join(lines), encoding="utf-8")
 
@@ -74,14 +58,14 @@ def test_good_lines_become_records_and_bad_ones_are_rejected_with_location_and_r
 
 def test_reading_from_the_returned_cursor_gives_nothing_and_appended_lines_are_picked_up(tmp_path: Path) -> None:
     file = tmp_path / "a.jsonl"
-    file.write_text(_line(_event(1)) + _line(_event(2)), encoding="utf-8")
+    file.write_text(jsonl(raw_event(1)) + jsonl(raw_event(2)), encoding="utf-8")
     source = FileActivitySource("web", file)
     cursor = _read(source, file, None)[-1].cursor
 
     assert _read(source, file, cursor) == []
 
     with file.open("a", encoding="utf-8") as fh:
-        fh.write(_line(_event(3)) + "not json\n")
+        fh.write(jsonl(raw_event(3)) + "not json\n")
     pages = _read(source, file, cursor)
     assert _ids(pages) == ["e3"]
     assert [r.location for r in pages[0].rejected] == ["a.jsonl:4"]
@@ -89,23 +73,23 @@ def test_reading_from_the_returned_cursor_gives_nothing_and_appended_lines_are_p
 
 def test_a_last_line_without_newline_waits_for_the_next_read(tmp_path: Path) -> None:
     file = tmp_path / "a.jsonl"
-    half = _line(_event(2))[:20]
-    file.write_text(_line(_event(1)) + half, encoding="utf-8")
+    half = jsonl(raw_event(2))[:20]
+    file.write_text(jsonl(raw_event(1)) + half, encoding="utf-8")
     source = FileActivitySource("web", file)
 
     pages = _read(source, file, None)
     assert _ids(pages) == ["e1"] and pages[0].rejected == []
-    assert pages[-1].cursor["offset"] == len(_line(_event(1)).encode())
+    assert pages[-1].cursor["offset"] == len(jsonl(raw_event(1)).encode())
 
     with file.open("a", encoding="utf-8") as fh:
-        fh.write(_line(_event(2))[20:])
+        fh.write(jsonl(raw_event(2))[20:])
     pages = _read(source, file, pages[-1].cursor)
     assert _ids(pages) == ["e2"] and pages[0].rejected == []
 
 
 def test_pages_of_batch_size_each_carry_a_cursor_covering_exactly_their_lines(tmp_path: Path) -> None:
     file = tmp_path / "a.jsonl"
-    file.write_text("".join(_line(_event(n)) for n in range(1, 6)), encoding="utf-8")
+    file.write_text("".join(jsonl(raw_event(n)) for n in range(1, 6)), encoding="utf-8")
     source = FileActivitySource("web", file, batch_size=2)
 
     pages = _read(source, file, None)
@@ -117,21 +101,21 @@ def test_pages_of_batch_size_each_carry_a_cursor_covering_exactly_their_lines(tm
 
 def test_a_replaced_file_is_read_from_the_start(tmp_path: Path) -> None:
     file = tmp_path / "a.jsonl"
-    file.write_text(_line(_event(1)) + _line(_event(2)), encoding="utf-8")
+    file.write_text(jsonl(raw_event(1)) + jsonl(raw_event(2)), encoding="utf-8")
     source = FileActivitySource("web", file)
     cursor = _read(source, file, None)[-1].cursor
 
-    file.write_text("".join(_line(_event(n)) for n in (7, 1, 2, 8, 9)), encoding="utf-8")
+    file.write_text("".join(jsonl(raw_event(n)) for n in (7, 1, 2, 8, 9)), encoding="utf-8")
     assert _ids(_read(source, file, cursor)) == ["e7", "e1", "e2", "e8", "e9"]
 
 
 def test_a_truncated_file_with_the_same_first_line_is_read_from_the_start(tmp_path: Path) -> None:
     file = tmp_path / "a.jsonl"
-    file.write_text("".join(_line(_event(n)) for n in (1, 2, 3)), encoding="utf-8")
+    file.write_text("".join(jsonl(raw_event(n)) for n in (1, 2, 3)), encoding="utf-8")
     source = FileActivitySource("web", file)
     cursor = _read(source, file, None)[-1].cursor
 
-    file.write_text(_line(_event(1)), encoding="utf-8")
+    file.write_text(jsonl(raw_event(1)), encoding="utf-8")
     assert _ids(_read(source, file, cursor)) == ["e1"]
 
 
@@ -215,7 +199,7 @@ def test_a_missing_source_path_is_an_error_naming_it(tmp_path: Path) -> None:
 
 def test_a_corrupt_line_with_nul_bytes_or_deep_nesting_is_rejected_not_fatal(tmp_path: Path) -> None:
     file = tmp_path / "a.jsonl"
-    file.write_bytes(b"\x00\x00\x00\n" + ("[" * 100_000 + "\n").encode() + _line(_event(1)).encode())
+    file.write_bytes(b"\x00\x00\x00\n" + ("[" * 100_000 + "\n").encode() + jsonl(raw_event(1)).encode())
     pages = _read(FileActivitySource("web", file), file, None)
     assert _ids(pages) == ["e1"]
     assert [(r.location, r.reason) for r in pages[0].rejected] == [("a.jsonl:1", "bad_json"), ("a.jsonl:2", "bad_json")]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 import traceback
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -26,21 +24,14 @@ from connectors.handoff import (
     parse_retry_after,
     sink_from_url,
 )
-from tests.peers import SECRET, SLOW, ServerState, WebhookServer
+from tests.peers import SECRET, SLOW, ServerState
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[ServerState, str]]:
-    httpd = WebhookServer()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield httpd.state, f"http://127.0.0.1:{httpd.server_address[1]}/hooks/sales?token=abc"
-    finally:
-        httpd.state.release.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+def server(webhook_receiver: tuple[ServerState, str]) -> tuple[ServerState, str]:
+    """The shared verifying receiver, with a token in the URL (it must never show up in reprs)."""
+    state, url = webhook_receiver
+    return state, f"{url}?token=abc"
 
 
 def _sink(url: str, **kwargs: Any) -> WebhookSink:

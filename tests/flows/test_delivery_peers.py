@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +17,13 @@ from tests.peers import SECRET
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def test_emails_go_through_smtp_and_sqls_through_a_signed_webhook(
-    tmp_path: Path, sqlite_url: str, smtp_server: tuple[Any, int], webhook_receiver: tuple[Any, str]
-) -> None:
-    smtp, port = smtp_server
-    hook, url = webhook_receiver
+def webhook_workspace(folder: Path, database_url: str, url: str, extra_env: str = "") -> Path:
+    """A demo workspace handing off to the loopback receiver (so private addresses are allowed)."""
     folder = make_workspace(
-        tmp_path / "ws",
-        sqlite_url,
+        folder,
+        database_url,
         leads=200,
-        extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\nLEADFLOW_HANDOFF_URL={url}\nLEADFLOW_WEBHOOK_SECRET={SECRET}\n",
+        extra_env=f"LEADFLOW_HANDOFF_URL={url}\nLEADFLOW_WEBHOOK_SECRET={SECRET}\n{extra_env}",
     )
     config = folder / "leadflow.yaml"
     config.write_text(
@@ -33,6 +31,15 @@ def test_emails_go_through_smtp_and_sqls_through_a_signed_webhook(
             "destination: file://handoff-inbox", "destination: file://handoff-inbox\n  allow_private_addresses: true"
         )
     )
+    return folder
+
+
+def test_emails_go_through_smtp_and_sqls_through_a_signed_webhook(
+    tmp_path: Path, sqlite_url: str, smtp_server: tuple[Any, int], webhook_receiver: tuple[Any, str]
+) -> None:
+    smtp, port = smtp_server
+    hook, url = webhook_receiver
+    folder = webhook_workspace(tmp_path / "ws", sqlite_url, url, f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\n")
     first = run(folder)
 
     assert first.nurture.sent == len(smtp.messages) > 0
@@ -53,25 +60,12 @@ def test_a_failing_webhook_is_retried_later_not_lost(
     tmp_path: Path, sqlite_url: str, webhook_receiver: tuple[Any, str]
 ) -> None:
     hook, url = webhook_receiver
-    folder = make_workspace(
-        tmp_path / "ws",
-        sqlite_url,
-        leads=200,
-        extra_env=f"LEADFLOW_HANDOFF_URL={url}\nLEADFLOW_WEBHOOK_SECRET={SECRET}\n",
-    )
-    config = folder / "leadflow.yaml"
-    config.write_text(
-        config.read_text().replace(
-            "destination: file://handoff-inbox", "destination: file://handoff-inbox\n  allow_private_addresses: true"
-        )
-    )
+    folder = webhook_workspace(tmp_path / "ws", sqlite_url, url)
     hook.script.extend([(503, {})] * 1000)
     first = run(folder)
     assert first.handoff.delivered == 0 and first.handoff.retried == first.handoff.queued > 0
 
     hook.script.clear()
-    from datetime import timedelta
-
     later = handoff_flow(HandoffParams(workspace=str(folder), as_of=END + timedelta(hours=2)))
     assert later.delivered == first.handoff.queued and later.queued == 0
     delivered_ids = [r.headers["webhook-id"] for r in hook.requests if r.verified and isinstance(r.verified, dict)]

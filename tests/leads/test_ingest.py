@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,59 +11,18 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from connectors.files import FileActivitySource
+from connectors.sync import SyncTotals, sync_source
 from leads.db import session_scope
-from leads.ingest import load_cursor, store_batch
+from leads.ingest import load_cursor
 from leads.models import Activity, ConnectorCursor, Lead, Quarantine
+from tests.factories import jsonl, raw_event
 
 NOW = datetime(2026, 10, 1, 12, 0)
 
 
-@dataclass
-class Totals:
-    pages: int = 0
-    inserted: int = 0
-    duplicates: int = 0
-    new_leads: int = 0
-    quarantined: int = 0
-
-
-def ingest(engine: Engine, source: FileActivitySource, now: datetime = NOW) -> Totals:
-    """What flows.ingest does: per file, load the cursor, then store each page with its cursor in one transaction."""
-    totals = Totals()
-    for file in source.files():
-        with session_scope(engine) as session:
-            cursor = load_cursor(session, source=source.name, stream=file.name)
-        for page in source.pages(file, cursor, now=now):
-            with session_scope(engine) as session:
-                result = store_batch(
-                    session=session,
-                    source=source.name,
-                    records=page.records,
-                    rejected=page.rejected,
-                    cursor=(page.stream, page.cursor),
-                )
-            totals.pages += 1
-            totals.inserted += result.inserted
-            totals.duplicates += result.duplicates
-            totals.new_leads += result.new_leads
-            totals.quarantined += result.quarantined
-    return totals
-
-
-def _event(n: int, **overrides: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "id": f"e{n}",
-        "email": f"lead{n}@example.com",
-        "type": "page_view",
-        "at": f"2026-09-{n % 28 + 1:02d}T10:00:00Z",
-        "target": f"/page/{n}",
-    }
-    event.update(overrides)
-    return event
-
-
-def _lines(*events: dict[str, Any]) -> str:
-    return "".join(json.dumps(e) + "\n" for e in events)
+def ingest(engine: Engine, source: FileActivitySource, now: datetime = NOW) -> SyncTotals:
+    """What the ingest flow does for one source."""
+    return sync_source(engine=engine, source=source, now=now)
 
 
 def _append(file: Path, text: str) -> None:
@@ -121,17 +79,17 @@ def test_good_lines_are_stored_and_bad_ones_quarantined_with_reason_location_and
     file = tmp_path / "activity.jsonl"
     bad_lines = [
         '{"id": "x1", "email": "q@example.com", "type": "page_view", "at": ',
-        json.dumps(_event(91, type="page_visit")),
-        json.dumps(_event(92, email="q at example.com")),
-        json.dumps(_event(93, at="2030-01-01T00:00:00Z")),
+        json.dumps(raw_event(91, type="page_visit")),
+        json.dumps(raw_event(92, email="q at example.com")),
+        json.dumps(raw_event(93, at="2030-01-01T00:00:00Z")),
     ]
     file.write_text(
-        _lines(_event(1, properties={"utm": "mail"}), _event(2, at="2026-09-15T12:00:00+02:00"))
+        jsonl(raw_event(1, properties={"utm": "mail"}), raw_event(2, at="2026-09-15T12:00:00+02:00"))
         + bad_lines[0]
         + "\n"
         + bad_lines[1]
         + "\n"
-        + _lines(_event(3))
+        + jsonl(raw_event(3))
         + bad_lines[2]
         + "\n"
         + bad_lines[3]
@@ -159,7 +117,7 @@ def test_good_lines_are_stored_and_bad_ones_quarantined_with_reason_location_and
 
 def test_rerunning_from_the_saved_cursor_stores_nothing_new(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
-    file.write_text(_lines(_event(1), _event(2, type="nope"), _event(3)), encoding="utf-8")
+    file.write_text(jsonl(raw_event(1), raw_event(2, type="nope"), raw_event(3)), encoding="utf-8")
     source = FileActivitySource("website", file)
     ingest(engine, source)
 
@@ -175,11 +133,11 @@ def test_rerunning_from_the_saved_cursor_stores_nothing_new(engine: Engine, tmp_
 
 def test_appended_lines_are_the_only_ones_read_next_time(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
-    file.write_text(_lines(_event(1), _event(2)), encoding="utf-8")
+    file.write_text(jsonl(raw_event(1), raw_event(2)), encoding="utf-8")
     source = FileActivitySource("website", file)
     ingest(engine, source)
 
-    _append(file, _lines(_event(3), _event(4, email="broken")))
+    _append(file, jsonl(raw_event(3), raw_event(4, email="broken")))
     totals = ingest(engine, source)
 
     assert (totals.inserted, totals.duplicates, totals.quarantined) == (1, 0, 1)
@@ -189,8 +147,8 @@ def test_appended_lines_are_the_only_ones_read_next_time(engine: Engine, tmp_pat
 
 def test_a_last_line_still_being_written_waits_for_the_next_run(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
-    complete = json.dumps(_event(2))
-    file.write_text(_lines(_event(1)) + complete[:25], encoding="utf-8")
+    complete = json.dumps(raw_event(2))
+    file.write_text(jsonl(raw_event(1)) + complete[:25], encoding="utf-8")
     source = FileActivitySource("website", file)
 
     first = ingest(engine, source)
@@ -206,11 +164,11 @@ def test_a_last_line_still_being_written_waits_for_the_next_run(engine: Engine, 
 
 def test_a_replaced_file_is_read_from_the_start_and_known_ids_are_ignored(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
-    file.write_text(_lines(_event(1), _event(2)), encoding="utf-8")
+    file.write_text(jsonl(raw_event(1), raw_event(2)), encoding="utf-8")
     source = FileActivitySource("website", file)
     ingest(engine, source)
 
-    file.write_text(_lines(_event(5), _event(1), _event(2), _event(6)), encoding="utf-8")
+    file.write_text(jsonl(raw_event(5), raw_event(1), raw_event(2), raw_event(6)), encoding="utf-8")
     totals = ingest(engine, source)
 
     assert (totals.inserted, totals.duplicates) == (2, 2)
@@ -220,7 +178,7 @@ def test_a_replaced_file_is_read_from_the_start_and_known_ids_are_ignored(engine
 
 def test_the_same_id_twice_in_one_file_is_stored_once(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
-    file.write_text(_lines(_event(1), _event(1, type="download")), encoding="utf-8")
+    file.write_text(jsonl(raw_event(1), raw_event(1, type="download")), encoding="utf-8")
     totals = ingest(engine, FileActivitySource("website", file))
     assert (totals.inserted, totals.duplicates) == (1, 1)
     assert [(row[0], row[2]) for row in _activity(engine)] == [("e1", "page_view")]
@@ -229,8 +187,8 @@ def test_the_same_id_twice_in_one_file_is_stored_once(engine: Engine, tmp_path: 
 def test_the_same_id_from_another_source_is_another_activity(engine: Engine, tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    (tmp_path / "a" / "x.jsonl").write_text(_lines(_event(1)), encoding="utf-8")
-    (tmp_path / "b" / "x.jsonl").write_text(_lines(_event(1)), encoding="utf-8")
+    (tmp_path / "a" / "x.jsonl").write_text(jsonl(raw_event(1)), encoding="utf-8")
+    (tmp_path / "b" / "x.jsonl").write_text(jsonl(raw_event(1)), encoding="utf-8")
     ingest(engine, FileActivitySource("web", tmp_path / "a"))
     totals = ingest(engine, FileActivitySource("crm", tmp_path / "b"))
     assert totals.inserted == 1
@@ -261,7 +219,7 @@ def test_csv_extra_columns_become_properties_and_lead_columns_the_profile(engine
 def test_a_folder_source_keeps_a_cursor_per_file(engine: Engine, tmp_path: Path) -> None:
     folder = tmp_path / "inbox"
     folder.mkdir()
-    (folder / "web.jsonl").write_text(_lines(_event(1), _event(2)), encoding="utf-8")
+    (folder / "web.jsonl").write_text(jsonl(raw_event(1), raw_event(2)), encoding="utf-8")
     (folder / "crm.csv").write_text(
         "id,email,type,at\nc1,c1@example.com,download,2026-09-01T00:00:00Z\n", encoding="utf-8"
     )
@@ -280,7 +238,7 @@ def test_a_folder_source_keeps_a_cursor_per_file(engine: Engine, tmp_path: Path)
     assert streams["crm.csv"]["offset"] == (folder / "crm.csv").stat().st_size
 
     _append(folder / "crm.csv", "c2,c2@example.com,webinar,2026-09-02T00:00:00Z\n")
-    (folder / "later.jsonl").write_text(_lines(_event(7)), encoding="utf-8")
+    (folder / "later.jsonl").write_text(jsonl(raw_event(7)), encoding="utf-8")
     totals = ingest(engine, source)
     assert (totals.inserted, totals.duplicates) == (2, 0)
     assert _source_ids(engine) == ["c1", "c2", "e1", "e2", "e7"]
@@ -289,14 +247,14 @@ def test_a_folder_source_keeps_a_cursor_per_file(engine: Engine, tmp_path: Path)
 def test_leads_are_one_per_normalised_email(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
     file.write_text(
-        _lines(_event(1, email="  Anna@X.com"), _event(2, email="anna@x.com"), _event(3, email="ANNA@x.COM ")),
+        jsonl(raw_event(1, email="  Anna@X.com"), raw_event(2, email="anna@x.com"), raw_event(3, email="ANNA@x.COM ")),
         encoding="utf-8",
     )
     source = FileActivitySource("website", file)
     totals = ingest(engine, source)
     assert (totals.inserted, totals.new_leads) == (3, 1)
 
-    _append(file, _lines(_event(4, email="Anna@x.com")))
+    _append(file, jsonl(raw_event(4, email="Anna@x.com")))
     assert ingest(engine, source).new_leads == 0
     with session_scope(engine) as session:
         assert session.execute(select(Lead.email)).scalars().all() == ["anna@x.com"]
@@ -305,20 +263,20 @@ def test_leads_are_one_per_normalised_email(engine: Engine, tmp_path: Path) -> N
 
 def test_profile_fields_are_filled_and_not_wiped_by_records_without_them(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
-    file.write_text(_lines(_event(1, email="anna@x.com")), encoding="utf-8")
+    file.write_text(jsonl(raw_event(1, email="anna@x.com")), encoding="utf-8")
     source = FileActivitySource("website", file)
     ingest(engine, source)
     assert _lead(engine, "anna@x.com").title is None
 
     _append(
         file,
-        _lines(
-            _event(2, email="anna@x.com", lead={"first_name": "Anna", "title": "Manager", "industry": "software"}),
-            _event(3, email="anna@x.com"),
+        jsonl(
+            raw_event(2, email="anna@x.com", lead={"first_name": "Anna", "title": "Manager", "industry": "software"}),
+            raw_event(3, email="anna@x.com"),
         ),
     )
     ingest(engine, source)
-    _append(file, _lines(_event(4, email="anna@x.com", lead={"title": "Director", "company_size": "500"})))
+    _append(file, jsonl(raw_event(4, email="anna@x.com", lead={"title": "Director", "company_size": "500"})))
     ingest(engine, source)
 
     anna = _lead(engine, "anna@x.com")
@@ -329,10 +287,10 @@ def test_activity_times_land_on_the_lead_and_never_move_backwards(engine: Engine
     file = tmp_path / "activity.jsonl"
     email = "anna@x.com"
     file.write_text(
-        _lines(
-            _event(1, email=email, at="2026-09-10T10:00:00Z"),
-            _event(2, email=email, type="unsubscribe", at="2026-09-12T08:00:00Z"),
-            _event(3, email=email, type="email_bounce", at="2026-09-11T08:00:00Z"),
+        jsonl(
+            raw_event(1, email=email, at="2026-09-10T10:00:00Z"),
+            raw_event(2, email=email, type="unsubscribe", at="2026-09-12T08:00:00Z"),
+            raw_event(3, email=email, type="email_bounce", at="2026-09-11T08:00:00Z"),
         ),
         encoding="utf-8",
     )
@@ -346,11 +304,11 @@ def test_activity_times_land_on_the_lead_and_never_move_backwards(engine: Engine
     # Late-arriving older events and ordinary activity: nothing moves back, nothing is cleared.
     _append(
         file,
-        _lines(
-            _event(4, email=email, at="2026-09-01T10:00:00Z"),
-            _event(5, email=email, type="unsubscribe", at="2026-09-20T08:00:00Z"),
-            _event(6, email=email, type="email_bounce", at="2026-09-25T08:00:00Z"),
-            _event(7, email=email, type="email_open", at="2026-09-18T08:00:00Z"),
+        jsonl(
+            raw_event(4, email=email, at="2026-09-01T10:00:00Z"),
+            raw_event(5, email=email, type="unsubscribe", at="2026-09-20T08:00:00Z"),
+            raw_event(6, email=email, type="email_bounce", at="2026-09-25T08:00:00Z"),
+            raw_event(7, email=email, type="email_open", at="2026-09-18T08:00:00Z"),
         ),
     )
     ingest(engine, source)
@@ -359,18 +317,20 @@ def test_activity_times_land_on_the_lead_and_never_move_backwards(engine: Engine
     assert lead.unsubscribed_at == datetime(2026, 9, 12, 8, 0)  # the first unsubscribe is when it happened
     assert lead.bounced_at == datetime(2026, 9, 11, 8, 0)
 
-    _append(file, _lines(_event(8, email=email, at="2026-09-02T10:00:00Z")))
+    _append(file, jsonl(raw_event(8, email=email, at="2026-09-02T10:00:00Z")))
     ingest(engine, source)
     assert _lead(engine, email).last_activity_at == datetime(2026, 9, 25, 8, 0)
 
 
 def test_duplicates_do_not_touch_lead_times(engine: Engine, tmp_path: Path) -> None:
     file = tmp_path / "activity.jsonl"
-    file.write_text(_lines(_event(1, email="a@x.com", at="2026-09-01T00:00:00Z")), encoding="utf-8")
+    file.write_text(jsonl(raw_event(1, email="a@x.com", at="2026-09-01T00:00:00Z")), encoding="utf-8")
     source = FileActivitySource("website", file)
     ingest(engine, source)
     # Replaced file re-sends e1 with a later time: it is the same event, already stored.
-    file.write_text(_lines(_event(1, email="a@x.com", type="unsubscribe", at="2026-09-20T00:00:00Z")), encoding="utf-8")
+    file.write_text(
+        jsonl(raw_event(1, email="a@x.com", type="unsubscribe", at="2026-09-20T00:00:00Z")), encoding="utf-8"
+    )
     assert ingest(engine, source).duplicates == 1
     lead = _lead(engine, "a@x.com")
     assert (lead.last_activity_at, lead.unsubscribed_at) == (datetime(2026, 9, 1), None)
@@ -380,12 +340,14 @@ def test_odd_text_in_one_line_does_not_block_the_source(engine: Engine, tmp_path
     """Over-long profile text, NUL bytes and lone surrogates once failed the whole page on insert (PostgreSQL)."""
     file = tmp_path / "activity.jsonl"
     file.write_bytes(
-        _lines(
-            _event(1, email="a@x.com", lead={"title": "Head of " + "Growth " * 80, "timezone": "Europe/" + "x" * 100}),
-            _event(2, email="b@x.com", target="/pricing\u0000?q=\ud800"),
+        jsonl(
+            raw_event(
+                1, email="a@x.com", lead={"title": "Head of " + "Growth " * 80, "timezone": "Europe/" + "x" * 100}
+            ),
+            raw_event(2, email="b@x.com", target="/pricing\u0000?q=\ud800"),
         ).encode("utf-8")
         + b'{"id": "e3", "email": "c@x.com" \x00 oops\n'
-        + _lines(_event(4, email="d@x.com", lead={"company_size": 10**15})).encode("utf-8")
+        + jsonl(raw_event(4, email="d@x.com", lead={"company_size": 10**15})).encode("utf-8")
     )
     totals = ingest(engine, FileActivitySource("website", file))
 
@@ -403,7 +365,7 @@ def test_odd_text_in_one_line_does_not_block_the_source(engine: Engine, tmp_path
 def test_page_size_does_not_change_what_is_stored(engine: Engine, tmp_path: Path, batch_size: int) -> None:
     file = tmp_path / "activity.jsonl"
     file.write_text(
-        _lines(*(_event(n, email=f"l{n % 3}@x.com") for n in range(1, 8)), _event(8, type="?")), encoding="utf-8"
+        jsonl(*(raw_event(n, email=f"l{n % 3}@x.com") for n in range(1, 8)), raw_event(8, type="?")), encoding="utf-8"
     )
     totals = ingest(engine, FileActivitySource("website", file, batch_size=batch_size))
     assert (totals.inserted, totals.new_leads, totals.quarantined) == (7, 3, 1)
