@@ -118,3 +118,34 @@ def test_malformed_activity_line_is_quarantined_and_the_rest_ingested(tmp_path: 
         ("activity.jsonl:8", "unknown_type"),
     ]
     assert rows[1].raw == lines[7]
+
+
+def test_each_run_leaves_its_report_as_artifacts_in_prefect(tmp_path: Path, sqlite_url: str) -> None:
+    import httpx
+    from prefect.client.schemas.objects import Artifact
+    from prefect.settings import PREFECT_API_URL
+
+    folder = make_workspace(tmp_path / "ws", sqlite_url, leads=100)
+    report = run(folder)
+    keys = ["leadflow-ingest", "leadflow-stage-changes", "leadflow-requalify", "leadflow-nurture", "leadflow-handoff"]
+
+    # Straight to the REST API: Prefect 3.8.8's client sends nulls for unset filter fields,
+    # which its own server refuses (422).
+    api = PREFECT_API_URL.value()
+    body = {"artifacts": {"key": {"any_": keys}}, "sort": "CREATED_DESC", "limit": 200, "offset": 0}
+    artifacts = [Artifact.model_validate(a) for a in httpx.post(f"{api}/artifacts/filter", json=body).json()]
+    latest = {}
+    for artifact in sorted(artifacts, key=lambda a: a.created):
+        latest[artifact.key] = artifact
+    assert set(latest) == set(keys)
+    assert len({a.flow_run_id for a in latest.values()}) == 4  # each step's report sits on its own subflow run
+    moves = {
+        (row["from_stage"], row["to_stage"]): row["leads"] for row in _table(latest["leadflow-stage-changes"].data)
+    }
+    assert moves == {(m.from_stage, m.to_stage): m.leads for m in report.requalify.moves}
+    assert f"- sent: {report.nurture.sent}" in latest["leadflow-nurture"].data
+    assert _table(latest["leadflow-handoff"].data)[0]["delivered"] == report.handoff.delivered
+
+
+def _table(data: object) -> list[dict[str, object]]:
+    return json.loads(data) if isinstance(data, str) else data  # type: ignore[return-value]
