@@ -131,6 +131,11 @@ class Lead(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
     last_activity_at: datetime | None = Field(default=None, index=True, sa_type=DateTime())
+    scored_at: datetime | None = Field(default=None, sa_type=DateTime())
+    rescore_at: datetime | None = Field(
+        default=None, index=True, sa_type=DateTime(), description="When decay may next change the lead's stage."
+    )
+    predictive_score: float | None = Field(default=None, description="Learned won-probability, 0..1, if enabled.")
 
 
 class Activity(SQLModel, table=True):
@@ -245,6 +250,29 @@ class ConnectorCursor(SQLModel, table=True):
     stream: str = Field(max_length=500)
     value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+
+
+class SuppressionReason(StrEnum):
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    complained = "complained"
+    manual = "manual"
+
+
+class Suppression(SQLModel, table=True):
+    """Who must not get marketing email, why, since when, and from which channel; the audit log too."""
+
+    __tablename__ = "suppression"
+    __table_args__ = (UniqueConstraint("email", "scope", name="uq_suppression_email_scope"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, index=True)
+    lead_id: int | None = Field(default=None, foreign_key="lead.id", index=True)
+    scope: str = Field(default="all", max_length=100, description='"all", or the one sequence it applies to.')
+    reason: SuppressionReason = Field(sa_type=String(20))
+    source: str = Field(max_length=100, description="Where it came from: web, smtp, import, cli, ...")
+    detail: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
 
 
 class Quarantine(SQLModel, table=True):
