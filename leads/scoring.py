@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Select, case, func, select
 
-from leads.config import ActivityRule, FitRule, ScoringConfig, StagesConfig
+from leads.scoring_config import ActivityRule, FitRule, ScoringConfig, StagesConfig
 from leads.models import Activity, ActivityType, Lead
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from leads.config import StageRule, StagesConfig
+from leads.scoring_config import StageRule, StagesConfig
 from leads.models import Stage, funnel_rank
 from leads.scoring import ScoreParts
 
