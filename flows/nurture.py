@@ -42,7 +42,11 @@ def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
     secret = ws.settings.secret_key
     if secret is None:
         raise MissingSecretKey("LEADFLOW_SECRET_KEY is not set; `leadflow init` writes one to the workspace .env")
-    links = LinkSigner(secret_key=secret.get_secret_value(), public_base_url=ws.settings.public_base_url)
+    links = LinkSigner(
+        secret_key=secret.get_secret_value(),
+        public_base_url=ws.settings.public_base_url,
+        track_opens=ws.settings.track_opens,
+    )
     renderer = TemplateRenderer(ws.path(ws.config.templates_dir))
     total = SendReport()
     with transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace) as transport:

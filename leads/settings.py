@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         default="http://localhost:8000",
         description="Base URL of the public web endpoint, used for links in emails.",
     )
+    inbound_secret: SecretStr | None = Field(
+        default=None,
+        description="Standard Webhooks secret (whsec_...) that inbound events to POST /events must be signed with.",
+    )
+    track_opens: bool = Field(default=False, description="Add an open-tracking pixel to the HTML part of emails.")
 
     def resolve(self, path: Path) -> Path:
         """A path from the settings, made absolute against the workspace."""

@@ -25,6 +25,7 @@ from leads.models import (
     funnel_rank,
 )
 from leads.sql import upsert_insert
+from nurture.suppression import suppressed
 
 
 def outbox_key(enrollment_id: int, step: int) -> str:
@@ -42,6 +43,7 @@ def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Count
             Lead.bounced_at.is_(None),
             ~exists().where(NurtureEnrollment.lead_id == Lead.id, NurtureEnrollment.sequence == sequence.name),
             ~exists().where(NurtureEnrollment.lead_id == Lead.id, NurtureEnrollment.status == EnrollmentStatus.active),
+            ~suppressed(Lead.email, sequence.name),
         ]
         if rule.min_score is not None:
             conditions.append(Lead.score >= rule.min_score)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,9 +21,11 @@ from connectors.mail import MailTransport, PermanentMailError, TransientMailErro
 from leads.config import WorkspaceConfig
 from leads.models import EmailOutbox, Lead, OutboxStatus, utcnow
 from leads.records import PROFILE_FIELDS
+from nurture import links as tracked_links
 from nurture import tokens
 from nurture.message import build_message
 from nurture.render import TemplateRenderer
+from nurture.suppression import is_suppressed
 
 LEASE = timedelta(minutes=10)
 MAX_ATTEMPTS = 6
@@ -39,14 +41,32 @@ class SendReport:
 
 @dataclass(frozen=True)
 class LinkSigner:
-    """Makes the public links an email carries (unsubscribe now; click tracking later)."""
+    """Makes the public links an email carries: unsubscribe, tracked clicks and (optionally) an open pixel."""
 
     secret_key: str
     public_base_url: str
+    track_opens: bool = False
 
     def unsubscribe_url(self, lead_id: int, sequence: str) -> str:
         token = tokens.sign(self.secret_key, "unsubscribe", lead_id, sequence)
         return f"{self.public_base_url.rstrip('/')}/u/{token}"
+
+    def click_url(self, lead_id: int, sequence: str, step: int, url: str) -> str:
+        token = tracked_links.click_token(self.secret_key, lead_id, sequence, step, url)
+        return f"{self.public_base_url.rstrip('/')}/c/{token}"
+
+    def open_url(self, lead_id: int, sequence: str, step: int) -> str:
+        token = tracked_links.open_token(self.secret_key, lead_id, sequence, step)
+        return f"{self.public_base_url.rstrip('/')}/o/{token}.gif"
+
+    def track(self, html: str, *, lead_id: int, sequence: str, step: int) -> str:
+        """The HTML part with its web links made tracked clicks (never the unsubscribe link), and the pixel."""
+        html = tracked_links.rewrite_links(
+            html,
+            lambda url: self.click_url(lead_id, sequence, step, url),
+            keep={self.unsubscribe_url(lead_id, sequence)},
+        )
+        return tracked_links.add_open_pixel(html, self.open_url(lead_id, sequence, step)) if self.track_opens else html
 
 
 def claim(*, session: Session, now: datetime, limit: int) -> list[int]:
@@ -98,7 +118,7 @@ def send_claimed(
             lead = session.get(Lead, row.lead_id) if row else None
             if row is None or lead is None or row.status != OutboxStatus.sending:
                 continue
-            blocked = _compliance_block(lead)
+            blocked = _compliance_block(session, lead, row.sequence)
             if blocked or row.sequence not in steps or row.step >= len(steps[row.sequence]):
                 reason = blocked or "step no longer in config"
                 _finish(session, row, OutboxStatus.skipped, error=reason)
@@ -118,10 +138,11 @@ def send_claimed(
                 )
                 report.failed["template error"] += 1
                 continue
+            tracked = links.track(rendered.html, lead_id=lead.id, sequence=row.sequence, step=row.step)  # type: ignore[arg-type]
             message = build_message(
                 sender=config.sender,
                 to=lead.email,
-                rendered=rendered,
+                rendered=replace(rendered, html=tracked),
                 idempotency_key=row.idempotency_key,
                 unsubscribe_url=context["unsubscribe_url"],
             )
@@ -142,12 +163,14 @@ def send_claimed(
     return report
 
 
-def _compliance_block(lead: Lead) -> str | None:
+def _compliance_block(session: Session, lead: Lead, sequence: str) -> str | None:
     """Checked at send time, not only at enrollment: the lead may have opted out since."""
     if lead.unsubscribed_at is not None:
         return "unsubscribed"
     if lead.bounced_at is not None:
         return "bounced"
+    if is_suppressed(session=session, email=lead.email, sequence=sequence):
+        return "suppressed"
     return None
 
 

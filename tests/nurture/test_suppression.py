@@ -1,0 +1,180 @@
+"""Suppression: recording an opt-out once, and enrollment and the send-time gate honouring the log."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from connectors.mail import FileOutbox
+from leads.config import WorkspaceConfig, load_config
+from leads.db import session_scope
+from leads.models import (
+    Activity,
+    EmailOutbox,
+    EnrollmentStatus,
+    Lead,
+    NurtureEnrollment,
+    OutboxStatus,
+    Stage,
+    Suppression,
+    SuppressionReason,
+)
+from nurture.enrollment import enroll, queue_due_steps
+from nurture.outbox import LinkSigner, claim, send_claimed
+from nurture.render import TemplateRenderer
+from nurture.suppression import ALL, UnknownLead, suppress
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+NOW = datetime(2026, 10, 1, 9, 0)
+
+
+@pytest.fixture
+def config() -> WorkspaceConfig:
+    """The example config with a second sequence, so scopes can differ."""
+    base = load_config(EXAMPLE)
+    warm_up = base.nurture.sequences[0]
+    second = warm_up.model_copy(update={"name": "webinar-follow-up"})
+    return base.model_copy(update={"nurture": base.nurture.model_copy(update={"sequences": [warm_up, second]})})
+
+
+def _leads(engine: Engine, *addresses: str) -> dict[str, int]:
+    with session_scope(engine) as session:
+        leads = [Lead(email=a, first_name="Lee", stage=Stage.prospect) for a in addresses]
+        session.add_all(leads)
+        session.flush()
+        return {lead.email: lead.id for lead in leads}  # type: ignore[misc]
+
+
+def _suppress(engine: Engine, lead_id: int, scope: str, when: datetime = NOW) -> bool:
+    with session_scope(engine) as session:
+        return suppress(
+            session=session,
+            lead_id=lead_id,
+            scope=scope,
+            reason=SuppressionReason.unsubscribed,
+            source="web",
+            now=when,
+            detail="test",
+        ).created
+
+
+def _enrollments(engine: Engine) -> dict[int, tuple[str, str, str | None]]:
+    with Session(engine) as session:
+        rows = session.scalars(select(NurtureEnrollment))
+        return {row.lead_id: (row.sequence, row.status, row.exit_reason) for row in rows}
+
+
+def test_unsubscribe_from_everything_is_recorded_once(engine: Engine, config: WorkspaceConfig) -> None:
+    ids = _leads(engine, "anna@example.com", "bo@example.com")
+    with session_scope(engine) as session:
+        enroll(session=session, config=config, now=NOW)
+
+    assert _suppress(engine, ids["anna@example.com"], ALL) is True
+    assert _suppress(engine, ids["anna@example.com"], ALL, NOW + timedelta(hours=1)) is False  # harmless repeat
+
+    with Session(engine) as session:
+        anna = session.get(Lead, ids["anna@example.com"])
+        assert anna is not None and anna.unsubscribed_at == NOW and anna.last_activity_at == NOW
+        log = session.scalars(select(Suppression)).all()
+        assert [(s.email, s.scope, s.reason, s.source, s.created_at) for s in log] == [
+            ("anna@example.com", "all", "unsubscribed", "web", NOW)
+        ]
+        activity = session.scalars(select(Activity)).all()
+        assert [(a.lead_id, a.type, a.source, a.occurred_at) for a in activity] == [
+            (anna.id, "unsubscribe", "web", NOW)
+        ]
+    enrollments = _enrollments(engine)
+    assert enrollments[ids["anna@example.com"]] == ("warm-up", EnrollmentStatus.exited, "unsubscribed")
+    assert enrollments[ids["bo@example.com"]] == ("warm-up", EnrollmentStatus.active, None)
+
+
+def test_unsubscribe_from_one_sequence_leaves_the_others(engine: Engine, config: WorkspaceConfig) -> None:
+    ids = _leads(engine, "anna@example.com")
+    with session_scope(engine) as session:
+        enroll(session=session, config=config, now=NOW)
+    assert _suppress(engine, ids["anna@example.com"], "warm-up") is True
+
+    with Session(engine) as session:
+        anna = session.get(Lead, ids["anna@example.com"])
+        assert anna is not None and anna.unsubscribed_at is None
+        assert session.scalars(select(Suppression.scope)).all() == ["warm-up"]
+        assert session.scalars(select(Activity.target)).all() == ["warm-up"]
+    assert _enrollments(engine)[ids["anna@example.com"]] == ("warm-up", EnrollmentStatus.exited, "unsubscribed")
+
+    # Out of warm-up, and free to join the next sequence that fits.
+    with session_scope(engine) as session:
+        assert enroll(session=session, config=config, now=NOW + timedelta(days=1)) == Counter(
+            {"webinar-follow-up": 1, "warm-up": 0}
+        )
+
+
+def test_enrollment_skips_leads_suppressed_for_that_sequence_or_everything(
+    engine: Engine, config: WorkspaceConfig
+) -> None:
+    ids = _leads(engine, "all@example.com", "warm@example.com", "free@example.com")
+    # Suppressions from elsewhere (an import, a bounce handler) arrive before the first enrollment.
+    with session_scope(engine) as session:
+        session.add(Suppression(email="all@example.com", scope=ALL, reason=SuppressionReason.manual, source="import"))
+        session.add(
+            Suppression(email="warm@example.com", scope="warm-up", reason=SuppressionReason.manual, source="import")
+        )
+    with session_scope(engine) as session:
+        enroll(session=session, config=config, now=NOW)
+    enrollments = _enrollments(engine)
+    assert ids["all@example.com"] not in enrollments
+    assert enrollments[ids["warm@example.com"]][0] == "webinar-follow-up"
+    assert enrollments[ids["free@example.com"]][0] == "warm-up"
+
+
+def test_the_next_send_honours_a_suppression_made_after_queuing(
+    engine: Engine, config: WorkspaceConfig, tmp_path: Path
+) -> None:
+    ids = _leads(engine, "stays@example.com", "all@example.com", "warm@example.com", "other@example.com")
+    with session_scope(engine) as session:
+        enroll(session=session, config=config, now=NOW)
+        queue_due_steps(session=session, config=config, now=NOW)
+    # A manual suppression touches no lead column: only the log stops these sends.
+    with session_scope(engine) as session:
+        session.add(Suppression(email="all@example.com", scope=ALL, reason=SuppressionReason.manual, source="cli"))
+        session.add(
+            Suppression(email="warm@example.com", scope="warm-up", reason=SuppressionReason.manual, source="cli")
+        )
+        session.add(
+            Suppression(
+                email="other@example.com", scope="webinar-follow-up", reason=SuppressionReason.manual, source="cli"
+            )
+        )
+    with session_scope(engine) as session:
+        claimed = claim(session=session, now=NOW, limit=10)
+    with FileOutbox(tmp_path / "outbox") as transport:
+        report = send_claimed(
+            engine=engine,
+            ids=claimed,
+            config=config,
+            renderer=TemplateRenderer(tmp_path / "templates"),
+            transport=transport,
+            links=LinkSigner(secret_key="k", public_base_url="https://mail.acme.example"),
+            now=NOW,
+        )
+    assert report.sent == 2 and report.skipped == Counter({"suppressed": 2})
+    with Session(engine) as session:
+        status = dict(session.execute(select(EmailOutbox.lead_id, EmailOutbox.status)).all())
+        assert session.scalar(select(func.count()).select_from(Activity)) == 0
+    assert status == {
+        ids["stays@example.com"]: OutboxStatus.sent,
+        ids["all@example.com"]: OutboxStatus.skipped,
+        ids["warm@example.com"]: OutboxStatus.skipped,
+        ids["other@example.com"]: OutboxStatus.sent,  # suppressed for another sequence only
+    }
+
+
+def test_unknown_lead_is_an_error_and_writes_nothing(engine: Engine) -> None:
+    with pytest.raises(UnknownLead), session_scope(engine) as session:
+        suppress(session=session, lead_id=999, scope=ALL, reason=SuppressionReason.unsubscribed, source="web", now=NOW)
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Suppression)) == 0
