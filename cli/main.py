@@ -143,5 +143,29 @@ def status(workspace: Workspace = None) -> None:
     print_status(console, (workspace or Path(".")).resolve())
 
 
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1 behind a reverse proxy).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workspace: Workspace = None,
+) -> None:
+    """Serve the public endpoint: unsubscribe pages, click tracking and signed inbound events."""
+    import uvicorn
+
+    from leads.db import make_engine, upgrade
+    from web.app import WebConfigError, create_app
+
+    settings = load_settings(workspace)
+    try:
+        application = create_app(settings)
+    except (ConfigError, WebConfigError) as exc:
+        raise _fail(str(exc)) from None
+    engine = make_engine(settings.resolved_database_url)
+    upgrade(engine)
+    engine.dispose()
+    console.print(f"serving {settings.public_base_url} on http://{host}:{port}", highlight=False)
+    uvicorn.run(application, host=host, port=port, proxy_headers=True, server_header=False, log_level="info")
+
+
 if __name__ == "__main__":
     app()

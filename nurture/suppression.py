@@ -111,6 +111,8 @@ def _record_activity(
         )
         .on_conflict_do_nothing(index_elements=["source", "source_id"])
     )
+    # New activity: the lead is due for requalification, as after any ingest.
+    session.execute(update(Lead).where(Lead.id == lead_id).values(rescore_at=now))
     session.execute(
         update(Lead)
         .where(Lead.id == lead_id, or_(Lead.last_activity_at.is_(None), Lead.last_activity_at < now))
