@@ -22,6 +22,11 @@ class IngestParams(RunParams):
 
 class RequalifyParams(RunParams):
     shard_size: int = Field(default=50_000, ge=100, description="Leads per task run.")
+    full: bool = Field(
+        default=False,
+        description="Rescore every lead. Otherwise only leads with new activity or profile data, or whose "
+        "decaying score may cross a threshold by now (a changed rule set always triggers a full run).",
+    )
 
 
 class NurtureParams(RunParams):

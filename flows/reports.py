@@ -31,6 +31,7 @@ class StageMove(BaseModel):
 
 class RequalifyReport(BaseModel):
     ruleset_version: str
+    mode: str = "full"
     shards: int = 0
     leads: int = 0
     rescored: int = 0
@@ -99,7 +100,7 @@ def publish_requalify(report: RequalifyReport) -> None:
     create_markdown_artifact(
         key="leadflow-requalify",
         markdown=(
-            f"# Requalify\n\n- rule set: `{report.ruleset_version}`\n- shards: {report.shards}\n"
+            f"# Requalify\n\n- rule set: `{report.ruleset_version}` ({report.mode} run)\n- batches: {report.shards}\n"
             f"- leads scored: {report.leads}\n- scores changed: {report.rescored}\n- stage changes: {report.changed}\n"
         ),
     )

@@ -18,9 +18,9 @@ from sqlmodel import Session
 
 from connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
 from leads.config import WorkspaceConfig
+from leads.explain import as_payload, explain_lead
 from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition, utcnow
 from leads.records import PROFILE_FIELDS
-from leads.scoring import Scorer
 from leads.sql import upsert_insert
 
 LEASE = timedelta(minutes=10)
@@ -40,10 +40,8 @@ def handoff_key(transition_id: int, destination: str) -> str:
 
 
 def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transition: StageTransition) -> dict[str, Any]:
-    """What sales receives: who the lead is, why it qualified, and how it got here."""
-    scorer = Scorer(config.scoring, config.stages)
-    row = session.execute(scorer.counts_query(lead.id, lead.id)).first()  # type: ignore[arg-type]
-    parts = scorer.parts(lead, tuple(row[1:]) if row else None)
+    """What sales receives: who the lead is, why it qualified (as of then), and how it got here."""
+    explanation = explain_lead(session=session, config=config, email=lead.email, now=transition.at)
     history = session.execute(
         select(StageTransition)
         .where(StageTransition.lead_id == lead.id)
@@ -56,10 +54,7 @@ def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transit
         "reason": transition.reason,
         "ruleset_version": transition.ruleset_version,
         "score": {"fit": transition.fit_score, "engagement": transition.engagement_score, "total": transition.score},
-        "explanation": [
-            {"rule": c.rule, "part": c.part, "points": c.points, "count": c.count, "capped": c.capped}
-            for c in parts.contributions
-        ],
+        "explanation": as_payload(explanation),
         "stage_history": [
             {"from": t.from_stage, "to": t.to_stage, "at": t.at.isoformat() + "Z", "reason": t.reason} for t in history
         ],

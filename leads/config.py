@@ -13,7 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from leads.models import Stage
-from leads.scoring_config import ScoringConfig, StagesConfig, Strict
+from leads.scoring_config import DisqualifyConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
 
 
 class NurtureStep(Strict):
@@ -71,6 +71,8 @@ class WorkspaceConfig(Strict):
     sources: list[FileSource] = []
     scoring: ScoringConfig
     stages: StagesConfig
+    recycle: RecycleConfig = RecycleConfig()
+    disqualify: DisqualifyConfig = DisqualifyConfig()
     nurture: NurtureConfig = NurtureConfig()
     handoff: HandoffConfig = HandoffConfig()
     templates_dir: str = "templates"

@@ -64,7 +64,8 @@ def upsert_leads(session: Session, records: Sequence[ActivityRecord]) -> tuple[d
         ids.update(lead_ids_by_email(session, missing))
     to_update = [(email, fields) for email, fields in profiles.items() if fields and email not in missing]
     for email, fields in to_update:
-        session.execute(update(Lead).where(Lead.id == ids[email]).values(**fields, updated_at=now))
+        # A changed profile can change fit and BANT: the lead is due for requalification.
+        session.execute(update(Lead).where(Lead.id == ids[email]).values(**fields, updated_at=now, rescore_at=now))
     return ids, len(missing)
 
 
@@ -139,6 +140,17 @@ def _touch_leads(session: Session, inserted: Sequence[tuple[int, str, datetime]]
     _set_where_later(session, Lead.last_activity_at, latest, keep="max")
     _set_where_later(session, Lead.unsubscribed_at, unsubscribed, keep="min")
     _set_where_later(session, Lead.bounced_at, bounced, keep="min")
+    mark_due(session, list(latest))
+
+
+def mark_due(session: Session, lead_ids: Sequence[int]) -> None:
+    """Ask the next incremental requalify to look at these leads (new activity, new profile)."""
+    if lead_ids:
+        now = utcnow()
+        session.connection().execute(
+            update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lid")).values(rescore_at=now),  # type: ignore[arg-type]
+            [{"lid": lead_id} for lead_id in lead_ids],
+        )
 
 
 def _set_where_later(session: Session, column: Any, values: dict[int, datetime], *, keep: str) -> None:

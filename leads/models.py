@@ -83,6 +83,12 @@ class ActivityType(StrEnum):
     demo_request = "demo_request"
     quote_request = "quote_request"
     contact_sales = "contact_sales"
+    # Outcomes reported by sales or the CRM; they move stages directly (see leads/stages.py).
+    sales_accepted = "sales_accepted"
+    sales_rejected = "sales_rejected"
+    sales_disqualified = "sales_disqualified"
+    deal_won = "deal_won"
+    deal_lost = "deal_lost"
 
 
 class OutboxStatus(StrEnum):

@@ -1,116 +1,176 @@
-"""Requalify a shard of leads: recompute score parts, move stages, record every move.
+"""Requalify leads: recompute score parts, move stages, record every move, schedule the next look.
 
-A shard is a range of lead ids, so a run over a million leads is tens of shards, each one
-GROUP BY over its activity and a few bulk statements; shards are independent and can run on
-different workers.
+Work comes in batches: a range of lead ids for a full recompute, or a list of ids for an
+incremental run (leads never scored, leads whose activity or profile changed — ingest marks
+them due —, and leads whose decayed score may cross a threshold by now). Each batch is one
+GROUP BY over its activity and a few bulk statements; batches are independent.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, bindparam, func, insert, select, update
+from sqlalchemy import DateTime, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from leads.config import WorkspaceConfig
-from leads.models import Lead, Stage, StageTransition
+from leads.ingest import load_cursor, save_cursor
+from leads.models import Activity, Lead, Stage, StageTransition
+from leads.rescore import next_rescore_at
 from leads.scoring import Scorer
 from leads.stages import decide
 
 LEAD_COLUMNS = (
-    Lead.id,
-    Lead.email,
-    Lead.title,
-    Lead.industry,
-    Lead.company_size,
-    Lead.country,
-    Lead.company,
-    Lead.stage,
-    Lead.fit_score,
-    Lead.engagement_score,
-    Lead.score,
-)
+    Lead.id, Lead.email, Lead.title, Lead.industry, Lead.company_size, Lead.country, Lead.company,
+    Lead.budget, Lead.authority, Lead.need, Lead.timing,
+    Lead.stage, Lead.stage_changed_at, Lead.fit_score, Lead.engagement_score, Lead.score,
+    Lead.created_at, Lead.last_activity_at, Lead.rescore_at,
+)  # fmt: skip
+EPOCH = datetime(1970, 1, 1)
+STATE_SOURCE, STATE_STREAM = "requalify", "state"
 
 
 @dataclass
-class ShardResult:
+class BatchResult:
     leads: int = 0
     rescored: int = 0
     moves: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def merge(self, other: ShardResult) -> ShardResult:
-        return ShardResult(self.leads + other.leads, self.rescored + other.rescored, self.moves + other.moves)
+    def merge(self, other: BatchResult) -> BatchResult:
+        return BatchResult(self.leads + other.leads, self.rescored + other.rescored, self.moves + other.moves)
+
+
+ShardResult = BatchResult  # the name the first version used
+
+
+def make_scorer(session: Session, config: WorkspaceConfig) -> Scorer:
+    return Scorer(
+        config.scoring, config.stages, dialect=session.get_bind().dialect.name, disqualify=config.disqualify.when
+    )
 
 
 def plan_shards(session: Session, size: int) -> list[tuple[int, int]]:
-    """Contiguous id ranges of at most `size` ids covering every lead."""
+    """Contiguous id ranges of at most `size` ids covering every lead (a full recompute)."""
     lo, hi = session.execute(select(func.min(Lead.id), func.max(Lead.id))).one()
     if lo is None:
         return []
     return [(start, min(start + size - 1, hi)) for start in range(lo, hi + 1, size)]
 
 
-def requalify_shard(
-    *, session: Session, config: WorkspaceConfig, lo: int, hi: int, now: datetime, run_id: str | None = None
-) -> ShardResult:
-    """Rescore leads with ids in [lo, hi] and record stage moves; the caller commits."""
-    scorer = Scorer(config.scoring, config.stages)
-    counts = {row[0]: tuple(row[1:]) for row in session.execute(scorer.counts_query(lo, hi))}
-    leads = session.execute(select(*LEAD_COLUMNS).where(Lead.id.between(lo, hi))).all()
-    result = ShardResult(leads=len(leads))
-    updates: list[dict[str, object]] = []
-    transitions: list[dict[str, object]] = []
+def due_lead_ids(session: Session, now: datetime) -> list[int]:
+    """Leads an incremental run must look at: never scored, or due by `rescore_at`."""
+    due = or_(Lead.scored_at.is_(None), Lead.rescore_at <= now)
+    return list(session.execute(select(Lead.id).where(due).order_by(Lead.id)).scalars())
+
+
+def needs_full_recompute(session: Session, config: WorkspaceConfig) -> bool:
+    """A changed rule set invalidates every stored score and every scheduled rescore."""
+    state = load_cursor(session, source=STATE_SOURCE, stream=STATE_STREAM) or {}
+    return state.get("ruleset") != _ruleset_fingerprint(config)
+
+
+def remember_ruleset(session: Session, config: WorkspaceConfig, now: datetime) -> None:
+    save_cursor(
+        session,
+        source=STATE_SOURCE,
+        stream=STATE_STREAM,
+        value={"ruleset": _ruleset_fingerprint(config), "full_at": now.isoformat()},
+    )
+
+
+def _ruleset_fingerprint(config: WorkspaceConfig) -> str:
+    """The version marketers bump, plus the rules themselves, so an edit without a bump still counts."""
+    rules = config.model_dump_json(include={"scoring", "stages", "recycle", "disqualify"})
+    return f"{config.scoring.version}:{hashlib.sha256(rules.encode()).hexdigest()[:12]}"
+
+
+def requalify_batch(
+    *,
+    session: Session,
+    config: WorkspaceConfig,
+    now: datetime,
+    lo: int | None = None,
+    hi: int | None = None,
+    ids: list[int] | None = None,
+    run_id: str | None = None,
+    scorer: Scorer | None = None,
+) -> BatchResult:
+    """Rescore the leads with ids in [lo, hi] or in `ids`, record stage moves; the caller commits."""
+    scorer = scorer or make_scorer(session, config)
+    if ids is not None:
+        activity_filter, lead_filter = Activity.lead_id.in_(ids), Lead.id.in_(ids)
+    else:
+        activity_filter, lead_filter = Activity.lead_id.between(lo, hi), Lead.id.between(lo, hi)
+    leads = session.execute(select(*LEAD_COLUMNS).where(lead_filter)).all()
+    rows: dict[int, Any] = {row[0]: row for row in session.execute(scorer.activity_query(now, activity_filter))}
+    recycled = [lead.id for lead in leads if lead.stage == Stage.recycled]
+    if recycled:  # they qualify again on activity after recycling only
+        query = scorer.activity_query(now, Activity.lead_id.in_(recycled), after_stage_change=True)
+        after = {row[0]: row for row in session.execute(query)}
+        rows.update((lead_id, after.get(lead_id)) for lead_id in recycled)
+    result = BatchResult(leads=len(leads))
+    updates: list[dict[str, Any]] = []
+    transitions: list[dict[str, Any]] = []
     for lead in leads:
-        parts = scorer.parts(lead, counts.get(lead.id))  # type: ignore[arg-type]
-        decision = decide(Stage(lead.stage), parts, config.stages)
-        unchanged = (lead.fit_score, lead.engagement_score, lead.score) == (parts.fit, parts.engagement, parts.total)
-        if unchanged and decision is None:
-            continue
-        stage = decision.to_stage if decision else Stage(lead.stage)
-        updates.append(
-            {
-                "lid": lead.id,
-                "fit": parts.fit,
-                "eng": parts.engagement,
-                "total": parts.total,
-                "st": stage.value,
-                "changed": now if decision else None,
-            }
-        )
+        stage = Stage(lead.stage)
+        parts = scorer.parts(lead, rows.get(lead.id), now)
+        decision = decide(stage, lead.stage_changed_at, parts, config, lead)
         if decision:
-            result.moves[(Stage(lead.stage).value, stage.value)] += 1
+            result.moves[(stage.value, decision.to_stage.value)] += 1
             transitions.append(
-                {
-                    "lead_id": lead.id,
-                    "from_stage": Stage(lead.stage),
-                    "to_stage": stage,
-                    "at": now,
-                    "fit_score": parts.fit,
-                    "engagement_score": parts.engagement,
-                    "score": parts.total,
-                    "ruleset_version": config.scoring.version,
-                    "reason": decision.reason[:2000],
-                    "run_id": run_id,
-                }
-            )
-    result.rescored = len(updates)
-    if updates:
-        table = Lead.__table__
-        session.connection().execute(
-            update(table)  # type: ignore[arg-type]
-            .where(table.c.id == bindparam("lid"))
-            .values(
-                fit_score=bindparam("fit"),
-                engagement_score=bindparam("eng"),
-                score=bindparam("total"),
-                stage=bindparam("st"),
-                stage_changed_at=func.coalesce(bindparam("changed", type_=DateTime), table.c.stage_changed_at),
-                updated_at=now,
-            ),
-            updates,
-        )
+                {"lead_id": lead.id, "from_stage": stage.value, "to_stage": decision.to_stage.value, "at": now,
+                 "fit_score": parts.fit, "engagement_score": parts.engagement, "score": parts.total,
+                 "ruleset_version": config.scoring.version, "reason": decision.reason[:2000], "run_id": run_id}
+            )  # fmt: skip
+            stage = decision.to_stage
+        if decision or (lead.fit_score, lead.engagement_score, lead.score) != (
+            parts.fit,
+            parts.engagement,
+            parts.total,
+        ):
+            result.rescored += 1
+        since = lead.last_activity_at or lead.created_at
+        updates.append(
+            {"lid": lead.id, "fit": parts.fit, "eng": parts.engagement, "total": parts.total, "st": stage.value,
+             "changed": now if decision else None, "r0": lead.rescore_at or EPOCH,
+             "next": next_rescore_at(parts=parts, stage=stage, config=config, now=now, since=since)}
+        )  # fmt: skip
+    _write(session, updates, now)
     if transitions:
         session.execute(insert(StageTransition), transitions)
     return result
+
+
+def _write(session: Session, updates: list[dict[str, Any]], now: datetime) -> None:
+    """Bulk update; `rescore_at` only if nobody (ingest) marked the lead due since we read it."""
+    if not updates:
+        return
+    table = Lead.__table__
+    unchanged_since_read = func.coalesce(table.c.rescore_at, bindparam("epoch", EPOCH, type_=DateTime)) == bindparam(
+        "r0", type_=DateTime
+    )
+    session.connection().execute(
+        update(table)  # type: ignore[arg-type]
+        .where(table.c.id == bindparam("lid"))
+        .values(
+            fit_score=bindparam("fit"),
+            engagement_score=bindparam("eng"),
+            score=bindparam("total"),
+            stage=bindparam("st"),
+            stage_changed_at=func.coalesce(bindparam("changed", type_=DateTime), table.c.stage_changed_at),
+            scored_at=now,
+            rescore_at=case((unchanged_since_read, bindparam("next", type_=DateTime)), else_=table.c.rescore_at),
+        ),
+        [{**u, "epoch": EPOCH} for u in updates],
+    )
+
+
+def requalify_shard(
+    *, session: Session, config: WorkspaceConfig, lo: int, hi: int, now: datetime, run_id: str | None = None
+) -> BatchResult:
+    """A full recompute of the leads with ids in [lo, hi]."""
+    return requalify_batch(session=session, config=config, now=now, lo=lo, hi=hi, run_id=run_id)

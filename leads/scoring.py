@@ -1,20 +1,34 @@
-"""Score parts from the rules: fit from who the lead is, engagement from what it did.
+"""Score parts from the rules: fit from who the lead is, engagement from what it did and when.
 
-Engagement is counted set-based: one GROUP BY over a shard's activity gives every rule's count
-for every lead, so the database does the heavy lifting and Python only applies points and caps.
+Engagement is computed set-based: one GROUP BY over the activity of a batch of leads gives, per
+lead, every rule's decayed sum, every frequency window's count, and the times of hand raises and
+sales outcomes. Python then applies points and caps to those few numbers per lead. Fit depends only
+on a handful of profile fields that repeat across leads, so it is memoised per distinct profile.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Float, Select, and_, case, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
 
-from leads.scoring_config import ActivityRule, FitRule, ScoringConfig, StagesConfig
 from leads.models import Activity, ActivityType, Lead
+from leads.scoring_config import FREE_MAIL_DOMAINS, ActivityRule, Condition, FrequencyRule, ScoringConfig, StagesConfig
+
+# Sales outcomes whose latest time the engine needs per lead, in this column order.
+OUTCOME_TYPES: tuple[ActivityType, ...] = (
+    ActivityType.deal_won,
+    ActivityType.sales_disqualified,
+    ActivityType.sales_rejected,
+    ActivityType.deal_lost,
+)
+JULIAN_UNIX_EPOCH = 2440587.5
 
 
 @dataclass(frozen=True)
@@ -24,8 +38,17 @@ class Contribution:
     rule: str
     part: str  # "fit" | "engagement"
     points: float
-    count: int = 1
+    count: float = 1  # matching activities (decayed sum for decaying rules)
     capped: bool = False
+
+
+@dataclass(frozen=True)
+class LeadSignals:
+    """What the activity says about one lead, besides points: hand raises, outcomes, timing."""
+
+    hand_raises: dict[ActivityType, datetime] = field(default_factory=dict)
+    outcomes: dict[ActivityType, datetime] = field(default_factory=dict)
+    frequency_lapses_at: datetime | None = None  # when a met frequency rule may stop being met
 
 
 @dataclass(frozen=True)
@@ -34,97 +57,229 @@ class ScoreParts:
     engagement: float
     total: float
     contributions: tuple[Contribution, ...] = ()
-    hand_raises: frozenset[ActivityType] = field(default_factory=frozenset)
+    positive: float = 0.0  # decaying engagement above zero (for rescore bounds)
+    negative: float = 0.0  # decaying engagement below zero
+    signals: LeadSignals = field(default_factory=LeadSignals)
+    disqualified_by: str | None = None
+
+    @property
+    def hand_raise_types(self) -> frozenset[ActivityType]:
+        return frozenset(self.signals.hand_raises)
 
 
 def email_domain(email: str) -> str:
     return email.rsplit("@", 1)[-1].lower()
 
 
-class Scorer:
-    """Compiled rules for one rule set; build once per run."""
+def condition_matches(condition: Condition, value: Any, pattern: re.Pattern[str] | None = None) -> bool:
+    """Whether one lead field value meets a fit or disqualify condition; an empty field never does."""
+    if value is None or value == "":
+        return False
+    if condition.free_mail is not None:
+        return (str(value).lower() in FREE_MAIL_DOMAINS) == condition.free_mail
+    if condition.pattern is not None:
+        return (pattern or re.compile(condition.pattern)).search(str(value)) is not None
+    if condition.one_of is not None:
+        return str(value).strip().lower() in {v.lower() for v in condition.one_of}
+    if condition.equals is not None:
+        return str(value).strip().lower() == condition.equals.lower()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return (condition.at_least is None or number >= condition.at_least) and (
+        condition.at_most is None or number <= condition.at_most
+    )
 
-    def __init__(self, scoring: ScoringConfig, stages: StagesConfig) -> None:
+
+def field_value(lead: Any, name: str) -> Any:
+    return email_domain(lead.email) if name == "email_domain" else getattr(lead, name)
+
+
+class Scorer:
+    """Compiled rules for one rule set and one database dialect; build once per run."""
+
+    def __init__(
+        self,
+        scoring: ScoringConfig,
+        stages: StagesConfig,
+        *,
+        dialect: str = "sqlite",
+        disqualify: Sequence[Condition] = (),
+    ) -> None:
         self.scoring = scoring
+        self.dialect = dialect
+        self.disqualify = tuple(disqualify)
         self.hand_raise_types: tuple[ActivityType, ...] = tuple(
             sorted({t for _, rule in stages.ordered() for t in rule.hand_raise})
         )
+        self._patterns = {
+            id(c): re.compile(c.pattern) for c in [*scoring.fit, *self.disqualify] if c.pattern is not None
+        }
+        self._fit_memo: dict[tuple[Any, ...], tuple[tuple[Contribution, ...], str | None]] = {}
+        half_life = scoring.half_life_days
+        self.decay_rate = math.log(2) / half_life if half_life else 0.0  # per day
 
-    @cached_property
-    def _patterns(self) -> dict[str, re.Pattern[str]]:
-        return {r.name: re.compile(r.pattern) for r in self.scoring.fit if r.pattern is not None}
+    # --- SQL -------------------------------------------------------------------------------------
 
-    def counts_query(self, lo: int, hi: int) -> Select[Any]:
-        """Per lead in [lo, hi]: one count column per engagement rule, then one per hand-raise type."""
+    def _age_days(self, now: datetime) -> ColumnElement[float]:
+        if self.dialect == "postgresql":
+            return func.extract("epoch", literal(now) - Activity.occurred_at) / 86400.0
+        return literal(_julian(now), Float) - func.julianday(Activity.occurred_at)
+
+    def _weight(self, rule: ActivityRule, now: datetime) -> ColumnElement[float]:
+        if not (rule.decays and self.decay_rate):
+            return literal(1.0, Float)
+        return func.exp(literal(-self.decay_rate, Float) * self._age_days(now))
+
+    def activity_query(
+        self, now: datetime, *lead_filter: ColumnElement[bool], after_stage_change: bool = False
+    ) -> Select[Any]:
+        """Per lead: decayed sum per engagement rule, count and oldest time per frequency window,
+        latest time per hand raise and sales outcome, and the latest activity of all.
+
+        `after_stage_change` counts only activity after the lead's last stage change (for recycled
+        leads, which qualify again on new evidence only).
+        """
         columns: list[Any] = [Activity.lead_id]
-        for i, rule in enumerate(self.scoring.engagement):
-            columns.append(func.sum(case((_matches(rule), 1), else_=0)).label(f"r{i}"))
-        for j, kind in enumerate(self.hand_raise_types):
-            columns.append(func.sum(case((Activity.type == kind.value, 1), else_=0)).label(f"h{j}"))
-        return select(*columns).where(Activity.lead_id.between(lo, hi)).group_by(Activity.lead_id)
-
-    def fit(self, lead: Lead) -> list[Contribution]:
-        return [
-            Contribution(rule=r.name, part="fit", points=r.points)
-            for r in self.scoring.fit
-            if self._fit_matches(r, lead)
-        ]
-
-    def _fit_matches(self, rule: FitRule, lead: Lead) -> bool:
-        value: Any = email_domain(lead.email) if rule.field == "email_domain" else getattr(lead, rule.field)
-        if value is None:
-            return False
-        if rule.pattern is not None:
-            return self._patterns[rule.name].search(str(value)) is not None
-        if rule.one_of is not None:
-            return str(value).strip().lower() in {v.lower() for v in rule.one_of}
-        if rule.equals is not None:
-            return str(value).strip().lower() == rule.equals.lower()
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return False
-        return (rule.at_least is None or number >= rule.at_least) and (rule.at_most is None or number <= rule.at_most)
-
-    def engagement(self, counts: tuple[int, ...]) -> list[Contribution]:
-        """Points per rule from its count, limited by the rule's cap."""
-        out = []
-        for rule, count in zip(self.scoring.engagement, counts, strict=True):
-            if not count:
-                continue
-            raw = rule.points * count
-            capped = rule.cap is not None and abs(raw) > abs(rule.cap)
-            out.append(
-                Contribution(
-                    rule=rule.name, part="engagement", points=rule.cap if capped else raw, count=count, capped=capped
-                )  # type: ignore[arg-type]
+        for rule in self.scoring.engagement:
+            columns.append(func.sum(case((_matches(rule), self._weight(rule, now)), else_=0.0)))
+        for rule in self.scoring.frequency:
+            recent = and_(_matches(rule), Activity.occurred_at >= now - timedelta(days=rule.within_days))
+            columns.append(func.sum(case((recent, 1), else_=0)))
+            columns.append(func.min(case((recent, Activity.occurred_at), else_=None)))
+        for kind in (*self.hand_raise_types, *OUTCOME_TYPES):
+            columns.append(func.max(case((Activity.type == kind.value, Activity.occurred_at), else_=None)))
+        columns.append(func.max(Activity.occurred_at))
+        query = select(*columns).where(Activity.occurred_at <= now, *lead_filter)
+        if after_stage_change:
+            query = query.join(Lead, Lead.id == Activity.lead_id).where(
+                Activity.occurred_at > func.coalesce(Lead.stage_changed_at, Lead.created_at)
             )
+        return query.group_by(Activity.lead_id)
+
+    # --- Python, per lead --------------------------------------------------------------------------
+
+    def fit(self, lead: Any) -> tuple[tuple[Contribution, ...], str | None]:
+        """Fit contributions and the disqualifying condition (if any), memoised per distinct profile."""
+        key = (lead.title, lead.industry, lead.company_size, lead.country, lead.company, email_domain(lead.email))
+        cached = self._fit_memo.get(key)
+        if cached is None:
+            contributions = tuple(
+                Contribution(rule=r.name, part="fit", points=r.points)
+                for r in self.scoring.fit
+                if condition_matches(r, field_value(lead, r.field), self._patterns.get(id(r)))
+            )
+            disqualified = next(
+                (
+                    f"{c.field} {describe_condition(c)}"
+                    for c in self.disqualify
+                    if condition_matches(c, field_value(lead, c.field), self._patterns.get(id(c)))
+                ),
+                None,
+            )
+            cached = self._fit_memo[key] = (contributions, disqualified)
+        return cached
+
+    def engagement(self, amounts: Sequence[float]) -> list[tuple[ActivityRule, Contribution]]:
+        """Points per engagement rule from its (decayed) activity count, limited by the rule's cap."""
+        out = []
+        for rule, amount in zip(self.scoring.engagement, amounts, strict=True):
+            if amount <= 1e-9:
+                continue
+            raw = rule.points * amount
+            capped = rule.cap is not None and abs(raw) > abs(rule.cap)
+            points = round(rule.cap if capped else raw, 2)  # type: ignore[arg-type]
+            out.append((rule, Contribution(rule.name, "engagement", points, round(amount, 3), capped)))
         return out
 
-    def parts(self, lead: Lead, row: tuple[int, ...] | None) -> ScoreParts:
-        """Score parts of one lead from its row of `counts_query` (None when it has no activity)."""
-        n_rules = len(self.scoring.engagement)
-        rule_counts = tuple(int(c or 0) for c in row[:n_rules]) if row else (0,) * n_rules
-        raised = (
-            frozenset(t for t, c in zip(self.hand_raise_types, row[n_rules:], strict=True) if c) if row else frozenset()
-        )
-        contributions = [*self.fit(lead), *self.engagement(rule_counts)]
-        fit = sum(c.points for c in contributions if c.part == "fit")
-        engagement = sum(c.points for c in contributions if c.part == "engagement")
+    def parts(self, lead: Any, row: Sequence[Any] | None, now: datetime) -> ScoreParts:
+        """Score parts of one lead from its row of `activity_query` (None when it has no activity)."""
+        fit_contributions, disqualified = self.fit(lead)
+        contributions = list(fit_contributions)
+        positive = negative = steady = 0.0
+        hand_raises: dict[ActivityType, datetime] = {}
+        outcomes: dict[ActivityType, datetime] = {}
+        lapses: list[datetime] = []
+        last_activity = lead.last_activity_at
+        if row is not None:
+            values = iter(row[1:])
+            amounts = [float(next(values) or 0.0) for _ in self.scoring.engagement]
+            for rule, contribution in self.engagement(amounts):
+                contributions.append(contribution)
+                if not (rule.decays and self.decay_rate):
+                    steady += contribution.points
+                elif contribution.points > 0:
+                    positive += contribution.points
+                else:
+                    negative += contribution.points
+            for rule in self.scoring.frequency:
+                count, oldest = int(next(values) or 0), next(values)
+                if count >= rule.at_least:
+                    contributions.append(Contribution(rule.name, "engagement", rule.points, count))
+                    steady += rule.points
+                    lapses.append(_as_datetime(oldest) + timedelta(days=rule.within_days))
+            for kind in self.hand_raise_types:
+                at = next(values)
+                if at is not None:
+                    hand_raises[kind] = _as_datetime(at)
+            for kind in OUTCOME_TYPES:
+                at = next(values)
+                if at is not None:
+                    outcomes[kind] = _as_datetime(at)
+            last_activity = _as_datetime(next(values))
+        since = last_activity or lead.created_at
+        for rule in self.scoring.inactivity:
+            if since is not None and now - since >= timedelta(days=rule.days):
+                contributions.append(Contribution(rule.name, "engagement", rule.points))
+                steady += rule.points
+        fit = round(sum(c.points for c in contributions if c.part == "fit"), 2)
+        engagement = round(positive + negative + steady, 2)
         weights = self.scoring.total
         return ScoreParts(
             fit=fit,
             engagement=engagement,
             total=round(weights.fit * fit + weights.engagement * engagement, 2),
             contributions=tuple(contributions),
-            hand_raises=raised,
+            positive=positive,
+            negative=negative,
+            signals=LeadSignals(hand_raises, outcomes, min(lapses) if lapses else None),
+            disqualified_by=disqualified,
         )
 
 
-def _matches(rule: ActivityRule) -> Any:
+def describe_condition(condition: Condition) -> str:
+    if condition.free_mail is not None:
+        return "is a free-mail domain" if condition.free_mail else "is a company domain"
+    if condition.pattern is not None:
+        return f"matches {condition.pattern!r}"
+    if condition.one_of is not None:
+        return "is one of " + ", ".join(condition.one_of)
+    if condition.equals is not None:
+        return f"is {condition.equals}"
+    bounds = []
+    if condition.at_least is not None:
+        bounds.append(f"≥ {condition.at_least:g}")
+    if condition.at_most is not None:
+        bounds.append(f"≤ {condition.at_most:g}")
+    return " and ".join(bounds)
+
+
+def _matches(rule: ActivityRule | FrequencyRule) -> ColumnElement[bool]:
     condition = Activity.type == rule.activity.value
     if rule.target_contains:
-        # Case-insensitive on every backend (LIKE is case-blind on SQLite, case-sensitive on PostgreSQL).
-        target = func.lower(Activity.target)
-        condition = condition & target.contains(rule.target_contains.lower(), autoescape=True)
+        # ILIKE on PostgreSQL, LIKE (case-insensitive for ASCII) on SQLite: the same matches on both.
+        condition = condition & Activity.target.icontains(rule.target_contains, autoescape=True)  # type: ignore[union-attr]
     return condition
+
+
+def _julian(naive_utc: datetime) -> float:
+    epoch = datetime(1970, 1, 1)
+    return (naive_utc - epoch).total_seconds() / 86400.0 + JULIAN_UNIX_EPOCH
+
+
+def _as_datetime(value: Any) -> datetime:
+    """SQLite returns aggregated timestamps as text; PostgreSQL as datetimes."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    return datetime.fromisoformat(str(value))

@@ -14,23 +14,34 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from leads.models import ActivityType, Stage
 
 LeadField = Literal["title", "industry", "company_size", "country", "email_domain", "company"]
+BantField = Literal["budget", "authority", "need", "timing"]
+
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com", "yahoo.com",
+        "ymail.com", "icloud.com", "me.com", "mac.com", "aol.com", "gmx.com", "gmx.de", "gmx.net", "web.de",
+        "proton.me", "protonmail.com", "mail.com", "zoho.com", "yandex.com", "hotmail.nl", "live.nl",
+        "ziggo.nl", "kpnmail.nl", "hotmail.dk", "live.dk", "hotmail.co.uk", "yahoo.co.uk", "t-online.de",
+    }
+)  # fmt: skip
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FitRule(Strict):
-    """Points for who the lead is. Exactly one condition: pattern, one_of, equals, at_least/at_most."""
+class Condition(Strict):
+    """A test on one lead field. Exactly one of: pattern, one_of, equals, at_least/at_most, free_mail."""
 
-    name: str
     field: LeadField
-    points: float
     pattern: str | None = Field(default=None, description="Regular expression searched in the field.")
     one_of: list[str] | None = Field(default=None, description="Case-insensitive set of accepted values.")
     equals: str | None = None
     at_least: float | None = None
     at_most: float | None = None
+    free_mail: bool | None = Field(
+        default=None, description="email_domain only: true matches free-mail providers, false company domains."
+    )
 
     @field_validator("pattern")
     @classmethod
@@ -43,23 +54,33 @@ class FitRule(Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_condition(self) -> FitRule:
-        given = [k for k in ("pattern", "one_of", "equals") if getattr(self, k) is not None]
+    def _one_condition(self) -> Condition:
+        given = [k for k in ("pattern", "one_of", "equals", "free_mail") if getattr(self, k) is not None]
         if self.at_least is not None or self.at_most is not None:
             given.append("at_least/at_most")
         if len(given) != 1:
-            raise ValueError("give exactly one condition: pattern, one_of, equals, or at_least/at_most")
+            raise ValueError("give exactly one condition: pattern, one_of, equals, at_least/at_most, or free_mail")
+        if self.free_mail is not None and self.field != "email_domain":
+            raise ValueError("free_mail only applies to field: email_domain")
         return self
 
 
+class FitRule(Condition):
+    """Points for who the lead is; negative points for who it should not be (students, competitors)."""
+
+    name: str
+    points: float
+
+
 class ActivityRule(Strict):
-    """Points per matching activity, capped; negative points make a negative signal."""
+    """Points per matching activity, decayed by age and capped; negative points make a negative signal."""
 
     name: str
     activity: ActivityType
     points: float
     target_contains: str | None = Field(default=None, description="Only activities whose target contains this.")
     cap: float | None = Field(default=None, description="Largest total (in absolute value) this rule can give.")
+    decays: bool = Field(default=True, description="false: an old activity counts as much as a new one.")
 
     @model_validator(mode="after")
     def _cap_sign(self) -> ActivityRule:
@@ -68,20 +89,44 @@ class ActivityRule(Strict):
         return self
 
 
+class FrequencyRule(Strict):
+    """Points once when at least N matching activities happened within the last D days."""
+
+    name: str
+    activity: ActivityType
+    target_contains: str | None = None
+    at_least: int = Field(ge=1)
+    within_days: float = Field(gt=0)
+    points: float
+
+
+class InactivityRule(Strict):
+    """Points (usually negative) once the lead has had no activity for `days` days."""
+
+    name: str
+    days: float = Field(gt=0)
+    points: float
+
+
 class TotalWeights(Strict):
-    fit: float = 1.0
-    engagement: float = 1.0
+    fit: float = Field(default=1.0, ge=0)
+    engagement: float = Field(default=1.0, ge=0)
 
 
 class ScoringConfig(Strict):
     version: str = Field(description="Rule-set version, stamped on every stage transition.")
+    half_life_days: float | None = Field(
+        default=None, gt=0, description="Engagement halves in value after this many days; empty: no decay."
+    )
     fit: list[FitRule] = []
     engagement: list[ActivityRule] = []
+    frequency: list[FrequencyRule] = []
+    inactivity: list[InactivityRule] = []
     total: TotalWeights = TotalWeights()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ScoringConfig:
-        names = [r.name for r in [*self.fit, *self.engagement]]
+        names = [r.name for r in [*self.fit, *self.engagement, *self.frequency, *self.inactivity]]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(dupes)}")
@@ -89,22 +134,27 @@ class ScoringConfig(Strict):
 
 
 class StageRule(Strict):
-    """Entry condition: every threshold given is met, or any hand-raise event happened."""
+    """Entry condition: every threshold and BANT condition given holds, or any hand-raise event happened."""
 
     min_score: float | None = None
     min_fit: float | None = None
     min_engagement: float | None = None
+    bant: dict[BantField, Literal["known"] | list[str]] = Field(
+        default_factory=dict, description='Per BANT field: "known", or the accepted values (case-insensitive).'
+    )
+    min_bant_known: int | None = Field(default=None, ge=1, le=4, description="How many BANT fields must be known.")
     hand_raise: list[ActivityType] = []
 
     @model_validator(mode="after")
     def _has_condition(self) -> StageRule:
-        if self.min_score is None and self.min_fit is None and self.min_engagement is None and not self.hand_raise:
+        if not self.has_thresholds and not self.hand_raise:
             raise ValueError("a stage needs at least one of min_score, min_fit, min_engagement, hand_raise")
         return self
 
     @property
     def has_thresholds(self) -> bool:
-        return any(v is not None for v in (self.min_score, self.min_fit, self.min_engagement))
+        values = (self.min_score, self.min_fit, self.min_engagement, self.min_bant_known)
+        return any(v is not None for v in values) or bool(self.bant)
 
 
 class StagesConfig(Strict):
@@ -122,3 +172,20 @@ class StagesConfig(Strict):
             (Stage.mql, self.mql),
             (Stage.sql, self.sql),
         ]
+
+
+class RecycleConfig(Strict):
+    """The only ways back down the funnel; a recycled lead qualifies again on activity after recycling."""
+
+    mql_below_score: float | None = Field(
+        default=None, description="An MQL whose (decayed) score falls below this is recycled."
+    )
+    on_sales_rejection: bool = Field(default=True, description="A sales_rejected activity recycles an SQL.")
+    on_deal_lost: bool = Field(default=True, description="A deal_lost activity recycles an SQL.")
+
+
+class DisqualifyConfig(Strict):
+    """Leads that must never reach sales: matching any condition, or disqualified by sales."""
+
+    when: list[Condition] = []
+    on_sales_disqualified: bool = True

@@ -75,7 +75,7 @@ def test_a_failing_webhook_is_retried_later_not_lost(
 def test_an_invalid_config_stops_the_run_before_touching_data(tmp_path: Path, sqlite_url: str) -> None:
     folder = make_workspace(tmp_path / "ws", sqlite_url, leads=20)
     config = folder / "leadflow.yaml"
-    config.write_text(config.read_text().replace("    min_score: 150\n", "    min_score: lots\n"))
+    config.write_text(config.read_text().replace("    min_score: 120\n", "    min_score: lots\n"))
     with pytest.raises(ConfigError) as caught:
         run(folder)
     assert "stages.sql.min_score" in str(caught.value) and "leadflow.yaml" in str(caught.value)

@@ -16,7 +16,7 @@ from leads.ingest import store_batch
 from leads.models import ActivityType, Lead, Stage, StageTransition
 from leads.records import parse_activity
 from leads.requalify import ShardResult, plan_shards, requalify_shard
-from leads.scoring import Contribution, ScoreParts, Scorer
+from leads.scoring import Contribution, LeadSignals, ScoreParts, Scorer
 from leads.stages import decide
 
 NOW = datetime(2026, 10, 1, 12, 0)
@@ -67,7 +67,7 @@ CONFIG = make_config()
 
 def _fit_rules(config: WorkspaceConfig = CONFIG, **lead: Any) -> list[str]:
     scorer = Scorer(config.scoring, config.stages)
-    return [c.rule for c in scorer.fit(Lead(email=lead.pop("email", "x@corp.example"), **lead))]
+    return [c.rule for c in scorer.fit(Lead(email=lead.pop("email", "x@corp.example"), **lead))[0]]
 
 
 @pytest.mark.parametrize(
@@ -116,22 +116,23 @@ def test_only_at_least_or_only_at_most_is_open_ended() -> None:
 def test_engagement_points_are_capped_in_both_directions() -> None:
     scorer = Scorer(CONFIG.scoring, CONFIG.stages)
     #            Pricing promo careers webinar download unsub
-    assert scorer.engagement((2, 0, 1, 3, 0, 0)) == [
+    assert [c for _, c in scorer.engagement((2, 0, 1, 3, 0, 0))] == [
         Contribution("Pricing", "engagement", 16, 2),
         Contribution("Careers", "engagement", -6, 1),
         Contribution("Webinar", "engagement", 36, 3),  # no cap: every webinar counts
     ]
-    assert scorer.engagement((5, 0, 3, 0, 4, 2)) == [
+    assert [c for _, c in scorer.engagement((5, 0, 3, 0, 4, 2))] == [
         Contribution("Pricing", "engagement", 24, 5, capped=True),
         Contribution("Careers", "engagement", -12, 3, capped=True),
         Contribution("Download", "engagement", 30, 4, capped=True),
         Contribution("Unsubscribed", "engagement", -25, 2, capped=True),
     ]
-    assert scorer.engagement((3, 0, 2, 0, 3, 1))[0] == Contribution("Pricing", "engagement", 24, 3, capped=False)
+    assert scorer.engagement((3, 0, 2, 0, 3, 1))[0][1] == Contribution("Pricing", "engagement", 24, 3, capped=False)
 
 
 def _parts(fit: float = 0, engagement: float = 0, raised: tuple[ActivityType, ...] = ()) -> ScoreParts:
-    return ScoreParts(fit=fit, engagement=engagement, total=fit + engagement, hand_raises=frozenset(raised))
+    signals = LeadSignals(hand_raises=dict.fromkeys(raised, NOW))
+    return ScoreParts(fit=fit, engagement=engagement, total=fit + engagement, signals=signals)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +161,7 @@ def _parts(fit: float = 0, engagement: float = 0, raised: tuple[ActivityType, ..
     ],
 )
 def test_stage_decisions(current: Stage, parts: ScoreParts, expected: tuple[Stage, str] | None) -> None:
-    decision = decide(current, parts, CONFIG.stages)
+    decision = decide(current, None, parts, CONFIG)
     assert (None if decision is None else (decision.to_stage, decision.reason)) == expected
 
 

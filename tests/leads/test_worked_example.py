@@ -9,6 +9,7 @@ from sqlalchemy import Engine, select
 
 from leads.config import load_config
 from leads.db import session_scope
+from leads.explain import explain_lead, render_text
 from leads.ingest import store_batch
 from leads.models import ActivityType, Lead, Stage, StageTransition
 from leads.records import ActivityRecord
@@ -18,26 +19,30 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow
 NOW = datetime(2026, 10, 1, 9, 0)
 
 
+def anna_events() -> list[tuple[ActivityType, str, int]]:
+    """(type, target, days ago) as the docs list them."""
+    return (
+        [(ActivityType.page_view, "/pricing", 0)] * 5
+        + [(ActivityType.page_view, "/case-studies/logistics", 30)] * 2
+        + [(ActivityType.page_view, f"/blog/{i}", 30) for i in range(12)]
+        + [(ActivityType.email_open, "warm-up", 60)] * 6
+        + [(ActivityType.download, "ebook-lead-scoring", 30), (ActivityType.webinar, "scoring-101", 30)]
+    )
+
+
 def test_anna_is_an_mql_with_the_documented_scores(engine: Engine) -> None:
     config = load_config(EXAMPLE)
-    events = (
-        [(ActivityType.page_view, "/pricing")] * 5
-        + [(ActivityType.page_view, "/case-studies/logistics")] * 2
-        + [(ActivityType.page_view, f"/blog/{i}") for i in range(12)]
-        + [(ActivityType.email_open, "warm-up")] * 6
-        + [(ActivityType.download, "ebook-lead-scoring"), (ActivityType.webinar, "scoring-101")]
-    )
     profile = {"first_name": "Anna", "title": "Head of Marketing", "company_size": 250, "industry": "logistics"}
     records = [
         ActivityRecord(
             source_id=f"e{i}",
             email="anna.jansen@acme-logistics.nl",
             type=kind,
-            occurred_at=NOW - timedelta(days=20 - i % 20),
+            occurred_at=NOW - timedelta(days=days, minutes=i),
             target=target,
             profile=profile if i == 0 else None,
         )
-        for i, (kind, target) in enumerate(events)
+        for i, (kind, target, days) in enumerate(anna_events())
     ]
     with session_scope(engine) as session:
         store_batch(session=session, source="docs", records=records)
@@ -46,7 +51,13 @@ def test_anna_is_an_mql_with_the_documented_scores(engine: Engine) -> None:
     with session_scope(engine) as session:
         lead = session.execute(select(Lead)).scalar_one()
         move = session.execute(select(StageTransition)).scalar_one()
-        assert (lead.fit_score, lead.engagement_score, lead.score) == (40, 83, 123)
-        assert lead.stage == Stage.mql
-        assert move.reason == "score 123 ≥ 115 and engagement 83 ≥ 80"
-        assert move.ruleset_version == config.scoring.version
+        text = render_text(explain_lead(session=session, config=config, email=lead.email, now=NOW))
+        scores, stage = (lead.fit_score, lead.engagement_score, lead.score), lead.stage
+        reason, version = move.reason, move.ruleset_version
+    # fit 20 + 10 + 10; engagement 32 (capped) + 15 (burst) + 4 + 12 + 1.5 + 5 + 6, decayed by age
+    assert scores == (40, 75.5, 115.5)
+    assert stage == Stage.mql
+    assert reason == "score 115.5 ≥ 85 and engagement 75.5 ≥ 60"
+    assert version == config.scoring.version
+    assert "next stage: sql — needs 4.5 more score points — or a demo request or quote request or contact sales" in text
+    assert "+32  Pricing page  (5 × 8, cap 32 reached)" in text

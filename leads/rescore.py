@@ -1,0 +1,108 @@
+"""When a lead must be scored again even without new activity.
+
+Scores change with time alone: engagement decays, frequency windows close, inactivity penalties
+start. A lead's stage can only change by time if its score crosses a stage threshold or the MQL
+floor, so requalify stores the earliest moment that could happen and an incremental run rescores
+exactly the leads that are due. The bounds are conservative (never late): decaying positive points
+are assumed to fall at full speed and negative ones to stay, for a downward crossing; and the other
+way round for an upward one. Caps only slow decay down, so they keep the bounds safe.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from leads.config import WorkspaceConfig
+from leads.models import Stage, funnel_rank
+from leads.scoring import ScoreParts
+
+FROZEN = {Stage.customer, Stage.disqualified}
+
+
+def _halvings_until(amount: float, target: float) -> float | None:
+    """Half-lives until `amount` (decaying towards 0) has shrunk to `target` (same sign, smaller)."""
+    if amount == 0 or target / amount >= 1:
+        return 0.0
+    if target / amount <= 0:
+        return None
+    return math.log2(amount / target)
+
+
+def _crossing_days(steady: float, decaying: float, threshold: float, half_life: float, rising: bool) -> float | None:
+    """Days until steady + decaying·2^(-t/h) crosses threshold (upward if rising), None if never."""
+    if rising:
+        if steady + decaying >= threshold:
+            return 0.0
+        if decaying >= 0 or steady <= threshold:
+            return None  # only a negative part decaying towards 0 raises the score, and not far enough
+        halvings = _halvings_until(-decaying, steady - threshold)
+    else:
+        if steady + decaying < threshold:
+            return 0.0
+        if decaying <= 0 or steady >= threshold:
+            return None
+        halvings = _halvings_until(decaying, threshold - steady)
+    return None if halvings is None else halvings * half_life
+
+
+def next_rescore_at(
+    *, parts: ScoreParts, stage: Stage, config: WorkspaceConfig, now: datetime, since: datetime | None
+) -> datetime | None:
+    """The earliest time the lead's stage could change without new activity, or None."""
+    if stage in FROZEN:
+        return None
+    candidates: list[datetime] = []
+    if parts.signals.frequency_lapses_at is not None:
+        candidates.append(parts.signals.frequency_lapses_at)
+    if since is not None:
+        penalised = {c.rule for c in parts.contributions}
+        candidates += [since + timedelta(days=r.days) for r in config.scoring.inactivity if r.name not in penalised]
+    half_life = config.scoring.half_life_days
+    if half_life:
+        candidates += _decay_crossings(parts, stage, config, now, half_life)
+    return min(candidates) if candidates else None
+
+
+def _decay_crossings(
+    parts: ScoreParts, stage: Stage, config: WorkspaceConfig, now: datetime, half_life: float
+) -> list[datetime]:
+    weights = config.scoring.total
+    score_steady = parts.total - weights.engagement * (parts.positive + parts.negative)
+    eng_steady = parts.engagement - (parts.positive + parts.negative)
+    days: list[float] = []
+    floor = config.recycle.mql_below_score
+    if stage == Stage.mql and floor is not None:
+        # Lowest the score can be: positive part decaying, negative part staying.
+        low = _crossing_days(
+            score_steady + weights.engagement * parts.negative,
+            weights.engagement * parts.positive,
+            floor,
+            half_life,
+            False,
+        )
+        if low:  # 0 would mean already below: decide() has recycled it
+            days.append(low)
+    for target, rule in config.stages.ordered():
+        if funnel_rank(target) <= funnel_rank(stage) or not rule.has_thresholds:
+            continue
+        if rule.min_fit is not None and parts.fit < rule.min_fit:
+            continue  # fit does not change with time
+        # Highest the scores can be: negative part decaying, positive part staying.
+        needed = [
+            _crossing_days(
+                score_steady + weights.engagement * parts.positive,
+                weights.engagement * parts.negative,
+                rule.min_score,
+                half_life,
+                True,
+            )
+            if rule.min_score is not None
+            else 0.0,
+            _crossing_days(eng_steady + parts.positive, parts.negative, rule.min_engagement, half_life, True)
+            if rule.min_engagement is not None
+            else 0.0,
+        ]
+        if all(d is not None for d in needed) and max(needed) > 0:  # type: ignore[type-var]
+            days.append(max(needed))  # type: ignore[type-var]  # 0: met already, blocked by what time can't change
+    return [now + timedelta(days=d) for d in days]
