@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +15,11 @@ from cli.workspace_setup import ensure_demo_data, init_workspace
 from leads.config import ConfigError, load_config
 from leads.settings import load_settings
 
-app = typer.Typer(help="leadflow: lead scoring, nurture and sales handoff on Prefect.", no_args_is_help=True)
+app = typer.Typer(
+    help="leadflow: lead scoring, nurture and sales handoff on Prefect.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold secrets
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
@@ -121,6 +126,34 @@ def check(workspace: Workspace = None) -> None:
         raise typer.Exit(code=1)
     steps = sum(len(s.steps) for s in config.nurture.sequences)
     console.print(f"[green]✓[/] {settings.config_file.name} is valid; {steps} email step(s) render cleanly")
+
+
+@app.command()
+def explain(
+    email: Annotated[str, typer.Argument(help="The lead's email address.")],
+    workspace: Workspace = None,
+    as_of: Annotated[datetime | None, typer.Option(help="Explain as of this UTC time (default: now).")] = None,
+) -> None:
+    """Why a lead stands where it does: score parts, rules and events, what it still lacks."""
+    from leads.db import make_engine, session_scope, upgrade
+    from leads.explain import LeadNotFound, explain_lead, render_text
+    from leads.models import utcnow
+
+    settings = load_settings(workspace)
+    try:
+        config = load_config(settings.config_file)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    engine = make_engine(settings.resolved_database_url)
+    upgrade(engine)
+    try:
+        with session_scope(engine) as session:
+            explanation = explain_lead(session=session, config=config, email=email, now=as_of or utcnow())
+            console.print(render_text(explanation), highlight=False, markup=False, soft_wrap=True)
+    except LeadNotFound as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
 
 
 @db_app.command("upgrade")

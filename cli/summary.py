@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from leads.db import make_engine
+from leads.db import make_engine, upgrade
 from leads.models import FUNNEL, EmailOutbox, HandoffOutbox, Lead, OutboxStatus, Quarantine, Stage
 from leads.settings import load_settings
 
@@ -28,6 +28,7 @@ STAGE_LABELS = {
 def _stage_counts(folder: Path) -> tuple[dict[str, int], dict[str, int], dict[str, int], int]:
     settings = load_settings(folder)
     engine = make_engine(settings.resolved_database_url)
+    upgrade(engine)
     try:
         with engine.connect() as conn:
             stages = dict(conn.execute(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
