@@ -37,6 +37,15 @@ PIXEL = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c0
 Scope = Literal["all", "sequence"]
 
 
+def _verified(request: Request, purpose: str) -> tuple[WebContext, SignedLink | None]:
+    """The app's context and the link the path's token was signed for (None when it was not)."""
+    web = context(request)
+    try:
+        return web, read_token(web.secret_key, purpose, request.path_params["token"])
+    except BadToken:
+        return web, None
+
+
 def _bad_link(web: WebContext) -> Response:
     return web.pages.problem(
         400,
@@ -54,10 +63,8 @@ def _unknown(web: WebContext) -> Response:
 
 async def unsubscribe_page(request: Request) -> Response:
     """GET: what the link does and a button; changes nothing."""
-    web = context(request)
-    try:
-        link = read_token(web.secret_key, UNSUBSCRIBE, request.path_params["token"])
-    except BadToken:
+    web, link = _verified(request, UNSUBSCRIBE)
+    if link is None:
         return _bad_link(web)
     state = await run_in_threadpool(_subscription, web, link)
     if state is None:
@@ -70,10 +77,8 @@ async def unsubscribe_page(request: Request) -> Response:
 
 async def unsubscribe(request: Request) -> Response:
     """POST: one-click (`List-Unsubscribe=One-Click`, everything) or the page's form (its chosen scope)."""
-    web = context(request)
-    try:
-        link = read_token(web.secret_key, UNSUBSCRIBE, request.path_params["token"])
-    except BadToken:
+    web, link = _verified(request, UNSUBSCRIBE)
+    if link is None:
         return _bad_link(web)
     try:
         fields = form_fields(await read_limited(request, MAX_FORM_BYTES), request.headers.get("content-type", ""))
@@ -125,27 +130,21 @@ def _unsubscribe(web: WebContext, link: SignedLink, scope: Scope, detail: str) -
 
 async def click(request: Request) -> Response:
     """Record the click (HEAD requests from scanners are not counted) and redirect to the signed URL."""
-    web = context(request)
-    token = request.path_params["token"]
-    try:
-        link = read_token(web.secret_key, CLICK, token)
-    except BadToken:
+    web, link = _verified(request, CLICK)
+    if link is None:
         return _bad_link(web)
     assert link.url is not None  # read_token guarantees a web address for clicks
     if request.method == "GET":
-        await run_in_threadpool(_record, web, link, ActivityType.email_click, token)
+        await run_in_threadpool(_record, web, link, ActivityType.email_click, request.path_params["token"])
     return RedirectResponse(link.url, status_code=302, headers=REDIRECT_HEADERS)
 
 
 async def opened(request: Request) -> Response:
-    web = context(request)
-    token = request.path_params["token"]
-    try:
-        link = read_token(web.secret_key, OPEN, token)
-    except BadToken:
+    web, link = _verified(request, OPEN)
+    if link is None:
         return Response(status_code=400, headers=PAGE_HEADERS)
     if request.method == "GET":
-        await run_in_threadpool(_record, web, link, ActivityType.email_open, token)
+        await run_in_threadpool(_record, web, link, ActivityType.email_open, request.path_params["token"])
     return Response(PIXEL, media_type="image/gif", headers={"cache-control": "no-store, private"})
 
 

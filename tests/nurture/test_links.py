@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from connectors.mail import FileOutbox
 from leads.config import load_config
 from leads.db import session_scope
 from leads.models import Lead, Stage
 from nurture import links, tokens
 from nurture.enrollment import enroll, queue_due_steps
-from nurture.outbox import LinkSigner, claim, send_claimed
-from nurture.render import TemplateRenderer
+from nurture.outbox import LinkSigner
 from nurture.tokens import BadToken
+from tests.sending import send_due
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
 KEY = "links-test-secret"
@@ -124,18 +123,7 @@ def test_sent_email_carries_tracked_links_in_html_and_plain_links_in_text(engine
         lead_id = lead.id
         enroll(session=session, config=config, now=NOW)
         queue_due_steps(session=session, config=config, now=NOW)
-    with session_scope(engine) as session:
-        ids = claim(session=session, now=NOW, limit=10)
-    with FileOutbox(tmp_path / "outbox") as transport:
-        report = send_claimed(
-            engine=engine,
-            ids=ids,
-            config=config,
-            renderer=TemplateRenderer(templates),
-            transport=transport,
-            links=SIGNER,
-            now=NOW,
-        )
+    report = send_due(engine, config, links=SIGNER, folder=tmp_path, now=NOW)
     assert report.sent == 1
 
     (path,) = (tmp_path / "outbox").glob("*.eml")

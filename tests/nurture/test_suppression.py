@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from connectors.mail import FileOutbox
 from leads.config import WorkspaceConfig, load_config
 from leads.db import session_scope
 from leads.models import (
@@ -25,9 +24,9 @@ from leads.models import (
     SuppressionReason,
 )
 from nurture.enrollment import enroll, queue_due_steps
-from nurture.outbox import LinkSigner, claim, send_claimed
-from nurture.render import TemplateRenderer
+from nurture.outbox import LinkSigner
 from nurture.suppression import ALL, UnknownLead, suppress
+from tests.sending import send_due
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
 NOW = datetime(2026, 10, 1, 9, 0)
@@ -149,18 +148,8 @@ def test_the_next_send_honours_a_suppression_made_after_queuing(
                 email="other@example.com", scope="webinar-follow-up", reason=SuppressionReason.manual, source="cli"
             )
         )
-    with session_scope(engine) as session:
-        claimed = claim(session=session, now=NOW, limit=10)
-    with FileOutbox(tmp_path / "outbox") as transport:
-        report = send_claimed(
-            engine=engine,
-            ids=claimed,
-            config=config,
-            renderer=TemplateRenderer(tmp_path / "templates"),
-            transport=transport,
-            links=LinkSigner(secret_key="k", public_base_url="https://mail.acme.example"),
-            now=NOW,
-        )
+    links = LinkSigner(secret_key="k", public_base_url="https://mail.acme.example")
+    report = send_due(engine, config, links=links, folder=tmp_path, now=NOW)
     assert report.sent == 2 and report.skipped == Counter({"suppressed": 2})
     with Session(engine) as session:
         status = dict(session.execute(select(EmailOutbox.lead_id, EmailOutbox.status)).all())

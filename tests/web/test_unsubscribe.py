@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from connectors.mail import FileOutbox
 from leads.db import session_scope
 from leads.models import (
     Activity,
@@ -23,8 +22,8 @@ from leads.models import (
 )
 from nurture import tokens
 from nurture.enrollment import queue_due_steps
-from nurture.outbox import LinkSigner, claim, send_claimed
-from nurture.render import TemplateRenderer
+from nurture.outbox import LinkSigner
+from tests.sending import send_due
 from tests.web.conftest import BASE, KEY, Site
 
 pytestmark = pytest.mark.anyio
@@ -117,18 +116,7 @@ async def test_the_next_send_honours_the_unsubscribe(site: Site, tmp_path: Path)
 
     assert (await site.client.post(site.path(site.links.unsubscribe_url(gone, "warm-up")), data=ONE_CLICK)).is_success
 
-    with session_scope(site.engine) as session:
-        claimed = claim(session=session, now=site.clock(), limit=10)
-    with FileOutbox(tmp_path / "outbox") as transport:
-        report = send_claimed(
-            engine=site.engine,
-            ids=claimed,
-            config=site.config,
-            renderer=TemplateRenderer(tmp_path / "templates"),
-            transport=transport,
-            links=site.links,
-            now=site.clock(),
-        )
+    report = send_due(site.engine, site.config, links=site.links, folder=tmp_path, now=site.clock())
     assert report.sent == 1 and report.skipped == Counter({"unsubscribed": 1})
     with Session(site.engine) as session:
         status = dict(session.execute(select(EmailOutbox.lead_id, EmailOutbox.status)).all())

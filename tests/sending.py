@@ -1,0 +1,30 @@
+"""Sending every due outbox row through a FileOutbox, as the nurture flow's send task does, for tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from connectors.mail import FileOutbox
+from leads.config import WorkspaceConfig
+from leads.db import session_scope
+from nurture.outbox import LinkSigner, SendReport, claim, send_claimed
+from nurture.render import TemplateRenderer
+
+
+def send_due(engine: Engine, config: WorkspaceConfig, *, links: LinkSigner, folder: Path, now: datetime) -> SendReport:
+    """Claim what is due and send it to `folder`/outbox, with templates from `folder`/templates (else shipped)."""
+    with session_scope(engine) as session:
+        ids = claim(session=session, now=now, limit=100)
+    with FileOutbox(folder / "outbox") as transport:
+        return send_claimed(
+            engine=engine,
+            ids=ids,
+            config=config,
+            renderer=TemplateRenderer(folder / "templates"),
+            transport=transport,
+            links=links,
+            now=now,
+        )
