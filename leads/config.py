@@ -13,7 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from leads.models import Stage
-from leads.scoring_config import DisqualifyConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
+from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
 
 
 class NurtureStep(Strict):
@@ -73,6 +73,7 @@ class WorkspaceConfig(Strict):
     stages: StagesConfig
     recycle: RecycleConfig = RecycleConfig()
     disqualify: DisqualifyConfig = DisqualifyConfig()
+    predictive: PredictiveConfig = PredictiveConfig()
     nurture: NurtureConfig = NurtureConfig()
     handoff: HandoffConfig = HandoffConfig()
     templates_dir: str = "templates"

@@ -7,7 +7,7 @@ part the scoring engine, explanations and backtests read.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -189,3 +189,48 @@ class DisqualifyConfig(Strict):
 
     when: list[Condition] = []
     on_sales_disqualified: bool = True
+
+
+PredictiveField = Literal[
+    "industry", "country", "company_size_band", "title_seniority", "email_kind", "budget", "authority", "need", "timing"
+]  # fmt: skip
+
+
+class CountFeature(Strict):
+    """How many activities of one type (optionally on one target) a lead had, binned 0 / 1–2 / 3–5 / 6+."""
+
+    activity: ActivityType
+    target_contains: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.activity.value} {self.target_contains}" if self.target_contains else self.activity.value
+
+
+class PredictiveConfig(Strict):
+    """The learned baseline: naive Bayes over profile fields and activity counts, trained on won/lost leads."""
+
+    fields: list[PredictiveField] = ["industry", "country", "company_size_band", "title_seniority", "email_kind"]
+    activity_counts: list[CountFeature] = Field(
+        default=[
+            *("page_view", "email_open", "email_click", "download", "webinar", "form_submit"),
+            {"activity": "page_view", "target_contains": "/pricing"},
+        ],
+        validate_default=True,
+        description="Activity types (or {activity, target_contains}) whose counts are features.",
+    )
+    store: bool = Field(default=False, description="true: `leadflow backtest` stores the probability on every lead.")
+
+    @field_validator("activity_counts", mode="before")
+    @classmethod
+    def _plain_types(cls, value: Any) -> Any:
+        """`page_view` is short for `{activity: page_view}`."""
+        return [{"activity": v} if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _unique(self) -> PredictiveConfig:
+        names = [*self.fields, *(c.name for c in self.activity_counts)]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"features must be unique; repeated: {', '.join(dupes)}")
+        return self
