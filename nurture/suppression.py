@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.orm import Session
 
+from leads.ingest import mark_due
 from leads.models import (
     Activity,
     ActivityType,
@@ -111,8 +112,7 @@ def _record_activity(
         )
         .on_conflict_do_nothing(index_elements=["source", "source_id"])
     )
-    # New activity: the lead is due for requalification, as after any ingest.
-    session.execute(update(Lead).where(Lead.id == lead_id).values(rescore_at=now))
+    mark_due(session, [lead_id])  # new activity: the next incremental requalify looks at the lead
     session.execute(
         update(Lead)
         .where(Lead.id == lead_id, or_(Lead.last_activity_at.is_(None), Lead.last_activity_at < now))
