@@ -59,9 +59,12 @@ FUNNEL: tuple[Stage, ...] = (
 )
 
 
+_RANKS = {stage: rank for rank, stage in enumerate(FUNNEL)}
+
+
 def funnel_rank(stage: Stage) -> int:
     """Position in the funnel; stages beside it (recycled, disqualified) rank as suspect."""
-    return FUNNEL.index(stage) if stage in FUNNEL else 0
+    return _RANKS.get(stage, 0)
 
 
 class ActivityType(StrEnum):

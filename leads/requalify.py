@@ -14,7 +14,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from leads.config import WorkspaceConfig
@@ -117,7 +132,7 @@ def requalify_batch(
     transitions: list[dict[str, Any]] = []
     for lead in leads:
         stage = Stage(lead.stage)
-        parts = scorer.parts(lead, rows.get(lead.id), now)
+        parts = scorer.parts(lead, rows.get(lead.id), now, detail=False)
         decision = decide(stage, lead.stage_changed_at, parts, config, lead)
         if decision:
             result.moves[(stage.value, decision.to_stage.value)] += 1
@@ -133,11 +148,10 @@ def requalify_batch(
             parts.total,
         ):
             result.rescored += 1
-        since = lead.last_activity_at or lead.created_at
         updates.append(
             {"lid": lead.id, "fit": parts.fit, "eng": parts.engagement, "total": parts.total, "st": stage.value,
              "changed": now if decision else None, "r0": lead.rescore_at or EPOCH,
-             "next": next_rescore_at(parts=parts, stage=stage, config=config, now=now, since=since)}
+             "next": next_rescore_at(parts=parts, stage=stage, config=config, now=now)}
         )  # fmt: skip
     _write(session, updates, now)
     if transitions:
@@ -145,28 +159,71 @@ def requalify_batch(
     return result
 
 
+# Scores of one batch land in a temporary table first, then one UPDATE ... FROM joins them in:
+# several times faster than an UPDATE per lead once a batch has thousands of leads.
+_staging = MetaData()
+SCORES = Table(
+    "requalify_scores",
+    _staging,
+    Column("lid", Integer, primary_key=True),
+    Column("fit", Float),
+    Column("eng", Float),
+    Column("total", Float),
+    Column("st", String(20)),
+    Column("changed", DateTime),
+    Column("r0", DateTime),
+    Column("next", DateTime),
+    prefixes=["TEMPORARY"],
+)
+
+
 def _write(session: Session, updates: list[dict[str, Any]], now: datetime) -> None:
     """Bulk update; `rescore_at` only if nobody (ingest) marked the lead due since we read it."""
     if not updates:
         return
-    table = Lead.__table__
-    unchanged_since_read = func.coalesce(table.c.rescore_at, bindparam("epoch", EPOCH, type_=DateTime)) == bindparam(
-        "r0", type_=DateTime
-    )
-    session.connection().execute(
-        update(table)  # type: ignore[arg-type]
-        .where(table.c.id == bindparam("lid"))
+    connection = session.connection()
+    SCORES.create(connection, checkfirst=True)
+    connection.execute(SCORES.delete())
+    _stage_rows(connection, updates)
+    lead, scores = Lead.__table__, SCORES
+    unchanged_since_read = func.coalesce(lead.c.rescore_at, literal(EPOCH, DateTime)) == scores.c.r0
+    connection.execute(
+        update(lead)  # type: ignore[arg-type]
+        .where(lead.c.id == scores.c.lid)
         .values(
-            fit_score=bindparam("fit"),
-            engagement_score=bindparam("eng"),
-            score=bindparam("total"),
-            stage=bindparam("st"),
-            stage_changed_at=func.coalesce(bindparam("changed", type_=DateTime), table.c.stage_changed_at),
+            fit_score=scores.c.fit,
+            engagement_score=scores.c.eng,
+            score=scores.c.total,
+            stage=scores.c.st,
+            stage_changed_at=func.coalesce(scores.c.changed, lead.c.stage_changed_at),
             scored_at=now,
-            rescore_at=case((unchanged_since_read, bindparam("next", type_=DateTime)), else_=table.c.rescore_at),
-        ),
-        [{**u, "epoch": EPOCH} for u in updates],
+            rescore_at=case((unchanged_since_read, scores.c.next), else_=lead.c.rescore_at),
+        )
     )
+    connection.execute(SCORES.delete())
+
+
+def _stage_rows(connection: Any, updates: list[dict[str, Any]]) -> None:
+    """Straight to the driver: SQLAlchemy's per-value processing costs more than the insert itself."""
+    sqlite = connection.dialect.name == "sqlite"
+    marks = ", ".join(["?" if sqlite else "%s"] * 8)
+    when = _sqlite_time if sqlite else _same
+    connection.exec_driver_sql(
+        f"INSERT INTO requalify_scores (lid, fit, eng, total, st, changed, r0, next) VALUES ({marks})",
+        [
+            (u["lid"], u["fit"], u["eng"], u["total"], u["st"], when(u["changed"]), when(u["r0"]), when(u["next"]))
+            for u in updates
+        ],
+    )
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """The text SQLAlchemy stores for a DateTime on SQLite (always with microseconds)."""
+    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def requalify_shard(

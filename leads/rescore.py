@@ -46,18 +46,19 @@ def _crossing_days(steady: float, decaying: float, threshold: float, half_life: 
     return None if halvings is None else halvings * half_life
 
 
-def next_rescore_at(
-    *, parts: ScoreParts, stage: Stage, config: WorkspaceConfig, now: datetime, since: datetime | None
-) -> datetime | None:
+def next_rescore_at(*, parts: ScoreParts, stage: Stage, config: WorkspaceConfig, now: datetime) -> datetime | None:
     """The earliest time the lead's stage could change without new activity, or None."""
     if stage in FROZEN:
         return None
     candidates: list[datetime] = []
     if parts.signals.frequency_lapses_at is not None:
         candidates.append(parts.signals.frequency_lapses_at)
+    since = parts.signals.quiet_since
     if since is not None:
-        penalised = {c.rule for c in parts.contributions}
-        candidates += [since + timedelta(days=r.days) for r in config.scoring.inactivity if r.name not in penalised]
+        # An inactivity rule not yet applied starts to apply `days` after the last activity.
+        candidates += [
+            since + timedelta(days=r.days) for r in config.scoring.inactivity if now - since < timedelta(days=r.days)
+        ]
     half_life = config.scoring.half_life_days
     if half_life:
         candidates += _decay_crossings(parts, stage, config, now, half_life)
@@ -83,8 +84,11 @@ def _decay_crossings(
         )
         if low:  # 0 would mean already below: decide() has recycled it
             days.append(low)
+    if parts.negative >= 0:
+        return [now + timedelta(days=d) for d in days]  # only a decaying penalty can raise a score
+    rank = funnel_rank(stage)
     for target, rule in config.stages.ordered():
-        if funnel_rank(target) <= funnel_rank(stage) or not rule.has_thresholds:
+        if funnel_rank(target) <= rank or not rule.has_thresholds:
             continue
         if rule.min_fit is not None and parts.fit < rule.min_fit:
             continue  # fit does not change with time

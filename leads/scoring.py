@@ -13,9 +13,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Float, Select, and_, case, func, literal, select
+from sqlalchemy import Float, Select, String, and_, case, func, literal, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from leads.models import Activity, ActivityType, Lead
@@ -31,9 +31,8 @@ OUTCOME_TYPES: tuple[ActivityType, ...] = (
 JULIAN_UNIX_EPOCH = 2440587.5
 
 
-@dataclass(frozen=True)
-class Contribution:
-    """One rule's share of a score, for explanations and handoffs."""
+class Contribution(NamedTuple):
+    """One rule's share of a score, for explanations and handoffs (a tuple: cheap at a million leads)."""
 
     rule: str
     part: str  # "fit" | "engagement"
@@ -42,16 +41,17 @@ class Contribution:
     capped: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LeadSignals:
     """What the activity says about one lead, besides points: hand raises, outcomes, timing."""
 
     hand_raises: dict[ActivityType, datetime] = field(default_factory=dict)
     outcomes: dict[ActivityType, datetime] = field(default_factory=dict)
     frequency_lapses_at: datetime | None = None  # when a met frequency rule may stop being met
+    quiet_since: datetime | None = None  # last activity seen (or creation): inactivity counts from here
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScoreParts:
     fit: float
     engagement: float
@@ -116,7 +116,12 @@ class Scorer:
         self._patterns = {
             id(c): re.compile(c.pattern) for c in [*scoring.fit, *self.disqualify] if c.pattern is not None
         }
-        self._fit_memo: dict[tuple[Any, ...], tuple[tuple[Contribution, ...], str | None]] = {}
+        # Each rule reads one field: memoise per field value, so a million leads cost a few
+        # thousand rule evaluations and one dict lookup per field per lead.
+        self._fields = tuple(sorted({c.field for c in [*scoring.fit, *self.disqualify]}))
+        self._by_value: dict[str, dict[Any, tuple[tuple[Contribution, ...], float, str | None]]] = {
+            name: {} for name in self._fields
+        }
         half_life = scoring.half_life_days
         self.decay_rate = math.log(2) / half_life if half_life else 0.0  # per day
 
@@ -147,10 +152,10 @@ class Scorer:
         for rule in self.scoring.frequency:
             recent = and_(_matches(rule), Activity.occurred_at >= now - timedelta(days=rule.within_days))
             columns.append(func.sum(case((recent, 1), else_=0)))
-            columns.append(func.min(case((recent, Activity.occurred_at), else_=None)))
+            columns.append(_raw(func.min(case((recent, Activity.occurred_at), else_=None))))
         for kind in (*self.hand_raise_types, *OUTCOME_TYPES):
-            columns.append(func.max(case((Activity.type == kind.value, Activity.occurred_at), else_=None)))
-        columns.append(func.max(Activity.occurred_at))
+            columns.append(_raw(func.max(case((Activity.type == kind.value, Activity.occurred_at), else_=None))))
+        columns.append(_raw(func.max(Activity.occurred_at)))
         query = select(*columns).where(Activity.occurred_at <= now, *lead_filter)
         if after_stage_change:
             query = query.join(Lead, Lead.id == Activity.lead_id).where(
@@ -160,90 +165,125 @@ class Scorer:
 
     # --- Python, per lead --------------------------------------------------------------------------
 
-    def fit(self, lead: Any) -> tuple[tuple[Contribution, ...], str | None]:
-        """Fit contributions and the disqualifying condition (if any), memoised per distinct profile."""
-        key = (lead.title, lead.industry, lead.company_size, lead.country, lead.company, email_domain(lead.email))
-        cached = self._fit_memo.get(key)
-        if cached is None:
+    def _field_verdict(self, name: str, value: Any) -> tuple[tuple[Contribution, ...], float, str | None]:
+        """Fit contributions, their sum, and a disqualifying reason, for one value of one field."""
+        cache = self._by_value[name]
+        verdict = cache.get(value)
+        if verdict is None:
             contributions = tuple(
                 Contribution(rule=r.name, part="fit", points=r.points)
                 for r in self.scoring.fit
-                if condition_matches(r, field_value(lead, r.field), self._patterns.get(id(r)))
+                if r.field == name and condition_matches(r, value, self._patterns.get(id(r)))
             )
             disqualified = next(
                 (
                     f"{c.field} {describe_condition(c)}"
                     for c in self.disqualify
-                    if condition_matches(c, field_value(lead, c.field), self._patterns.get(id(c)))
+                    if c.field == name and condition_matches(c, value, self._patterns.get(id(c)))
                 ),
                 None,
             )
-            cached = self._fit_memo[key] = (contributions, disqualified)
-        return cached
+            verdict = cache[value] = (contributions, sum(c.points for c in contributions), disqualified)
+        return verdict
+
+    def fit(self, lead: Any) -> tuple[tuple[Contribution, ...], str | None]:
+        """Fit contributions (in rule order) and the disqualifying condition, if any."""
+        found: list[Contribution] = []
+        disqualified = None
+        for name in self._fields:
+            contributions, _, reason = self._field_verdict(name, field_value(lead, name))
+            found += contributions
+            disqualified = disqualified or reason
+        order = {r.name: i for i, r in enumerate(self.scoring.fit)}
+        return tuple(sorted(found, key=lambda c: order[c.rule])), disqualified
+
+    def _fit_points(self, lead: Any) -> tuple[float, str | None]:
+        total, disqualified = 0.0, None
+        for name in self._fields:
+            _, points, reason = self._field_verdict(name, field_value(lead, name))
+            total += points
+            disqualified = disqualified or reason
+        return total, disqualified
 
     def engagement(self, amounts: Sequence[float]) -> list[tuple[ActivityRule, Contribution]]:
         """Points per engagement rule from its (decayed) activity count, limited by the rule's cap."""
         out = []
         for rule, amount in zip(self.scoring.engagement, amounts, strict=True):
-            if amount <= 1e-9:
-                continue
-            raw = rule.points * amount
-            capped = rule.cap is not None and abs(raw) > abs(rule.cap)
-            points = round(rule.cap if capped else raw, 2)  # type: ignore[arg-type]
-            out.append((rule, Contribution(rule.name, "engagement", points, round(amount, 3), capped)))
+            if amount > 1e-9:
+                raw = rule.points * amount
+                cap = rule.cap
+                capped = cap is not None and (raw > cap if cap > 0 else raw < cap)
+                points = round(cap if capped else raw, 2)  # type: ignore[arg-type]
+                out.append((rule, Contribution(rule.name, "engagement", points, round(amount, 3), capped)))
         return out
 
-    def parts(self, lead: Any, row: Sequence[Any] | None, now: datetime) -> ScoreParts:
-        """Score parts of one lead from its row of `activity_query` (None when it has no activity)."""
-        fit_contributions, disqualified = self.fit(lead)
-        contributions = list(fit_contributions)
+    def parts(self, lead: Any, row: Sequence[Any] | None, now: datetime, *, detail: bool = True) -> ScoreParts:
+        """Score parts of one lead from its row of `activity_query` (None when it has no activity).
+
+        `detail=False` skips building the per-rule contributions: requalify at a million leads
+        needs only the sums; explanations and handoffs ask for the detail.
+        """
+        if detail:
+            fit_contributions, disqualified = self.fit(lead)
+            fit_sum = sum(c.points for c in fit_contributions)
+            contributions: list[Contribution] | None = list(fit_contributions)
+        else:
+            fit_sum, disqualified = self._fit_points(lead)
+            contributions = None
         positive = negative = steady = 0.0
         hand_raises: dict[ActivityType, datetime] = {}
         outcomes: dict[ActivityType, datetime] = {}
-        lapses: list[datetime] = []
+        lapse: datetime | None = None
         last_activity = lead.last_activity_at
         if row is not None:
-            values = iter(row[1:])
-            amounts = [float(next(values) or 0.0) for _ in self.scoring.engagement]
-            for rule, contribution in self.engagement(amounts):
-                contributions.append(contribution)
+            n_rules = len(self.scoring.engagement)
+            for rule, contribution in self.engagement([v or 0.0 for v in row[1 : 1 + n_rules]]):
+                if contributions is not None:
+                    contributions.append(contribution)
                 if not (rule.decays and self.decay_rate):
                     steady += contribution.points
                 elif contribution.points > 0:
                     positive += contribution.points
                 else:
                     negative += contribution.points
+            at = 1 + n_rules
             for rule in self.scoring.frequency:
-                count, oldest = int(next(values) or 0), next(values)
+                count, oldest = int(row[at] or 0), row[at + 1]
+                at += 2
                 if count >= rule.at_least:
-                    contributions.append(Contribution(rule.name, "engagement", rule.points, count))
+                    if contributions is not None:
+                        contributions.append(Contribution(rule.name, "engagement", rule.points, count))
                     steady += rule.points
-                    lapses.append(_as_datetime(oldest) + timedelta(days=rule.within_days))
+                    ends = _as_datetime(oldest) + timedelta(days=rule.within_days)
+                    lapse = ends if lapse is None or ends < lapse else lapse
             for kind in self.hand_raise_types:
-                at = next(values)
-                if at is not None:
-                    hand_raises[kind] = _as_datetime(at)
+                if row[at] is not None:
+                    hand_raises[kind] = _as_datetime(row[at])
+                at += 1
             for kind in OUTCOME_TYPES:
-                at = next(values)
-                if at is not None:
-                    outcomes[kind] = _as_datetime(at)
-            last_activity = _as_datetime(next(values))
+                if row[at] is not None:
+                    outcomes[kind] = _as_datetime(row[at])
+                at += 1
+            last_activity = _as_datetime(row[at])
         since = last_activity or lead.created_at
-        for rule in self.scoring.inactivity:
-            if since is not None and now - since >= timedelta(days=rule.days):
-                contributions.append(Contribution(rule.name, "engagement", rule.points))
-                steady += rule.points
-        fit = round(sum(c.points for c in contributions if c.part == "fit"), 2)
+        if since is not None:
+            quiet = now - since
+            for rule in self.scoring.inactivity:
+                if quiet >= timedelta(days=rule.days):
+                    if contributions is not None:
+                        contributions.append(Contribution(rule.name, "engagement", rule.points))
+                    steady += rule.points
+        fit = round(fit_sum, 2)
         engagement = round(positive + negative + steady, 2)
         weights = self.scoring.total
         return ScoreParts(
             fit=fit,
             engagement=engagement,
             total=round(weights.fit * fit + weights.engagement * engagement, 2),
-            contributions=tuple(contributions),
+            contributions=tuple(contributions) if contributions is not None else (),
             positive=positive,
             negative=negative,
-            signals=LeadSignals(hand_raises, outcomes, min(lapses) if lapses else None),
+            signals=LeadSignals(hand_raises, outcomes, lapse, since),
             disqualified_by=disqualified,
         )
 
@@ -271,6 +311,11 @@ def _matches(rule: ActivityRule | FrequencyRule) -> ColumnElement[bool]:
         # ILIKE on PostgreSQL, LIKE (case-insensitive for ASCII) on SQLite: the same matches on both.
         condition = condition & Activity.target.icontains(rule.target_contains, autoescape=True)  # type: ignore[union-attr]
     return condition
+
+
+def _raw(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """Skip SQLAlchemy's per-value datetime processing (slow at a million rows); _as_datetime parses."""
+    return type_coerce(column, String)
 
 
 def _julian(naive_utc: datetime) -> float:

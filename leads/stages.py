@@ -122,13 +122,29 @@ def decide(
     recycled = _recycled(current, changed_at, parts, config)
     if recycled:
         return StageDecision(Stage.recycled, recycled)
+    rank = funnel_rank(current)
     for stage, rule in reversed(config.stages.ordered()):
-        if funnel_rank(stage) <= funnel_rank(current):
+        if funnel_rank(stage) <= rank:
             return None
-        why = rule_met(rule, parts, lead)
-        if why is not None:
-            return StageDecision(to_stage=stage, reason=why)
+        if _may_meet(rule, parts):
+            why = rule_met(rule, parts, lead)
+            if why is not None:
+                return StageDecision(to_stage=stage, reason=why)
     return None
+
+
+def _may_meet(rule: StageRule, parts: ScoreParts) -> bool:
+    """A cheap first look (numbers only) before building the reason; BANT is checked after."""
+    if rule.hand_raise and any(t in parts.signals.hand_raises for t in rule.hand_raise):
+        return True
+    for value, minimum in (
+        (parts.total, rule.min_score),
+        (parts.fit, rule.min_fit),
+        (parts.engagement, rule.min_engagement),
+    ):
+        if minimum is not None and value < minimum:
+            return False
+    return rule.has_thresholds
 
 
 def _disqualified(parts: ScoreParts, config: WorkspaceConfig) -> str | None:

@@ -1,0 +1,274 @@
+"""Requalify at scale: full and incremental runs beside the raw SQL floor, on SQLite or PostgreSQL.
+
+    python bench/requalify_bench.py --leads 1000000 --events 5000000            # SQLite file in bench/results/
+    python bench/requalify_bench.py --database-url postgresql://postgres@127.0.0.1/bench_requalify
+
+The floor is one GROUP BY over the same activity rows with the decay expression, fetched to
+Python: the least any set-based scorer must do. Each phase runs in its own process so its peak
+memory (ru_maxrss) is its own. Figures go to stdout and bench/results/requalify-<backend>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results"
+NOW = datetime(2026, 10, 1, 12, 0)
+DAYS = 90
+TYPES = [
+    ("page_view", 0.55), ("email_open", 0.18), ("email_click", 0.06), ("download", 0.05), ("webinar", 0.02),
+    ("form_submit", 0.04), ("newsletter_signup", 0.02), ("ad_click", 0.05), ("unsubscribe", 0.005),
+    ("email_bounce", 0.005), ("demo_request", 0.004), ("contact_sales", 0.002), ("cart_add", 0.006),
+]  # fmt: skip
+PAGES = ["/", "/pricing", "/features", "/blog/scoring", "/blog/nurture", "/case-studies/bank", "/careers", "/docs"]
+TITLES = ["CEO", "Head of Marketing", "Marketing Manager", "Developer", "Student", "VP Sales", "Analyst", "Director"]
+INDUSTRIES = ["software", "finance", "logistics", "manufacturing", "retail", "healthcare", "education"]
+COUNTRIES = ["NL", "DK", "DE", "GB", "US", "FR", "BE", "SE"]
+DOMAINS = ["gmail.com", "outlook.com"] + [f"company{i}.example" for i in range(200)]
+
+
+def machine() -> dict[str, object]:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    mem = next((int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(mem / 1024**2, 1),
+        "python": platform.python_version(),
+    }
+
+
+def generate(url: str, leads: int, events: int, seed: int) -> None:
+    """Leads and activity straight into the migrated schema (raw inserts: the bench data, not the subject)."""
+    from sqlalchemy import text
+
+    from leads.db import make_engine, upgrade
+
+    rng = random.Random(seed)
+    engine = make_engine(url)
+    upgrade(engine)
+    types, weights = zip(*TYPES, strict=True)
+    start = NOW - timedelta(days=DAYS)
+    created = start.isoformat(sep=" ")
+    lead_rows = [
+        (i, f"lead{i}@{rng.choice(DOMAINS)}", rng.choice(TITLES), rng.choice(INDUSTRIES),
+         rng.choice([5, 20, 80, 250, 1200, 8000]), rng.choice(COUNTRIES), f"Company {i % 50000}")
+        for i in range(1, leads + 1)
+    ]  # fmt: skip
+    # Heavy-tailed activity per lead: most leads do little, a few do a lot.
+    weights_per_lead = [rng.paretovariate(1.6) for _ in range(leads)]
+    scale = events / sum(weights_per_lead)
+    with engine.begin() as conn:
+        dbapi = conn.connection.driver_connection
+        cur = dbapi.cursor()
+        pg = engine.dialect.name == "postgresql"
+        lead_sql = (
+            "INSERT INTO lead (id, email, title, industry, company_size, country, company, fit_score, "
+            "engagement_score, score, stage, crm_ids, created_at, updated_at) VALUES "
+            + (
+                "(%s,%s,%s,%s,%s,%s,%s,0,0,0,'suspect','{}',%s,%s)"
+                if pg
+                else "(?,?,?,?,?,?,?,0,0,0,'suspect','{}',?,?)"
+            )
+        )
+        cur.executemany(lead_sql, [(*row, created, created) for row in lead_rows])
+        act_sql = (
+            "INSERT INTO activity (lead_id, type, occurred_at, source, source_id, target, properties, ingested_at) "
+            + ("VALUES (%s,%s,%s,'bench',%s,%s,'{}',%s)" if pg else "VALUES (?,?,?,'bench',?,?,'{}',?)")
+        )
+        batch: list[tuple[object, ...]] = []
+        n = 0
+        for lead_id, weight in enumerate(weights_per_lead, start=1):
+            count = min(int(weight * scale + rng.random()), 400)
+            for _ in range(count):
+                kind = rng.choices(types, weights)[0]
+                at = start + timedelta(seconds=rng.randrange(DAYS * 86400))
+                target = rng.choice(PAGES) if kind == "page_view" else None
+                n += 1
+                batch.append((lead_id, kind, at.isoformat(sep=" "), f"b{n}", target, created))
+                if len(batch) >= 50_000:
+                    cur.executemany(act_sql, batch)
+                    batch.clear()
+        if batch:
+            cur.executemany(act_sql, batch)
+        if pg:
+            cur.execute("SELECT setval('lead_id_seq', (SELECT max(id) FROM lead))")
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+def phase(name: str, url: str, config_path: str) -> dict[str, object]:
+    """One measured step, in this (fresh) process."""
+    from sqlalchemy import func, select, text, update
+
+    from leads.config import load_config
+    from leads.db import make_engine, session_scope
+    from leads.models import Activity, Lead
+    from leads.requalify import due_lead_ids, make_scorer, plan_shards, requalify_batch
+
+    config = load_config(Path(config_path))
+    engine = make_engine(url)
+    pg = engine.dialect.name == "postgresql"
+    out: dict[str, object] = {"phase": name}
+    started = time.perf_counter()
+    if name == "floor":
+        rate = math.log(2) / (config.scoring.half_life_days or 30)
+        if pg:
+            sql = (
+                "SELECT lead_id, SUM(exp(-:r * extract(epoch from (:now - occurred_at)) / 86400.0)) "
+                "FROM activity WHERE occurred_at <= :now GROUP BY lead_id"
+            )
+        else:
+            sql = (
+                "SELECT lead_id, SUM(exp(-:r * (julianday(:now) - julianday(occurred_at)))) "
+                "FROM activity WHERE occurred_at <= :now GROUP BY lead_id"
+            )
+        with engine.connect() as conn:
+            rows = conn.execute(text(sql), {"r": rate, "now": NOW if pg else NOW.isoformat(sep=" ")}).all()
+        out["rows"] = len(rows)
+    elif name in ("full", "full-2proc"):
+        with session_scope(engine) as session:
+            shards = plan_shards(session, 50_000)
+        workers = 2 if name == "full-2proc" else 1
+        with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool:
+            results = list(pool.map(_score_shard, [(url, config_path, lo, hi) for lo, hi in shards]))
+        out.update(shards=len(shards), moved=sum(results), workers=workers)
+    elif name == "incremental":
+        # 10,000 leads get one new activity each, as ingest would record it (and mark them due).
+        with session_scope(engine) as session:
+            top = session.execute(select(func.max(Lead.id))).scalar_one()
+        picked = random.Random(3).sample(range(1, top + 1), 10_000)
+        later = NOW + timedelta(hours=1)
+        with session_scope(engine) as session:
+            session.execute(
+                Activity.__table__.insert(),
+                [{"lead_id": i, "type": "page_view", "occurred_at": later, "source": "bench-inc",
+                  "source_id": f"inc{i}-{time.time_ns()}", "target": "/pricing", "properties": {},
+                  "ingested_at": later} for i in picked],
+            )  # fmt: skip
+            session.execute(update(Lead).where(Lead.id.in_(picked)).values(rescore_at=later))
+        started = time.perf_counter()
+        with session_scope(engine) as session:
+            due = due_lead_ids(session, later)
+            scorer = make_scorer(session, config)
+        for start in range(0, len(due), 5000):
+            with session_scope(engine) as session:
+                requalify_batch(session=session, config=config, now=later, ids=due[start : start + 5000], scorer=scorer)
+        out["due"] = len(due)
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["peak_mib"] = round(peak_kib / 1024)
+    engine.dispose()
+    return out
+
+
+def _score_shard(job: tuple[str, str, int, int]) -> int:
+    """One shard in a worker process, as a worker of the requalify flow would run it."""
+    from leads.config import load_config
+    from leads.db import make_engine, session_scope
+    from leads.requalify import requalify_batch
+
+    url, config_path, lo, hi = job
+    engine = _ENGINES.get(url) or _ENGINES.setdefault(url, make_engine(url))
+    config = load_config(Path(config_path))
+    with session_scope(engine) as session:
+        result = requalify_batch(session=session, config=config, now=NOW, lo=lo, hi=hi)
+    return sum(result.moves.values())
+
+
+_ENGINES: dict[str, object] = {}
+
+
+class _Inline:
+    """A stand-in executor that runs in this process."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def map(self, fn, items):  # type: ignore[no-untyped-def]
+        return map(fn, items)
+
+
+def run_phase(name: str, url: str, config: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--phase", name, "--database-url", url, "--config", config],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=5_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--config", default=str(ROOT / "leads" / "examples" / "leadflow.yaml"))
+    parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--regenerate", action="store_true", help="Rebuild the data even if a copy exists.")
+    args = parser.parse_args()
+    if args.phase:
+        print(json.dumps(phase(args.phase, args.database_url, args.config)))
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    url = args.database_url or f"sqlite:///{RESULTS / f'requalify-{args.leads}-{args.events}.db'}"
+    backend = "postgresql" if url.startswith("postgres") else "sqlite"
+    fresh = url.startswith("sqlite") and not Path(url.removeprefix("sqlite:///")).exists()
+    if args.regenerate or fresh or backend == "postgresql":
+        if url.startswith("sqlite"):
+            Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+        else:
+            _recreate_pg(url)
+        t = time.perf_counter()
+        generate(url, args.leads, args.events, args.seed)
+        print(f"generated {args.leads} leads / ~{args.events} events in {time.perf_counter() - t:.0f} s", flush=True)
+    results = {"machine": machine(), "backend": backend, "leads": args.leads, "events": args.events}
+    for name in ("floor", "full", "floor", "full-2proc", "full", "incremental"):
+        figures = run_phase(name, url, args.config)
+        print(json.dumps(figures), flush=True)
+        results.setdefault(name, []).append(figures)  # type: ignore[union-attr]
+    floor = min(r["seconds"] for r in results["floor"])  # type: ignore[index]
+    full = min(r["seconds"] for r in results["full"])  # type: ignore[index]
+    full2 = results["full-2proc"][0]["seconds"]  # type: ignore[index]
+    results["full_over_floor"] = round(full / floor, 2)
+    results["full_2proc_over_floor"] = round(full2 / floor, 2)
+    print(json.dumps({"floor_s": floor, "full_s": full, "full_2proc_s": full2, "full_over_floor": results["full_over_floor"],
+                      "full_2proc_over_floor": results["full_2proc_over_floor"],
+                      "incremental_s": results["incremental"][0]["seconds"]}))  # type: ignore[index]  # fmt: skip
+    (RESULTS / f"requalify-{backend}.json").write_text(json.dumps(results, indent=2))
+
+
+def _recreate_pg(url: str) -> None:
+    import sqlalchemy as sa
+
+    from leads.db import normalize_url
+
+    target = normalize_url(url)
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        conn.exec_driver_sql(f'CREATE DATABASE "{target.database}"')
+    admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
