@@ -8,11 +8,9 @@ destination altogether (410 Gone).
 
 from __future__ import annotations
 
-import email.utils
 import ipaddress
 import json
 import logging
-import math
 import re
 import socket
 import time
@@ -24,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from connectors.http import parse_retry_after
 from connectors.keyed_files import atomic_write, file_stem
 
 __all__ = [
@@ -122,26 +121,6 @@ class FileInbox:
 # --- webhook ---------------------------------------------------------------------------------
 
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,255}")
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent or junk."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
 
 
 def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
