@@ -12,12 +12,16 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from leads.records import ActivityRecord, RecordError, Rejected, parse_activity
+import orjson
+
+from connectors.pages import Page
+from leads.records import ActivityParser, ActivityRecord, PlusAddressing, RecordError, Rejected
+
+__all__ = ["FileActivitySource", "Page"]
 
 SUFFIXES = (".jsonl", ".csv")
 CORE_COLUMNS = ("id", "email", "type", "at", "target")
@@ -37,23 +41,16 @@ LEAD_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class Page:
-    """A batch of one file: valid records, rejected ones, and the cursor to save with them."""
-
-    stream: str
-    records: list[ActivityRecord]
-    rejected: list[Rejected]
-    cursor: dict[str, Any]
-
-
 class FileActivitySource:
     """Reads `path` (a file, or a folder of .jsonl/.csv files) from the saved cursors on."""
 
-    def __init__(self, name: str, path: Path, *, batch_size: int = 5000) -> None:
+    def __init__(
+        self, name: str, path: Path, *, batch_size: int = 5000, plus_addressing: PlusAddressing = "keep"
+    ) -> None:
         self.name = name
         self.path = path
         self.batch_size = batch_size
+        self.plus_addressing = plus_addressing
 
     def files(self) -> list[Path]:
         if self.path.is_dir():
@@ -61,6 +58,10 @@ class FileActivitySource:
         if not self.path.exists():
             raise FileNotFoundError(f"source {self.name!r}: {self.path} does not exist")
         return [self.path]
+
+    def streams(self) -> list[Path]:
+        """A stream per file; its cursor is saved under the file's name."""
+        return self.files()
 
     def pages(self, file: Path, cursor: dict[str, Any] | None, *, now: datetime) -> Iterator[Page]:
         """Pages of `file` after `cursor`; each page's cursor covers exactly the lines in it."""
@@ -74,17 +75,29 @@ class FileActivitySource:
             if cursor and cursor.get("fingerprint") == fingerprint and cursor.get("offset", 0) <= file.stat().st_size:
                 offset, line_no = int(cursor["offset"]), int(cursor["line"])
             handle.seek(offset)
+            parse = ActivityParser(now=now, plus_addressing=self.plus_addressing)
             records: list[ActivityRecord] = []
             rejected: list[Rejected] = []
+            batch_size = self.batch_size
             for raw_line in handle:
                 if not raw_line.endswith(b"\n"):
                     break  # still being written
                 line_no += 1
                 offset += len(raw_line)
-                if line_no == 1 and header is not None:
-                    continue
-                self._parse_into(raw_line, file, line_no, header, now, records, rejected)
-                if len(records) + len(rejected) >= self.batch_size:
+                if header is not None:
+                    if line_no > 1:
+                        _parse_csv_line(raw_line, file, line_no, header, parse, records, rejected)
+                else:
+                    try:  # the fast path: bytes straight to a dict, errors and odd lines go the long way below
+                        raw = orjson.loads(raw_line)
+                        if type(raw) is not dict:
+                            raise TypeError
+                        records.append(parse(raw, raw_size=len(raw_line)))
+                    except RecordError as exc:
+                        rejected.append(_rejected(raw_line, file, line_no, exc))
+                    except (orjson.JSONDecodeError, TypeError):
+                        _parse_json_line(raw_line, file, line_no, parse, records, rejected)
+                if len(records) + len(rejected) >= batch_size:
                     yield Page(
                         file.name, records, rejected, {"offset": offset, "line": line_no, "fingerprint": fingerprint}
                     )
@@ -94,25 +107,49 @@ class FileActivitySource:
                     file.name, records, rejected, {"offset": offset, "line": line_no, "fingerprint": fingerprint}
                 )
 
-    def _parse_into(
-        self,
-        raw_line: bytes,
-        file: Path,
-        line_no: int,
-        header: list[str] | None,
-        now: datetime,
-        records: list[ActivityRecord],
-        rejected: list[Rejected],
-    ) -> None:
-        text = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not text.strip():
-            return
-        location = f"{file.name}:{line_no}"
-        try:
-            raw = _csv_record(text, header) if header is not None else _json_record(text)
-            records.append(parse_activity(raw, now=now))
-        except RecordError as exc:
-            rejected.append(Rejected(location=location, reason=exc.reason, detail=exc.detail, raw=text))
+
+def _line_text(raw_line: bytes) -> str:
+    return raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def _rejected(raw_line: bytes, file: Path, line_no: int, exc: RecordError) -> Rejected:
+    return Rejected(location=f"{file.name}:{line_no}", reason=exc.reason, detail=exc.detail, raw=_line_text(raw_line))
+
+
+def _parse_json_line(
+    raw_line: bytes,
+    file: Path,
+    line_no: int,
+    parse: ActivityParser,
+    records: list[ActivityRecord],
+    rejected: list[Rejected],
+) -> None:
+    """A line the fast parser refused: blank (skipped), or parsed by `json` (NaN, huge numbers) or rejected."""
+    text = _line_text(raw_line)
+    if not text.strip():
+        return
+    try:
+        records.append(parse(_json_record(text)))
+    except RecordError as exc:
+        rejected.append(_rejected(raw_line, file, line_no, exc))
+
+
+def _parse_csv_line(
+    raw_line: bytes,
+    file: Path,
+    line_no: int,
+    header: list[str],
+    parse: ActivityParser,
+    records: list[ActivityRecord],
+    rejected: list[Rejected],
+) -> None:
+    text = _line_text(raw_line)
+    if not text.strip():
+        return
+    try:
+        records.append(parse(_csv_record(text, header)))
+    except RecordError as exc:
+        rejected.append(_rejected(raw_line, file, line_no, exc))
 
 
 def _json_record(text: str) -> dict[str, Any]:

@@ -1,53 +1,93 @@
 """Moving a source's new records into the database, page by page, each page with its cursor.
 
 A page and its cursor commit in one transaction, so a run that dies midway resumes at the
-last committed page without skipping or repeating anything.
+last committed page without skipping or repeating anything. Every kind of source (files,
+CRMs) goes through here: a source lists its streams and yields pages of a stream from a cursor.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
-from connectors.files import FileActivitySource
+from connectors.pages import Page
 from leads.db import session_scope
-from leads.ingest import load_cursor, store_batch
+from leads.ingest import LeadCache, apply_lead_activity, defer_lead_activity, load_cursor, store_batch
+
+
+class ActivitySource(Protocol):
+    """A file source, a CRM source: named streams, each read from its cursor in pages."""
+
+    name: str
+
+    def streams(self) -> Sequence[Any]: ...
+
+    def pages(self, stream: Any, cursor: dict[str, Any] | None, *, now: datetime) -> Iterator[Page]: ...
 
 
 @dataclass
 class SyncTotals:
-    files: int = 0
+    streams: int = 0
     pages: int = 0
     inserted: int = 0
     duplicates: int = 0
     new_leads: int = 0
+    profiles: int = 0
+    skipped: int = 0
     quarantined: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def files(self) -> int:
+        """File sources have one stream per file."""
+        return self.streams
 
-def sync_source(*, engine: Engine, source: FileActivitySource, now: datetime) -> SyncTotals:
-    """Every file of `source` from its saved cursor on."""
+
+def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> SyncTotals:
+    """Every stream of `source` from its saved cursor on.
+
+    The leads' last activity times are caught up once at the end (also when a stream fails),
+    not once per page; see `leads.ingest.defer_lead_activity`.
+    """
     totals = SyncTotals()
-    for file in source.files():
-        totals.files += 1
-        with session_scope(engine) as session:
-            cursor = load_cursor(session, source=source.name, stream=file.name)
-        for page in source.pages(file, cursor, now=now):
+    cache = LeadCache()
+    with session_scope(engine) as session:
+        after_id = defer_lead_activity(session, source=source.name)
+    try:
+        for stream in source.streams():
+            totals.streams += 1
             with session_scope(engine) as session:
-                result = store_batch(
-                    session=session,
-                    source=source.name,
-                    records=page.records,
-                    rejected=page.rejected,
-                    cursor=(page.stream, page.cursor),
-                )
-            totals.pages += 1
-            totals.inserted += result.inserted
-            totals.duplicates += result.duplicates
-            totals.new_leads += result.new_leads
-            totals.quarantined += result.quarantined
-            totals.reasons.update(r.reason for r in page.rejected)
+                cursor = load_cursor(session, source=source.name, stream=stream.name)
+            for page in source.pages(stream, cursor, now=now):
+                with session_scope(engine) as session:
+                    result = store_batch(
+                        session=session,
+                        source=source.name,
+                        records=page.records,
+                        rejected=page.rejected,
+                        cursor=(page.stream, page.cursor),
+                        profiles=page.profiles,
+                        cache=cache,
+                        defer_latest=True,
+                    )
+                totals.pages += 1
+                totals.inserted += result.inserted
+                totals.duplicates += result.duplicates
+                totals.new_leads += result.new_leads
+                totals.profiles += result.profiles
+                totals.skipped += page.skipped
+                totals.quarantined += result.quarantined
+                totals.reasons.update(r.reason for r in page.rejected)
+    except BaseException:
+        with contextlib.suppress(Exception), session_scope(engine) as session:  # the next run catches up otherwise
+            apply_lead_activity(session, source=source.name, after_id=after_id)
+        raise
+    with session_scope(engine) as session:
+        apply_lead_activity(session, source=source.name, after_id=after_id)
     return totals

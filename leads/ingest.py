@@ -3,23 +3,34 @@
 All of it happens in the caller's transaction, so a page and its cursor commit together: a run
 that dies midway resumes at the last committed page, and re-ingesting a page is a no-op because
 (source, source_id) is unique.
+
+Ingest is the hot path (hundreds of thousands of events a second from a file), so the activity
+rows go in with one prepared `executemany` and no RETURNING; what the new rows change on their
+leads (last activity, unsubscribe, bounce, due for requalify) is then worked out by the database
+from the rows of this page alone (their ids are above the largest id before the insert).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+import orjson
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from leads.models import Activity, ActivityType, ConnectorCursor, Lead, Quarantine, utcnow
-from leads.records import PROFILE_FIELDS, ActivityRecord, Rejected
+from leads.records import PROFILE_FIELDS, ActivityRecord, ProfileRecord, Rejected
 from leads.sql import upsert_insert
 
-CHUNK = 500
+CHUNK = 2000  # values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
+_LEAD = Lead.__table__
+_ACTIVITY = Activity.__table__
+SQLITE_CACHE_KIB = 256 * 1024
+_TYPE_VALUES = {t: t.value for t in ActivityType}
+_ACTIVITY_COLUMNS = ("lead_id", "type", "occurred_at", "source", "source_id", "target", "properties", "ingested_at")
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,19 @@ class BatchResult:
     duplicates: int
     new_leads: int
     quarantined: int
+    profiles: int = 0
+
+
+@dataclass
+class LeadCache:
+    """What one ingest run already knows about leads, so each page does not ask again.
+
+    Lives no longer than the run and is dropped if a page fails: an id learnt inside a
+    transaction that rolled back must not be used.
+    """
+
+    ids: dict[str, int] = field(default_factory=dict)
+    profiles: dict[int, dict[str, Any]] = field(default_factory=dict)  # what this run last wrote per lead
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -42,33 +66,6 @@ def lead_ids_by_email(session: Session, emails: Sequence[str]) -> dict[str, int]
     return found
 
 
-def upsert_leads(session: Session, records: Sequence[ActivityRecord]) -> tuple[dict[str, int], int]:
-    """Make sure every email has a lead; fill profile fields that records carry. Returns (ids, created)."""
-    profiles: dict[str, dict[str, Any]] = {}
-    for record in records:
-        merged = profiles.setdefault(record.email, {})
-        if record.profile:
-            merged.update(record.profile)
-    ids = lead_ids_by_email(session, list(profiles))
-    missing = [email for email in profiles if email not in ids]
-    now = utcnow()
-    if missing:
-        blank = dict.fromkeys(PROFILE_FIELDS)
-        rows = [
-            {**blank, **profiles[e], "email": e, "crm_ids": {}, "created_at": now, "updated_at": now} for e in missing
-        ]
-        for chunk in _chunks(rows):
-            session.execute(
-                upsert_insert(session, Lead).values(list(chunk)).on_conflict_do_nothing(index_elements=["email"])
-            )
-        ids.update(lead_ids_by_email(session, missing))
-    to_update = [(email, fields) for email, fields in profiles.items() if fields and email not in missing]
-    for email, fields in to_update:
-        # A changed profile can change fit and BANT: the lead is due for requalification.
-        session.execute(update(Lead).where(Lead.id == ids[email]).values(**fields, updated_at=now, rescore_at=now))
-    return ids, len(missing)
-
-
 def store_batch(
     *,
     session: Session,
@@ -76,71 +73,293 @@ def store_batch(
     records: Sequence[ActivityRecord],
     rejected: Sequence[Rejected] = (),
     cursor: tuple[str, dict[str, Any]] | None = None,
+    profiles: Sequence[ProfileRecord] = (),
+    cache: LeadCache | None = None,
+    defer_latest: bool = False,
 ) -> BatchResult:
-    """Store one page of a source; the caller commits. `cursor` is (stream, value) to save with it."""
-    ids, created = upsert_leads(session, records) if records else ({}, 0)
-    rows = [
-        {
-            "lead_id": ids[r.email],
-            "type": r.type.value,
-            "occurred_at": r.occurred_at,
-            "source": source,
-            "source_id": r.source_id,
-            "target": r.target,
-            "properties": r.properties,
-            "ingested_at": utcnow(),
-        }
-        for r in records
-    ]
-    inserted: list[tuple[int, str, datetime]] = []
-    for chunk in _chunks(rows):
-        stmt = (
-            upsert_insert(session, Activity)
-            .values(list(chunk))
-            .on_conflict_do_nothing(index_elements=["source", "source_id"])
-            .returning(Activity.lead_id, Activity.type, Activity.occurred_at)
-        )
-        inserted.extend(session.execute(stmt).all())
-    _touch_leads(session, inserted)
+    """Store one page of a source; the caller commits. `cursor` is (stream, value) to save with it.
+
+    `profiles` are CRM records that only describe leads; their CRM id is kept in `lead.crm_ids[source]`.
+    With `defer_latest`, the leads' last activity time and requalify mark are left to
+    `apply_lead_activity` at the end of the run (see `defer_lead_activity`); unsubscribes and
+    bounces always reach their leads in the page's own transaction.
+    """
+    cache = cache if cache is not None else LeadCache()
+    ids, created, updated = _upsert_leads(session, source, records, profiles, cache)
+    inserted = _insert_activity(session, source, records, ids, defer_latest=defer_latest) if records else 0
     if rejected:
-        session.execute(
-            upsert_insert(session, Quarantine).values(
-                [
-                    {
-                        "source": source,
-                        "location": r.location[:600],
-                        "reason": r.reason,
-                        # PostgreSQL text cannot hold NUL, and a corrupt line must not block its source.
-                        "detail": r.detail.replace("\x00", "\ufffd")[:2000],
-                        "raw": r.raw.replace("\x00", "\ufffd"),
-                        "created_at": utcnow(),
-                    }
-                    for r in rejected
-                ]
-            )
+        session.connection().execute(
+            insert(Quarantine.__table__),
+            [
+                {
+                    "source": source,
+                    "location": r.location[:600],
+                    "reason": r.reason,
+                    # PostgreSQL text cannot hold NUL, and a corrupt line must not block its source.
+                    "detail": r.detail.replace("\x00", "\ufffd")[:2000],
+                    "raw": r.raw.replace("\x00", "\ufffd"),
+                    "created_at": utcnow(),
+                }
+                for r in rejected
+            ],
         )
     if cursor is not None:
         save_cursor(session, source=source, stream=cursor[0], value=cursor[1])
     return BatchResult(
-        inserted=len(inserted), duplicates=len(rows) - len(inserted), new_leads=created, quarantined=len(rejected)
+        inserted=inserted,
+        duplicates=len(records) - inserted,
+        new_leads=created,
+        quarantined=len(rejected),
+        profiles=updated,
     )
 
 
-def _touch_leads(session: Session, inserted: Sequence[tuple[int, str, datetime]]) -> None:
-    """Carry the newest activity time, unsubscribes and bounces onto the leads, never moving them back."""
-    latest: dict[int, datetime] = {}
-    unsubscribed: dict[int, datetime] = {}
-    bounced: dict[int, datetime] = {}
-    for lead_id, kind, at in inserted:
-        latest[lead_id] = max(at, latest.get(lead_id, at))
-        if kind == ActivityType.unsubscribe:
-            unsubscribed[lead_id] = min(at, unsubscribed.get(lead_id, at))
-        elif kind == ActivityType.email_bounce:
-            bounced[lead_id] = min(at, bounced.get(lead_id, at))
-    _set_where_later(session, Lead.last_activity_at, latest, keep="max")
-    _set_where_later(session, Lead.unsubscribed_at, unsubscribed, keep="min")
-    _set_where_later(session, Lead.bounced_at, bounced, keep="min")
-    mark_due(session, list(latest))
+def _upsert_leads(
+    session: Session,
+    source: str,
+    records: Sequence[ActivityRecord],
+    profiles: Sequence[ProfileRecord],
+    cache: LeadCache,
+) -> tuple[dict[str, int], int, int]:
+    """Every email gets a lead; profile fields that records carry are filled in, latest first.
+
+    Returns (ids by email, leads created, existing leads whose profile or CRM id changed).
+    """
+    fields: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.profile:
+            fields.setdefault(record.email, {}).update(record.profile)
+    crm_ids: dict[str, str] = {}
+    for profile in profiles:
+        merged = fields.setdefault(profile.email, {})
+        if profile.profile:
+            merged.update(profile.profile)
+        if profile.crm_id is not None:
+            crm_ids[profile.email] = profile.crm_id
+    known = cache.ids
+    emails = {r.email for r in records}
+    emails.update(fields)
+    unknown = [e for e in emails if e not in known]
+    if unknown:
+        known.update(lead_ids_by_email(session, unknown))
+    missing = [e for e in unknown if e not in known]
+    now = utcnow()
+    if missing:
+        blank = dict.fromkeys(PROFILE_FIELDS)
+        rows = [
+            {
+                **blank,
+                **fields.get(e, {}),
+                "email": e,
+                "crm_ids": {source: crm_ids[e]} if e in crm_ids else {},
+                "created_at": now,
+                "updated_at": now,
+                "rescore_at": now,
+            }
+            for e in missing
+        ]
+        for chunk in _chunks(rows):
+            session.connection().execute(
+                upsert_insert(session, _LEAD).on_conflict_do_nothing(index_elements=["email"]), list(chunk)
+            )
+        known.update(lead_ids_by_email(session, missing))
+        for e in missing:
+            cache.profiles[known[e]] = dict(fields.get(e, {}))
+    created = set(missing)
+    changed = _update_profiles(session, fields, created, cache, now)
+    changed |= _update_crm_ids(session, source, crm_ids, created, known)
+    return known, len(missing), len(changed)
+
+
+def _update_profiles(
+    session: Session, fields: dict[str, dict[str, Any]], created: set[str], cache: LeadCache, now: datetime
+) -> set[str]:
+    """Write the profile fields that differ from what this run last wrote; one statement per set of fields."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    changed: set[str] = set()
+    for email, values in fields.items():
+        if not values or email in created:
+            continue
+        lead_id = cache.ids[email]
+        written = cache.profiles.get(lead_id)
+        if written is not None and all(written.get(k, _UNSET) == v for k, v in values.items()):
+            continue
+        cache.profiles[lead_id] = {**(written or {}), **values}
+        columns = tuple(sorted(values))
+        by_columns.setdefault(columns, []).append({"lid": lead_id, **{f"v_{k}": values[k] for k in columns}})
+        changed.add(email)
+    for columns, rows in by_columns.items():
+        # A changed profile can change fit and BANT: the lead is due for requalification.
+        stmt = (
+            update(_LEAD)
+            .where(_LEAD.c.id == bindparam("lid"))
+            .values({**{k: bindparam(f"v_{k}") for k in columns}, "updated_at": now, "rescore_at": now})
+        )
+        session.connection().execute(stmt, rows)
+    return changed
+
+
+_UNSET = object()
+
+
+def _update_crm_ids(
+    session: Session, source: str, crm_ids: dict[str, str], created: set[str], ids: dict[str, int]
+) -> set[str]:
+    """Keep each lead's id in this source's CRM under `crm_ids[source]`, merged with other sources' ids."""
+    pending = {ids[e]: (e, crm_id) for e, crm_id in crm_ids.items() if e not in created}
+    if not pending:
+        return set()
+    current: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(list(pending)):
+        current.update(session.execute(select(Lead.id, Lead.crm_ids).where(Lead.id.in_(chunk))).all())
+    rows = []
+    changed: set[str] = set()
+    for lead_id, (email, crm_id) in pending.items():
+        existing = dict(current.get(lead_id) or {})
+        if existing.get(source) != crm_id:
+            existing[source] = crm_id
+            rows.append({"lid": lead_id, "v_crm_ids": existing})
+            changed.add(email)
+    if rows:
+        stmt = update(_LEAD).where(_LEAD.c.id == bindparam("lid")).values(crm_ids=bindparam("v_crm_ids"))
+        session.connection().execute(stmt, rows)
+    return changed
+
+
+def _insert_activity(
+    session: Session, source: str, records: Sequence[ActivityRecord], ids: dict[str, int], *, defer_latest: bool
+) -> int:
+    """Insert the page's events, skipping (source, source_id) already stored; returns how many were new."""
+    connection = session.connection()
+    dialect = connection.dialect
+    sqlite = dialect.name == "sqlite"
+    ingested_at = utcnow()
+    if sqlite:
+        # Room for the activity indexes in memory: inserts by lead land all over the (lead, time) index.
+        connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    before = connection.execute(select(func.coalesce(func.max(_ACTIVITY.c.id), 0))).scalar_one()
+    value, dumps = _TYPE_VALUES, _json
+    if sqlite:  # SQLite keeps datetimes as text in SQLAlchemy's format
+        ingested: Any = ingested_at.isoformat(" ", "microseconds")
+        rows = [
+            (
+                ids[r.email],
+                value[r.type],
+                r.occurred_at.isoformat(" ", "microseconds"),
+                source,
+                r.source_id,
+                r.target,
+                dumps(r.properties) if r.properties else "{}",
+                ingested,
+            )
+            for r in records
+        ]
+    else:
+        rows = [
+            (
+                ids[r.email],
+                value[r.type],
+                r.occurred_at,
+                source,
+                r.source_id,
+                r.target,
+                dumps(r.properties) if r.properties else "{}",
+                ingested_at,
+            )
+            for r in records
+        ]
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO activity ({', '.join(_ACTIVITY_COLUMNS)}) VALUES ({', '.join([mark] * len(_ACTIVITY_COLUMNS))})"
+        " ON CONFLICT (source, source_id) DO NOTHING"
+    )
+    connection.exec_driver_sql(sql, rows)
+    # This page's new rows: above the largest id before the insert, from this source, stamped with this page's time.
+    new = and_(_ACTIVITY.c.id > before, _ACTIVITY.c.source == source, _ACTIVITY.c.ingested_at == ingested_at)
+    inserted = connection.execute(select(func.count()).select_from(_ACTIVITY).where(new)).scalar_one()
+    if inserted:
+        if not defer_latest:
+            _set_latest(connection, new, ingested_at)
+        _set_first(connection, new, {r.type for r in records})
+    return int(inserted)
+
+
+def _json(value: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits, which the standard parser accepts
+        import json
+
+        return json.dumps(value, default=str)
+
+
+def _set_latest(connection: Connection, new: Any, now: datetime) -> None:
+    """Carry the newest of the `new` activity rows onto their leads (never moving the time back), and mark
+    those leads due for requalification."""
+    a = _ACTIVITY.c
+    latest = select(a.lead_id, func.max(a.occurred_at).label("at")).where(new).group_by(a.lead_id).subquery()
+    connection.execute(
+        update(_LEAD)
+        .where(_LEAD.c.id == latest.c.lead_id)
+        .values(
+            last_activity_at=case(
+                (or_(_LEAD.c.last_activity_at.is_(None), _LEAD.c.last_activity_at < latest.c.at), latest.c.at),
+                else_=_LEAD.c.last_activity_at,
+            ),
+            rescore_at=now,
+        )
+    )
+
+
+def _set_first(connection: Connection, new: Any, types: set[ActivityType]) -> None:
+    """The first unsubscribe and the first bounce among the `new` rows, onto their leads (never later ones)."""
+    a = _ACTIVITY.c
+    for kind, column in (
+        (ActivityType.unsubscribe, _LEAD.c.unsubscribed_at),
+        (ActivityType.email_bounce, _LEAD.c.bounced_at),
+    ):
+        if kind not in types:
+            continue
+        first = (
+            select(a.lead_id, func.min(a.occurred_at).label("at"))
+            .where(new, a.type == kind.value)
+            .group_by(a.lead_id)
+            .subquery()
+        )
+        connection.execute(
+            update(_LEAD)
+            .where(_LEAD.c.id == first.c.lead_id, or_(column.is_(None), column > first.c.at))
+            .values({column.key: first.c.at})
+        )
+
+
+# The connector_cursor row that says a source's activity after some id is not yet on its leads.
+DEFERRED_STREAM = "~lead-activity"
+
+
+def defer_lead_activity(session: Session, *, source: str) -> int:
+    """Start leaving the leads' last activity times to the end of a run; returns the activity id after
+    which rows are pending.
+
+    The mark is saved first and removed by `apply_lead_activity` in the transaction that catches
+    the leads up, so a run that dies midway leaves it behind and the next run catches up from there.
+    A big run updates each lead once instead of once per page.
+    """
+    marker = load_cursor(session, source=source, stream=DEFERRED_STREAM)
+    if marker is not None:
+        return int(marker["after_id"])
+    after_id = int(session.execute(select(func.coalesce(func.max(_ACTIVITY.c.id), 0))).scalar_one())
+    save_cursor(session, source=source, stream=DEFERRED_STREAM, value={"after_id": after_id})
+    return after_id
+
+
+def apply_lead_activity(session: Session, *, source: str, after_id: int) -> None:
+    """Carry the source's activity stored after `after_id` onto its leads, and end the deferral."""
+    a = _ACTIVITY.c
+    _set_latest(session.connection(), and_(a.id > after_id, a.source == source), utcnow())
+    session.execute(
+        delete(ConnectorCursor).where(ConnectorCursor.source == source, ConnectorCursor.stream == DEFERRED_STREAM)
+    )
 
 
 def mark_due(session: Session, lead_ids: Sequence[int]) -> None:
@@ -148,21 +367,9 @@ def mark_due(session: Session, lead_ids: Sequence[int]) -> None:
     if lead_ids:
         now = utcnow()
         session.connection().execute(
-            update(Lead.__table__).where(Lead.__table__.c.id == bindparam("lid")).values(rescore_at=now),  # type: ignore[arg-type]
+            update(_LEAD).where(_LEAD.c.id == bindparam("lid")).values(rescore_at=now),
             [{"lid": lead_id} for lead_id in lead_ids],
         )
-
-
-def _set_where_later(session: Session, column: Any, values: dict[int, datetime], *, keep: str) -> None:
-    if not values:
-        return
-    better = column < bindparam("at") if keep == "max" else column > bindparam("at")
-    stmt = (
-        update(Lead.__table__)  # type: ignore[arg-type]
-        .where(and_(Lead.__table__.c.id == bindparam("lid"), or_(column.is_(None), better)))
-        .values({column.key: bindparam("at")})
-    )
-    session.connection().execute(stmt, [{"lid": k, "at": v} for k, v in values.items()])
 
 
 def load_cursor(session: Session, *, source: str, stream: str) -> dict[str, Any] | None:
