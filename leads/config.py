@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
 from leads.models import Stage
 from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
+from leads.source_config import HubSpotSource, PipedriveSource, SalesforceSource
 
 
 class NurtureStep(Strict):
@@ -59,6 +60,26 @@ class FileSource(Strict):
     path: str = Field(description="A .jsonl or .csv file, or a folder of them, relative to the config file.")
 
 
+def _source_kind(value: Any) -> str:
+    """The tag of a source: its `kind`, `file` when left out (the first kind there was)."""
+    kind = value.get("kind", "file") if isinstance(value, dict) else getattr(value, "kind", "file")
+    return f"{_KIND_TAG}{kind}"
+
+
+_KIND_TAG = "kind="  # tags appear in error locations; _describe leaves them out
+SourceConfig = Annotated[
+    Annotated[FileSource, Tag(f"{_KIND_TAG}file")]
+    | Annotated[HubSpotSource, Tag(f"{_KIND_TAG}hubspot")]
+    | Annotated[SalesforceSource, Tag(f"{_KIND_TAG}salesforce")]
+    | Annotated[PipedriveSource, Tag(f"{_KIND_TAG}pipedrive")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="source_kind",
+        custom_error_message="kind must be one of file, hubspot, salesforce, pipedrive",
+    ),
+]
+
+
 class HandoffConfig(Strict):
     destination: str = Field(default="file://handoff-inbox", description="file://DIR or an https webhook URL.")
     allow_private_addresses: bool = False
@@ -68,7 +89,10 @@ class WorkspaceConfig(Strict):
     """The whole `leadflow.yaml`."""
 
     sender: Sender
-    sources: list[FileSource] = []
+    sources: list[SourceConfig] = []
+    plus_addressing: Literal["keep", "strip"] = Field(
+        default="keep", description="strip: anna+news@x.com and anna@x.com are one lead."
+    )
     scoring: ScoringConfig
     stages: StagesConfig
     recycle: RecycleConfig = RecycleConfig()
@@ -138,7 +162,7 @@ def _duplicate_keys(node: yaml.Node | None, loc: list[Any], seen_nodes: set[int]
 
 
 def _describe(err: Any, root: yaml.Node | None) -> str:
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", _KIND_TAG)))]
     key_path = _key_path(loc) or "(top level)"
     line = _line_of(root, loc)
     message = err["msg"].removeprefix("Value error, ")

@@ -51,7 +51,7 @@ class LeadCache:
     """
 
     ids: dict[str, int] = field(default_factory=dict)
-    profiles: dict[int, dict[str, Any]] = field(default_factory=dict)  # what this run last wrote per lead
+    profiles: dict[int, dict[str, Any]] = field(default_factory=dict)  # each lead's profile as last read or written
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -174,17 +174,24 @@ def _upsert_leads(
 def _update_profiles(
     session: Session, fields: dict[str, dict[str, Any]], created: set[str], cache: LeadCache, now: datetime
 ) -> set[str]:
-    """Write the profile fields that differ from what this run last wrote; one statement per set of fields."""
+    """Write the profile fields that differ from the lead's; one statement per set of fields.
+
+    A record that repeats what the lead already says changes nothing (and does not make it due).
+    """
+    pending = {cache.ids[e]: (e, values) for e, values in fields.items() if values and e not in created}
+    unknown = [lead_id for lead_id in pending if lead_id not in cache.profiles]
+    names = list(PROFILE_FIELDS)
+    for chunk in _chunks(unknown):
+        rows = session.execute(select(_LEAD.c.id, *(_LEAD.c[n] for n in names)).where(_LEAD.c.id.in_(chunk)))
+        for lead_id, *current in rows:
+            cache.profiles[lead_id] = {n: v for n, v in zip(names, current, strict=True) if v is not None}
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     changed: set[str] = set()
-    for email, values in fields.items():
-        if not values or email in created:
+    for lead_id, (email, values) in pending.items():
+        known = cache.profiles.setdefault(lead_id, {})
+        if all(known.get(k, _UNSET) == v for k, v in values.items()):
             continue
-        lead_id = cache.ids[email]
-        written = cache.profiles.get(lead_id)
-        if written is not None and all(written.get(k, _UNSET) == v for k, v in values.items()):
-            continue
-        cache.profiles[lead_id] = {**(written or {}), **values}
+        known.update(values)
         columns = tuple(sorted(values))
         by_columns.setdefault(columns, []).append({"lid": lead_id, **{f"v_{k}": values[k] for k in columns}})
         changed.add(email)
