@@ -1,0 +1,245 @@
+"""Pipedrive: persons, activities and deals from the v2 API, cursor-paginated.
+
+`GET /api/v2/{persons,activities,deals}?updated_since=…&sort_by=update_time&sort_direction=asc`,
+paged with `cursor` and `additional_data.next_cursor`. Persons are lead profiles; activities and
+deals become activities of the persons they are linked to, whose emails come from
+`GET /api/v2/persons?ids=…`.
+
+Auth is an API token in the `x-api-token` header. Errors come as
+`{"success": false, "error": …}`; 429s carry `Retry-After` and the `x-ratelimit-*` headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from connectors.http import ApiClient, APIError, HeaderToken, RetryPolicy, classify_status, parse_retry_after
+from connectors.paginators import CursorPaginator, PageRequest, Paginator, dig
+from connectors.streams import (
+    Mapped,
+    RestSource,
+    RestStream,
+    activity_type,
+    iso_or_raw,
+    merged,
+    parse_moment,
+    profile_from,
+)
+from leads.records import PlusAddressing
+from leads.source_config import PipedriveSource
+
+PERSON_FIELDS = {"first_name": "first_name", "last_name": "last_name", "title": "job_title"}
+ACTIVITY_TYPES = {
+    # Done activities by type (custom types need a mapping); planned ones have not happened yet.
+    "activity:call": "contact_sales",
+    "activity:meeting": "contact_sales",
+    "activity:lunch": "contact_sales",
+    "activity:email": "ignore",
+    "activity:task": "ignore",
+    "activity:deadline": "ignore",
+    "activity:planned": "ignore",
+    # Deals by status: a deal opened for a person means sales took the lead on.
+    "deal:open": "sales_accepted",
+    "deal:won": "deal_won",
+    "deal:lost": "deal_lost",
+    "deal:deleted": "ignore",
+}
+IDS_PER_LOOKUP = 100
+
+
+def classify(source: str) -> Callable[[httpx.Response], APIError | None]:
+    def read(response: httpx.Response) -> APIError | None:
+        if response.status_code < 400:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        message = str(body.get("error") or response.reason_phrase or "request failed")
+        error = classify_status(source, response, message=message, code=str(body.get("errorCode") or "") or None)
+        if error is not None and response.status_code == 429 and getattr(error, "retry_after", 0) is None:
+            error.retry_after = parse_retry_after(response.headers.get("x-ratelimit-reset"))  # type: ignore[attr-defined]
+        return error
+
+    return read
+
+
+def rfc3339(moment: datetime) -> str:
+    """To the second, earlier rather than later: records at the boundary are read again, harmlessly."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ListStream(RestStream):
+    """One v2 list endpoint, by update time, oldest first."""
+
+    def __init__(self, name: str, *, page_size: int) -> None:
+        self.name = name
+        self.page_size = page_size
+
+    def first_request(self, since: datetime | None) -> PageRequest:
+        params: dict[str, Any] = {"sort_by": "update_time", "sort_direction": "asc", "limit": self.page_size}
+        if since is not None:
+            params["updated_since"] = rfc3339(since)
+        return PageRequest(url=f"/api/v2/{self.name}", params=params)
+
+    def paginator(self) -> Paginator:
+        return CursorPaginator(("additional_data", "next_cursor"), "cursor")
+
+    def records(self, body: Any) -> list[dict[str, Any]]:
+        return list(dig(body, ("data",)) or [])
+
+    def replication_value(self, record: Mapping[str, Any]) -> datetime | None:
+        return parse_moment(record.get("update_time"))
+
+
+def primary_email(person: Mapping[str, Any]) -> str | None:
+    emails = [e for e in person.get("emails") or [] if isinstance(e, dict) and e.get("value")]
+    chosen = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
+    return str(chosen["value"]) if chosen else None
+
+
+class PersonsStream(ListStream):
+    def __init__(self, *, page_size: int, fields: dict[str, str], persons: PersonEmails) -> None:
+        super().__init__("persons", page_size=page_size)
+        self.fields = fields
+        self.persons = persons
+
+    def map(self, record: dict[str, Any]) -> Iterable[Mapped]:
+        self.persons.emails[str(record.get("id"))] = primary_email(record)  # spares a lookup for their activities
+        yield (
+            "profile",
+            {
+                "id": f"person:{record.get('id')}",
+                "email": primary_email(record),
+                "lead": profile_from(record, self.fields),
+                "crm_id": record.get("id"),
+            },
+        )
+
+
+class PersonEmails:
+    """Person id → primary email, looked up 100 ids at a time and kept for the run."""
+
+    def __init__(self) -> None:
+        self.emails: dict[str, str | None] = {}
+
+    def load(self, person_ids: Iterable[str], client: ApiClient) -> None:
+        wanted = sorted({p for p in person_ids if p not in self.emails})
+        for start in range(0, len(wanted), IDS_PER_LOOKUP):
+            chunk = wanted[start : start + IDS_PER_LOOKUP]
+            body = client.request_json(
+                "GET", "/api/v2/persons", params={"ids": ",".join(chunk), "limit": IDS_PER_LOOKUP}
+            )
+            for person in dig(body, ("data",)) or []:
+                self.emails[str(person.get("id"))] = primary_email(person)
+            for person_id in chunk:
+                self.emails.setdefault(person_id, None)
+
+
+class LinkedStream(ListStream):
+    """Activities and deals: linked to persons, whose emails are looked up per page."""
+
+    def __init__(self, name: str, *, page_size: int, types: dict[str, str], persons: PersonEmails) -> None:
+        super().__init__(name, page_size=page_size)
+        self.types = types
+        self.persons = persons
+
+    def person_ids(self, record: Mapping[str, Any]) -> list[str]:
+        ids = [str(p["person_id"]) for p in record.get("participants") or [] if p.get("person_id")]
+        if not ids and record.get("person_id"):
+            ids = [str(record["person_id"])]
+        return list(dict.fromkeys(ids))
+
+    def prepare(self, records: list[dict[str, Any]], client: ApiClient) -> None:
+        self.persons.load([p for r in records for p in self.person_ids(r)], client)
+
+
+class ActivitiesStream(LinkedStream):
+    def __init__(self, *, page_size: int, types: dict[str, str], persons: PersonEmails) -> None:
+        super().__init__("activities", page_size=page_size, types=types, persons=persons)
+
+    def map(self, record: dict[str, Any]) -> Iterable[Mapped]:
+        key = f"activity:{record.get('type')}" if record.get("done") else "activity:planned"
+        kind = activity_type(key, self.types)
+        people = self.person_ids(record)
+        if kind is None or not people:
+            yield ("skip", {})
+            return
+        for person_id in people:
+            yield (
+                "activity",
+                {
+                    "id": f"activity:{record.get('id')}:{person_id}",
+                    "email": self.persons.emails.get(person_id),
+                    "type": kind,
+                    "at": iso_or_raw(record.get("marked_as_done_time") or record.get("update_time")),
+                    "target": record.get("subject"),
+                    "properties": {k: v for k in ("type", "deal_id") if (v := record.get(k)) is not None},
+                },
+            )
+
+
+class DealsStream(LinkedStream):
+    def __init__(self, *, page_size: int, types: dict[str, str], persons: PersonEmails) -> None:
+        super().__init__("deals", page_size=page_size, types=types, persons=persons)
+
+    def map(self, record: dict[str, Any]) -> Iterable[Mapped]:
+        status = str(record.get("status") or "open")
+        kind = activity_type(f"deal:{status}", self.types)
+        people = self.person_ids(record)
+        if kind is None or not people:
+            yield ("skip", {})
+            return
+        at = {"won": "won_time", "lost": "lost_time"}.get(status, "add_time")
+        for person_id in people:
+            yield (
+                "activity",
+                {
+                    # A deal's status changes are separate events: open, then won or lost.
+                    "id": f"deal:{record.get('id')}:{status}:{person_id}",
+                    "email": self.persons.emails.get(person_id),
+                    "type": kind,
+                    "at": iso_or_raw(record.get(at) or record.get("update_time")),
+                    "target": record.get("title"),
+                    "properties": {
+                        k: v for k in ("value", "currency", "lost_reason") if (v := record.get(k)) is not None
+                    },
+                },
+            )
+
+
+def pipedrive_source(
+    spec: PipedriveSource,
+    *,
+    token: str,
+    acquire: Callable[[], None] | None = None,
+    transport: httpx.BaseTransport | None = None,
+    retry: RetryPolicy | None = None,
+    plus_addressing: PlusAddressing = "keep",
+) -> RestSource:
+    client = ApiClient(
+        source=spec.name,
+        base_url=spec.base_url,
+        auth=HeaderToken(token, header="x-api-token", scheme=None),
+        classify=classify(spec.name),
+        acquire=acquire,
+        transport=transport,
+        retry=retry,
+    )
+    types = merged(ACTIVITY_TYPES, spec.activity_types)
+    persons = PersonEmails()
+    streams: list[RestStream] = []
+    for name in spec.streams:
+        if name == "persons":
+            fields = merged(PERSON_FIELDS, spec.fields)
+            streams.append(PersonsStream(page_size=spec.page_size, fields=fields, persons=persons))
+        elif name == "activities":
+            streams.append(ActivitiesStream(page_size=spec.page_size, types=types, persons=persons))
+        else:
+            streams.append(DealsStream(page_size=spec.page_size, types=types, persons=persons))
+    return RestSource(spec.name, client=client, streams=streams, start=spec.start_date, plus_addressing=plus_addressing)
