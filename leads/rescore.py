@@ -18,6 +18,9 @@ from leads.models import Stage, funnel_rank
 from leads.scoring import ScoreParts
 
 FROZEN = {Stage.customer, Stage.disqualified}
+# Scores are stored rounded to 0.01: aim a little past each threshold, so that at the scheduled
+# moment the rounded score is clearly across it (and not exactly on it, which would not count).
+MARGIN = 0.006
 
 
 def _halvings_until(amount: float, target: float) -> float | None:
@@ -78,12 +81,13 @@ def _decay_crossings(
         low = _crossing_days(
             score_steady + weights.engagement * parts.negative,
             weights.engagement * parts.positive,
-            floor,
+            floor - MARGIN,
             half_life,
             False,
         )
-        if low:  # 0 would mean already below: decide() has recycled it
-            days.append(low)
+        if low is not None:
+            # 0: already at the floor but not below it after rounding; look again in a minute.
+            days.append(low or 1 / 1440)
     if parts.negative >= 0:
         return [now + timedelta(days=d) for d in days]  # only a decaying penalty can raise a score
     rank = funnel_rank(stage)
@@ -97,13 +101,13 @@ def _decay_crossings(
             _crossing_days(
                 score_steady + weights.engagement * parts.positive,
                 weights.engagement * parts.negative,
-                rule.min_score,
+                rule.min_score + MARGIN,
                 half_life,
                 True,
             )
             if rule.min_score is not None
             else 0.0,
-            _crossing_days(eng_steady + parts.positive, parts.negative, rule.min_engagement, half_life, True)
+            _crossing_days(eng_steady + parts.positive, parts.negative, rule.min_engagement + MARGIN, half_life, True)
             if rule.min_engagement is not None
             else 0.0,
         ]

@@ -150,7 +150,8 @@ class Scorer:
         for rule in self.scoring.engagement:
             columns.append(func.sum(case((_matches(rule), self._weight(rule, now)), else_=0.0)))
         for rule in self.scoring.frequency:
-            recent = and_(_matches(rule), Activity.occurred_at >= now - timedelta(days=rule.within_days))
+            # Strictly within: at exactly oldest + within_days the oldest no longer counts (the lapse time).
+            recent = and_(_matches(rule), Activity.occurred_at > now - timedelta(days=rule.within_days))
             columns.append(func.sum(case((recent, 1), else_=0)))
             columns.append(_raw(func.min(case((recent, Activity.occurred_at), else_=None))))
         for kind in (*self.hand_raise_types, *OUTCOME_TYPES):

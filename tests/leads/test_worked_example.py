@@ -61,3 +61,33 @@ def test_anna_is_an_mql_with_the_documented_scores(engine: Engine) -> None:
     assert version == config.scoring.version
     assert "next stage: sql — needs 4.5 more score points — or a demo request or quote request or contact sales" in text
     assert "+32  Pricing page  (5 × 8, cap 32 reached)" in text
+
+
+def test_anna_is_recycled_on_day_66_by_the_runs_that_come_due_as_by_a_full_recompute(engine: Engine) -> None:
+    """Incremental runs look only at due leads; they must find the MQL floor crossing in time."""
+    from leads.requalify import due_lead_ids, requalify_batch
+
+    config = load_config(EXAMPLE)
+    records = [
+        ActivityRecord(source_id=f"e{i}", email="anna@acme-logistics.nl", type=kind, target=target,
+                       occurred_at=NOW - timedelta(days=days, minutes=i),
+                       profile={"title": "Head of Marketing", "company_size": 250, "industry": "logistics"})
+        for i, (kind, target, days) in enumerate(anna_events())
+    ]  # fmt: skip
+    with session_scope(engine) as session:
+        store_batch(session=session, source="docs", records=records)
+    with session_scope(engine) as session:
+        requalify_batch(session=session, config=config, now=NOW, ids=[1])
+    runs = 0
+    while True:
+        with session_scope(engine) as session:
+            due_at = session.get(Lead, 1).rescore_at  # type: ignore[union-attr]
+            assert due_at is not None and due_at < NOW + timedelta(days=90), "the crossing was never scheduled"
+            assert due_lead_ids(session, due_at) == [1]
+            result = requalify_batch(session=session, config=config, now=due_at, ids=[1])
+        runs += 1
+        if result.moves:
+            break
+    assert dict(result.moves) == {("mql", "recycled"): 1}
+    assert timedelta(days=65.5) < due_at - NOW < timedelta(days=66.5)
+    assert runs <= 6  # a handful of scheduled looks, not one per hour
