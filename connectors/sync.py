@@ -53,7 +53,8 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
     """Every stream of `source` from its saved cursor on.
 
     The leads' last activity times are caught up once at the end (also when a stream fails),
-    not once per page; see `leads.ingest.defer_lead_activity`.
+    not once per page; see `leads.ingest.defer_lead_activity`. An error that stops the sync
+    carries the totals of the pages stored before it as `totals`.
     """
     totals = SyncTotals()
     cache = LeadCache()
@@ -84,9 +85,10 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
                 totals.skipped += page.skipped
                 totals.quarantined += result.quarantined
                 totals.reasons.update(r.reason for r in page.rejected)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(Exception), session_scope(engine) as session:  # the next run catches up otherwise
             apply_lead_activity(session, source=source.name, after_id=after_id)
+        exc.totals = totals  # type: ignore[attr-defined]  # what was stored before it stopped, for the report
         raise
     with session_scope(engine) as session:
         apply_lead_activity(session, source=source.name, after_id=after_id)

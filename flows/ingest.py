@@ -1,25 +1,120 @@
-"""Ingest flow: read every configured source from its cursor and store the new activity."""
+"""Ingest flow: read every configured source from its cursors and store the new activity.
+
+One task per source. A source that fails (an expired token, a refused permission) stops alone:
+what it stored before stays stored and its cursor says where to resume; the other sources go on,
+the report names the failure, and the run ends failed so it is noticed. Only retriable failures
+(rate limits, timeouts, 5xx that outlasted the connector's own retries) are retried by Prefect.
+CRM calls take a slot of a Prefect global concurrency limit first (`leadflow-<kind>` unless the
+source names one), so a vendor's rate limit holds across tasks, flow runs and workers.
+"""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
-from prefect import flow, task
+from dotenv import dotenv_values
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
+from prefect.tasks import exponential_backoff
 
-from connectors.files import FileActivitySource
+from connectors.http import RetriableAPIError
+from connectors.sources import open_source
 from connectors.sync import SyncTotals, sync_source
 from flows.params import IngestParams
 from flows.reports import IngestReport, SourceCounts, publish_ingest
 from flows.workspace import Workspace, open_workspace, run_time
+from leads.config import FileSource, SourceConfig
 
 
-@task(task_run_name="ingest {source_name}", cache_policy=NONE)
+class IngestFailed(RuntimeError):
+    """One or more sources stopped; the message names them and why."""
+
+
+def _retriable(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except RetriableAPIError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    task_run_name="ingest {source_name}",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=30),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retriable,
+)
 def ingest_source(ws: Workspace, source_name: str, now: datetime, batch_size: int) -> SyncTotals:
     spec = next(s for s in ws.config.sources if s.name == source_name)
-    source = FileActivitySource(spec.name, ws.path(spec.path), batch_size=batch_size)
-    return sync_source(engine=ws.engine, source=source, now=now)
+    source = open_source(
+        spec,
+        base_dir=ws.settings.config_file.parent,
+        secret=lambda env, block: workspace_secret(ws, env, block),
+        acquire=vendor_rate_limit(spec),
+        batch_size=batch_size,
+        plus_addressing=ws.config.plus_addressing,
+    )
+    try:
+        return sync_source(engine=ws.engine, source=source, now=now)
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def workspace_secret(ws: Workspace, env_name: str | None, block_name: str | None) -> str | None:
+    """A credential from a Prefect Secret block, the environment, or the workspace's .env file (in that order)."""
+    if block_name:
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(block_name).get())
+    if not env_name:
+        return None
+    value = os.environ.get(env_name)
+    if value:
+        return value
+    env_file = ws.settings.workspace / ".env"
+    return dotenv_values(env_file).get(env_name) if env_file.is_file() else None
+
+
+def vendor_rate_limit(spec: SourceConfig) -> Callable[[], None] | None:
+    """A callable that takes one slot of the source's Prefect rate limit; None for files or a missing limit.
+
+    Like Prefect's own `strict=False`, a limit that was never created is not an error: the run
+    goes unthrottled, with one warning that says how to create it.
+    """
+    if isinstance(spec, FileSource):
+        return None
+    name = spec.rate_limit or f"leadflow-{spec.kind}"
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import rate_limit
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_global_concurrency_limit_by_name(name)
+    except ObjectNotFound:
+        get_run_logger().warning(
+            "No Prefect concurrency limit %r: %s calls are not rate limited across workers "
+            "(create one: prefect gcl create %s --limit 10 --slot-decay-per-second 10)",
+            name,
+            spec.kind,
+            name,
+        )
+        return None
+
+    def acquire() -> None:
+        rate_limit(name, occupy=1, strict=False)
+
+    return acquire
 
 
 @flow(name="ingest", log_prints=False)
@@ -30,15 +125,27 @@ def ingest_flow(params: IngestParams = IngestParams()) -> IngestReport:
     report = IngestReport()
     reasons: Counter[str] = Counter()
     for spec in ws.config.sources:
-        totals = ingest_source(ws, spec.name, now, params.batch_size)
+        error: str | None = None
+        try:
+            totals = ingest_source(ws, spec.name, now, params.batch_size)
+        except Exception as exc:
+            totals, error = getattr(exc, "totals", None) or SyncTotals(), str(exc)
         report.sources[spec.name] = SourceCounts(
-            files=totals.files,
+            kind=spec.kind,
+            error=error,
+            streams=totals.streams,
+            pages=totals.pages,
             inserted=totals.inserted,
             duplicates=totals.duplicates,
             new_leads=totals.new_leads,
+            profiles=totals.profiles,
+            skipped=totals.skipped,
             quarantined=totals.quarantined,
+            quarantine_by_reason=dict(totals.reasons),
         )
         reasons.update(totals.reasons)
     report.quarantine_by_reason = dict(reasons)
     publish_ingest(report)
+    if report.failed:
+        raise IngestFailed("; ".join(f"{error}" for error in report.failed.values()))
     return report

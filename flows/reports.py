@@ -11,16 +11,26 @@ from pydantic import BaseModel, Field
 
 
 class SourceCounts(BaseModel):
-    files: int = 0
+    kind: str = "file"
+    streams: int = 0  # files of a file source, objects or event feeds of a CRM
+    pages: int = 0
     inserted: int = 0
     duplicates: int = 0
     new_leads: int = 0
+    profiles: int = 0  # leads whose profile or CRM id a CRM record changed
+    skipped: int = 0  # vendor records that map to nothing on purpose (an email "sent" event, say)
     quarantined: int = 0
+    quarantine_by_reason: dict[str, int] = Field(default_factory=dict)
+    error: str | None = None  # why the source stopped, if it did (what it stored before stays stored)
 
 
 class IngestReport(BaseModel):
     sources: dict[str, SourceCounts] = Field(default_factory=dict)
     quarantine_by_reason: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {name: c.error for name, c in self.sources.items() if c.error}
 
 
 class StageMove(BaseModel):
@@ -75,18 +85,28 @@ def _counts(title: str, counts: dict[str, int]) -> str:
 
 
 def publish_ingest(report: IngestReport) -> None:
-    rows = [{"source": name, **c.model_dump()} for name, c in report.sources.items()]
+    rows = [
+        {"source": name, **c.model_dump(exclude={"quarantine_by_reason"}), "error": c.error or ""}
+        for name, c in report.sources.items()
+    ]
     create_table_artifact(
         key="leadflow-ingest",
         table=rows or [{"source": "(none configured)"}],
         description="Activity ingested per source this run",
     )
+    per_source = [
+        _counts(f"{name}", c.quarantine_by_reason) for name, c in report.sources.items() if c.quarantine_by_reason
+    ]
+    failed = [f"- {name}: {error}" for name, error in report.failed.items()]
     create_markdown_artifact(
         key="leadflow-ingest-quarantine",
         markdown="# Quarantine this run\n\n"
         + _counts("rejected records by reason", report.quarantine_by_reason)
-        + "\n\nRejected records are kept whole in the `quarantine` table with file and line.",
-        description="Records rejected by ingest, by reason",
+        + ("\n\n## By source\n\n" + "\n".join(per_source) if per_source else "")
+        + ("\n\n## Sources that stopped\n\n" + "\n".join(failed) if failed else "")
+        + "\n\nRejected records are kept whole in the `quarantine` table with their location (file:line, or"
+        " stream:record id) and reason.",
+        description="Records rejected by ingest, by reason and source",
     )
 
 

@@ -203,3 +203,35 @@ def test_a_corrupt_line_with_nul_bytes_or_deep_nesting_is_rejected_not_fatal(tmp
     pages = _read(FileActivitySource("web", file), file, None)
     assert _ids(pages) == ["e1"]
     assert [(r.location, r.reason) for r in pages[0].rejected] == [("a.jsonl:1", "bad_json"), ("a.jsonl:2", "bad_json")]
+
+
+def test_lines_the_fast_json_parser_refuses_get_the_standard_parser_and_the_same_rules(tmp_path: Path) -> None:
+    """orjson reads the common line; NaN, integers past 64 bits and invalid UTF-8 still go through `json`."""
+    file = tmp_path / "a.jsonl"
+    file.write_bytes(
+        b'{"id": "n1", "email": "a@example.com", "type": "page_view", "at": "2026-09-01T10:00:00Z",'
+        b' "properties": {"score": NaN, "big": 123456789012345678901234567890}}\n'
+        b'{"id": "n2", "email": "b@example.com", "type": "page_view", "at": "2026-09-01T10:00:00Z",'
+        b' "target": "/caf\xe9"}\n'
+        b"\n"
+        b'{"id": "n3", "email": "c@example.com", "type": "page_view", "at": "2026-09-01T10:00:00+02:00"}\n'
+        b'{"id": "n4", "email": "c@example.com", "type": "page_view", "at": "not a time"}\n'
+    )
+    pages = _read(FileActivitySource("web", file), file, None)
+
+    records = {r.source_id: r for r in pages[0].records}
+    assert set(records) == {"n1", "n2", "n3"}
+    assert records["n1"].properties["big"] == 123456789012345678901234567890
+    assert records["n2"].target == "/caf\ufffd"
+    assert records["n3"].occurred_at == datetime(2026, 9, 1, 8, 0)
+    assert [(r.location, r.reason) for r in pages[0].rejected] == [("a.jsonl:5", "bad_timestamp")]
+    assert pages[0].cursor["line"] == 5
+
+
+def test_plus_addressing_can_be_stripped_so_tagged_addresses_are_one_lead(tmp_path: Path) -> None:
+    file = tmp_path / "a.jsonl"
+    file.write_text(jsonl(raw_event(1, email="Anna+News@x.com"), raw_event(2, email="anna@x.com")), encoding="utf-8")
+    kept = _read(FileActivitySource("web", file), file, None)[0].records
+    stripped = _read(FileActivitySource("web", file, plus_addressing="strip"), file, None)[0].records
+    assert [r.email for r in kept] == ["anna+news@x.com", "anna@x.com"]
+    assert [r.email for r in stripped] == ["anna@x.com", "anna@x.com"]
