@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from leads.config import WorkspaceConfig
 from leads.models import Activity, Lead, Stage, StageTransition
 from leads.records import PROFILE_FIELDS
-from leads.requalify import LEAD_COLUMNS, make_scorer
+from leads.requalify import AFTER_RECYCLING, LEAD_COLUMNS, ever_recycled, make_scorer
 from leads.scoring import Contribution, ScoreParts
-from leads.stages import missing_for, next_stage, rule_met
+from leads.stages import FROZEN, awaits_new_activity, missing_for, next_stage, rule_met
 
 EVENTS_PER_RULE = 3
 
@@ -66,11 +66,11 @@ def explain_lead(*, session: Session, config: WorkspaceConfig, email: str, now: 
     if lead is None:
         raise LeadNotFound(f"no lead with email {email.strip().lower()!r}")
     scorer = make_scorer(session, config)
-    recycled = lead.stage == Stage.recycled
-    row = session.execute(scorer.activity_query(now, Activity.lead_id == lead.id, after_stage_change=recycled)).first()
+    # The activity requalify counts: after the last recycling, for a lead that was ever recycled.
+    counted = [AFTER_RECYCLING] if ever_recycled(session, [lead], StageTransition.lead_id == lead.id) else []
+    row = session.execute(scorer.activity_query(now, Activity.lead_id == lead.id, *counted)).first()
     parts = scorer.parts(lead, row, now)
-    since = (lead.stage_changed_at or lead.created_at) if recycled else None
-    events = _events(session, lead.id, now, since)
+    events = _events(session, lead.id, now, counted)
     rules = tuple(_detail(c, config, scorer.decay_rate, events, now) for c in parts.contributions)
     history = tuple(
         session.execute(
@@ -81,9 +81,11 @@ def explain_lead(*, session: Session, config: WorkspaceConfig, email: str, now: 
         ).scalars()
     )
     stage = Stage(lead.stage)
-    upcoming = next_stage(stage, config)
+    upcoming = None if stage in FROZEN else next_stage(stage, config)
     missing = None
-    if upcoming is not None and rule_met(upcoming[1], parts, lead) is None:
+    if upcoming is not None and awaits_new_activity(stage, lead.stage_changed_at, lead):
+        missing = f"needs activity after recycling on {lead.stage_changed_at:%Y-%m-%d}"
+    elif upcoming is not None and rule_met(upcoming[1], parts, lead) is None:
         missing = missing_for(upcoming[1], parts, lead)
     full = session.get(Lead, lead.id)
     profile = {"email": lead.email, **{f: getattr(full, f) for f in PROFILE_FIELDS}}
@@ -100,10 +102,8 @@ def explain_lead(*, session: Session, config: WorkspaceConfig, email: str, now: 
     )
 
 
-def _events(session: Session, lead_id: int, now: datetime, since: datetime | None) -> list[Activity]:
-    query = select(Activity).where(Activity.lead_id == lead_id, Activity.occurred_at <= now)
-    if since is not None:
-        query = query.where(Activity.occurred_at > since)
+def _events(session: Session, lead_id: int, now: datetime, counted: list[Any]) -> list[Activity]:
+    query = select(Activity).where(Activity.lead_id == lead_id, Activity.occurred_at <= now, *counted)
     return list(session.execute(query.order_by(Activity.occurred_at.desc())).scalars())
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from leads.config import WorkspaceConfig
 from leads.ingest import load_cursor, save_cursor
@@ -103,6 +105,26 @@ def _ruleset_fingerprint(config: WorkspaceConfig) -> str:
     return f"{config.scoring.version}:{hashlib.sha256(rules.encode()).hexdigest()[:12]}"
 
 
+# Once recycled, a lead counts only activity after its last recycling (or, recycled by hand, after
+# its last stage change): in every stage since, so a rejected request cannot send it back to sales.
+_LAST_RECYCLED = (
+    select(func.max(StageTransition.at))
+    .where(StageTransition.lead_id == Activity.lead_id, StageTransition.to_stage == Stage.recycled.value)
+    .scalar_subquery()
+)
+_STAGE_SINCE = (
+    select(func.coalesce(Lead.stage_changed_at, Lead.created_at)).where(Lead.id == Activity.lead_id).scalar_subquery()
+)
+AFTER_RECYCLING = Activity.occurred_at > func.coalesce(_LAST_RECYCLED, _STAGE_SINCE)
+
+
+def ever_recycled(session: Session, leads: Sequence[Any], among: ColumnElement[bool]) -> list[int]:
+    """The ids of `leads` that are or ever were recycled; `among` narrows the transitions to look at."""
+    query = select(StageTransition.lead_id).where(StageTransition.to_stage == Stage.recycled.value, among)
+    once = set(session.execute(query.distinct()).scalars())
+    return [lead.id for lead in leads if lead.stage == Stage.recycled or lead.id in once]
+
+
 def requalify_batch(
     *,
     session: Session,
@@ -122,9 +144,10 @@ def requalify_batch(
         activity_filter, lead_filter = Activity.lead_id.between(lo, hi), Lead.id.between(lo, hi)
     leads = session.execute(select(*LEAD_COLUMNS).where(lead_filter)).all()
     rows: dict[int, Any] = {row[0]: row for row in session.execute(scorer.activity_query(now, activity_filter))}
-    recycled = [lead.id for lead in leads if lead.stage == Stage.recycled]
-    if recycled:  # they qualify again on activity after recycling only
-        query = scorer.activity_query(now, Activity.lead_id.in_(recycled), after_stage_change=True)
+    among = StageTransition.lead_id.in_(ids) if ids is not None else StageTransition.lead_id.between(lo, hi)
+    recycled = ever_recycled(session, leads, among)
+    if recycled:  # they qualify again on activity after recycling only, and old activity never counts again
+        query = scorer.activity_query(now, Activity.lead_id.in_(recycled), AFTER_RECYCLING)
         after = {row[0]: row for row in session.execute(query)}
         rows.update((lead_id, after.get(lead_id)) for lead_id in recycled)
     result = BatchResult(leads=len(leads))

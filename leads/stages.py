@@ -122,6 +122,8 @@ def decide(
     recycled = _recycled(current, changed_at, parts, config)
     if recycled:
         return StageDecision(Stage.recycled, recycled)
+    if awaits_new_activity(current, changed_at, lead):
+        return None
     rank = funnel_rank(current)
     for stage, rule in reversed(config.stages.ordered()):
         if funnel_rank(stage) <= rank:
@@ -131,6 +133,13 @@ def decide(
             if why is not None:
                 return StageDecision(to_stage=stage, reason=why)
     return None
+
+
+def awaits_new_activity(current: Stage, changed_at: datetime | None, lead: Any) -> bool:
+    """A recycled lead qualifies again on activity after recycling only: not on who it is alone."""
+    if current != Stage.recycled or lead is None or changed_at is None:
+        return False
+    return lead.last_activity_at is None or lead.last_activity_at <= changed_at
 
 
 def _may_meet(rule: StageRule, parts: ScoreParts) -> bool:

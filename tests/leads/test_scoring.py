@@ -2,65 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from itertools import count
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from leads.config import WorkspaceConfig
 from leads.db import session_scope
-from leads.ingest import store_batch
 from leads.models import ActivityType, Lead, Stage, StageTransition
-from leads.records import parse_activity
-from leads.requalify import ShardResult, plan_shards, requalify_shard
+from leads.requalify import plan_shards, requalify_shard
 from leads.scoring import Contribution, LeadSignals, ScoreParts, Scorer
 from leads.stages import decide
-
-NOW = datetime(2026, 10, 1, 12, 0)
-_ids = count(1)
-
-
-def make_config(**scoring_overrides: Any) -> WorkspaceConfig:
-    scoring: dict[str, Any] = {
-        "version": "rules-7",
-        "fit": [
-            {"name": "Decision maker", "field": "title", "pattern": r"(?i)\b(ceo|cto|director)\b", "points": 20},
-            {"name": "Student", "field": "title", "pattern": r"(?i)\bstudent\b", "points": -30},
-            {"name": "Target industry", "field": "industry", "one_of": ["software", "Finance"], "points": 10},
-            {"name": "Dutch", "field": "country", "equals": "nl", "points": 5},
-            {"name": "Mid-size", "field": "company_size", "at_least": 200, "at_most": 1000, "points": 10},
-            {"name": "Free mail", "field": "email_domain", "one_of": ["gmail.com", "hotmail.com"], "points": -10},
-            {"name": "Acme itself", "field": "company", "equals": "Acme", "points": -50},
-        ],
-        "engagement": [
-            {"name": "Pricing", "activity": "page_view", "target_contains": "/pricing", "points": 8, "cap": 24},
-            {"name": "Half-price promo", "activity": "page_view", "target_contains": "50%_off", "points": 3},
-            {"name": "Careers", "activity": "page_view", "target_contains": "/careers", "points": -6, "cap": -12},
-            {"name": "Webinar", "activity": "webinar", "points": 12},
-            {"name": "Download", "activity": "download", "points": 10, "cap": 30},
-            {"name": "Unsubscribed", "activity": "unsubscribe", "points": -25, "cap": -25},
-        ],
-    }
-    scoring.update(scoring_overrides)
-    return WorkspaceConfig.model_validate(
-        {
-            "sender": {"from_name": "Acme", "from_email": "hi@acme.example", "postal_address": "Street 1, Town"},
-            "scoring": scoring,
-            "stages": {
-                "prospect": {"min_score": 10},
-                "hot_prospect": {"min_score": 30},
-                "mql": {"min_score": 50, "min_engagement": 20},
-                "sql": {"min_score": 80, "min_fit": 20, "hand_raise": ["demo_request", "contact_sales"]},
-            },
-        }
-    )
-
-
-CONFIG = make_config()
-
+from tests.leads.scoring_helpers import CONFIG, NOW, lead, make_config, requalify, scores, set_stage, store, transitions
 
 # --- the rules on their own -------------------------------------------------------------------------
 
@@ -166,76 +121,6 @@ def test_stage_decisions(current: Stage, parts: ScoreParts, expected: tuple[Stag
 
 
 # --- over stored activity ---------------------------------------------------------------------------
-
-
-def store(
-    engine: Engine,
-    email: str,
-    *events: tuple[str, str | None],
-    profile: dict[str, Any] | None = None,
-    at: datetime = NOW - timedelta(days=3),
-) -> None:
-    """Store activity for one lead the way ingest does: raw records through parse_activity and store_batch."""
-    records = [
-        parse_activity(
-            {
-                "id": f"t{next(_ids)}",
-                "email": email,
-                "type": kind,
-                "target": target,
-                "at": (at + timedelta(minutes=i)).isoformat(),
-                "lead": profile,
-            },
-            now=NOW,
-        )
-        for i, (kind, target) in enumerate(events)
-    ]
-    with session_scope(engine) as session:
-        store_batch(session=session, source="test", records=records)
-
-
-def requalify(
-    engine: Engine,
-    config: WorkspaceConfig = CONFIG,
-    *,
-    now: datetime = NOW,
-    shard_size: int = 1000,
-    run_id: str | None = None,
-) -> ShardResult:
-    with session_scope(engine) as session:
-        shards = plan_shards(session, shard_size)
-    total = ShardResult()
-    for lo, hi in shards:
-        with session_scope(engine) as session:
-            total = total.merge(requalify_shard(session=session, config=config, lo=lo, hi=hi, now=now, run_id=run_id))
-    return total
-
-
-def lead(engine: Engine, email: str) -> Lead:
-    with session_scope(engine) as session:
-        row = session.execute(select(Lead).where(Lead.email == email)).scalar_one()
-        session.expunge(row)
-        return row
-
-
-def transitions(engine: Engine, email: str | None = None) -> list[StageTransition]:
-    with session_scope(engine) as session:
-        stmt = select(StageTransition).order_by(StageTransition.id)
-        if email is not None:
-            stmt = stmt.join(Lead, Lead.id == StageTransition.lead_id).where(Lead.email == email)
-        rows = list(session.execute(stmt).scalars())
-        session.expunge_all()
-        return rows
-
-
-def set_stage(engine: Engine, email: str, stage: Stage) -> None:
-    with session_scope(engine) as session:
-        session.execute(update(Lead).where(Lead.email == email).values(stage=stage))
-
-
-def scores(engine: Engine, email: str) -> tuple[float, float, float, Stage]:
-    row = lead(engine, email)
-    return row.fit_score, row.engagement_score, row.score, Stage(row.stage)
 
 
 def test_fit_and_engagement_come_from_profile_and_stored_activity(engine: Engine) -> None:
