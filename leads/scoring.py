@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Float, Select, String, and_, case, func, literal, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
-from leads.models import Activity, ActivityType, Lead
+from leads.models import Activity, ActivityType
 from leads.scoring_config import FREE_MAIL_DOMAINS, ActivityRule, Condition, FrequencyRule, ScoringConfig, StagesConfig
 
 # Sales outcomes whose latest time the engine needs per lead, in this column order.
@@ -137,14 +137,11 @@ class Scorer:
             return literal(1.0, Float)
         return func.exp(literal(-self.decay_rate, Float) * self._age_days(now))
 
-    def activity_query(
-        self, now: datetime, *lead_filter: ColumnElement[bool], after_stage_change: bool = False
-    ) -> Select[Any]:
+    def activity_query(self, now: datetime, *lead_filter: ColumnElement[bool]) -> Select[Any]:
         """Per lead: decayed sum per engagement rule, count and oldest time per frequency window,
         latest time per hand raise and sales outcome, and the latest activity of all.
 
-        `after_stage_change` counts only activity after the lead's last stage change (for recycled
-        leads, which qualify again on new evidence only).
+        Activity after `now` never counts, so the same query replays history for backtests.
         """
         columns: list[Any] = [Activity.lead_id]
         for rule in self.scoring.engagement:
@@ -157,12 +154,7 @@ class Scorer:
         for kind in (*self.hand_raise_types, *OUTCOME_TYPES):
             columns.append(_raw(func.max(case((Activity.type == kind.value, Activity.occurred_at), else_=None))))
         columns.append(_raw(func.max(Activity.occurred_at)))
-        query = select(*columns).where(Activity.occurred_at <= now, *lead_filter)
-        if after_stage_change:
-            query = query.join(Lead, Lead.id == Activity.lead_id).where(
-                Activity.occurred_at > func.coalesce(Lead.stage_changed_at, Lead.created_at)
-            )
-        return query.group_by(Activity.lead_id)
+        return select(*columns).where(Activity.occurred_at <= now, *lead_filter).group_by(Activity.lead_id)
 
     # --- Python, per lead --------------------------------------------------------------------------
 
