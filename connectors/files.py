@@ -12,35 +12,23 @@ import csv
 import gc
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from connectors.pages import Page
-from leads.records import ActivityParser, ActivityRecord, PlusAddressing, RecordError, Rejected
+from leads.records import PROFILE_FIELDS, ActivityParser, ActivityRecord, PlusAddressing, RecordError, Rejected
 
 __all__ = ["FileActivitySource", "Page"]
 
 SUFFIXES = (".jsonl", ".csv")
 CORE_COLUMNS = ("id", "email", "type", "at", "target")
-LEAD_COLUMNS = (
-    "first_name",
-    "last_name",
-    "company",
-    "title",
-    "industry",
-    "company_size",
-    "country",
-    "timezone",
-    "budget",
-    "authority",
-    "need",
-    "timing",
-)
+LEAD_COLUMNS = tuple(PROFILE_FIELDS)
 
 
 class FileActivitySource:
@@ -106,14 +94,15 @@ class FileActivitySource:
         records: list[ActivityRecord] = []
         rejected: list[Rejected] = []
         batch_size = self.batch_size
+        read_csv = partial(_csv_record, header=header) if header is not None else None
         for raw_line in lines:
             if not raw_line.endswith(b"\n"):
                 return records, rejected, offset, line_no, False  # still being written
             line_no += 1
             offset += len(raw_line)
-            if header is not None:
+            if read_csv is not None:
                 if line_no > 1:
-                    _parse_csv_line(raw_line, file, line_no, header, parse, records, rejected)
+                    _parse_text_line(raw_line, file, line_no, read_csv, parse, records, rejected)
             else:
                 try:  # the fast path: bytes straight to a dict, errors and odd lines go the long way below
                     raw = orjson.loads(raw_line)
@@ -123,7 +112,7 @@ class FileActivitySource:
                 except RecordError as exc:
                     rejected.append(_rejected(raw_line, file, line_no, exc))
                 except (orjson.JSONDecodeError, TypeError):
-                    _parse_json_line(raw_line, file, line_no, parse, records, rejected)
+                    _parse_text_line(raw_line, file, line_no, _json_record, parse, records, rejected)
             if len(records) + len(rejected) >= batch_size:
                 return records, rejected, offset, line_no, True
         return records, rejected, offset, line_no, False
@@ -150,38 +139,21 @@ def _rejected(raw_line: bytes, file: Path, line_no: int, exc: RecordError) -> Re
     return Rejected(location=f"{file.name}:{line_no}", reason=exc.reason, detail=exc.detail, raw=_line_text(raw_line))
 
 
-def _parse_json_line(
+def _parse_text_line(
     raw_line: bytes,
     file: Path,
     line_no: int,
+    read: Callable[[str], dict[str, Any]],
     parse: ActivityParser,
     records: list[ActivityRecord],
     rejected: list[Rejected],
 ) -> None:
-    """A line the fast parser refused: blank (skipped), or parsed by `json` (NaN, huge numbers) or rejected."""
+    """A CSV row, or a JSON line the fast parser refused: blank (skipped), read by `read` and parsed, or rejected."""
     text = _line_text(raw_line)
     if not text.strip():
         return
     try:
-        records.append(parse(_json_record(text)))
-    except RecordError as exc:
-        rejected.append(_rejected(raw_line, file, line_no, exc))
-
-
-def _parse_csv_line(
-    raw_line: bytes,
-    file: Path,
-    line_no: int,
-    header: list[str],
-    parse: ActivityParser,
-    records: list[ActivityRecord],
-    rejected: list[Rejected],
-) -> None:
-    text = _line_text(raw_line)
-    if not text.strip():
-        return
-    try:
-        records.append(parse(_csv_record(text, header)))
+        records.append(parse(read(text)))
     except RecordError as exc:
         rejected.append(_rejected(raw_line, file, line_no, exc))
 

@@ -35,9 +35,11 @@ from connectors.http import (
 )
 from connectors.paginators import CursorPaginator, HasMorePaginator, PageRequest, Paginator, dig
 from connectors.streams import (
+    EmailsById,
     Mapped,
     RestSource,
     RestStream,
+    activity,
     activity_type,
     iso_or_raw,
     merged,
@@ -230,7 +232,7 @@ class EngagementStream(SearchStream):
         *,
         page_size: int,
         types: dict[str, str],
-        contacts: ContactEmails,
+        contacts: EmailsById,
         search_limit: int = SEARCH_LIMIT,
     ) -> None:
         super().__init__(page_size=page_size, search_limit=search_limit)
@@ -264,43 +266,32 @@ class EngagementStream(SearchStream):
             key = f"emails:{properties.get('hs_email_direction') or 'EMAIL'}"
         kind = activity_type(key, self.types)
         contacts = self.associated.get(str(record.get("id")), [])
-        if kind is None or not contacts:
-            yield ("skip", {})
-            return
+        if not contacts:
+            kind = None  # nobody to credit it to (an internal meeting, say)
         extra = {k: v for k in ENGAGEMENT_PROPERTIES.get(self.object_type, []) if (v := properties.get(k))}
-        for contact_id in contacts:
-            yield (
-                "activity",
-                {
-                    "id": f"{self.object_type}:{record.get('id')}:{contact_id}",
-                    "email": self.contacts.emails.get(contact_id),
-                    "type": kind,
-                    "at": iso_or_raw(properties.get("hs_timestamp")),
-                    "target": properties.get(ENGAGEMENT_TITLES.get(self.object_type, "")),
-                    "properties": {"engagement": self.object_type, "engagement_id": record.get("id"), **extra},
-                },
+        for contact_id in contacts or [""]:
+            yield activity(
+                kind,
+                id=f"{self.object_type}:{record.get('id')}:{contact_id}",
+                email=self.contacts.emails.get(contact_id),
+                at=iso_or_raw(properties.get("hs_timestamp")),
+                target=properties.get(ENGAGEMENT_TITLES.get(self.object_type, "")),
+                properties={"engagement": self.object_type, "engagement_id": record.get("id"), **extra},
             )
 
 
-class ContactEmails:
-    """Contact id → email, read in batches of 100 and kept for the run."""
+def contact_emails() -> EmailsById:
+    """Contact id → email, from `POST /crm/v3/objects/contacts/batch/read` (100 ids a call)."""
 
-    def __init__(self) -> None:
-        self.emails: dict[str, str | None] = {}
+    def fetch(client: ApiClient, ids: list[str]) -> dict[str, str | None]:
+        body = client.request_json(
+            "POST",
+            "/crm/v3/objects/contacts/batch/read",
+            json={"properties": ["email"], "inputs": [{"id": c} for c in ids]},
+        )
+        return {str(r.get("id")): pick(r, "properties.email") for r in dig(body, ("results",)) or []}
 
-    def load(self, contact_ids: Iterable[str], client: ApiClient) -> None:
-        wanted = sorted({c for c in contact_ids if c not in self.emails})
-        for start in range(0, len(wanted), BATCH_READ_LIMIT):
-            chunk = wanted[start : start + BATCH_READ_LIMIT]
-            body = client.request_json(
-                "POST",
-                "/crm/v3/objects/contacts/batch/read",
-                json={"properties": ["email"], "inputs": [{"id": c} for c in chunk]},
-            )
-            for result in dig(body, ("results",)) or []:
-                self.emails[str(result.get("id"))] = pick(result, "properties.email")
-            for contact_id in chunk:
-                self.emails.setdefault(contact_id, None)
+    return EmailsById(fetch, chunk=BATCH_READ_LIMIT)
 
 
 class FormSubmissionsStream(RestStream):
@@ -334,22 +325,15 @@ class FormSubmissionsStream(RestStream):
         return str(record.get("conversionId", "?"))
 
     def map(self, record: dict[str, Any]) -> Iterable[Mapped]:
-        kind = activity_type("form_submission", self.types)
-        if kind is None:
-            yield ("skip", {})
-            return
         values = {str(v.get("name")): v.get("value") for v in record.get("values") or [] if isinstance(v, dict)}
-        yield (
-            "activity",
-            {
-                "id": f"form:{record.get('conversionId')}",
-                "email": values.get("email"),
-                "type": kind,
-                "at": iso_or_raw(record.get("submittedAt")),
-                "target": record.get("pageUrl"),
-                "properties": {"form_id": self.form_id},
-                "lead": profile_from(values, self.fields),
-            },
+        yield activity(
+            activity_type("form_submission", self.types),
+            id=f"form:{record.get('conversionId')}",
+            email=values.get("email"),
+            at=iso_or_raw(record.get("submittedAt")),
+            target=record.get("pageUrl"),
+            properties={"form_id": self.form_id},
+            lead=profile_from(values, self.fields),
         )
 
 
@@ -383,22 +367,15 @@ class EmailEventsStream(RestStream):
         key = (
             f"STATUSCHANGE:{record.get('portalSubscriptionStatus') or 'UNKNOWN'}" if event == "STATUSCHANGE" else event
         )
-        kind = activity_type(key, self.types)
-        if kind is None:
-            yield ("skip", {})
-            return
         campaign = record.get("emailCampaignId")
-        yield (
-            "activity",
-            {
-                "id": f"email_event:{record.get('id')}",
-                "email": record.get("recipient"),
-                "type": kind,
-                "at": iso_or_raw(record.get("created")),
-                "target": record.get("url") or (f"campaign:{campaign}" if campaign is not None else None),
-                "properties": {
-                    k: record[k] for k in ("emailCampaignId", "subject", "url", "category", "appName") if record.get(k)
-                },
+        yield activity(
+            activity_type(key, self.types),
+            id=f"email_event:{record.get('id')}",
+            email=record.get("recipient"),
+            at=iso_or_raw(record.get("created")),
+            target=record.get("url") or (f"campaign:{campaign}" if campaign is not None else None),
+            properties={
+                k: record[k] for k in ("emailCampaignId", "subject", "url", "category", "appName") if record.get(k)
             },
         )
 
@@ -424,7 +401,7 @@ class HubSpotActivitySource(RestSource):
             for form_id in spec.forms or self.form_ids():
                 streams.append(FormSubmissionsStream(form_id, page_size=size, fields=self.fields, types=self.types))
         if "engagements" in spec.streams:
-            contacts = ContactEmails()
+            contacts = contact_emails()
             for object_type in spec.engagement_objects:
                 streams.append(
                     EngagementStream(

@@ -20,9 +20,11 @@ import httpx
 from connectors.http import ApiClient, APIError, HeaderToken, RetryPolicy, classify_status, parse_retry_after
 from connectors.paginators import CursorPaginator, PageRequest, Paginator, dig
 from connectors.streams import (
+    EmailsById,
     Mapped,
     RestSource,
     RestStream,
+    activity,
     activity_type,
     iso_or_raw,
     merged,
@@ -104,7 +106,7 @@ def primary_email(person: Mapping[str, Any]) -> str | None:
 
 
 class PersonsStream(ListStream):
-    def __init__(self, *, page_size: int, fields: dict[str, str], persons: PersonEmails) -> None:
+    def __init__(self, *, page_size: int, fields: dict[str, str], persons: EmailsById) -> None:
         super().__init__("persons", page_size=page_size)
         self.fields = fields
         self.persons = persons
@@ -122,29 +124,20 @@ class PersonsStream(ListStream):
         )
 
 
-class PersonEmails:
-    """Person id → primary email, looked up 100 ids at a time and kept for the run."""
+def person_emails() -> EmailsById:
+    """Person id → primary email, from `GET /api/v2/persons?ids=…` (100 ids a call)."""
 
-    def __init__(self) -> None:
-        self.emails: dict[str, str | None] = {}
+    def fetch(client: ApiClient, ids: list[str]) -> dict[str, str | None]:
+        body = client.request_json("GET", "/api/v2/persons", params={"ids": ",".join(ids), "limit": IDS_PER_LOOKUP})
+        return {str(person.get("id")): primary_email(person) for person in dig(body, ("data",)) or []}
 
-    def load(self, person_ids: Iterable[str], client: ApiClient) -> None:
-        wanted = sorted({p for p in person_ids if p not in self.emails})
-        for start in range(0, len(wanted), IDS_PER_LOOKUP):
-            chunk = wanted[start : start + IDS_PER_LOOKUP]
-            body = client.request_json(
-                "GET", "/api/v2/persons", params={"ids": ",".join(chunk), "limit": IDS_PER_LOOKUP}
-            )
-            for person in dig(body, ("data",)) or []:
-                self.emails[str(person.get("id"))] = primary_email(person)
-            for person_id in chunk:
-                self.emails.setdefault(person_id, None)
+    return EmailsById(fetch, chunk=IDS_PER_LOOKUP)
 
 
 class LinkedStream(ListStream):
-    """Activities and deals: linked to persons, whose emails are looked up per page."""
+    """Activities and deals: an activity for each person they are linked to, whose emails are looked up per page."""
 
-    def __init__(self, name: str, *, page_size: int, types: dict[str, str], persons: PersonEmails) -> None:
+    def __init__(self, name: str, *, page_size: int, types: dict[str, str], persons: EmailsById) -> None:
         super().__init__(name, page_size=page_size)
         self.types = types
         self.persons = persons
@@ -158,59 +151,47 @@ class LinkedStream(ListStream):
     def prepare(self, records: list[dict[str, Any]], client: ApiClient) -> None:
         self.persons.load([p for r in records for p in self.person_ids(r)], client)
 
-
-class ActivitiesStream(LinkedStream):
-    def __init__(self, *, page_size: int, types: dict[str, str], persons: PersonEmails) -> None:
-        super().__init__("activities", page_size=page_size, types=types, persons=persons)
+    def event(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The record's event key (for activity_types) and its activity, less the person."""
+        raise NotImplementedError
 
     def map(self, record: dict[str, Any]) -> Iterable[Mapped]:
-        key = f"activity:{record.get('type')}" if record.get("done") else "activity:planned"
+        key, event = self.event(record)
         kind = activity_type(key, self.types)
         people = self.person_ids(record)
-        if kind is None or not people:
-            yield ("skip", {})
-            return
-        for person_id in people:
-            yield (
-                "activity",
-                {
-                    "id": f"activity:{record.get('id')}:{person_id}",
-                    "email": self.persons.emails.get(person_id),
-                    "type": kind,
-                    "at": iso_or_raw(record.get("marked_as_done_time") or record.get("update_time")),
-                    "target": record.get("subject"),
-                    "properties": {k: v for k in ("type", "deal_id") if (v := record.get(k)) is not None},
-                },
-            )
+        for person_id in people or [""]:
+            raw = {**event, "id": f"{event['id']}:{person_id}", "email": self.persons.emails.get(person_id)}
+            yield activity(kind if people else None, **raw)  # with nobody to credit it to, it is skipped
+
+
+class ActivitiesStream(LinkedStream):
+    def __init__(self, *, page_size: int, types: dict[str, str], persons: EmailsById) -> None:
+        super().__init__("activities", page_size=page_size, types=types, persons=persons)
+
+    def event(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        key = f"activity:{record.get('type')}" if record.get("done") else "activity:planned"
+        return key, {
+            "id": f"activity:{record.get('id')}",
+            "at": iso_or_raw(record.get("marked_as_done_time") or record.get("update_time")),
+            "target": record.get("subject"),
+            "properties": {k: v for k in ("type", "deal_id") if (v := record.get(k)) is not None},
+        }
 
 
 class DealsStream(LinkedStream):
-    def __init__(self, *, page_size: int, types: dict[str, str], persons: PersonEmails) -> None:
+    def __init__(self, *, page_size: int, types: dict[str, str], persons: EmailsById) -> None:
         super().__init__("deals", page_size=page_size, types=types, persons=persons)
 
-    def map(self, record: dict[str, Any]) -> Iterable[Mapped]:
+    def event(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         status = str(record.get("status") or "open")
-        kind = activity_type(f"deal:{status}", self.types)
-        people = self.person_ids(record)
-        if kind is None or not people:
-            yield ("skip", {})
-            return
         at = {"won": "won_time", "lost": "lost_time"}.get(status, "add_time")
-        for person_id in people:
-            yield (
-                "activity",
-                {
-                    # A deal's status changes are separate events: open, then won or lost.
-                    "id": f"deal:{record.get('id')}:{status}:{person_id}",
-                    "email": self.persons.emails.get(person_id),
-                    "type": kind,
-                    "at": iso_or_raw(record.get(at) or record.get("update_time")),
-                    "target": record.get("title"),
-                    "properties": {
-                        k: v for k in ("value", "currency", "lost_reason") if (v := record.get(k)) is not None
-                    },
-                },
-            )
+        return f"deal:{status}", {
+            # A deal's status changes are separate events: open, then won or lost.
+            "id": f"deal:{record.get('id')}:{status}",
+            "at": iso_or_raw(record.get(at) or record.get("update_time")),
+            "target": record.get("title"),
+            "properties": {k: v for k in ("value", "currency", "lost_reason") if (v := record.get(k)) is not None},
+        }
 
 
 def pipedrive_source(
@@ -232,7 +213,7 @@ def pipedrive_source(
         retry=retry,
     )
     types = merged(ACTIVITY_TYPES, spec.activity_types)
-    persons = PersonEmails()
+    persons = person_emails()
     streams: list[RestStream] = []
     for name in spec.streams:
         if name == "persons":

@@ -35,6 +35,7 @@ from connectors.streams import (
     Mapped,
     RestSource,
     RestStream,
+    activity,
     activity_type,
     iso_or_raw,
     merged,
@@ -238,20 +239,13 @@ class TaskStream(SoqlStream):
         self.types = types
 
     def map(self, record: dict[str, Any]) -> Iterable[Mapped]:
-        kind = activity_type(f"Task:{record.get('TaskSubtype') or record.get('Type') or 'Task'}", self.types)
-        if kind is None:
-            yield ("skip", {})
-            return
-        yield (
-            "activity",
-            {
-                "id": f"Task:{record.get('Id')}",
-                "email": pick(record, "Who.Email"),
-                "type": kind,
-                "at": iso_or_raw(record.get("CompletedDateTime") or record.get("CreatedDate")),
-                "target": record.get("Subject"),
-                "properties": {k: v for k in ("Type", "Status") if (v := record.get(k))},
-            },
+        yield activity(
+            activity_type(f"Task:{record.get('TaskSubtype') or record.get('Type') or 'Task'}", self.types),
+            id=f"Task:{record.get('Id')}",
+            email=pick(record, "Who.Email"),
+            at=iso_or_raw(record.get("CompletedDateTime") or record.get("CreatedDate")),
+            target=record.get("Subject"),
+            properties={k: v for k in ("Type", "Status") if (v := record.get(k))},
         )
 
 
@@ -269,20 +263,13 @@ class CampaignMemberStream(SoqlStream):
             if responded
             else "CampaignMember:not_responded"
         )
-        kind = activity_type(key, self.types)
-        if kind is None:
-            yield ("skip", {})
-            return
-        yield (
-            "activity",
-            {
-                "id": f"CampaignMember:{record.get('Id')}",
-                "email": record.get("Email"),
-                "type": kind,
-                "at": iso_or_raw(record.get("FirstRespondedDate") or record.get("CreatedDate")),
-                "target": pick(record, "Campaign.Name"),
-                "properties": {k: v for k in ("Status",) if (v := record.get(k))},
-            },
+        yield activity(
+            activity_type(key, self.types),
+            id=f"CampaignMember:{record.get('Id')}",
+            email=record.get("Email"),
+            at=iso_or_raw(record.get("FirstRespondedDate") or record.get("CreatedDate")),
+            target=pick(record, "Campaign.Name"),
+            properties={k: v for k in ("Status",) if (v := record.get(k))},
         )
 
 

@@ -16,7 +16,7 @@ rather than skipping what lay between. Only a run that reaches the end of a stre
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -163,6 +163,28 @@ def _numbers(text: str) -> Iterable[int]:
             number = ""
     if number:
         yield int(number)
+
+
+def activity(kind: str | None, **raw: Any) -> Mapped:
+    """The raw activity dict a vendor record maps to, or a skip when its type maps to IGNORE."""
+    return ("skip", {}) if kind is None else ("activity", {"type": kind, **raw})
+
+
+class EmailsById:
+    """Record id → email for the records activities point at, fetched in chunks of unseen ids, kept for the run."""
+
+    def __init__(self, fetch: Callable[[ApiClient, list[str]], dict[str, str | None]], *, chunk: int) -> None:
+        self.fetch = fetch
+        self.chunk = chunk
+        self.emails: dict[str, str | None] = {}
+
+    def load(self, ids: Iterable[str], client: ApiClient) -> None:
+        wanted = sorted({i for i in ids if i not in self.emails})
+        for start in range(0, len(wanted), self.chunk):
+            part = wanted[start : start + self.chunk]
+            self.emails.update(self.fetch(client, part))
+            for record_id in part:
+                self.emails.setdefault(record_id, None)  # gone, or not visible: its activities lack an email
 
 
 def activity_type(key: str, types: Mapping[str, str]) -> str | None:

@@ -247,34 +247,23 @@ def _insert_activity(
     before = connection.execute(select(func.coalesce(func.max(_ACTIVITY.c.id), 0))).scalar_one()
     value, dumps = _TYPE_VALUES, _json
     if sqlite:  # SQLite keeps datetimes as text in SQLAlchemy's format
+        times: list[Any] = [r.occurred_at.isoformat(" ", "microseconds") for r in records]
         ingested: Any = ingested_at.isoformat(" ", "microseconds")
-        rows = [
-            (
-                ids[r.email],
-                value[r.type],
-                r.occurred_at.isoformat(" ", "microseconds"),
-                source,
-                r.source_id,
-                r.target,
-                dumps(r.properties) if r.properties else "{}",
-                ingested,
-            )
-            for r in records
-        ]
     else:
-        rows = [
-            (
-                ids[r.email],
-                value[r.type],
-                r.occurred_at,
-                source,
-                r.source_id,
-                r.target,
-                dumps(r.properties) if r.properties else "{}",
-                ingested_at,
-            )
-            for r in records
-        ]
+        times, ingested = [r.occurred_at for r in records], ingested_at
+    rows = [
+        (
+            ids[r.email],
+            value[r.type],
+            at,
+            source,
+            r.source_id,
+            r.target,
+            dumps(r.properties) if r.properties else "{}",
+            ingested,
+        )
+        for r, at in zip(records, times, strict=True)
+    ]
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = (
         f"INSERT INTO activity ({', '.join(_ACTIVITY_COLUMNS)}) VALUES ({', '.join([mark] * len(_ACTIVITY_COLUMNS))})"

@@ -13,24 +13,20 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from leads.models import ActivityType
+from leads.records import PROFILE_FIELDS
 from leads.scoring_config import Strict
 
 SourceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=100)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]
-ProfileField = Literal[
-    "first_name",
-    "last_name",
-    "company",
-    "title",
-    "industry",
-    "company_size",
-    "country",
-    "timezone",
-    "budget",
-    "authority",
-    "need",
-    "timing",
-]
+
+
+def _profile_field(name: str) -> str:
+    if name not in PROFILE_FIELDS:
+        raise ValueError(f"not a lead field; one of {', '.join(PROFILE_FIELDS)}")
+    return name
+
+
+ProfileField = Annotated[str, AfterValidator(_profile_field)]
 FieldMap = dict[ProfileField, str | None]
 
 

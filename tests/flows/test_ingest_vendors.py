@@ -102,13 +102,20 @@ def active_slots(name: str) -> int:
         return client.read_global_concurrency_limit_by_name(name).active_slots
 
 
-def test_the_report_counts_per_source_and_per_quarantine_reason(
+@pytest.fixture
+def folder(
     tmp_path: Path, db_url: str, crms: tuple[FakeHubSpot, FakePipedrive], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hubspot, pipedrive = crms
-    seed(hubspot, pipedrive)
-    folder = workspace(tmp_path / "ws", db_url, hubspot, pipedrive)
+) -> Path:
+    """A workspace whose CRMs hold data; the HubSpot token in the environment, Pipedrive's in the .env file."""
+    seed(*crms)
     monkeypatch.setenv("HUBSPOT_TOKEN", HUBSPOT_TOKEN)
+    return workspace(tmp_path / "ws", db_url, *crms)
+
+
+def test_the_report_counts_per_source_and_per_quarantine_reason(
+    folder: Path, db_url: str, crms: tuple[FakeHubSpot, FakePipedrive]
+) -> None:
+    hubspot, _ = crms
     create_rate_limit("leadflow-hubspot-flow-test")
 
     report = ingest_flow(IngestParams(workspace=str(folder), as_of=AS_OF))
@@ -134,13 +141,9 @@ def test_the_report_counts_per_source_and_per_quarantine_reason(
 
 
 def test_a_crm_that_refuses_its_token_stops_alone_and_fails_the_run(
-    tmp_path: Path, db_url: str, crms: tuple[FakeHubSpot, FakePipedrive], monkeypatch: pytest.MonkeyPatch
+    folder: Path, db_url: str, crms: tuple[FakeHubSpot, FakePipedrive]
 ) -> None:
-    hubspot, pipedrive = crms
-    seed(hubspot, pipedrive)
-    folder = workspace(tmp_path / "ws", db_url, hubspot, pipedrive)
-    monkeypatch.setenv("HUBSPOT_TOKEN", HUBSPOT_TOKEN)
-    pipedrive.revoke(PIPEDRIVE_TOKEN)
+    crms[1].revoke(PIPEDRIVE_TOKEN)
 
     with pytest.raises(IngestFailed, match=r"source 'pd'.*unauthorized access"):
         ingest_flow(IngestParams(workspace=str(folder), as_of=AS_OF))
