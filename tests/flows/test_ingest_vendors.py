@@ -158,3 +158,14 @@ def test_a_crm_that_refuses_its_token_stops_alone_and_fails_the_run(
     latest = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()[0]
     assert "Sources that stopped" in latest["data"] and "source 'pd'" in latest["data"]
     assert PIPEDRIVE_TOKEN not in json.dumps(latest)
+
+
+def test_prefect_retries_a_source_only_for_retriable_failures() -> None:
+    from prefect.states import Failed
+
+    from connectors.http import AuthenticationError, RetriableAPIError
+    from flows.ingest import _retriable
+
+    assert _retriable(None, None, Failed(data=RetriableAPIError("crm", "rate limited", status=429)))
+    assert not _retriable(None, None, Failed(data=AuthenticationError("crm", "token expired", status=401)))
+    assert not _retriable(None, None, Failed(data=FileNotFoundError("data/activity.jsonl")))
