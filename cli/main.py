@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from enum import StrEnum
@@ -154,6 +155,46 @@ def explain(
         raise _fail(str(exc)) from None
     finally:
         engine.dispose()
+
+
+@app.command()
+def backtest(
+    workspace: Workspace = None,
+    outcomes: Annotated[
+        Path | None, typer.Option(help="CSV of email,outcome,decided_at (default: data/outcomes.csv, else CRM deals).")
+    ] = None,
+    as_of: Annotated[
+        datetime | None, typer.Option(help="Evaluate as of this UTC time (default: latest activity).")
+    ] = None,
+    split: Annotated[datetime | None, typer.Option(help="Leads first seen before this UTC time train.")] = None,
+    compare: Annotated[
+        Path | None, typer.Option(help="Another leadflow.yaml whose rules to show side by side.")
+    ] = None,
+    store: Annotated[
+        bool | None, typer.Option("--store/--no-store", help="Store the naive-Bayes probability on every lead.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Replay the history under the rules and hold them against won and lost deals, beside a learned baseline."""
+    from cli.backtest import BacktestRequest, backtest_workspace, print_backtest, report_as_json
+    from leads.backtest import BacktestError
+    from leads.outcomes import OutcomesError
+
+    settings = load_settings(workspace)
+    try:
+        config = load_config(settings.config_file)
+        other = load_config(compare) if compare is not None else None
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    request = BacktestRequest(outcomes=outcomes, as_of=as_of, split=split, compare=compare, store=store)
+    try:
+        report, stored = backtest_workspace(settings, config, other, request)
+    except (OutcomesError, BacktestError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(report_as_json(report, stored), indent=2))
+    else:
+        print_backtest(console, report, stored)
 
 
 @db_app.command("upgrade")
