@@ -146,6 +146,6 @@ def ingest_flow(params: IngestParams = IngestParams()) -> IngestReport:
         reasons.update(totals.reasons)
     report.quarantine_by_reason = dict(reasons)
     publish_ingest(report)
-    if report.failed:
+    if report.failed and params.fail_on_source_error:
         raise IngestFailed("; ".join(f"{error}" for error in report.failed.values()))
     return report

@@ -23,6 +23,10 @@ class IngestParams(RunParams):
         le=100_000,
         description="File records stored per transaction (bigger pages load big files faster; see BENCHMARKS.md).",
     )
+    fail_on_source_error: bool = Field(
+        default=True,
+        description="End the run Failed when a source fails (after the other sources and the report).",
+    )
 
 
 class RequalifyParams(RunParams):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.handoff import handoff_flow
-from flows.ingest import ingest_flow
+from flows.ingest import IngestFailed, ingest_flow
 from flows.nurture import nurture_flow
 from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
 from flows.reports import PipelineReport
@@ -17,9 +17,15 @@ from flows.workspace import run_time
 def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineReport:
     """Run the whole loop once: new activity in, leads requalified, nurture sent, SQLs handed off."""
     shared = {"workspace": params.workspace, "as_of": run_time(params.as_of)}
-    return PipelineReport(
-        ingest=ingest_flow(IngestParams(**shared)),
+    # A failing source (an expired CRM token, say) must not hold back nurture and handoff for
+    # everything that did arrive: the pipeline goes on and ends Failed afterwards.
+    ingest = ingest_flow(IngestParams(**shared, fail_on_source_error=False))
+    report = PipelineReport(
+        ingest=ingest,
         requalify=requalify_flow(RequalifyParams(**shared)),
         nurture=nurture_flow(NurtureParams(**shared)),
         handoff=handoff_flow(HandoffParams(**shared)),
     )
+    if ingest.failed:
+        raise IngestFailed("; ".join(ingest.failed.values()))
+    return report

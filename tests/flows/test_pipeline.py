@@ -149,3 +149,20 @@ def test_each_run_leaves_its_report_as_artifacts_in_prefect(tmp_path: Path, sqli
 
 def _table(data: object) -> list[dict[str, object]]:
     return json.loads(data) if isinstance(data, str) else data  # type: ignore[return-value]
+
+
+def test_a_failing_source_does_not_hold_back_the_rest_of_the_pipeline(tmp_path: Path, sqlite_url: str) -> None:
+    from flows.ingest import IngestFailed
+
+    folder = make_workspace(tmp_path / "ws", sqlite_url, leads=100)
+    config = folder / "leadflow.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "    path: data/activity.jsonl\n",
+            "    path: data/activity.jsonl\n  - name: partner-feed\n    kind: file\n    path: data/missing.jsonl\n",
+        )
+    )
+    with pytest.raises(IngestFailed, match="missing.jsonl"):
+        run(folder)
+    # Everything that did arrive went through: scored, nurtured, handed off.
+    assert list((folder / "outbox").glob("*.eml")) and list((folder / "handoff-inbox").glob("*.json"))
