@@ -106,7 +106,12 @@ def _run_flow(flow: FlowName, folder: Path) -> Any:
         raise _fail(str(exc)) from None
     from flows import registry
 
-    return registry.run(flow.value, str(folder))
+    try:
+        return registry.run(flow.value, str(folder))
+    except Exception as exc:  # the run's own report and logs are in Prefect; say what failed, briefly
+        console.print(f"[bold red]the {flow.value} run failed:[/] {exc}", highlight=False)
+        console.print("Rerun with --verbose for Prefect's log, or open the run in the Prefect UI.")
+        raise typer.Exit(code=1) from None
 
 
 @app.command()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from leads.models import Stage
 from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
@@ -34,6 +34,13 @@ class Sequence(Strict):
     enroll: Enrollment
     exit_at_stage: Stage = Stage.mql
     steps: list[NurtureStep] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _not_all(cls, value: str) -> str:
+        if value == "all":
+            raise ValueError('"all" is reserved: an unsubscribe from "all" means every marketing email')
+        return value
 
 
 class NurtureConfig(Strict):

@@ -265,3 +265,11 @@ def test_missing_sections_are_named(tmp_path: Path) -> None:
     error = _problems(_write(tmp_path, "sender:\n  from_name: A\n"))
     reported = {p.split(": ")[1] for p in error.problems}
     assert {"scoring", "stages", "sender.from_email", "sender.postal_address"} <= reported
+
+
+def test_a_sequence_may_not_be_called_all(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace("    - name: warm-up\n", "    - name: all\n")
+    path = tmp_path / "leadflow.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match='nurture.sequences\\[0\\].name: "all" is reserved'):
+        load_config(path)
