@@ -103,13 +103,32 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
     )
 
     console.print("\n[bold]Where to look next[/]")
-    outbox = settings.mail_url
-    if outbox.startswith("file:"):
-        console.print(f"  • the emails: {folder / 'outbox'}/ (.eml files open in any mail program)")
-    console.print(f"  • the SQLs for sales: {folder / 'handoff-inbox'}/ (one JSON file each, with the reasons)")
-    console.print("  • the rules: leadflow.yaml (then `leadflow run requalify`); email text: templates/")
-    console.print("  • `leadflow status` for the funnel at any time; `leadflow run` again handles only what is new")
-    console.print("  • the runs in the Prefect UI: `prefect server start`, then see the README's 'Watching runs'")
+    pointers = []
+    if settings.mail_url.startswith("file:"):
+        pointers.append(f"the emails: {folder / 'outbox'}/ (.eml files open in any mail program)")
+    pointers.append(f"the SQLs for sales: {folder / 'handoff-inbox'}/ (one JSON file each, with the reasons)")
+    example = _an_sql_email(folder)
+    if example:
+        pointers.append(f"why a lead stands where it does: `leadflow explain {example}`")
+    pointers += [
+        "how well the stages predict won deals: `leadflow backtest`",
+        "the rules: leadflow.yaml (then `leadflow run requalify`); email text: templates/",
+        "`leadflow status` for the funnel at any time; `leadflow run` again handles only what is new",
+        "the runs in the Prefect UI: `prefect server start`, then see the README's 'Watching runs'",
+    ]
+    for pointer in pointers:  # unwrapped, so paths and commands can be copied whole
+        console.print(f"  • {pointer}", soft_wrap=True, highlight=False)
+
+
+def _an_sql_email(folder: Path) -> str | None:
+    """One real SQL to point the reader at, so the explain example is copy-and-paste."""
+    engine = make_engine(load_settings(folder).resolved_database_url)
+    try:
+        with engine.connect() as conn:
+            query = select(Lead.email).where(Lead.stage == Stage.sql.value).order_by(Lead.score.desc()).limit(1)
+            return conn.execute(query).scalar_one_or_none()
+    finally:
+        engine.dispose()
 
 
 def print_report(console: Console, name: str, report: Any) -> None:

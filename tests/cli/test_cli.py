@@ -37,6 +37,11 @@ def test_demo_then_run_again_sends_nothing_twice(tmp_path: Path) -> None:
     assert sent == len(list((tmp_path / "outbox").glob("*.eml"))) > 0
     assert handed == len(list((tmp_path / "handoff-inbox").glob("*.json"))) > 0
     assert (tmp_path / "leadflow.db").exists() and (tmp_path / ".env").stat().st_mode & 0o077 == 0
+    # The summary's explain example is a real SQL, ready to copy.
+    example = re.search(r"`leadflow explain (\S+)`", out)
+    assert example, out
+    explained = runner.invoke(app, ["explain", example.group(1), "--workspace", str(tmp_path)])
+    assert explained.exit_code == 0 and "stage: sql" in explained.output, explained.output
 
     again = runner.invoke(app, ["demo", "--workspace", str(tmp_path), "--leads", "300"])
     assert again.exit_code == 0, again.output
