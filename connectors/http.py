@@ -56,6 +56,7 @@ class APIError(Exception):
         self.status = status
         self.code = code
         self.url = url
+        self.detail = message  # without the source prefix, for callers that word their own errors
         where = f" ({status}{' ' + code if code else ''})" if status is not None else ""
         super().__init__(f"source {source!r}: {message}{where}")
 
@@ -231,6 +232,10 @@ class ApiClient:
                     raise
                 self.retry.sleep(wait)
 
+    def request_json_once(self, method: str, url: str, **kwargs: Any) -> Any:
+        """One attempt, no retries: for creates whose retry must first look whether the last attempt landed."""
+        return self._once(method, url, **kwargs)
+
     def _once(self, method: str, url: str, **kwargs: Any) -> Any:
         if self.acquire is not None:
             self.acquire()
@@ -244,6 +249,8 @@ class ApiClient:
         error = self.classify(response)
         if error is not None:
             raise error
+        if response.status_code == 204 or not response.content:
+            return None  # 204 No Content: an update that says nothing back
         try:
             return response.json()
         except ValueError as exc:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from leads.handoff_config import HandoffDestination, destination_from_url
 from leads.models import Stage
 from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
 from leads.source_config import HubSpotSource, PipedriveSource, SalesforceSource
@@ -88,8 +89,28 @@ SourceConfig = Annotated[
 
 
 class HandoffConfig(Strict):
-    destination: str = Field(default="file://handoff-inbox", description="file://DIR or an https webhook URL.")
+    destination: str | None = Field(default=None, description="One file://DIR or https webhook URL (older form).")
+    destinations: list[HandoffDestination] = Field(default_factory=list, description="Named destinations.")
     allow_private_addresses: bool = False
+
+    @model_validator(mode="after")
+    def _one_form(self) -> HandoffConfig:
+        if self.destination is not None and self.destinations:
+            raise ValueError("give either destination (one URL) or destinations (a list), not both")
+        if self.destination is not None:
+            destination_from_url(self.destination)
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError("destination names must be unique: each is part of its handoffs' idempotency keys")
+        return self
+
+    def resolved(self, override_url: str | None = None) -> list[HandoffDestination]:
+        """The destinations of a run: LEADFLOW_HANDOFF_URL alone if set, else the list, else the one URL."""
+        if override_url:
+            return [destination_from_url(override_url)]
+        if self.destinations:
+            return list(self.destinations)
+        return [destination_from_url(self.destination or "file://handoff-inbox")]
 
 
 class WorkspaceConfig(Strict):

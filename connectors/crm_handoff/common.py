@@ -1,0 +1,165 @@
+"""What the CRM sinks share: the ledger of created records, create-at-most-once, owners, texts, errors.
+
+A CRM has no idempotency key, so each sink makes its writes idempotent itself:
+
+- records it created for a handoff are kept in a ledger (the database, through `handoff/`), keyed
+  by the handoff's idempotency key and the step ("contact", "task", …), so a retry skips them;
+- before creating, it looks the record up at the vendor (by email, or by the handoff reference
+  `lf…` that every task/lead title carries), which covers a create that reached the vendor but
+  whose answer was lost (a timeout, a crash before the ledger was written);
+- updates (lifecycle stage, status, owner) are plain field writes: repeating them is harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from connectors.handoff import FatalHandoffError, RetriableHandoffError
+from connectors.http import AuthenticationError, FatalAPIError, RetriableAPIError, RetryPolicy
+
+
+class DeliveryLedger(Protocol):
+    """Where a sink keeps the CRM ids it created, and the lead's id in that CRM (`lead.crm_ids`)."""
+
+    def recall(self, key: str, step: str) -> str | None: ...
+
+    def remember(self, key: str, step: str, crm_id: str) -> None: ...
+
+    def lead_crm_id(self, email: str, destination: str) -> str | None: ...
+
+    def save_lead_crm_id(self, email: str, destination: str, crm_id: str) -> None: ...
+
+
+class MemoryLedger:
+    """A ledger in a dict: for tests and for a sink used without a database."""
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[str, str], str] = {}
+        self.leads: dict[tuple[str, str], str] = {}
+
+    def recall(self, key: str, step: str) -> str | None:
+        return self.steps.get((key, step))
+
+    def remember(self, key: str, step: str, crm_id: str) -> None:
+        self.steps.setdefault((key, step), crm_id)
+
+    def lead_crm_id(self, email: str, destination: str) -> str | None:
+        return self.leads.get((email, destination))
+
+    def save_lead_crm_id(self, email: str, destination: str, crm_id: str) -> None:
+        self.leads[(email, destination)] = crm_id
+
+
+class CredentialsRefused(Exception):
+    """The CRM refused the credentials: every handoff to it would fail the same way until someone
+    renews them, so this stops the destination for the run (rows stay queued) instead of failing
+    each handoff. Not a HandoffError on purpose: the outbox must not count it against a row."""
+
+    def __init__(self, destination: str, message: str) -> None:
+        super().__init__(f"destination {destination!r}: the credentials were refused: {message}")
+        self.destination = destination
+
+
+@contextmanager
+def delivery_errors(destination: str) -> Iterator[None]:
+    """Vendor errors as handoff errors: retriable stays retriable, refused credentials stop the destination."""
+    try:
+        yield
+    except AuthenticationError as exc:
+        raise CredentialsRefused(destination, exc.detail) from exc
+    except RetriableAPIError as exc:
+        raise RetriableHandoffError(
+            f"destination {destination!r}: {exc.detail}{_status(exc)}", retry_after=exc.retry_after, status=exc.status
+        ) from exc
+    except FatalAPIError as exc:
+        raise FatalHandoffError(f"destination {destination!r}: {exc.detail}{_status(exc)}", status=exc.status) from exc
+
+
+def _status(exc: Any) -> str:
+    return f" ({exc.status}{' ' + exc.code if exc.code else ''})" if exc.status else ""
+
+
+def create_once(
+    *, find: Callable[[], str | None], create: Callable[[], str], retry: RetryPolicy, sleep: Callable[[float], None]
+) -> str:
+    """Create a record at most once: look for it first, and after an attempt that failed in a way
+    that may have reached the vendor (timeout, 5xx, 429) look again before the next attempt."""
+    attempt = 0
+    while True:
+        attempt += 1
+        found = find()
+        if found:
+            return found
+        try:
+            return create()
+        except RetriableAPIError as error:
+            wait = retry.delay(attempt, error)
+            if wait is None:
+                raise
+            sleep(wait)
+
+
+def reference(idempotency_key: str) -> str:
+    """A short, searchable tag for one handoff (`lf` + 12 hex): in task subjects and lead titles."""
+    return "lf" + hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:12]
+
+
+def owner_crm_id(payload: dict[str, Any], vendor: str, default: str | None) -> str | None:
+    """The assigned owner's user id in this CRM (payload["owner"]["crm_ids"][vendor]), else the default."""
+    owner = payload.get("owner")
+    ids = owner.get("crm_ids") if isinstance(owner, dict) else None
+    value = ids.get(vendor) if isinstance(ids, dict) else None
+    return str(value) if value not in (None, "") else default
+
+
+def lead_of(payload: dict[str, Any]) -> dict[str, Any]:
+    lead = payload.get("lead")
+    if not isinstance(lead, dict) or not lead.get("email"):
+        raise FatalHandoffError("the handoff payload has no lead email")
+    return lead
+
+
+def display_name(lead: dict[str, Any]) -> str:
+    name = " ".join(str(p) for p in (lead.get("first_name"), lead.get("last_name")) if p)
+    return name or str(lead["email"])
+
+
+def subject(payload: dict[str, Any], idempotency_key: str, *, limit: int = 255) -> str:
+    """`New SQL: Anna Jansen (Acme Logistics) [lf…]`: what the rep sees in their task list."""
+    lead = lead_of(payload)
+    company = f" ({lead['company']})" if lead.get("company") else ""
+    tag = f" [{reference(idempotency_key)}]"
+    return f"New SQL: {display_name(lead)}{company}"[: limit - len(tag)] + tag
+
+
+def explanation_text(payload: dict[str, Any]) -> str:
+    """Why the lead qualified, as plain text: the reason, the scores, the explanation and the stage history."""
+    score = payload.get("score") or {}
+    lines = [
+        f"Qualified as SQL at {payload.get('qualified_at', '?')}: {payload.get('reason', '')}",
+        f"Score {score.get('total')} (fit {score.get('fit')}, engagement {score.get('engagement')}),"
+        f" rules {payload.get('ruleset_version', '?')}",
+    ]
+    summary = (payload.get("explanation") or {}).get("summary")
+    if summary:
+        lines += ["", str(summary)]
+    history = payload.get("stage_history") or []
+    if history:
+        lines += ["", "Stage history:"]
+        lines += [f"- {h.get('at')}: {h.get('from')} → {h.get('to')} ({h.get('reason')})" for h in history]
+    return "\n".join(lines)
+
+
+def explanation_html(payload: dict[str, Any], idempotency_key: str) -> str:
+    """The same text for CRMs that render HTML bodies (HubSpot notes and tasks, Pipedrive notes)."""
+    text = explanation_text(payload) + f"\n\nleadflow handoff {reference(idempotency_key)}"
+    return "<p>" + html.escape(text).replace("\n", "<br>") + "</p>"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
