@@ -1,4 +1,9 @@
-"""Handoff flow: queue every new SQL for the destination and deliver the outbox."""
+"""Handoff flow: queue every new SQL for each destination and deliver each destination's outbox.
+
+A destination that fails as a whole (refused credentials, a missing secret) stops alone: its rows
+stay queued for the next run, the other destinations go on, and the report names the failure.
+CRM calls take a slot of the vendor's Prefect rate limit (`leadflow-<kind>`, shared with ingest).
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,44 @@ from datetime import datetime
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from connectors.handoff import sink_from_url
+from connectors.destinations import open_sink
+from flows.ingest import vendor_rate_limit, workspace_secret
 from flows.params import HandoffParams
-from flows.reports import HandoffRunReport, publish_handoff
+from flows.reports import DestinationCounts, HandoffRunReport, publish_handoff
 from flows.workspace import Workspace, open_workspace, run_time
+from handoff.crm_ledger import DatabaseLedger
 from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls
 from leads.db import session_scope
+from leads.handoff_config import CRM_KINDS, HandoffDestination, legacy_name
 
 
-def destination_url(ws: Workspace) -> str:
-    return ws.settings.handoff_url or ws.config.handoff.destination
+class HandoffFailed(RuntimeError):
+    """One or more destinations stopped; the message names them and why. Their rows stay queued."""
 
 
-@task(task_run_name="queue new SQLs", cache_policy=NONE)
+def destinations(ws: Workspace) -> list[HandoffDestination]:
+    """LEADFLOW_HANDOFF_URL alone if set, else handoff.destinations, else handoff.destination."""
+    return ws.config.handoff.resolved(ws.settings.handoff_url)
+
+
+@task(task_run_name="queue new SQLs for {destination}", cache_policy=NONE)
 def queue_handoffs(ws: Workspace, destination: str, now: datetime) -> int:
     with session_scope(ws.engine) as session:
         return queue_new_sqls(session=session, config=ws.config, destination=destination, now=now)
 
 
-@task(task_run_name="deliver handoffs", cache_policy=NONE)
+@task(task_run_name="deliver handoffs to {destination}", cache_policy=NONE)
 def deliver_handoffs(ws: Workspace, destination: str, now: datetime) -> HandoffReport:
+    spec = next(d for d in destinations(ws) if d.name == destination)
     secret = ws.settings.webhook_secret.get_secret_value() if ws.settings.webhook_secret else None
-    sink = sink_from_url(
-        destination_url(ws),
+    sink = open_sink(
+        spec,
         base_dir=ws.settings.workspace,
-        secret=secret,
+        secret=lambda env, block: workspace_secret(ws, env, block),
+        ledger=DatabaseLedger(ws.engine),
+        webhook_secret=secret,
         allow_private=ws.config.handoff.allow_private_addresses,
+        acquire=vendor_rate_limit(spec) if spec.kind in CRM_KINDS else None,  # type: ignore[arg-type]
     )
     with sink:
         return deliver_pending(engine=ws.engine, sink=sink, destination=destination, now=now)
@@ -43,22 +60,28 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     """Hand every new SQL to sales, exactly once per destination."""
     ws = open_workspace(params.workspace)
     now = run_time(params.as_of)
-    destination = sink_name(destination_url(ws))
-    queued = queue_handoffs(ws, destination, now)
-    delivered = deliver_handoffs(ws, destination, now)
-    report = HandoffRunReport(
-        destination=destination,
-        queued=queued,
-        delivered=delivered.delivered,
-        retried=delivered.retried,
-        dead=delivered.dead,
-    )
+    report = HandoffRunReport(destination=", ".join(d.name for d in destinations(ws)))
+    for spec in destinations(ws):
+        counts = DestinationCounts(kind=spec.kind)
+        counts.queued = queue_handoffs(ws, spec.name, now)
+        try:
+            delivered = deliver_handoffs(ws, spec.name, now)
+        except Exception as exc:  # one destination's failure must not stop the others
+            counts.error = str(exc)
+        else:
+            counts.delivered, counts.retried, counts.dead = delivered.delivered, delivered.retried, delivered.dead
+        report.destinations[spec.name] = counts
+        report.queued += counts.queued
+        report.delivered += counts.delivered
+        report.retried += counts.retried
+        report.dead += counts.dead
     publish_handoff(report)
+    failed = {name: c.error for name, c in report.destinations.items() if c.error}
+    if failed:
+        raise HandoffFailed("; ".join(str(error) for error in failed.values()))
     return report
 
 
 def sink_name(url: str) -> str:
-    """A stable short name for a destination; part of every handoff's idempotency key."""
-    scheme, _, rest = url.partition("://")
-    host = rest.split("/", 1)[0].rsplit("@", 1)[-1] if scheme.startswith("http") else ""
-    return f"webhook:{host}" if host else "file"
+    """A stable short name for a single-URL destination; part of every handoff's idempotency key."""
+    return legacy_name(url)

@@ -63,12 +63,22 @@ class NurtureReport(BaseModel):
     outbox: str = ""
 
 
+class DestinationCounts(BaseModel):
+    kind: str
+    queued: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    error: str | None = None
+
+
 class HandoffRunReport(BaseModel):
     destination: str
     queued: int = 0
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    destinations: dict[str, DestinationCounts] = {}
 
 
 class PipelineReport(BaseModel):
@@ -147,4 +157,11 @@ def publish_nurture(report: NurtureReport) -> None:
 
 
 def publish_handoff(report: HandoffRunReport) -> None:
-    create_table_artifact(key="leadflow-handoff", table=[report.model_dump()], description="SQLs handed to sales")
+    rows = [{"destination": name, **c.model_dump(exclude={"error"}), "error": c.error or ""}
+            for name, c in report.destinations.items()]  # fmt: skip
+    totals = report.model_dump(exclude={"destinations"})
+    create_table_artifact(key="leadflow-handoff", table=[totals], description="SQLs handed to sales")
+    if rows:
+        create_table_artifact(
+            key="leadflow-handoff-destinations", table=rows, description="SQLs handed to sales, per destination"
+        )

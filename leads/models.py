@@ -296,3 +296,16 @@ class Quarantine(SQLModel, table=True):
     detail: str = Field(max_length=2000)
     raw: str
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+
+
+class HandoffCrmRecord(SQLModel, table=True):
+    """A record a handoff created in a CRM (contact, Lead, task, …), so a retried delivery skips it."""
+
+    __tablename__ = "handoff_crm_record"
+    __table_args__ = (UniqueConstraint("idempotency_key", "step", name="uq_handoff_crm_record_key_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, description="The handoff outbox row's key.")
+    step: str = Field(max_length=40, description="contact, lead, person, task, note, deal, activity.")
+    crm_id: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
