@@ -38,6 +38,8 @@ class Fault:
     reply: Reply
     seen: int = 0
     fired: bool = False
+    after: bool = False  # the vendor did the work, then the answer was lost (a timeout, a 503 from a proxy)
+    method: str | None = None
 
 
 class VendorError(Exception):
@@ -73,10 +75,14 @@ class FakeVendor(ThreadingHTTPServer):
         if self.thread is not None:
             self.thread.join(5)
 
-    def fail(self, prefix: str, *, nth: int, reply: Reply) -> None:
-        """Answer the `nth` next request under `prefix` with `reply` instead (once)."""
+    def fail(self, prefix: str, *, nth: int, reply: Reply, after: bool = False, method: str | None = None) -> None:
+        """Answer the `nth` next request under `prefix` (and `method`, if given) with `reply` instead, once.
+
+        With `after`, the request is carried out first and only its answer is replaced: the
+        vendor did the work but the caller never heard.
+        """
         with self.lock:
-            self.faults.append(Fault(prefix, nth, reply))
+            self.faults.append(Fault(prefix, nth, reply, after=after, method=method))
 
     def calls_to(self, prefix: str) -> list[Call]:
         return [c for c in self.calls if c.path.startswith(prefix)]
@@ -96,22 +102,29 @@ class FakeVendor(ThreadingHTTPServer):
     # --- plumbing ---------------------------------------------------------------------------------
 
     def answer(self, call: Call) -> Reply:
+        lost: Reply | None = None
         with self.lock:
             self.calls.append(call)
             for fault in self.faults:
                 if fault.fired or not call.path.startswith(fault.prefix):
                     continue
+                if fault.method is not None and fault.method != call.method:
+                    continue
                 fault.seen += 1
                 if fault.seen == fault.nth:
                     fault.fired = True
-                    return fault.reply
+                    if not fault.after:
+                        return fault.reply
+                    lost = fault.reply
         refused = self.authorize(call)
         if refused is not None:
             return refused
         try:
-            return self.route(call)
+            with self.lock:
+                reply = self.route(call)
         except VendorError as exc:
-            return exc.reply
+            reply = exc.reply
+        return lost or reply
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -123,6 +136,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._serve("POST")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
         parts = urlsplit(self.path)
@@ -141,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
         )
         reply = self.server.answer(call)
-        payload = json.dumps(reply.body).encode()
+        payload = b"" if reply.status == 204 else json.dumps(reply.body).encode()
         self.send_response(reply.status)
         headers = {"Content-Type": "application/json;charset=UTF-8", **self.server.extra_headers(call), **reply.headers}
         for name, value in headers.items():

@@ -6,6 +6,13 @@
 - GET /marketing/v3/forms, GET /form-integrations/v1/submissions/forms/{guid} (newest first, limit ≤ 50)
 - GET /email/public/v1/events (startTimestamp/endTimestamp in ms, hasMore/offset, newest first)
 - Bearer tokens; 401 EXPIRED_AUTHENTICATION; 429 with policyName and X-HubSpot-RateLimit-* headers.
+
+What the handoff writes:
+
+- GET/PATCH /crm/v3/objects/contacts/{id}, POST /crm/v3/objects/contacts (409 CONFLICT "Contact already
+  exists. Existing ID: …" for a taken email; 400 for an unknown hubspot_owner_id)
+- POST /crm/v3/objects/{tasks,notes} with `associations` (HUBSPOT_DEFINED type 204 task→contact, 202
+  note→contact), searchable on `associations.contact` and with CONTAINS_TOKEN
 """
 
 from __future__ import annotations
@@ -93,7 +100,11 @@ class FakeHubSpot(FakeVendor):
         super().__init__()
         self.tokens = {token}
         self.search_cap = search_cap
-        self.objects: dict[str, list[dict[str, Any]]] = {"contacts": [], "meetings": [], "calls": [], "emails": []}
+        self.objects: dict[str, list[dict[str, Any]]] = {
+            "contacts": [], "meetings": [], "calls": [], "emails": [], "tasks": [], "notes": []
+        }  # fmt: skip
+        self.owners = {"501", "502"}
+        self.next_id = 9001
         self.associations: dict[tuple[str, str], list[str]] = {}
         self.forms: dict[str, list[dict[str, Any]]] = {}
         self.email_events: list[dict[str, Any]] = []
@@ -156,6 +167,13 @@ class FakeHubSpot(FakeVendor):
         parts = call.path.strip("/").split("/")
         if call.method == "POST" and parts[:3] == ["crm", "v3", "objects"] and parts[-1] == "search":
             return self.search(parts[3], call.body or {})
+        if parts[:3] == ["crm", "v3", "objects"] and len(parts) == 4 and call.method == "POST":
+            return self.create(parts[3], call.body or {})
+        if parts[:4] == ["crm", "v3", "objects", "contacts"] and len(parts) == 5 and parts[4] != "search":
+            if call.method == "GET":
+                return self.read(parts[4], call.query)
+            if call.method == "PATCH":
+                return self.update(parts[4], call.body or {})
         if call.method == "POST" and call.path == "/crm/v3/objects/contacts/batch/read":
             return self.batch_read(call.body or {})
         if call.method == "POST" and parts[:3] == ["crm", "v4", "associations"] and parts[-2:] == ["batch", "read"]:
@@ -168,6 +186,72 @@ class FakeHubSpot(FakeVendor):
             return self.events(call.query)
         return error(404, f"no route for {call.method} {call.path}", "OBJECT_NOT_FOUND")
 
+    # --- writes (the handoff) ------------------------------------------------------------------
+
+    def contact(self, contact_id: str) -> dict[str, Any] | None:
+        return next((c for c in self.objects["contacts"] if c["id"] == contact_id), None)
+
+    def contacts_by_email(self, email: str) -> list[dict[str, Any]]:
+        return [c for c in self.objects["contacts"] if (c["properties"].get("email") or "").lower() == email.lower()]
+
+    def _check_owner(self, properties: dict[str, Any]) -> None:
+        owner = properties.get("hubspot_owner_id")
+        if owner is not None and str(owner) not in self.owners:
+            raise VendorError(error(400, f'Property values were not valid: [{{"isValid":false,"message":"{owner} '
+                                         'is not a valid owner id","error":"INVALID_OWNER_ID",'
+                                         '"name":"hubspot_owner_id"}]', "VALIDATION_ERROR"))  # fmt: skip
+
+    def _object(self, object_type: str, record: dict[str, Any]) -> Reply:
+        now = iso(datetime.now(UTC))
+        return Reply(201 if record.get("_new") else 200, {
+            "id": record["id"], "properties": {k: v for k, v in record["properties"].items()},
+            "createdAt": record["properties"].get("createdate", now), "updatedAt": now, "archived": False})  # fmt: skip
+
+    def create(self, object_type: str, body: dict[str, Any]) -> Reply:
+        if object_type not in ("contacts", "tasks", "notes"):
+            return error(404, f"no route for POST /crm/v3/objects/{object_type}", "OBJECT_NOT_FOUND")
+        properties = {k: (None if v is None else str(v)) for k, v in (body.get("properties") or {}).items()}
+        self._check_owner(properties)
+        if object_type == "contacts" and properties.get("email"):
+            taken = self.contacts_by_email(properties["email"])
+            if taken:
+                return error(409, f"Contact already exists. Existing ID: {taken[0]['id']}", "CONFLICT")
+        if object_type in ("tasks", "notes") and not properties.get("hs_timestamp"):
+            return error(400, "Property values were not valid: hs_timestamp is required", "VALIDATION_ERROR")
+        wanted_type = {"tasks": 204, "notes": 202}.get(object_type)
+        contacts = []
+        for association in body.get("associations") or []:
+            to = str((association.get("to") or {}).get("id"))
+            types = [t.get("associationTypeId") for t in association.get("types") or []]
+            if wanted_type not in types or self.contact(to) is None:
+                return error(400, f"invalid association to {to} with types {types}", "VALIDATION_ERROR")
+            contacts.append(int(to))
+        self.next_id += 1
+        record = {"id": str(self.next_id), "properties": {**properties, "hs_object_id": str(self.next_id),
+                  "createdate": iso(datetime.now(UTC)), "lastmodifieddate": iso(datetime.now(UTC))}}  # fmt: skip
+        self.objects[object_type].append(record)
+        if contacts:
+            self.associations[(object_type, record["id"])] = [str(c) for c in contacts]
+        return self._object(object_type, {**record, "_new": True})
+
+    def read(self, contact_id: str, query: dict[str, str]) -> Reply:
+        record = self.contact(contact_id)
+        if record is None:
+            return error(404, "resource not found", "OBJECT_NOT_FOUND")
+        wanted = set((query.get("properties") or "").split(",")) | {"hs_object_id", "createdate",
+                                                                      "lastmodifieddate"}  # fmt: skip
+        return Reply(200, {"id": contact_id, "properties": {k: v for k, v in record["properties"].items()
+                                                             if k in wanted}, "archived": False})  # fmt: skip
+
+    def update(self, contact_id: str, body: dict[str, Any]) -> Reply:
+        record = self.contact(contact_id)
+        if record is None:
+            return error(404, "resource not found", "OBJECT_NOT_FOUND")
+        properties = {k: (None if v is None else str(v)) for k, v in (body.get("properties") or {}).items()}
+        self._check_owner(properties)
+        record["properties"].update(properties, lastmodifieddate=iso(datetime.now(UTC)))
+        return self._object("contacts", record)
+
     def search(self, object_type: str, body: dict[str, Any]) -> Reply:
         limit = int(body.get("limit", 10))
         if limit > 200:
@@ -175,7 +259,11 @@ class FakeHubSpot(FakeVendor):
         offset = int(body.get("after") or 0)
         if offset >= self.search_cap:
             return error(400, f"after: paging beyond {self.search_cap} results is not supported", "VALIDATION_ERROR")
-        records = [r for r in self.objects.get(object_type, []) if _matches(r, body.get("filterGroups") or [])]
+        groups = body.get("filterGroups") or []
+        records = [
+            r for r in self.objects.get(object_type, [])
+            if _matches(self._with_associations(object_type, r), groups)
+        ]  # fmt: skip
         for sort in reversed(body.get("sorts") or []):
             name = sort["propertyName"] if isinstance(sort, dict) else str(sort).lstrip("-")
             descending = (
@@ -200,6 +288,13 @@ class FakeHubSpot(FakeVendor):
         if offset + limit < total:
             reply["paging"] = {"next": {"after": str(offset + limit), "link": f"?after={offset + limit}"}}
         return Reply(200, reply)
+
+    def _with_associations(self, object_type: str, record: dict[str, Any]) -> dict[str, Any]:
+        """The record as search filters see it: `associations.contact` holds its contacts' ids."""
+        contacts = self.associations.get((object_type, record["id"]))
+        if not contacts:
+            return record
+        return {**record, "properties": {**record["properties"], "associations.contact": contacts}}
 
     def batch_read(self, body: dict[str, Any]) -> Reply:
         by_id = {r["id"]: r for r in self.objects["contacts"]}
@@ -285,7 +380,15 @@ def _test(record: dict[str, Any], rule: dict[str, Any]) -> bool:
     value = record["properties"].get(rule["propertyName"])
     if rule["operator"] == "HAS_PROPERTY":
         return value is not None
-    left, right = _as_ms(value), _as_ms(rule.get("value"))
+    if isinstance(value, list):  # associations.contact: any associated record matches
+        return rule["operator"] == "EQ" and str(rule.get("value")) in value
+    if rule["operator"] == "CONTAINS_TOKEN":
+        return value is not None and str(rule.get("value")).lower() in str(value).lower()
+    try:
+        left, right = _as_ms(value), _as_ms(rule.get("value"))
+    except ValueError:  # text, like an email: HubSpot compares it ignoring case
+        text, wanted = str(value or "").lower(), str(rule.get("value") or "").lower()
+        return {"EQ": text == wanted, "NEQ": text != wanted}.get(rule["operator"], False)
     if left is None or right is None:
         return False
     return {

@@ -5,12 +5,22 @@
   {"success": true, "data": […], "additional_data": {"next_cursor": …}}.
 - The API token in `x-api-token` (or `api_token`); 401 {"success": false, "error": "unauthorized access"};
   429 with Retry-After and the x-ratelimit-* headers, which every answer carries.
+
+What the handoff writes:
+
+- GET /api/v2/persons/search (term, fields=email, exact_match, limit, cursor → data.items[].item),
+  GET /api/v2/persons/{id}, POST /api/v2/persons
+- GET /api/v1/leads (person_id, start/limit → additional_data.pagination), POST /api/v1/leads
+  (uuid ids; a person or organization is required), POST /api/v2/deals
+- POST /api/v1/activities (user_id, person_id, lead_id/deal_id), listed by GET /api/v2/activities?person_id=
+- an owner_id/user_id must be a user of the company (400 otherwise)
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +60,9 @@ class FakePipedrive(FakeVendor):
         super().__init__()
         self.tokens = {token}
         self.data: dict[str, list[dict[str, Any]]] = {name: [] for name in ENTITIES}
+        self.leads: list[dict[str, Any]] = []
+        self.users = {1, 7, 8}
+        self.next_id = 500
 
     def add_person(self, person_id: int, emails: list[tuple[str, bool]], updated: datetime, **fields: Any) -> None:
         self.data["persons"].append(
@@ -121,9 +134,130 @@ class FakePipedrive(FakeVendor):
 
     def route(self, call: Call) -> Reply:
         parts = call.path.strip("/").split("/")
+        body = call.body or {}
+        if call.method == "GET" and parts == ["api", "v2", "persons", "search"]:
+            return self.search_persons(call.query)
+        if call.method == "GET" and parts[:3] == ["api", "v2", "persons"] and len(parts) == 4:
+            person = self.find("persons", int(parts[3]) if parts[3].isdigit() else -1)
+            return Reply(200, {"success": True, "data": person}) if person else failure(404, "Person not found")
+        if call.method == "POST" and parts == ["api", "v2", "persons"]:
+            return self.create_person(body)
+        if parts == ["api", "v1", "leads"]:
+            return self.create_lead(body) if call.method == "POST" else self.list_leads(call.query)
+        if call.method == "POST" and parts == ["api", "v2", "deals"]:
+            return self.create_deal(body)
+        if call.method == "POST" and parts == ["api", "v1", "activities"]:
+            return self.create_activity(body)
         if call.method != "GET" or parts[:2] != ["api", "v2"] or len(parts) != 3 or parts[2] not in ENTITIES:
             return failure(404, f"Unknown method {call.method} {call.path}")
         return self.list(parts[2], call.query)
+
+    # --- writes (the handoff) ------------------------------------------------------------------
+
+    def find(self, entity: str, row_id: int) -> dict[str, Any] | None:
+        return next((r for r in self.data[entity] if r["id"] == row_id and not r.get("is_deleted")), None)
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def _owner(self, value: Any) -> int | Reply:
+        owner = 1 if value is None else value
+        if not isinstance(owner, int) or owner not in self.users:
+            return failure(400, f"User {owner} not found")
+        return owner
+
+    def search_persons(self, query: dict[str, str]) -> Reply:
+        term = (query.get("term") or "").lower()
+        if len(term) < 2:
+            return failure(400, "Search term must be at least 2 characters long")
+        exact = query.get("exact_match") == "true"
+        hits = [
+            p for p in self.data["persons"] if not p.get("is_deleted") and any(
+                (e["value"].lower() == term) if exact else term in e["value"].lower() for e in p["emails"])
+        ]  # fmt: skip
+        limit = int(query.get("limit", 100))
+        offset = json.loads(base64.b64decode(query["cursor"]))["offset"] if query.get("cursor") else 0
+        page = hits[offset : offset + limit]
+        more = offset + limit < len(hits)
+        cursor = base64.b64encode(json.dumps({"offset": offset + limit}).encode()).decode() if more else None
+        items = [{"result_score": 1.0, "item": {"id": p["id"], "type": "person", "name": p["name"], "phones": [],
+                  "emails": [e["value"] for e in p["emails"]], "visible_to": 3, "owner": {"id": p["owner_id"]},
+                  "organization": None, "custom_fields": [], "notes": [], "update_time": p["update_time"]}}
+                 for p in page]  # fmt: skip
+        return Reply(200, {"success": True, "data": {"items": items}, "additional_data": {"next_cursor": cursor}})
+
+    def create_person(self, body: dict[str, Any]) -> Reply:
+        if not body.get("name"):
+            return failure(400, "Name must be given")
+        owner = self._owner(body.get("owner_id"))
+        if isinstance(owner, Reply):
+            return owner
+        now = datetime.now(UTC)
+        person_id = self._new_id()
+        emails = [(e["value"], bool(e.get("primary"))) for e in body.get("emails") or []]
+        self.add_person(person_id, emails, now, name=body["name"], owner_id=owner)
+        return Reply(200, {"success": True, "data": self.find("persons", person_id)})
+
+    def create_lead(self, body: dict[str, Any]) -> Reply:
+        if not body.get("title"):
+            return failure(400, "Title must be given")
+        if body.get("person_id") is None and body.get("organization_id") is None:
+            return failure(400, "A lead must be linked to a person or an organization")
+        if body.get("person_id") is not None and self.find("persons", body["person_id"]) is None:
+            return failure(400, f"Person {body['person_id']} not found")
+        owner = self._owner(body.get("owner_id"))
+        if isinstance(owner, Reply):
+            return owner
+        now = rfc3339(datetime.now(UTC))
+        lead = {"id": str(uuid.uuid4()), "title": body["title"], "owner_id": owner, "creator_id": 1,
+                "label_ids": body.get("label_ids") or [], "person_id": body.get("person_id"),
+                "organization_id": body.get("organization_id"), "source_name": "API", "is_archived": False,
+                "was_seen": False, "value": None, "add_time": now, "update_time": now}  # fmt: skip
+        self.leads.append(lead)
+        return Reply(201, {"success": True, "data": lead})
+
+    def list_leads(self, query: dict[str, str]) -> Reply:
+        rows = [r for r in self.leads if not r["is_archived"]]
+        if query.get("person_id"):
+            rows = [r for r in rows if r["person_id"] == int(query["person_id"])]
+        start, limit = int(query.get("start", 0)), int(query.get("limit", 100))
+        if limit > 500:
+            return failure(400, "Parameter 'limit' must be less than or equal to 500")
+        page = rows[start : start + limit]
+        pagination: dict[str, Any] = {"start": start, "limit": limit,
+                                      "more_items_in_collection": start + limit < len(rows)}  # fmt: skip
+        if pagination["more_items_in_collection"]:
+            pagination["next_start"] = start + limit
+        return Reply(200, {"success": True, "data": page, "additional_data": {"pagination": pagination}})
+
+    def create_deal(self, body: dict[str, Any]) -> Reply:
+        if not body.get("title"):
+            return failure(400, "Title must be given")
+        owner = self._owner(body.get("owner_id"))
+        if isinstance(owner, Reply):
+            return owner
+        deal_id = self._new_id()
+        self.add_deal(deal_id, "open", datetime.now(UTC), person_id=body.get("person_id"), title=body["title"],
+                      owner_id=owner)  # fmt: skip
+        return Reply(200, {"success": True, "data": self.find("deals", deal_id)})
+
+    def create_activity(self, body: dict[str, Any]) -> Reply:
+        if not body.get("subject") or not body.get("type"):
+            return failure(400, "Subject and type must be given")
+        owner = self._owner(body.get("user_id"))
+        if isinstance(owner, Reply):
+            return owner
+        if body.get("lead_id") and not any(r["id"] == body["lead_id"] for r in self.leads):
+            return failure(400, f"Lead {body['lead_id']} not found")
+        activity_id = self._new_id()
+        self.add_activity(activity_id, body["type"], datetime.now(UTC), done=bool(body.get("done")),
+                          person_id=body.get("person_id"), subject=body["subject"], owner_id=owner,
+                          lead_id=body.get("lead_id"), deal_id=body.get("deal_id"), note=body.get("note"),
+                          due_date=body.get("due_date"))  # fmt: skip
+        row = self.find("activities", activity_id) or {}
+        v1 = {**row, "user_id": owner}
+        return Reply(201, {"success": True, "data": v1})
 
     def list(self, entity: str, query: dict[str, str]) -> Reply:
         limit = int(query.get("limit", 100))
@@ -133,6 +267,11 @@ class FakePipedrive(FakeVendor):
         if query.get("ids"):
             wanted = {int(i) for i in query["ids"].split(",")}
             rows = [r for r in rows if r["id"] in wanted]
+        for name in ("person_id", "deal_id", "owner_id"):
+            if query.get(name):
+                rows = [r for r in rows if r.get(name) == int(query[name])]
+        if query.get("lead_id"):
+            rows = [r for r in rows if r.get("lead_id") == query["lead_id"]]
         if query.get("updated_since"):
             rows = [r for r in rows if _t(r["update_time"]) >= _t(query["updated_since"])]
         if query.get("updated_until"):

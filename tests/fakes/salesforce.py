@@ -8,6 +8,13 @@
   (`max_batch`, for tests with small data). An unknown field is 400 INVALID_FIELD.
 - POST /services/oauth2/token: the client credentials flow.
 - Errors as a JSON list of {"message", "errorCode"}: 401 INVALID_SESSION_ID, 403 REQUEST_LIMIT_EXCEEDED.
+
+What the handoff writes (sObject resources):
+
+- POST /sobjects/{Lead,Task} → 201 {"id", "success", "errors"}; a Lead needs LastName and Company
+  (400 REQUIRED_FIELD_MISSING), an OwnerId must be a user (400 FIELD_INTEGRITY_EXCEPTION)
+- PATCH /sobjects/Lead/{Id} → 204; GET and PATCH (upsert) /sobjects/Lead/{ExternalIdField}/{value}
+  → 200/404, 201 {"created": true} / 200 {"created": false}, 300 when the value matches several
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ from tests.fakes.base import Call, FakeVendor, Reply, VendorError
 VERSION = "v61.0"
 SCHEMA = {
     "Lead": {"Id", "Email", "FirstName", "LastName", "Company", "Title", "Industry", "NumberOfEmployees", "Country",
-             "CountryCode", "SystemModstamp", "CreatedDate", "IsConverted"},
+             "CountryCode", "SystemModstamp", "CreatedDate", "IsConverted", "Status", "OwnerId", "LeadSource",
+             "Leadflow_Email__c"},
     "Contact": {"Id", "Email", "FirstName", "LastName", "Account.Name", "Account.Industry",
                 "Account.NumberOfEmployees", "Title", "MailingCountry", "SystemModstamp", "CreatedDate"},
     "Task": {"Id", "Subject", "TaskSubtype", "Type", "Status", "CreatedDate", "CompletedDateTime", "SystemModstamp",
-             "WhoId", "Who.Email", "ActivityDate"},
+             "WhoId", "Who.Email", "ActivityDate", "Description", "OwnerId", "Priority"},
     "CampaignMember": {"Id", "Email", "Status", "HasResponded", "FirstRespondedDate", "CreatedDate", "SystemModstamp",
                        "CampaignId", "Campaign.Name", "Campaign.Type", "LeadId", "ContactId"},
 }  # fmt: skip
@@ -37,6 +45,9 @@ QUERY = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 CONDITION = re.compile(r"^([\w.]+) (>=|<=|!=|=|>|<) (.+)$")
+EXTERNAL_IDS = {"Lead": {"Leadflow_Email__c"}}
+PREFIXES = {"Lead": "00Q", "Task": "00T"}
+REQUIRED = {"Lead": ("LastName", "Company"), "Task": ()}
 
 
 def stamp(moment: datetime) -> str:
@@ -46,6 +57,10 @@ def stamp(moment: datetime) -> str:
 
 def errors(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> Reply:
     return Reply(status, [{"message": message, "errorCode": code}], headers or {})
+
+
+def integrity(message: str, field: str) -> Reply:
+    return Reply(400, [{"message": message, "errorCode": "FIELD_INTEGRITY_EXCEPTION", "fields": [field]}])
 
 
 def session_expired() -> Reply:
@@ -82,6 +97,8 @@ class FakeSalesforce(FakeVendor):
         self.locators: dict[str, list[dict[str, Any]]] = {}
         self.issued: list[str] = []
         self.api_usage = 0
+        self.users = {"005xx000001Sv6eAAC", "005xx000001Sv7fAAC"}
+        self.serial = 0
 
     def add(self, object_name: str, record_id: str, modified: datetime, **fields: Any) -> None:
         self.records[object_name].append({"Id": record_id, "SystemModstamp": stamp(modified), **fields})
@@ -107,7 +124,74 @@ class FakeSalesforce(FakeVendor):
         prefix = f"/services/data/{VERSION}/query/"
         if call.method == "GET" and call.path.startswith(prefix):
             return self.more(call.path.removeprefix(prefix))
+        sobjects = f"/services/data/{VERSION}/sobjects/"
+        if call.path.startswith(sobjects):
+            return self.sobject(call.method, call.path.removeprefix(sobjects).split("/"), call.body or {})
         return errors(404, "The requested resource does not exist", "NOT_FOUND")
+
+    # --- writes (the handoff) ------------------------------------------------------------------
+
+    def record(self, name: str, record_id: str) -> dict[str, Any] | None:
+        return next((r for r in self.records.get(name, []) if r["Id"] == record_id), None)
+
+    def sobject(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply:
+        name = parts[0]
+        if name not in PREFIXES:
+            return errors(404, f"The requested resource does not exist: {name}", "NOT_FOUND")
+        if len(parts) == 1 and method == "POST":
+            return self.insert(name, body)
+        if len(parts) == 2 and method == "PATCH":
+            record = self.record(name, parts[1])
+            if record is None:
+                return errors(404, "The requested resource does not exist", "NOT_FOUND")
+            self.check(name, body)
+            record.update(body, SystemModstamp=stamp(datetime.now(UTC)))
+            return Reply(204, None)
+        if len(parts) == 3 and method in ("GET", "PATCH"):
+            field, value = parts[1], parts[2]
+            if field not in EXTERNAL_IDS.get(name, set()):
+                return errors(404, f"Provided external ID field does not exist or is not accessible: {field}",
+                              "NOT_FOUND")  # fmt: skip
+            matches = [r for r in self.records[name] if str(r.get(field) or "").lower() == value.lower()]
+            if len(matches) > 1:
+                return Reply(300, [f"/services/data/{VERSION}/sobjects/{name}/{r['Id']}" for r in matches])
+            if method == "GET":
+                if not matches:
+                    return errors(404, "The requested resource does not exist", "NOT_FOUND")
+                return Reply(200, self.shape(name, matches[0], ["Id"]))
+            if field in body:
+                return errors(400, f"{field}: field can not be specified in the request body", "INVALID_FIELD")
+            if matches:
+                self.check(name, body)
+                matches[0].update(body, SystemModstamp=stamp(datetime.now(UTC)))
+                return Reply(200, {"id": matches[0]["Id"], "success": True, "errors": [], "created": False})
+            reply = self.insert(name, {**body, field: value})
+            return Reply(201, {**reply.body, "created": True}) if reply.status == 201 else reply
+        return errors(405, f"HTTP Method '{method}' not allowed", "METHOD_NOT_ALLOWED")
+
+    def check(self, name: str, body: dict[str, Any]) -> None:
+        for field in body:
+            if field not in SCHEMA[name] or field in ("Id", "SystemModstamp", "CreatedDate", "IsConverted"):
+                raise VendorError(errors(400, f"No such column '{field}' on sobject of type {name}", "INVALID_FIELD"))
+        owner = body.get("OwnerId")
+        if owner is not None and owner not in self.users:
+            raise VendorError(integrity(f"Owner ID: id value of incorrect type: {owner}", "OwnerId"))
+        who = body.get("WhoId")
+        if name == "Task" and who is not None and self.record("Lead", who) is None:
+            raise VendorError(integrity("Name ID: id value of incorrect type", "WhoId"))
+
+    def insert(self, name: str, body: dict[str, Any]) -> Reply:
+        self.check(name, body)
+        missing = [f for f in REQUIRED[name] if not body.get(f)]
+        if missing:
+            return Reply(400, [{"message": f"Required fields are missing: [{', '.join(missing)}]",
+                                "errorCode": "REQUIRED_FIELD_MISSING", "fields": missing}])  # fmt: skip
+        self.serial += 1
+        record_id = f"{PREFIXES[name]}xx{self.serial:010d}AAA"
+        now = stamp(datetime.now(UTC))
+        extra = {"IsConverted": False} if name == "Lead" else {}
+        self.records[name].append({**extra, **body, "Id": record_id, "CreatedDate": now, "SystemModstamp": now})
+        return Reply(201, {"id": record_id, "success": True, "errors": []})
 
     def token(self, form: dict[str, str]) -> Reply:
         if form.get("grant_type") != "client_credentials" or self.client != (
@@ -202,8 +286,10 @@ def _conditions(where: str | None) -> list[tuple[str, str, Any]]:
         value: Any
         if literal.lower() == "null":
             value = None
-        elif literal.startswith("'"):
-            value = literal.strip("'")
+        elif literal.lower() in ("true", "false"):
+            value = literal.lower() == "true"
+        elif literal.startswith("'") and literal.endswith("'"):
+            value = re.sub(r"\\(.)", r"\1", literal[1:-1])
         elif re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", literal):
             value = datetime.fromisoformat(literal.replace("Z", "+00:00"))
         else:
