@@ -23,6 +23,7 @@ import httpx
 from connectors.http import (
     ApiClient,
     APIError,
+    AuthenticationError,
     FatalAPIError,
     HeaderToken,
     RetriableAPIError,
@@ -111,6 +112,9 @@ def classify(source: str) -> Callable[[httpx.Response], APIError | None]:
             return FatalAPIError(
                 source, f"the org's API request allowance is used up: {message}", status=response.status_code, code=code
             )
+        if code in ("invalid_client", "invalid_grant", "unauthorized_client", "invalid_client_id"):
+            return AuthenticationError(source, f"the credentials were refused: {message}", status=response.status_code,
+                                       code=code)  # fmt: skip
         return classify_status(source, response, message=message, code=code)
 
     return read
@@ -144,16 +148,18 @@ class ClientCredentials(httpx.Auth):
         return "ClientCredentials(client_id=***, client_secret=***)"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self._token is None:
-            yield from self._fetch_token()
+        if self._token is None and not (yield from self._fetch_token()):
+            return  # the token endpoint's refusal is the answer (classified as refused credentials)
         request.headers["Authorization"] = f"Bearer {self._token}"
         response = yield request
         if response.status_code == 401:
-            yield from self._fetch_token()
+            if not (yield from self._fetch_token()):
+                return
             request.headers["Authorization"] = f"Bearer {self._token}"
             yield request
 
-    def _fetch_token(self) -> Generator[httpx.Request, httpx.Response, None]:
+    def _fetch_token(self) -> Generator[httpx.Request, httpx.Response, bool]:
+        """Ask for a token; False (the refusal being the last response) when none was given."""
         response = yield httpx.Request(
             "POST",
             self._token_url,
@@ -167,8 +173,10 @@ class ClientCredentials(httpx.Auth):
             token = response.json().get("access_token") if response.status_code == 200 else None
         except ValueError:
             token = None
-        # A refused request leaves the old (or no) token: the API call then fails with its own 401.
-        self._token = str(token) if token else (self._token or "")
+        if not token:
+            return False
+        self._token = str(token)
+        return True
 
 
 def soql_time(moment: datetime) -> str:
