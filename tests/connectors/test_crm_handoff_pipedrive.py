@@ -33,8 +33,8 @@ def sink(
     config = PipedriveDestination.model_validate(
         {"name": "pipedrive", "kind": "pipedrive", "base_url": fake.url, **spec}
     )
-    return PipedriveSink(config, token=token, ledger=ledger or MemoryLedger(), retry=RetryPolicy(attempts=attempts,
-                                                                                                  sleep=Sleeps()))  # fmt: skip
+    retry = RetryPolicy(attempts=attempts, sleep=Sleeps())
+    return PipedriveSink(config, token=token, ledger=ledger or MemoryLedger(), retry=retry)
 
 
 def posts(fake: FakePipedrive, path: str) -> int:
