@@ -93,9 +93,15 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
         + (f", {skipped} held back at send time" if skipped else "")
         + ")"
     )
+    per_destination = report.handoff.destinations
     console.print(
         f"[bold]Sales handoff[/]: {report.handoff.delivered} new SQLs handed to sales"
         + (f", {report.handoff.retried} to retry" if report.handoff.retried else "")
+        + (
+            " (" + ", ".join(f"{name} {c.delivered}" for name, c in per_destination.items()) + ")"
+            if len(per_destination) > 1
+            else ""
+        )
     )
     console.print(
         f"[dim]All time: {emails.get(OutboxStatus.sent.value, 0)} emails sent, "
