@@ -163,7 +163,8 @@ class HubSpotSink:
             if existing is None:
                 raise
             # Created in the meantime (or by a lost answer): update that one instead.
-            self._update(existing, properties, {})
+            found = self._read(existing)
+            self._update(existing, properties, found[1] if found else {})
             return existing
         return str(body["id"])
 

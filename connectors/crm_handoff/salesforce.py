@@ -166,7 +166,7 @@ class SalesforceSink:
         try:
             self.client.request_json("PATCH", f"{self.api}/sobjects/Lead/{lead_id}", json=fields)
         except FatalAPIError as exc:
-            if exc.status == 404 or exc.code == "ENTITY_IS_DELETED":
+            if exc.status == 404 or exc.code in ("ENTITY_IS_DELETED", "CANNOT_UPDATE_CONVERTED_LEAD"):
                 return False
             raise
         return True
@@ -180,6 +180,8 @@ class SalesforceSink:
             if exc.status != 404:
                 raise
             existing = None
+        if isinstance(existing, list):  # 300 Multiple Choices: the "unique" field is not
+            raise FatalAPIError(self.name, f"several Leads have {field} = {email}; make the field unique")
         if existing:
             lead_id = str(existing["Id"])
             self._update(lead_id, fields)

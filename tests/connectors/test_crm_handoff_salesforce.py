@@ -147,3 +147,22 @@ def test_an_owner_that_is_not_a_user_fails_this_handoff_with_salesforces_reason(
     with sink(fake) as salesforce, pytest.raises(FatalHandoffError) as caught:
         salesforce.deliver(idempotency_key=KEY, payload=payload(owner=owner(salesforce="005000000000BAD")))
     assert "FIELD_INTEGRITY_EXCEPTION" in str(caught.value) and not fake.records["Lead"]
+
+
+def test_a_converted_lead_is_not_written_to_and_an_ambiguous_external_id_is_refused(fake: FakeSalesforce) -> None:
+    fake.add("Lead", "00Qxx0000000CNVAAA", T0, Email="anna.jansen@acme-logistics.nl", LastName="Jansen",
+             Company="Acme", IsConverted=True, CreatedDate="2026-09-01T09:00:00.000+0000")  # fmt: skip
+    ledger = MemoryLedger()
+    ledger.save_lead_crm_id("anna.jansen@acme-logistics.nl", "salesforce", "00Qxx0000000CNVAAA")  # read by ingest
+    with sink(fake, ledger) as salesforce:
+        done = salesforce.deliver(idempotency_key=KEY, payload=payload())
+    converted, new = fake.records["Lead"]
+    assert "Status" not in converted and done.startswith(f"Lead {new['Id']},")
+    assert fake.records["Task"][0]["WhoId"] == new["Id"]
+
+    for n in (1, 2):
+        fake.add("Lead", f"00Qxx000000DUP{n}AAA", T0, Email="bo@acme.example", LastName="Bo", Company="Acme",
+                 Leadflow_Email__c="bo@acme.example")  # fmt: skip
+    with sink(fake, external_id_field="Leadflow_Email__c") as salesforce, pytest.raises(FatalHandoffError) as caught:
+        salesforce.deliver(idempotency_key="handoff:18:salesforce", payload=payload("bo@acme.example"))
+    assert "several Leads have Leadflow_Email__c = bo@acme.example" in str(caught.value)

@@ -144,6 +144,8 @@ class FakeSalesforce(FakeVendor):
             record = self.record(name, parts[1])
             if record is None:
                 return errors(404, "The requested resource does not exist", "NOT_FOUND")
+            if record.get("IsConverted"):
+                return errors(400, "cannot reference converted lead", "CANNOT_UPDATE_CONVERTED_LEAD")
             self.check(name, body)
             record.update(body, SystemModstamp=stamp(datetime.now(UTC)))
             return Reply(204, None)
