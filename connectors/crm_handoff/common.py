@@ -112,6 +112,8 @@ def reference(idempotency_key: str) -> str:
 def owner_crm_id(payload: dict[str, Any], vendor: str, default: str | None) -> str | None:
     """The assigned owner's user id in this CRM (payload["owner"]["crm_ids"][vendor]), else the default."""
     owner = payload.get("owner")
+    if not isinstance(owner, dict):  # an older payload, or the owner object under "lead"
+        owner = (payload.get("lead") or {}).get("owner")
     ids = owner.get("crm_ids") if isinstance(owner, dict) else None
     value = ids.get(vendor) if isinstance(ids, dict) else None
     return str(value) if value not in (None, "") else default

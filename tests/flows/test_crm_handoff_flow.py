@@ -127,8 +127,16 @@ def test_every_sql_reaches_every_destination_once_and_a_rerun_delivers_nothing(
 def test_a_crm_that_refuses_its_token_stops_alone_and_catches_up_when_it_is_fixed(
     tmp_path: Path, sqlite_url: str, crms: Crms
 ) -> None:
+    from prefect.blocks.system import Secret
+
     hubspot, salesforce, pipedrive = crms
     folder = crm_workspace(tmp_path / "ws", sqlite_url, crms, hubspot_token="pat-na1-revoked")
+    # Pipedrive's token from a Prefect Secret block instead of the environment.
+    Secret(value=PIPEDRIVE_TOKEN).save("leadflow-handoff-test-pipedrive", overwrite=True)
+    env, config = folder / ".env", folder / "leadflow.yaml"
+    env.write_text(env.read_text().replace(f"PIPEDRIVE_API_TOKEN={PIPEDRIVE_TOKEN}\n", ""))
+    config.write_text(config.read_text().replace('default_owner_id: "7"', 'default_owner_id: "7"\n'
+                                                 "      token_block: leadflow-handoff-test-pipedrive"))  # fmt: skip
 
     with pytest.raises(HandoffFailed) as caught:
         run(folder)
@@ -148,7 +156,6 @@ def test_a_crm_that_refuses_its_token_stops_alone_and_catches_up_when_it_is_fixe
     engine.dispose()
     assert OutboxStatus.dead.value not in by_status and sum(by_status.values()) == sqls  # still queued
 
-    env = folder / ".env"
     env.write_text(env.read_text().replace("pat-na1-revoked", HUBSPOT_TOKEN))
     later = handoff_flow(HandoffParams(workspace=str(folder), as_of=END + timedelta(hours=1)))
     assert later.destinations["hubspot"].delivered == sqls and later.delivered == sqls
