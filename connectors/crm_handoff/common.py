@@ -55,14 +55,25 @@ class MemoryLedger:
         self.leads[(email, destination)] = crm_id
 
 
-class CredentialsRefused(Exception):
-    """The CRM refused the credentials: every handoff to it would fail the same way until someone
-    renews them, so this stops the destination for the run (rows stay queued) instead of failing
-    each handoff. Not a HandoffError on purpose: the outbox must not count it against a row."""
+class DestinationStopped(Exception):
+    """Every handoff to this CRM would fail the same way for now, so the destination stops for the
+    run and its rows stay queued, instead of each handoff failing on its own. Not a HandoffError on
+    purpose: the outbox must not count it against a row."""
 
     def __init__(self, destination: str, message: str) -> None:
-        super().__init__(f"destination {destination!r}: the credentials were refused: {message}")
+        super().__init__(f"destination {destination!r}: {message}")
         self.destination = destination
+
+
+class CredentialsRefused(DestinationStopped):
+    """The CRM refused the credentials (or there are none): someone has to renew them."""
+
+    def __init__(self, destination: str, message: str) -> None:
+        super().__init__(destination, f"the credentials were refused: {message}")
+
+
+class QuotaExhausted(DestinationStopped):
+    """The CRM's daily API allowance is used up (HubSpot's DAILY policy, Salesforce's TotalRequests)."""
 
 
 @contextmanager
@@ -72,12 +83,14 @@ def delivery_errors(destination: str) -> Iterator[None]:
         yield
     except AuthenticationError as exc:
         raise CredentialsRefused(destination, exc.detail) from exc
+    except FatalAPIError as exc:
+        if exc.code == "DAILY" or exc.code == "REQUEST_LIMIT_EXCEEDED":  # not retriable within the run
+            raise QuotaExhausted(destination, f"{exc.detail}{_status(exc)}; the next run tries again") from exc
+        raise FatalHandoffError(f"destination {destination!r}: {exc.detail}{_status(exc)}", status=exc.status) from exc
     except RetriableAPIError as exc:
         raise RetriableHandoffError(
             f"destination {destination!r}: {exc.detail}{_status(exc)}", retry_after=exc.retry_after, status=exc.status
         ) from exc
-    except FatalAPIError as exc:
-        raise FatalHandoffError(f"destination {destination!r}: {exc.detail}{_status(exc)}", status=exc.status) from exc
 
 
 def _status(exc: Any) -> str:

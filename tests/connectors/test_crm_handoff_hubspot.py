@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from connectors.crm_handoff.common import CredentialsRefused, MemoryLedger, reference
+from connectors.crm_handoff.common import CredentialsRefused, MemoryLedger, QuotaExhausted, reference
 from connectors.crm_handoff.hubspot import HubSpotSink
 from connectors.handoff import FatalHandoffError, RetriableHandoffError
 from connectors.http import RetryPolicy
@@ -153,3 +153,16 @@ def test_an_unknown_owner_is_a_fatal_error_for_this_handoff(fake: FakeHubSpot) -
     with sink(fake) as hubspot, pytest.raises(FatalHandoffError) as caught:
         hubspot.deliver(idempotency_key=KEY, payload=payload(owner=owner(hubspot="999")))
     assert "999 is not a valid owner id" in str(caught.value) and caught.value.status == 400
+
+
+def test_the_daily_limit_stops_the_destination_for_this_run(fake: FakeHubSpot) -> None:
+    daily = Reply(
+        429,
+        {"status": "error", "message": "You have reached your daily limit.", "errorType": "RATE_LIMIT",
+         "correlationId": "c0ffee", "policyName": "DAILY", "groupName": "publicapi:private-app:12345:678"},
+        {"X-HubSpot-RateLimit-Daily": "250000", "X-HubSpot-RateLimit-Daily-Remaining": "0"},
+    )  # fmt: skip
+    fake.fail("/crm/v3/objects/contacts/search", nth=1, reply=daily)
+    with sink(fake) as hubspot, pytest.raises(QuotaExhausted) as caught:
+        hubspot.deliver(idempotency_key=KEY, payload=payload())
+    assert "daily" in str(caught.value) and not fake.objects["contacts"]
