@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     )
     handoff_url: str | None = Field(
         default=None,
-        description="Replaces the handoff destinations of leadflow.yaml with this one (file://DIR or an https webhook).",
+        description="Replaces the handoff destinations of leadflow.yaml (file://DIR or an https webhook).",
     )
     webhook_secret: SecretStr | None = Field(default=None, description="Standard Webhooks secret (whsec_...).")
     secret_key: SecretStr | None = Field(default=None, description="Signs unsubscribe and tracking tokens.")
