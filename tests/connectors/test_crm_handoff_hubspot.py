@@ -166,3 +166,13 @@ def test_the_daily_limit_stops_the_destination_for_this_run(fake: FakeHubSpot) -
     with sink(fake) as hubspot, pytest.raises(QuotaExhausted) as caught:
         hubspot.deliver(idempotency_key=KEY, payload=payload())
     assert "daily" in str(caught.value) and not fake.objects["contacts"]
+
+
+def test_a_429_without_retry_after_waits_for_hubspots_rolling_window(fake: FakeHubSpot) -> None:
+    reply = throttled()
+    del reply.headers["Retry-After"]  # HubSpot often sends only X-HubSpot-RateLimit-Interval-Milliseconds
+    fake.fail("/crm/v3/objects/contacts", nth=1, method="POST", reply=reply)
+    with sink(fake) as hubspot:
+        hubspot.deliver(idempotency_key=KEY, payload=payload())
+        assert hubspot.retry.sleep == pytest.approx([10.0], rel=0.11)  # type: ignore[comparison-overlap]
+    assert len(fake.objects["contacts"]) == 1
