@@ -87,9 +87,10 @@ def test_undefined_top_level_variable_in_a_workspace_layout(tmp_path: Path) -> N
     (tmp_path / "base.txt").write_text("{% block content %}{% endblock %}\n\n-- \nLeave: {{ unsubscribe_link }}\n")
     problems = check_templates(load_config(EXAMPLE), tmp_path)
     # Reported once per step that uses the layout, each pointing at the layout's line.
-    assert len(problems) == 3
-    for index, problem in enumerate(problems, start=1):
-        assert problem.startswith(f"{tmp_path / 'base.txt'}:4: warm-up step {index} (full profile): ")
+    steps = [(s.name, i) for s in load_config(EXAMPLE).nurture.sequences for i in range(1, len(s.steps) + 1)]
+    assert len(problems) == len(steps) == 6
+    for (name, index), problem in zip(steps, problems, strict=True):
+        assert problem.startswith(f"{tmp_path / 'base.txt'}:4: {name} step {index} (full profile): ")
         assert "'unsubscribe_link' is undefined" in problem
 
 
