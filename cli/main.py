@@ -135,6 +135,32 @@ def check(workspace: Workspace = None) -> None:
 
 
 @app.command()
+def preview(
+    sequence: Annotated[str, typer.Argument(help="The sequence's name.")],
+    step: Annotated[str, typer.Argument(help="The step: its id, its template, or its number (1 = first).")],
+    lead: Annotated[
+        str | None, typer.Option("--lead", help="Render for this lead from the database (default: a sample lead).")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Also write the HTML part to this file, to open in a browser.")
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Show one email of a sequence as it would be sent: subject, text part and HTML part."""
+    from cli.preview import run_preview
+
+    settings = load_settings(workspace)
+    try:
+        config = load_config(settings.config_file)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        run_preview(console, settings, config, sequence=sequence, step=step, lead=lead, html_out=html_out)
+    except ValueError as exc:  # PreviewError: unknown sequence, step or lead, or a template error
+        raise _fail(str(exc)) from None
+
+
+@app.command()
 def explain(
     email: Annotated[str, typer.Argument(help="The lead's email address.")],
     workspace: Workspace = None,
