@@ -30,6 +30,7 @@ def run_preview(
         lead=fields,
         unsubscribe_url=f"{settings.public_base_url.rstrip('/')}/u/PREVIEW",
     )
+
     def say(text: str) -> None:
         console.print(text, highlight=False, markup=False, soft_wrap=True)
 

@@ -43,7 +43,11 @@ class FitCriterion(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> FitCriterion:
-        kinds = [self.one_of is not None, self.contains is not None, self.at_least is not None or self.at_most is not None]
+        kinds = [
+            self.one_of is not None,
+            self.contains is not None,
+            self.at_least is not None or self.at_most is not None,
+        ]
         if sum(kinds) != 1:
             raise ValueError("give exactly one of one_of, contains, or at_least/at_most")
         return self
@@ -145,7 +149,9 @@ class Sequence(Strict):
             for branch in step.branches:
                 target = index.get(branch.goto)
                 if branch.goto != END and target is None:
-                    raise ValueError(f"step {i + 1}: branch goes to {branch.goto!r}, which is no step id of this sequence")
+                    raise ValueError(
+                        f"step {i + 1}: branch goes to {branch.goto!r}, which is no step id of this sequence"
+                    )
                 if target is not None and target <= i:
                     raise ValueError(f"step {i + 1}: branch to {branch.goto!r} goes back; branches may only skip ahead")
         return self

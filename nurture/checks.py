@@ -58,7 +58,7 @@ def footer_problems(email: RenderedEmail, *, unsubscribe_url: str, postal_addres
     """What the footer lacks: a visible unsubscribe link and the postal address, in both parts."""
     missing = []
     if f'href="{html.escape(unsubscribe_url)}"' not in email.html:
-        missing.append("the HTML part has no unsubscribe link (<a href=\"{{ unsubscribe_url }}\">)")
+        missing.append('the HTML part has no unsubscribe link (<a href="{{ unsubscribe_url }}">)')
     if unsubscribe_url not in email.text:
         missing.append("the text part does not show {{ unsubscribe_url }}")
     if html.escape(postal_address) not in email.html:

@@ -154,7 +154,10 @@ def exit_finished(*, session: Session, config: WorkspaceConfig, now: datetime) -
         goal = [s.value for s in FUNNEL if funnel_rank(s) >= funnel_rank(sequence.exit_at_stage)]
         reason = f"reached {sequence.exit_at_stage.value}"
         exited[reason] += _exit_where(
-            session, now, reason, [E.sequence == sequence.name, E.lead_id.in_(select(Lead.id).where(Lead.stage.in_(goal)))]
+            session,
+            now,
+            reason,
+            [E.sequence == sequence.name, E.lead_id.in_(select(Lead.id).where(Lead.stage.in_(goal)))],
         )
         for name in sequence.exit_on:
             happened = exists().where(

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from leads.config import ConfigError, WorkspaceConfig, load_config
 from leads.db import session_scope
-from leads.models import Activity, EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, Stage
+from leads.models import Activity, EmailOutbox, Lead, NurtureEnrollment, Stage
 from nurture.enrollment import enroll, exit_finished, queue_due_steps
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
@@ -32,7 +32,9 @@ def _step(id_: str, **extra: Any) -> dict[str, Any]:
     return {"id": id_, "template": f"t/{id_}", "subject": id_, **extra}
 
 
-def _seq(name: str, steps: list[dict[str, Any]], stages: tuple[str, ...] = ("prospect",), **extra: Any) -> dict[str, Any]:
+def _seq(
+    name: str, steps: list[dict[str, Any]], stages: tuple[str, ...] = ("prospect",), **extra: Any
+) -> dict[str, Any]:
     return {"name": name, "enroll": {"stages": list(stages)}, "steps": steps, **extra}
 
 
@@ -47,7 +49,9 @@ def _lead(engine: Engine, name: str, stage: Stage = Stage.prospect, **fields: An
 def _event(engine: Engine, lead_id: int, kind: str, at: datetime, target: str | None = None) -> None:
     with session_scope(engine) as session:
         n = session.scalar(select(Activity.id).order_by(Activity.id.desc()).limit(1)) or 0
-        session.add(Activity(lead_id=lead_id, type=kind, occurred_at=at, source="test", source_id=str(n + 1), target=target))
+        session.add(
+            Activity(lead_id=lead_id, type=kind, occurred_at=at, source="test", source_id=str(n + 1), target=target)
+        )
 
 
 def _run(engine: Engine, fn: Any, config: WorkspaceConfig, now: datetime) -> Any:
@@ -66,7 +70,9 @@ def _sent(engine: Engine, lead_id: int) -> list[str]:
     """The templates queued for a lead, in order."""
     with Session(engine) as session:
         rows = session.execute(
-            select(EmailOutbox.sequence, EmailOutbox.step).where(EmailOutbox.lead_id == lead_id).order_by(EmailOutbox.id)
+            select(EmailOutbox.sequence, EmailOutbox.step)
+            .where(EmailOutbox.lead_id == lead_id)
+            .order_by(EmailOutbox.id)
         ).all()
     return [f"{seq}:{step}" for seq, step in rows]
 

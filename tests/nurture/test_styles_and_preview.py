@@ -29,7 +29,7 @@ def test_the_stylesheet_lands_in_style_attributes_and_jinja_survives(tmp_path: P
     (tmp_path / "email.css").write_text("p { color: #123456; } a.cta { font-weight: bold; }")
     (tmp_path / "note.html").write_text(
         '{% extends "base.html" %}\n{% block content %}\n'
-        '<p class="{{ \'vip\' if lead.first_name else \'anon\' }}">Hi {{ lead.first_name or "there" }},</p>\n'
+        "<p class=\"{{ 'vip' if lead.first_name else 'anon' }}\">Hi {{ lead.first_name or \"there\" }},</p>\n"
         "<table><tr>{% for n in [1, 2] %}<td>{{ n }}</td>{% endfor %}</tr></table>\n"
         '<a class="cta" href="https://acme.example/?who={{ lead.email }}">Go</a>\n'
         "{% endblock %}\n"
@@ -60,7 +60,9 @@ def test_css_is_inlined_once_per_template_not_per_send(tmp_path: Path, monkeypat
 
 def test_check_refuses_a_layout_without_unsubscribe_link_or_address(tmp_path: Path) -> None:
     shipped = Path(nurture.render.SHIPPED_TEMPLATES / "base.html").read_text()
-    (tmp_path / "base.html").write_text(shipped.replace('<a href="{{ unsubscribe_url }}">Unsubscribe</a>', "Unsubscribe"))
+    (tmp_path / "base.html").write_text(
+        shipped.replace('<a href="{{ unsubscribe_url }}">Unsubscribe</a>', "Unsubscribe")
+    )
     (tmp_path / "base.txt").write_text("{% block content %}{% endblock %}\nLeave: {{ unsubscribe_url }}\n")
     problems = check_templates(load_config(EXAMPLE), tmp_path)
     assert len(problems) == 6  # every step of the example uses the layout
