@@ -74,10 +74,17 @@ def wake_waiting(*, session: Session, config: WorkspaceConfig, now: datetime) ->
     return woken
 
 
-def queue_due_steps(*, session: Session, config: WorkspaceConfig, now: datetime, limit: int = 5000) -> int:
-    """Write an outbox row for each due step (after its branches) and advance its enrollment; the caller commits."""
+def queue_due_steps(
+    *, session: Session, config: WorkspaceConfig, now: datetime, limit: int = 5000, wake: bool = True
+) -> int:
+    """Write an outbox row for each due step (after its branches) and advance its enrollment; the caller commits.
+
+    `wake=False` skips waking steps that wait for an event: a caller that queues in batches at
+    one `now` wakes them with the first batch only.
+    """
     sequences = {s.name: s for s in config.nurture.sequences}
-    wake_waiting(session=session, config=config, now=now)
+    if wake:
+        wake_waiting(session=session, config=config, now=now)
     due = session.execute(
         select(E.id, E.lead_id, E.sequence, E.step)
         .where(E.status == EnrollmentStatus.active, E.next_due_at <= now)
