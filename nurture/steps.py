@@ -126,10 +126,12 @@ def queue_due_steps(
         session.execute(
             upsert_insert(session, EmailOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows
         )
+    # ORM bulk UPDATE by primary key: one executemany per shape of row (advanced, finished), not one per lead.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for enrollment_id, values in advances:
-        session.execute(
-            update(E).where(E.id == enrollment_id).values(**values).execution_options(synchronize_session=False)
-        )
+        shapes[tuple(sorted(values))].append({"id": enrollment_id, **values})
+    for batch in shapes.values():
+        session.execute(update(E), batch)
     return len(rows)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
 from leads.config import ConfigError, WorkspaceConfig, load_config
@@ -361,3 +361,43 @@ def test_bad_sequences_are_reported_with_line_and_key(tmp_path: Path, step: dict
     assert any(message in p and "nurture.sequences[0]" in p and p.startswith("line ") for p in caught.value.problems), (
         caught.value.problems
     )
+
+
+# --- set-based: the number of statements does not grow with the number of leads ----------------
+
+
+def _statements(engine: Engine, config: WorkspaceConfig, now: datetime) -> int:
+    from sqlalchemy import event
+
+    count = 0
+
+    def counting(*_: Any) -> None:
+        nonlocal count
+        count += 1
+
+    event.listen(engine, "before_cursor_execute", counting)
+    try:
+        _tick(engine, config, now)
+    finally:
+        event.remove(engine, "before_cursor_execute", counting)
+    return count
+
+
+def test_a_run_costs_the_same_statements_for_ten_leads_or_three_hundred(engine: Engine) -> None:
+    config = _config(BRANCHING, _seq("other", LONG, stages=("hot_prospect",), priority=1))
+    costs = []
+    for n, start in ((10, T0), (300, T0 + 100 * DAY)):
+        with session_scope(engine) as session:
+            leads = [Lead(email=f"n{n}-{i}@example.com", stage=Stage.prospect) for i in range(n)]
+            session.add_all(leads)
+            session.flush()
+            ids = [lead.id for lead in leads]
+        run = [_statements(engine, config, start)]  # enroll and queue the intro
+        for i, lead_id in enumerate(ids):  # a mix of engagement for the branches
+            _event(engine, lead_id, ("email_click", "email_open", "page_view")[i % 3], start + DAY)
+        run.append(_statements(engine, config, start + 3 * DAY))  # branches decide the second email
+        costs.append(run)
+        with session_scope(engine) as session:  # these leads convert and leave before the next group
+            session.execute(update(Lead).where(Lead.id.in_(ids)).values(stage=Stage.mql))
+        _tick(engine, config, start + 4 * DAY)
+    assert costs[0] == costs[1], costs
