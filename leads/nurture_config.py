@@ -140,13 +140,18 @@ class Sequence(Strict):
     @model_validator(mode="after")
     def _branches_go_forward(self) -> Sequence:
         """Branches may only skip ahead, so each step is sent at most once per enrollment."""
-        index = {}
+        index: dict[str, int] = {}
+        repeated: set[str] = set()
         for i, step in enumerate(self.steps):
-            if step.key in index or step.key == END:
-                raise ValueError(f"step {i + 1}: id {step.key!r} is used twice (give the steps distinct ids)")
-            index[step.key] = i
+            if step.id is not None and (step.id in index or step.id == END):
+                raise ValueError(f"step {i + 1}: id {step.id!r} is used twice (give the steps distinct ids)")
+            if step.key in index:
+                repeated.add(step.key)  # two steps share a template: fine, unless a branch names it
+            index.setdefault(step.key, i)
         for i, step in enumerate(self.steps):
             for branch in step.branches:
+                if branch.goto in repeated:
+                    raise ValueError(f"step {i + 1}: {branch.goto!r} names two steps; give them distinct ids")
                 target = index.get(branch.goto)
                 if branch.goto != END and target is None:
                     raise ValueError(

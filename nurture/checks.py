@@ -74,12 +74,18 @@ def check_templates(config: WorkspaceConfig, templates_dir: Path) -> list[str]:
     as_sent = TemplateRenderer(templates_dir)
     sender = config.sender.model_dump()
     problems: list[str] = []
-    for sequence in config.nurture.sequences:
+    for s, sequence in enumerate(config.nurture.sequences):
         for index, step in enumerate(sequence.steps, start=1):
             fallback = f"{templates_dir / step.template}"
             for label, lead in SAMPLE_LEADS.items():
                 context = {"lead": lead, "sender": sender, "unsubscribe_url": SAMPLE_UNSUBSCRIBE_URL}
                 here = f"{sequence.name} step {index} ({label})"
+                try:
+                    as_written.subject(step.subject, context)
+                except Exception as exc:  # noqa: BLE001 - the subject line lives in leadflow.yaml, not a file
+                    key = f"nurture.sequences[{s}].steps[{index - 1}].subject"
+                    problems.append(f"leadflow.yaml {key}: {here}: {_what(exc)}")
+                    break
                 try:
                     as_written.render(template=step.template, subject=step.subject, context=context)
                 except Exception as exc:  # noqa: BLE001 - e.g. arithmetic on a field the lead lacks

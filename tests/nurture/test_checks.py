@@ -133,3 +133,15 @@ def test_every_step_is_checked_and_each_problem_is_reported_once(tmp_path: Path)
     config = _config(*({"template": f"welcome/{i}", "subject": f"Step {i}"} for i in (1, 2, 3)))
     problems = check_templates(config, tmp_path)
     assert [p.split(": ", 2)[1] for p in problems] == ["welcome step 1 (full profile)", "welcome step 3 (full profile)"]
+
+
+def test_a_broken_subject_names_its_key_in_the_config(tmp_path: Path) -> None:
+    _write(tmp_path, "welcome/1", '{% extends "base.html" %}{% block content %}<p>Hi</p>{% endblock %}')
+    config = _config(
+        {"template": "welcome/1", "subject": "Hello"},
+        {"template": "welcome/1", "subject": "Hi {{ lead.frist_name }}"},
+    )
+    assert check_templates(config, tmp_path) == [
+        "leadflow.yaml nurture.sequences[0].steps[1].subject: welcome step 2 (full profile): "
+        "'dict object' has no attribute 'frist_name'"
+    ]

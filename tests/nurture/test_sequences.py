@@ -348,8 +348,9 @@ def test_inactivity_and_fit_criteria(engine: Engine) -> None:
         ({"branches": [{"if": "clicked", "goto": "nowhere"}]}, "no step id of this sequence"),
         ({"delay_days": 2, "wait_for": {"event": "opened", "up_to_days": 3}}, "either delay_days or wait_for"),
         ({"branches": [{"if": "bought", "goto": "end"}]}, "'opened', 'clicked', 'visited' or 'replied'"),
+        ({"id": "a"}, "id 'a' is used twice"),
     ],
-    ids=["backwards", "unknown", "two-waits", "unknown-event"],
+    ids=["backwards", "unknown", "two-waits", "unknown-event", "same-id"],
 )
 def test_bad_sequences_are_reported_with_line_and_key(tmp_path: Path, step: dict[str, Any], message: str) -> None:
     data = yaml.safe_load(EXAMPLE.read_text())
