@@ -49,15 +49,20 @@ class RenderedEmail:
 def inline_css(source: str, css: str) -> str:
     """An HTML template source with `css` applied as style attributes; Jinja tags come back unchanged."""
     pieces: list[str] = []
-
-    def protect(match: re.Match[str]) -> str:
-        before = source[: match.start()]
-        inside_tag = before.rfind("<") > before.rfind(">")
+    out: list[str] = []
+    inside_tag = False  # from the markup only: a `<` or `>` inside a Jinja tag does not count
+    position = 0
+    for match in _JINJA.finditer(source):
+        markup = source[position : match.start()]
+        opened, closed = markup.rfind("<"), markup.rfind(">")
+        if opened != closed:
+            inside_tag = opened > closed
+        out.append(markup)
+        out.append(f"lfj{len(pieces)}x" if inside_tag else f"<!--lfj{len(pieces)}-->")
         pieces.append(match.group(0))
-        number = len(pieces) - 1
-        return f"lfj{number}x" if inside_tag else f"<!--lfj{number}-->"
-
-    protected = _JINJA.sub(protect, source)
+        position = match.end()
+    out.append(source[position:])
+    protected = "".join(out)
     if _FULL_DOCUMENT.search(protected):
         inlined = css_inline.CSSInliner(extra_css=css, keep_style_tags=True, load_remote_stylesheets=False).inline(
             protected

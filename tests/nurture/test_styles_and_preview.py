@@ -32,6 +32,7 @@ def test_the_stylesheet_lands_in_style_attributes_and_jinja_survives(tmp_path: P
         "<p class=\"{{ 'vip' if lead.first_name else 'anon' }}\">Hi {{ lead.first_name or \"there\" }},</p>\n"
         "<table><tr>{% for n in [1, 2] %}<td>{{ n }}</td>{% endfor %}</tr></table>\n"
         '<a class="cta" href="https://acme.example/?who={{ lead.email }}">Go</a>\n'
+        '<a href="https://acme.example/" {% if 2 > 1 %}title="for {{ lead.first_name }}"{% endif %}>Home</a>\n'
         "{% endblock %}\n"
     )
     (tmp_path / "note.txt").write_text('{% extends "base.txt" %}{% block content %}Hi{% endblock %}')
@@ -41,6 +42,7 @@ def test_the_stylesheet_lands_in_style_attributes_and_jinja_survives(tmp_path: P
     assert 'href="https://acme.example/?who=a@example.com" style="font-weight: bold;"' in email.html
     # The base layout got the workspace stylesheet too (its paragraphs), and keeps its own inline styles.
     assert '<p style="color: #123456;margin-top: 28px">Best regards,' in email.html
+    assert '<a href="https://acme.example/" title="for Anna" >Home</a>' in email.html  # Jinja inside a tag
     assert "<title>Hello</title>" in email.html
 
 
