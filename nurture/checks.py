@@ -42,7 +42,7 @@ SAMPLE_LEADS = {
 }
 
 
-def _where(exc: BaseException, fallback: str) -> str:
+def where_in_template(exc: BaseException, fallback: str) -> str:
     """file:line of the template frame that failed, from Jinja's rewritten traceback."""
     if isinstance(exc, TemplateSyntaxError):
         return f"{exc.filename or exc.name or fallback}:{exc.lineno}"
@@ -50,7 +50,7 @@ def _where(exc: BaseException, fallback: str) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else fallback
 
 
-def _what(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     return str(exc.message or exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
 
 
@@ -84,17 +84,17 @@ def check_templates(config: WorkspaceConfig, templates_dir: Path) -> list[str]:
                     as_written.subject(step.subject, context)
                 except Exception as exc:  # noqa: BLE001 - the subject line lives in leadflow.yaml, not a file
                     key = f"nurture.sequences[{s}].steps[{index - 1}].subject"
-                    problems.append(f"leadflow.yaml {key}: {here}: {_what(exc)}")
+                    problems.append(f"leadflow.yaml {key}: {here}: {describe_error(exc)}")
                     break
                 try:
                     as_written.render(template=step.template, subject=step.subject, context=context)
                 except Exception as exc:  # noqa: BLE001 - e.g. arithmetic on a field the lead lacks
-                    problems.append(f"{_where(exc, fallback)}: {here}: {_what(exc)}")
+                    problems.append(f"{where_in_template(exc, fallback)}: {here}: {describe_error(exc)}")
                     break
                 try:
                     email = as_sent.render(template=step.template, subject=step.subject, context=context)
                 except Exception as exc:  # noqa: BLE001 - markup the CSS inliner could not keep whole
-                    problems.append(f"{fallback}.html: {here}: after inlining email.css: {_what(exc)}")
+                    problems.append(f"{fallback}.html: {here}: after inlining email.css: {describe_error(exc)}")
                     break
                 missing = footer_problems(
                     email, unsubscribe_url=SAMPLE_UNSUBSCRIBE_URL, postal_address=config.sender.postal_address

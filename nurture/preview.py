@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from leads.config import WorkspaceConfig
 from leads.models import Lead
 from leads.records import PROFILE_FIELDS
-from nurture.checks import FULL_LEAD, _what, _where
+from nurture.checks import FULL_LEAD, describe_error, where_in_template
 from nurture.render import RenderedEmail, TemplateRenderer
 
 
@@ -73,7 +73,8 @@ def preview_step(
                 template=the_step.template, subject=the_step.subject, context=context
             )
         except Exception as exc:  # noqa: BLE001
-            raise PreviewError(f"{_where(exc, str(templates_dir / the_step.template))}: {_what(exc)}") from None
+            where = where_in_template(exc, str(templates_dir / the_step.template))
+            raise PreviewError(f"{where}: {describe_error(exc)}") from None
         raise
     return Preview(
         sequence=chosen.name,
