@@ -123,11 +123,13 @@ def check(workspace: Workspace = None) -> None:
         config = load_config(settings.config_file)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    from nurture.checks import check_templates
+    from nurture.checks import check_templates, engagement_warnings
 
     problems = check_templates(config, settings.config_file.parent / config.templates_dir)
     for problem in problems:
         console.print(f"[red]✗[/] {problem.replace(str(folder) + '/', '')}", highlight=False, soft_wrap=True)
+    for warning in engagement_warnings(config, track_opens=settings.track_opens):
+        console.print(f"[yellow]![/] {warning}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(code=1)
     steps = sum(len(s.steps) for s in config.nurture.sequences)

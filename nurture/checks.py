@@ -103,3 +103,19 @@ def check_templates(config: WorkspaceConfig, templates_dir: Path) -> list[str]:
                     problems.append(f"{fallback}: {here}: " + "; ".join(missing))
                     break
     return problems
+
+
+def engagement_warnings(config: WorkspaceConfig, *, track_opens: bool) -> list[str]:
+    """Waits and branches on opens when leadflow records none: they only see opens from other sources."""
+    if track_opens:
+        return []
+    warnings = []
+    for sequence in config.nurture.sequences:
+        for index, step in enumerate(sequence.steps, start=1):
+            uses = [b.if_ for b in step.branches] + ([step.wait_for.event] if step.wait_for else [])
+            if "opened" in uses:
+                warnings.append(
+                    f"{sequence.name} step {index} ({step.key}) looks at opens, but LEADFLOW_TRACK_OPENS is off: "
+                    "only opens reported by your other sources will count"
+                )
+    return warnings

@@ -115,3 +115,20 @@ def test_preview_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ]:
         result = runner.invoke(app, ["preview", *args])
         assert result.exit_code == 2 and message in result.output.replace("\n", ""), result.output
+
+
+def test_check_warns_when_a_sequence_looks_at_opens_that_are_not_tracked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, ["init", "--workspace", str(tmp_path)]).exit_code == 0
+    config = tmp_path / "leadflow.yaml"
+    config.write_text(config.read_text().replace("- if: clicked ", "- if: opened "))
+    monkeypatch.delenv("LEADFLOW_TRACK_OPENS", raising=False)
+    warned = runner.invoke(app, ["check", "--workspace", str(tmp_path)])
+    assert warned.exit_code == 0, warned.output  # a warning, not an error
+    assert "warm-up step 3 (checklist) looks at opens, but LEADFLOW_TRACK_OPENS is off" in warned.output.replace(
+        "\n", " "
+    )
+    monkeypatch.setenv("LEADFLOW_TRACK_OPENS", "true")
+    quiet = runner.invoke(app, ["check", "--workspace", str(tmp_path)])
+    assert quiet.exit_code == 0 and "LEADFLOW_TRACK_OPENS" not in quiet.output
