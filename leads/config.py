@@ -12,11 +12,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError
 
-from leads.nurture_config import Enrollment, NurtureConfig, NurtureStep, Sequence  # re-exported
+from leads.nurture_config import Enrollment, NurtureConfig, NurtureStep, Sequence  # noqa: F401 (re-exported)
 from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
 from leads.source_config import HubSpotSource, PipedriveSource, SalesforceSource
-
-__all__ = ["ConfigError", "Enrollment", "NurtureConfig", "NurtureStep", "Sequence", "WorkspaceConfig", "load_config"]
 
 
 class Sender(Strict):
