@@ -123,15 +123,43 @@ def check(workspace: Workspace = None) -> None:
         config = load_config(settings.config_file)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    from nurture.checks import check_templates
+    from nurture.checks import check_templates, engagement_warnings
 
     problems = check_templates(config, settings.config_file.parent / config.templates_dir)
     for problem in problems:
         console.print(f"[red]✗[/] {problem.replace(str(folder) + '/', '')}", highlight=False, soft_wrap=True)
+    for warning in engagement_warnings(config, track_opens=settings.track_opens):
+        console.print(f"[yellow]![/] {warning}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(code=1)
     steps = sum(len(s.steps) for s in config.nurture.sequences)
     console.print(f"[green]✓[/] {settings.config_file.name} is valid; {steps} email step(s) render cleanly")
+
+
+@app.command()
+def preview(
+    sequence: Annotated[str, typer.Argument(help="The sequence's name.")],
+    step: Annotated[str, typer.Argument(help="The step: its id, its template, or its number (1 = first).")],
+    lead: Annotated[
+        str | None, typer.Option("--lead", help="Render for this lead from the database (default: a sample lead).")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Also write the HTML part to this file, to open in a browser.")
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Show one email of a sequence as it would be sent: subject, text part and HTML part."""
+    from cli.preview import run_preview
+
+    settings = load_settings(workspace)
+    try:
+        config = load_config(settings.config_file)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        run_preview(console, settings, config, sequence=sequence, step=step, lead=lead, html_out=html_out)
+    except ValueError as exc:  # PreviewError: unknown sequence, step or lead, or a template error
+        raise _fail(str(exc)) from None
 
 
 @app.command()

@@ -30,8 +30,8 @@ def update_enrollments(ws: Workspace, now: datetime) -> tuple[Counter[str], Coun
         enrolled = enroll(session=session, config=ws.config, now=now)
     queued = 0
     while True:
-        with session_scope(ws.engine) as session:
-            batch = queue_due_steps(session=session, config=ws.config, now=now)
+        with session_scope(ws.engine) as session:  # steps waiting for an event are woken with the first batch
+            batch = queue_due_steps(session=session, config=ws.config, now=now, wake=queued == 0)
         queued += batch
         if batch == 0:
             return enrolled, exited, queued

@@ -10,49 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError
 
 from leads.handoff_config import HandoffDestination, destination_from_url
-from leads.models import Stage
+from leads.nurture_config import Enrollment, NurtureConfig, NurtureStep, Sequence  # noqa: F401 (re-exported)
 from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
 from leads.source_config import HubSpotSource, PipedriveSource, SalesforceSource
-
-
-class NurtureStep(Strict):
-    template: str = Field(description="Template name under templates/: NAME.html and NAME.txt.")
-    subject: str = Field(description="Subject line; a Jinja expression like the templates.")
-    delay_days: float = Field(default=0, ge=0, description="Days after the previous step (or enrollment).")
-
-
-class Enrollment(Strict):
-    stages: list[Stage] = Field(min_length=1)
-    min_score: float | None = None
-    max_score: float | None = None
-
-
-class Sequence(Strict):
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=100)]
-    enroll: Enrollment
-    exit_at_stage: Stage = Stage.mql
-    steps: list[NurtureStep] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _not_all(cls, value: str) -> str:
-        if value == "all":
-            raise ValueError('"all" is reserved: an unsubscribe from "all" means every marketing email')
-        return value
-
-
-class NurtureConfig(Strict):
-    sequences: list[Sequence] = []
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> NurtureConfig:
-        names = [s.name for s in self.sequences]
-        if len(set(names)) != len(names):
-            raise ValueError("sequence names must be unique")
-        return self
 
 
 class Sender(Strict):

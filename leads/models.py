@@ -186,20 +186,24 @@ class StageTransition(SQLModel, table=True):
 
 
 class NurtureEnrollment(SQLModel, table=True):
-    """A lead's place in one nurture sequence."""
+    """A lead's place in one nurture sequence; `cycle` counts re-enrollments in the same sequence."""
 
     __tablename__ = "nurture_enrollment"
     __table_args__ = (
-        UniqueConstraint("lead_id", "sequence", name="uq_enrollment_lead_sequence"),
+        UniqueConstraint("lead_id", "sequence", "cycle", name="uq_enrollment_lead_sequence_cycle"),
         Index("ix_enrollment_status_due", "status", "next_due_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     lead_id: int = Field(foreign_key="lead.id", index=True)
     sequence: str = Field(max_length=100)
-    step: int = 0
+    cycle: int = Field(default=1, description="1 for the first time in this sequence, 2 for a re-enrollment, ...")
+    step: int = Field(default=0, description="Index of the next step in the sequence's list of steps.")
     status: EnrollmentStatus = Field(default=EnrollmentStatus.active, sa_type=String(20))
     next_due_at: datetime | None = Field(default=None, sa_type=DateTime())
+    waiting_since: datetime | None = Field(
+        default=None, sa_type=DateTime(), description="When the previous step was queued (engagement counts after)."
+    )
     enrolled_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
     exited_at: datetime | None = Field(default=None, sa_type=DateTime())
     exit_reason: str | None = Field(default=None, max_length=200)

@@ -1,8 +1,8 @@
-"""Who is in which sequence: enroll cold leads, exit those who converted or opted out, queue due steps.
+"""Who is in which sequence: enroll leads that fit, move them by priority, exit those who are done.
 
-Enrollment and exits are single set-based statements. Queuing a due step writes its outbox row
-and advances the enrollment in one transaction, keyed by (enrollment, step), so a step can be
-queued once and only once however often the flow runs.
+Every decision is a set-based statement per sequence (a million enrolled leads cost a few
+queries, not a million round trips): the criteria become SQL conditions on `lead`, exits are
+UPDATEs with correlated EXISTS over `activity`. Due steps are queued in nurture/steps.py.
 """
 
 from __future__ import annotations
@@ -10,57 +10,76 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, insert, literal, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from leads.config import Sequence, WorkspaceConfig
+from leads.config import WorkspaceConfig
 from leads.models import (
     FUNNEL,
-    EmailOutbox,
+    Activity,
+    ActivityType,
     EnrollmentStatus,
     Lead,
     NurtureEnrollment,
-    OutboxStatus,
     Stage,
     funnel_rank,
 )
-from leads.sql import upsert_insert
+from leads.nurture_config import FitCriterion, Sequence
+from nurture.steps import first_due, outbox_key, queue_due_steps
 from nurture.suppression import suppressed
 
+__all__ = ["enroll", "exit_finished", "outbox_key", "queue_due_steps"]
 
-def outbox_key(enrollment_id: int, step: int) -> str:
-    return f"nurture:{enrollment_id}:{step}"
+E = NurtureEnrollment
+# The activity that ends an enrollment for each optional exit (only if it happened after enrolling).
+EXIT_ACTIVITY = {
+    "replied": (ActivityType.email_reply.value,),
+    "sales_took_over": (ActivityType.sales_accepted.value,),
+}
 
 
 def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Counter[str]:
-    """Enroll eligible leads; sequences earlier in the config win, one active sequence per lead."""
+    """Enroll eligible leads, highest priority first; returns how many joined each sequence.
+
+    With `max_active_per_lead: 1` (the default) a lead active in a lower-priority sequence that
+    fits a higher one moves: the old enrollment exits with reason "moved to NAME".
+    """
     enrolled: Counter[str] = Counter()
-    for sequence in config.nurture.sequences:
-        rule = sequence.enroll
-        conditions = [
-            Lead.stage.in_([s.value for s in rule.stages]),
-            Lead.unsubscribed_at.is_(None),
-            Lead.bounced_at.is_(None),
-            ~exists().where(NurtureEnrollment.lead_id == Lead.id, NurtureEnrollment.sequence == sequence.name),
-            ~exists().where(NurtureEnrollment.lead_id == Lead.id, NurtureEnrollment.status == EnrollmentStatus.active),
-            ~suppressed(Lead.email, sequence.name),
-        ]
-        if rule.min_score is not None:
-            conditions.append(Lead.score >= rule.min_score)
-        if rule.max_score is not None:
-            conditions.append(Lead.score <= rule.max_score)
-        first_due = now + timedelta(days=sequence.steps[0].delay_days)
+    limit = config.nurture.max_active_per_lead
+    for sequence in config.nurture.by_priority():
+        fits = eligible(sequence, now)
+        lower = [s.name for s in config.nurture.sequences if s.priority < sequence.priority]
+        if limit == 1 and lower:
+            _exit_where(
+                session,
+                now,
+                f"moved to {sequence.name}",
+                [E.sequence.in_(lower), E.lead_id.in_(select(Lead.id).where(*fits))],
+            )
+        if limit == 1:
+            room = ~exists().where(E.lead_id == Lead.id, E.status == EnrollmentStatus.active)
+        else:  # the re-enrollment check already keeps a lead out of a sequence it is active in
+            active = select(func.count()).where(E.lead_id == Lead.id, E.status == EnrollmentStatus.active)
+            room = active.scalar_subquery() < limit
+        earlier = select(func.coalesce(func.max(E.cycle), 0) + 1).where(
+            E.lead_id == Lead.id, E.sequence == sequence.name
+        )
         chosen = select(
             Lead.id,
             literal(sequence.name),
+            earlier.scalar_subquery(),
             literal(0),
             literal(EnrollmentStatus.active.value),
-            literal(first_due),
+            literal(first_due(sequence, now)),
             literal(now),
-        ).where(*conditions)
+            literal(now),
+        ).where(*fits, room)
         result = session.execute(
-            insert(NurtureEnrollment)
-            .from_select(["lead_id", "sequence", "step", "status", "next_due_at", "enrolled_at"], chosen)
+            insert(E)
+            .from_select(
+                ["lead_id", "sequence", "cycle", "step", "status", "next_due_at", "waiting_since", "enrolled_at"],
+                chosen,
+            )
             # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg otherwise reports -1.
             .execution_options(preserve_rowcount=True)
         )
@@ -68,8 +87,61 @@ def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Count
     return enrolled
 
 
+def eligible(sequence: Sequence, now: datetime) -> list[ColumnElement[bool]]:
+    """SQL conditions on `lead` for joining `sequence` now (not counting other active sequences)."""
+    rule = sequence.enroll
+    conditions: list[ColumnElement[bool]] = [
+        Lead.stage.in_([s.value for s in rule.stages]),
+        Lead.unsubscribed_at.is_(None),
+        Lead.bounced_at.is_(None),
+        ~suppressed(Lead.email, sequence.name),
+        _may_enter_again(sequence, now),
+    ]
+    if rule.min_score is not None:
+        conditions.append(Lead.score >= rule.min_score)
+    if rule.max_score is not None:
+        conditions.append(Lead.score <= rule.max_score)
+    if rule.inactive_days is not None:
+        quiet_since = now - timedelta(days=rule.inactive_days)
+        conditions.append(or_(Lead.last_activity_at.is_(None), Lead.last_activity_at <= quiet_since))
+    for name, criterion in rule.fit.items():
+        conditions.append(_fit(getattr(Lead, name), criterion))
+    return conditions
+
+
+def _fit(column: ColumnElement[object], criterion: FitCriterion) -> ColumnElement[bool]:
+    if criterion.one_of is not None:
+        return func.lower(column).in_([v.lower() for v in criterion.one_of])
+    if criterion.contains is not None:
+        return func.lower(column).contains(criterion.contains.lower(), autoescape=True)
+    bounds = []
+    if criterion.at_least is not None:
+        bounds.append(column >= criterion.at_least)  # type: ignore[operator]
+    if criterion.at_most is not None:
+        bounds.append(column <= criterion.at_most)  # type: ignore[operator]
+    return and_(*bounds)
+
+
+def _may_enter_again(sequence: Sequence, now: datetime) -> ColumnElement[bool]:
+    """The re-enrollment policy: never (the default), or `after_days` after the last time ended."""
+    mine = [E.lead_id == Lead.id, E.sequence == sequence.name]
+    policy = sequence.reenroll
+    if policy is None:
+        return ~exists().where(*mine)
+    cooling = now - timedelta(days=policy.after_days)
+    blocked = ~exists().where(*mine, or_(E.status == EnrollmentStatus.active, E.exited_at > cooling))
+    if policy.max_times is None:
+        return blocked
+    times = select(func.count()).where(*mine).scalar_subquery()
+    return and_(blocked, times < policy.max_times)
+
+
 def exit_finished(*, session: Session, config: WorkspaceConfig, now: datetime) -> Counter[str]:
-    """End active enrollments of leads that unsubscribed, bounced or reached the sequence's goal."""
+    """End active enrollments of leads that opted out, were disqualified, reached the goal or engaged enough.
+
+    Reasons, in the order they are checked (the first that applies is recorded): unsubscribed,
+    bounced, disqualified, reached STAGE, replied, sales took over.
+    """
     exited: Counter[str] = Counter()
     opted_out = {
         "unsubscribed": Lead.unsubscribed_at.is_not(None),
@@ -77,85 +149,33 @@ def exit_finished(*, session: Session, config: WorkspaceConfig, now: datetime) -
         "disqualified": Lead.stage == Stage.disqualified.value,
     }
     for reason, condition in opted_out.items():
-        exited[reason] += _exit_where(session, now, reason, condition)
+        exited[reason] += _exit_where(session, now, reason, [E.lead_id.in_(select(Lead.id).where(condition))])
     for sequence in config.nurture.sequences:
         goal = [s.value for s in FUNNEL if funnel_rank(s) >= funnel_rank(sequence.exit_at_stage)]
-        exited[f"reached {sequence.exit_at_stage.value}"] += _exit_where(
-            session, now, f"reached {sequence.exit_at_stage.value}", Lead.stage.in_(goal), sequence=sequence.name
+        reason = f"reached {sequence.exit_at_stage.value}"
+        exited[reason] += _exit_where(
+            session,
+            now,
+            reason,
+            [E.sequence == sequence.name, E.lead_id.in_(select(Lead.id).where(Lead.stage.in_(goal)))],
         )
+        for name in sequence.exit_on:
+            happened = exists().where(
+                Activity.lead_id == E.lead_id,
+                Activity.type.in_(EXIT_ACTIVITY[name]),
+                Activity.occurred_at >= E.enrolled_at,
+                Activity.occurred_at <= now,
+            )
+            reason = name.replace("_", " ")
+            exited[reason] += _exit_where(session, now, reason, [E.sequence == sequence.name, happened])
     return +exited
 
 
-def _exit_where(session: Session, now: datetime, reason: str, condition: object, sequence: str | None = None) -> int:
-    leads = select(Lead.id).where(condition)  # type: ignore[arg-type]
-    where = [NurtureEnrollment.status == EnrollmentStatus.active, NurtureEnrollment.lead_id.in_(leads)]
-    if sequence is not None:
-        where.append(NurtureEnrollment.sequence == sequence)
+def _exit_where(session: Session, now: datetime, reason: str, where: list[ColumnElement[bool]]) -> int:
     result = session.execute(
-        update(NurtureEnrollment)
-        .where(*where)
+        update(E)
+        .where(E.status == EnrollmentStatus.active, *where)
         .values(status=EnrollmentStatus.exited.value, exited_at=now, exit_reason=reason, next_due_at=None)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0  # type: ignore[attr-defined]
-
-
-def queue_due_steps(*, session: Session, config: WorkspaceConfig, now: datetime, limit: int = 5000) -> int:
-    """Write an outbox row for each due step and advance its enrollment; the caller commits."""
-    sequences = {s.name: s for s in config.nurture.sequences}
-    due = session.execute(
-        select(NurtureEnrollment.id, NurtureEnrollment.lead_id, NurtureEnrollment.sequence, NurtureEnrollment.step)
-        .where(NurtureEnrollment.status == EnrollmentStatus.active, NurtureEnrollment.next_due_at <= now)
-        .order_by(NurtureEnrollment.next_due_at)
-        .limit(limit)
-    ).all()
-    rows, advances = [], []
-    for enrollment_id, lead_id, name, step in due:
-        sequence = sequences.get(name)
-        if sequence is None or step >= len(sequence.steps):
-            advances.append(_finish(enrollment_id, now, "sequence removed from config" if sequence is None else None))
-            continue
-        rows.append(
-            {
-                "idempotency_key": outbox_key(enrollment_id, step),
-                "lead_id": lead_id,
-                "enrollment_id": enrollment_id,
-                "sequence": name,
-                "step": step,
-                "status": OutboxStatus.pending.value,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
-        advances.append(_advance(enrollment_id, step, sequence, now))
-    if rows:
-        session.execute(
-            upsert_insert(session, EmailOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows
-        )
-    for enrollment_id, values in advances:
-        session.execute(
-            update(NurtureEnrollment)
-            .where(NurtureEnrollment.id == enrollment_id)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-    return len(rows)
-
-
-def _advance(enrollment_id: int, step: int, sequence: Sequence, now: datetime) -> tuple[int, dict[str, object]]:
-    following = step + 1
-    if following >= len(sequence.steps):
-        return _finish(enrollment_id, now, None)
-    due = now + timedelta(days=sequence.steps[following].delay_days)
-    return enrollment_id, {"step": following, "next_due_at": due}
-
-
-def _finish(enrollment_id: int, now: datetime, reason: str | None) -> tuple[int, dict[str, object]]:
-    status = EnrollmentStatus.completed if reason is None else EnrollmentStatus.exited
-    return enrollment_id, {
-        "status": status.value,
-        "next_due_at": None,
-        "exited_at": now,
-        "exit_reason": reason or "completed",
-    }

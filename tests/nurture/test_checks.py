@@ -87,9 +87,10 @@ def test_undefined_top_level_variable_in_a_workspace_layout(tmp_path: Path) -> N
     (tmp_path / "base.txt").write_text("{% block content %}{% endblock %}\n\n-- \nLeave: {{ unsubscribe_link }}\n")
     problems = check_templates(load_config(EXAMPLE), tmp_path)
     # Reported once per step that uses the layout, each pointing at the layout's line.
-    assert len(problems) == 3
-    for index, problem in enumerate(problems, start=1):
-        assert problem.startswith(f"{tmp_path / 'base.txt'}:4: warm-up step {index} (full profile): ")
+    steps = [(s.name, i) for s in load_config(EXAMPLE).nurture.sequences for i in range(1, len(s.steps) + 1)]
+    assert len(problems) == len(steps) == 6
+    for (name, index), problem in zip(steps, problems, strict=True):
+        assert problem.startswith(f"{tmp_path / 'base.txt'}:4: {name} step {index} (full profile): ")
         assert "'unsubscribe_link' is undefined" in problem
 
 
@@ -132,3 +133,15 @@ def test_every_step_is_checked_and_each_problem_is_reported_once(tmp_path: Path)
     config = _config(*({"template": f"welcome/{i}", "subject": f"Step {i}"} for i in (1, 2, 3)))
     problems = check_templates(config, tmp_path)
     assert [p.split(": ", 2)[1] for p in problems] == ["welcome step 1 (full profile)", "welcome step 3 (full profile)"]
+
+
+def test_a_broken_subject_names_its_key_in_the_config(tmp_path: Path) -> None:
+    _write(tmp_path, "welcome/1", '{% extends "base.html" %}{% block content %}<p>Hi</p>{% endblock %}')
+    config = _config(
+        {"template": "welcome/1", "subject": "Hello"},
+        {"template": "welcome/1", "subject": "Hi {{ lead.frist_name }}"},
+    )
+    assert check_templates(config, tmp_path) == [
+        "leadflow.yaml nurture.sequences[0].steps[1].subject: welcome step 2 (full profile): "
+        "'dict object' has no attribute 'frist_name'"
+    ]

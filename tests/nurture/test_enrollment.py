@@ -274,7 +274,7 @@ def test_completed_enrollments_are_left_alone_by_exits(engine: Engine) -> None:
 
 def test_queue_due_steps_walks_the_sequence_once(engine: Engine) -> None:
     ids = _leads(engine, ("a", Stage.prospect), ("b", Stage.hot_prospect))
-    config = _config()  # warm-up: delays 0, 4, 7 days
+    config = _config([_sequence("warm-up", ["prospect", "hot_prospect"], delays=(0, 4, 7))])
     _run(engine, enroll, config, T0)
     enrollment = {lead: e.id for lead, e in _enrollments(engine).items()}
 

@@ -53,7 +53,7 @@ def test_multipart_alternative_text_first_then_html(tmp_path: Path) -> None:
     assert all(p.get_content_charset() == "utf-8" for p in parts)
     text, html = (p.get_content() for p in parts)
     assert "Hi Anna," in text and "<" not in text.replace("<https", "")
-    assert "<p>Hi Anna,</p>" in html
+    assert "Hi Anna,</p>" in html and "<p " in html  # paragraphs carry the inlined email.css
 
 
 def test_headers(tmp_path: Path) -> None:

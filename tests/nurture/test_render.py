@@ -43,7 +43,14 @@ def _steps() -> list[tuple[str, str]]:
 
 def test_example_config_uses_the_shipped_warm_up_templates() -> None:
     templates = [t for t, _ in _steps()]
-    assert templates == ["warm-up/1-welcome", "warm-up/2-case-study", "warm-up/3-demo"]
+    assert templates == [
+        "warm-up/1-welcome",
+        "warm-up/2-case-study",
+        "warm-up/checklist",
+        "warm-up/3-demo",
+        "re-engage/1-still-relevant",
+        "re-engage/2-last-call",
+    ]
     for name in templates:
         assert (SHIPPED_TEMPLATES / f"{name}.html").is_file()
         assert (SHIPPED_TEMPLATES / f"{name}.txt").is_file()
@@ -67,7 +74,7 @@ def test_shipped_steps_render_for_a_full_lead(tmp_path: Path, template: str, sub
 
 def test_subjects_use_lead_fields_or_their_fallbacks(tmp_path: Path) -> None:
     renderer = TemplateRenderer(tmp_path)
-    (_, welcome), (_, case_study), _ = _steps()
+    (_, welcome), (_, case_study), *_ = _steps()
     full = [
         renderer.render(template="warm-up/1-welcome", subject=s, context=_context(FULL)).subject
         for s in (welcome, case_study)
@@ -160,7 +167,7 @@ def test_workspace_template_overrides_the_shipped_one(tmp_path: Path) -> None:
     )
     renderer = TemplateRenderer(tmp_path)
     email = renderer.render(template="warm-up/1-welcome", subject="Welcome", context=_context(FULL))
-    assert "<p>Our own welcome, Anna!</p>" in email.html
+    assert ">Our own welcome, Anna!</p>" in email.html
     assert email.text.startswith("Our own welcome, Anna!")
     assert "three signs" not in email.html.lower() and "Three signs" not in email.text
     # The shipped base layout (footer with unsubscribe link) still wraps the override.

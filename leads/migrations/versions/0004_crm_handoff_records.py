@@ -1,7 +1,7 @@
 """CRM records created by handoffs (handoff_crm_record), so retried CRM deliveries never create twice.
 
 Revision ID: 0003_crm
-Revises: 0002
+Revises: 0003_nseq
 Create Date: 2026-11-25 12:10:00
 
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "0003_crm"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0003_nseq"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,61 @@
+"""Printing `leadflow preview`: subject, text part and HTML part of one step, or the HTML to a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from leads.config import WorkspaceConfig
+from leads.settings import Settings
+from nurture.preview import preview_step
+
+
+def run_preview(
+    console: Console,
+    settings: Settings,
+    config: WorkspaceConfig,
+    *,
+    sequence: str,
+    step: str,
+    lead: str | None,
+    html_out: Path | None,
+) -> None:
+    fields = _stored_lead(settings, lead) if lead else None
+    shown = preview_step(
+        config=config,
+        templates_dir=settings.config_file.parent / config.templates_dir,
+        sequence=sequence,
+        step=step,
+        lead=fields,
+        unsubscribe_url=f"{settings.public_base_url.rstrip('/')}/u/PREVIEW",
+    )
+
+    def say(text: str) -> None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    say(f"{shown.sequence} step {shown.step_number} ({shown.step_id}, template {shown.template})")
+    say(f"To: {shown.lead_email}" + ("" if lead else " (a sample lead; --lead EMAIL renders a real one)"))
+    say(f"Subject: {shown.email.subject}")
+    say("\n----- text part -----")
+    say(shown.email.text.rstrip("\n"))
+    if html_out is not None:
+        html_out.write_text(shown.email.html, encoding="utf-8")
+        say(f"\n----- HTML part written to {html_out} (open it in a browser) -----")
+    else:
+        say("\n----- HTML part -----")
+        say(shown.email.html.rstrip("\n"))
+    say("\nThe unsubscribe link is a placeholder in previews; sent emails carry the lead's own link.")
+
+
+def _stored_lead(settings: Settings, email: str) -> dict[str, object]:
+    from leads.db import make_engine, session_scope, upgrade
+    from nurture.preview import lead_fields
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        upgrade(engine)
+        with session_scope(engine) as session:
+            return lead_fields(session=session, email=email)
+    finally:
+        engine.dispose()

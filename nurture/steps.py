@@ -1,0 +1,189 @@
+"""Queuing due steps: waits (fixed or for an event), branches on engagement, one outbox row per step.
+
+`enrollment.step` is the index of the next step in the sequence's list. Branches only skip
+ahead, so an enrollment queues each index at most once and the outbox key
+`nurture:<enrollment id>:<step index>` stays unique per (enrollment, step); a skipped step
+simply has no row. Engagement counts from `waiting_since`, when the previous step was queued.
+Queuing writes the outbox rows and advances the enrollments in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from leads.config import WorkspaceConfig
+from leads.models import Activity, EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
+from leads.nurture_config import END, ENGAGEMENT_ACTIVITY, NurtureStep, Sequence
+from leads.sql import upsert_insert
+
+E = NurtureEnrollment
+
+
+def outbox_key(enrollment_id: int, step: int) -> str:
+    """The idempotency key of an enrollment's step (its index in the config's list of steps)."""
+    return f"nurture:{enrollment_id}:{step}"
+
+
+def wait_days(step: NurtureStep) -> float:
+    """How long after the previous step (at most) this one becomes due."""
+    return step.wait_for.up_to_days if step.wait_for is not None else step.delay_days
+
+
+def first_due(sequence: Sequence, now: datetime) -> datetime:
+    return now + timedelta(days=wait_days(sequence.steps[0]))
+
+
+def engaged(event: str, page: str | None, now: datetime) -> ColumnElement[bool]:
+    """The enrollment's lead did `event` (opened, clicked, visited, replied) since the previous step."""
+    conditions = [
+        Activity.lead_id == E.lead_id,
+        Activity.type == ENGAGEMENT_ACTIVITY[event],
+        Activity.occurred_at > func.coalesce(E.waiting_since, E.enrolled_at),
+        Activity.occurred_at <= now,
+    ]
+    if page is not None:
+        conditions.append(Activity.target.contains(page, autoescape=True))
+    return exists().where(*conditions)
+
+
+def wake_waiting(*, session: Session, config: WorkspaceConfig, now: datetime) -> int:
+    """Make steps that wait for an event due now where the event has happened; one UPDATE per such step."""
+    woken = 0
+    for sequence in config.nurture.sequences:
+        for index, step in enumerate(sequence.steps):
+            if step.wait_for is None:
+                continue
+            result = session.execute(
+                update(E)
+                .where(
+                    E.status == EnrollmentStatus.active,
+                    E.sequence == sequence.name,
+                    E.step == index,
+                    E.next_due_at > now,
+                    engaged(step.wait_for.event, step.wait_for.page, now),
+                )
+                .values(next_due_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            woken += result.rowcount or 0  # type: ignore[attr-defined]
+    return woken
+
+
+def queue_due_steps(
+    *, session: Session, config: WorkspaceConfig, now: datetime, limit: int = 5000, wake: bool = True
+) -> int:
+    """Write an outbox row for each due step (after its branches) and advance its enrollment; the caller commits.
+
+    `wake=False` skips waking steps that wait for an event: a caller that queues in batches at
+    one `now` wakes them with the first batch only.
+    """
+    sequences = {s.name: s for s in config.nurture.sequences}
+    if wake:
+        wake_waiting(session=session, config=config, now=now)
+    due = session.execute(
+        select(E.id, E.lead_id, E.sequence, E.step)
+        .where(E.status == EnrollmentStatus.active, E.next_due_at <= now)
+        .order_by(E.next_due_at, E.id)
+        .limit(limit)
+    ).all()
+    # Where each due enrollment goes: a step index to send, END, or None (sequence gone from config).
+    target: dict[int, int | str | None] = {}
+    for enrollment_id, _, name, step in due:
+        sequence = sequences.get(name)
+        target[enrollment_id] = None if sequence is None else (step if step < len(sequence.steps) else END)
+    _follow_branches(session, sequences, {row.id: row.sequence for row in due}, target, now)
+
+    rows, advances = [], []
+    for enrollment_id, lead_id, name, _ in due:
+        where = target[enrollment_id]
+        if where is None:
+            advances.append(_finish(enrollment_id, now, "sequence removed from config"))
+            continue
+        if where == END:
+            advances.append(_finish(enrollment_id, now, None))
+            continue
+        assert isinstance(where, int)
+        rows.append(
+            {
+                "idempotency_key": outbox_key(enrollment_id, where),
+                "lead_id": lead_id,
+                "enrollment_id": enrollment_id,
+                "sequence": name,
+                "step": where,
+                "status": OutboxStatus.pending.value,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+        advances.append(_advance(enrollment_id, where, sequences[name], now))
+    if rows:
+        session.execute(
+            upsert_insert(session, EmailOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows
+        )
+    # ORM bulk UPDATE by primary key: one executemany per shape of row (advanced, finished), not one per lead.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for enrollment_id, values in advances:
+        shapes[tuple(sorted(values))].append({"id": enrollment_id, **values})
+    for batch in shapes.values():
+        session.execute(update(E), batch)
+    return len(rows)
+
+
+def _follow_branches(
+    session: Session,
+    sequences: dict[str, Sequence],
+    names: dict[int, str],
+    target: dict[int, int | str | None],
+    now: datetime,
+) -> None:
+    """Resolve branch jumps in rounds: one query per (sequence, step, branch) among the due enrollments.
+
+    A jump lands on a later step, whose own branches are checked in the next round, so this ends.
+    """
+    pending = {i: t for i, t in target.items() if isinstance(t, int) and sequences[names[i]].steps[t].branches}
+    while pending:
+        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for enrollment_id, index in pending.items():
+            groups[(names[enrollment_id], index)].append(enrollment_id)
+        pending = {}
+        for (name, index), ids in groups.items():
+            sequence = sequences[name]
+            undecided = set(ids)
+            for branch in sequence.steps[index].branches:
+                if not undecided:
+                    break
+                hit = set(
+                    session.execute(
+                        select(E.id).where(E.id.in_(sorted(undecided)), engaged(branch.if_, branch.page, now))
+                    ).scalars()
+                )
+                undecided -= hit
+                jump: int | str = END if branch.goto == END else sequence.step_index(branch.goto)  # type: ignore[assignment]
+                for enrollment_id in hit:
+                    target[enrollment_id] = jump
+                    if isinstance(jump, int) and sequence.steps[jump].branches:
+                        pending[enrollment_id] = jump
+
+
+def _advance(enrollment_id: int, step: int, sequence: Sequence, now: datetime) -> tuple[int, dict[str, Any]]:
+    following = step + 1
+    if following >= len(sequence.steps):
+        return _finish(enrollment_id, now, None)
+    due = now + timedelta(days=wait_days(sequence.steps[following]))
+    return enrollment_id, {"step": following, "next_due_at": due, "waiting_since": now}
+
+
+def _finish(enrollment_id: int, now: datetime, reason: str | None) -> tuple[int, dict[str, Any]]:
+    status = EnrollmentStatus.completed if reason is None else EnrollmentStatus.exited
+    return enrollment_id, {
+        "status": status.value,
+        "next_due_at": None,
+        "exited_at": now,
+        "exit_reason": reason or "completed",
+    }
