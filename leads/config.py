@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Discriminator, Field, Tag, ValidationError
+from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
 from leads.handoff_config import HandoffDestination, destination_from_url
 from leads.nurture_config import Enrollment, NurtureConfig, NurtureStep, Sequence  # noqa: F401 (re-exported)
