@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from leads.assignment_config import AssignmentConfig
 from leads.models import Stage
 from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
 from leads.source_config import HubSpotSource, PipedriveSource, SalesforceSource
@@ -87,7 +88,9 @@ SourceConfig = Annotated[
 ]
 
 
-class HandoffConfig(Strict):
+class HandoffConfig(AssignmentConfig):
+    """Where SQLs go; owners, SLA, notifications and dead letters come from AssignmentConfig."""
+
     destination: str = Field(default="file://handoff-inbox", description="file://DIR or an https webhook URL.")
     allow_private_addresses: bool = False
 
