@@ -23,6 +23,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+from cli.handoff import handoff_app  # noqa: E402  (the `leadflow handoff` commands)
+
+app.add_typer(handoff_app, name="handoff")
 console = Console()
 
 Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]

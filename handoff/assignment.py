@@ -176,8 +176,9 @@ def assign_new_sqls(*, session: Session, config: AssignmentConfig, now: datetime
                    choice=Choice(None, "no team's territory matches"), now=now)  # fmt: skip
             report.unassigned += 1
             continue
+        lock_rotation(session, team.name)  # then look again: another worker may have assigned it meanwhile
         if session.execute(select(exists().where(LeadAssignment.transition_id == transition_id))).scalar():
-            continue  # another worker assigned it while we waited for the team's lock
+            continue
         choice = choose(session, config, team, load)
         if choice.owner is None:
             report.waiting += 1
