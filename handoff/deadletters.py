@@ -49,7 +49,10 @@ def redrive(
     query = (
         update(HandoffOutbox)
         .where(HandoffOutbox.status == OutboxStatus.dead.value)
-        .values(status=OutboxStatus.pending.value, attempts=0, next_attempt_at=now, requeued_at=now)
+        # Due at once, even for a run "as of" an earlier time (replays, tests): due since it was created.
+        .values(
+            status=OutboxStatus.pending.value, attempts=0, next_attempt_at=HandoffOutbox.created_at, requeued_at=now
+        )
         .execution_options(synchronize_session=False)
     )
     if ids:
@@ -62,7 +65,12 @@ def redrive(
             session.execute(
                 update(NotificationOutbox)
                 .where(NotificationOutbox.status == OutboxStatus.dead.value)
-                .values(status=OutboxStatus.pending.value, attempts=0, next_attempt_at=now, requeued_at=now)
+                .values(
+                    status=OutboxStatus.pending.value,
+                    attempts=0,
+                    next_attempt_at=NotificationOutbox.created_at,
+                    requeued_at=now,
+                )
                 .execution_options(synchronize_session=False)
             ).rowcount
             or 0

@@ -98,6 +98,7 @@ def test_dead_letter_after_attempts_then_retry(engine: Engine, webhook_receiver:
         assert redrive(session, now=T0 + timedelta(days=1), ids=[the_row(engine).id]) == 1  # type: ignore[list-item]
     row = the_row(engine)
     assert (row.status, row.attempts, row.requeued_at) == (OutboxStatus.pending, 0, T0 + timedelta(days=1))
+    assert row.next_attempt_at == row.created_at
     assert deliver(engine, url, T0 + timedelta(days=1), dead_letter=horizon).delivered == 1
     assert len(state.requests) == 4 and effects(state) == {row.idempotency_key}  # the same webhook-id throughout
 
