@@ -9,6 +9,7 @@ one, the lead waits (no assignment, no handoff) and is tried again on the next r
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import exists, func, select, update
 from sqlmodel import Session
 
 from leads.assignment_config import AssignmentConfig, Owner, Team
-from leads.models import Lead, LeadAssignment, NotificationOutbox, Stage, StageTransition, TeamRotation
+from leads.models import HandoffOutbox, Lead, LeadAssignment, NotificationOutbox, Stage, StageTransition, TeamRotation
 from leads.sql import upsert_insert
 
 
@@ -84,7 +85,7 @@ def choose(
     config: AssignmentConfig,
     team: Team,
     load: Counter[str],
-    exclude: set[str] = frozenset(),  # type: ignore[assignment]
+    exclude: Collection[str] = (),
 ) -> Choice:
     """Pick and record the next owner of a team (moves the pointer); None when all are full."""
     rotation = lock_rotation(session, team.name)
@@ -124,8 +125,9 @@ def record(
     )
     session.add(row)
     session.flush()
-    lead.owner = choice.owner.id if choice.owner else None
-    session.add(lead)
+    if choice.owner is not None:  # without one, an owner set elsewhere (a CRM, by hand) stays
+        lead.owner = choice.owner.id
+        session.add(lead)
     if choice.owner is not None and config.notify.enabled:
         queue_notification(session, row, kind="assigned", recipient=f"owner:{choice.owner.id}", now=now)
     return row
@@ -152,9 +154,10 @@ def queue_notification(
 
 
 def assign_new_sqls(*, session: Session, config: AssignmentConfig, now: datetime) -> AssignReport:
-    """Give an owner to every SQL transition that has none yet; caller commits.
+    """Give an owner to every SQL transition that has none yet and was never handed off; caller commits.
 
-    Does nothing without teams in the config (handoffs then carry no owner).
+    Does nothing without teams in the config (handoffs then carry no owner). SQLs handed off
+    before owners were configured keep their handoffs and get no owner (nor a notification).
     """
     report = AssignReport()
     if not config.teams:
@@ -165,6 +168,7 @@ def assign_new_sqls(*, session: Session, config: AssignmentConfig, now: datetime
         .where(
             StageTransition.to_stage == Stage.sql.value,
             ~exists().where(LeadAssignment.transition_id == StageTransition.id),
+            ~exists().where(HandoffOutbox.transition_id == StageTransition.id),
         )
         .order_by(StageTransition.id)
     ).all()
@@ -180,8 +184,14 @@ def assign_new_sqls(*, session: Session, config: AssignmentConfig, now: datetime
         if session.execute(select(exists().where(LeadAssignment.transition_id == transition_id))).scalar():
             continue
         choice = choose(session, config, team, load)
-        if choice.owner is None:
+        if choice.owner is None and lead.stage == Stage.sql:
             report.waiting += 1
+            continue
+        if choice.owner is None:  # it left SQL while waiting: hand it off as it was, without an owner
+            reason = f"{choice.reason}; no longer an SQL"
+            record(session, config, lead=lead, transition_id=transition_id, seq=0, team=team,
+                   choice=Choice(None, reason), now=now)  # fmt: skip
+            report.unassigned += 1
             continue
         record(session, config, lead=lead, transition_id=transition_id, seq=0, team=team, choice=choice, now=now)
         if lead.stage == Stage.sql:

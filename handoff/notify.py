@@ -91,6 +91,8 @@ def render(
         f"SQL since {t.at:%Y-%m-%d %H:%M} UTC",
         f"Open: {lead_link(config, lead)}",
     ]
+    if assignment.seq > 0 and row.kind == "assigned":
+        lines.insert(2, f"Reassigned to you: {assignment.reason}")
     if row.kind == "escalated":
         sla = config.handoff.sla
         hours = f"{sla.hours:g} h" if sla else "the SLA"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlmodel import Session
 
 from handoff.assignment import Choice, choose, close_resolved, open_sqls, owner_payload, queue_notification, record
@@ -75,8 +75,13 @@ def check_sla(*, session: Session, config: AssignmentConfig, now: datetime) -> S
             report.met += close_resolved(session, [row.id], "met", now)  # type: ignore[list-item]
             continue
         team = config.team(row.team) if row.team else None
+        reassign = sla.on_breach == "reassign" and team is not None and row.seq < sla.max_reassignments
+        # Claim the breach first (compare-and-set), so a worker that loses the race moves no pointer.
+        claimed = close_resolved(session, [row.id], "reassigned" if reassign else "escalated", now)  # type: ignore[list-item]
+        if not claimed:
+            continue
         choice = Choice(None, "")
-        if sla.on_breach == "reassign" and team is not None and row.seq < sla.max_reassignments:
+        if reassign and team is not None:
             tried = set(
                 session.execute(
                     select(LeadAssignment.owner_id).where(LeadAssignment.transition_id == row.transition_id)
@@ -84,8 +89,6 @@ def check_sla(*, session: Session, config: AssignmentConfig, now: datetime) -> S
             )
             choice = choose(session, config, team, load, exclude={t for t in tried if t})
         if choice.owner is not None:
-            if not close_resolved(session, [row.id], "reassigned", now):  # type: ignore[list-item]
-                continue  # another worker settled it
             reason = f"SLA of {sla.hours:g} h missed by {row.owner_id}; {choice.reason}"
             new = record(
                 session,
@@ -103,8 +106,8 @@ def check_sla(*, session: Session, config: AssignmentConfig, now: datetime) -> S
                 load[row.owner_id] -= 1
             report.reassigned[choice.owner.id] += 1
         else:
-            if not close_resolved(session, [row.id], "escalated", now):  # type: ignore[list-item]
-                continue
+            if reassign:  # nobody else in the team has room: escalate instead
+                session.execute(update(LeadAssignment).where(LeadAssignment.id == row.id).values(status="escalated"))
             if team is not None and team.manager and config.notify.enabled:
                 queue_notification(session, row, kind="escalated", recipient=f"manager:{team.name}", now=now)
             report.escalated[row.team or "-"] += 1

@@ -155,3 +155,28 @@ def test_two_workers_share_one_rotation(postgres_url: str) -> None:
     assert total == Counter({"anna": 10, "bram": 10, "cleo": 10})
     assert len(assignments(setup)) == 30 and len(outbox(setup)) == 30
     setup.dispose()
+
+
+def test_sqls_handed_off_before_owners_were_configured_stay_as_they_were(engine: Engine) -> None:
+    add_sql(engine, "old@nl.example")
+    without_owners = config(owners=[], teams=[])
+    assert run_queue(engine, without_owners) == (AssignReport(), 1)
+    add_sql(engine, "new@nl.example")
+    report, queued = run_queue(engine, config())
+    assert report.assigned == Counter({"anna": 1}) and queued == 1
+    assert owners_by_email(engine) == {"old@nl.example": None, "new@nl.example": "anna"}
+    with Session(engine) as session:  # nobody is told about the old lead
+        assert list(session.execute(select(NotificationOutbox.recipient)).scalars()) == ["owner:anna"]
+
+
+def test_a_waiting_lead_that_leaves_sql_is_handed_off_without_owner(engine: Engine) -> None:
+    cfg = config(owners=_capped(0))
+    add_sql(engine, "waits@nl.example")
+    assert run_queue(engine, cfg)[0].waiting == 1
+    with Session(engine) as session:
+        session.execute(update(Lead).values(stage=Stage.customer.value))
+        session.commit()
+    report, queued = run_queue(engine, cfg)
+    assert (report.waiting, report.unassigned, queued) == (0, 1, 1)
+    assert outbox(engine)[0].payload["owner"] is None
+    assert "no longer an SQL" in assignments(engine)[0].reason

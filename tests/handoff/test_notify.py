@@ -135,3 +135,17 @@ def test_mail_to_an_owner_through_smtp(engine: Engine, smtp_server: tuple[Any, i
     assert "hand raise: demo_request" in text and "leadflow explain first@nl.example" in text
     with session_scope(engine) as session:
         assert session.execute(select(NotificationOutbox.status)).scalar_one() == OutboxStatus.sent
+
+
+def test_the_next_owner_hears_why_it_was_reassigned(engine: Engine) -> None:
+    with NotifyServer() as server:
+        cfg = notify_config(server.port, sla={"hours": 24})
+        add_sql(engine, "first@nl.example")
+        run_queue(engine, cfg)
+        assert send(engine, cfg).sent == Counter({"assigned": 1})
+        assert check(engine, cfg, 25).reassigned == Counter({"bram": 1})
+        assert send(engine, cfg, hours=25).sent == Counter({"assigned": 1})
+        bram = server.inbox.posts[-1]
+        assert bram.path == "/team-benelux" and bram.body["title"] == "New SQL for you: First (Acme)"
+        assert "Reassigned to you: SLA of 24 h missed by anna; round robin in team benelux" in bram.body["message"]
+        assert "Owner: Bram Peeters" in bram.body["message"]
