@@ -51,6 +51,8 @@ class AppriseNotifier:
         channel = apprise.Apprise()
         if not channel.add(url):
             raise FatalNotifyError(f"{describe(url)} is not a notification URL apprise supports")
-        if not channel.notify(body=body, title=title):
+        # Plain text in: apprise escapes it for HTML (mail) and markdown channels, so a lead named
+        # "<b>Ann</b>" is shown as typed, and keeps the line breaks.
+        if not channel.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT):
             raise RetriableNotifyError(f"notification to {describe(url)} failed")
         log.debug("notified %s", describe(url))

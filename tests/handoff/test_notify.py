@@ -127,12 +127,18 @@ def test_mail_to_an_owner_through_smtp(engine: Engine, smtp_server: tuple[Any, i
     cfg = config(owners=owners)
     add_sql(engine, "first@nl.example")
     run_queue(engine, cfg)
+    with Session(engine) as session:  # whatever a lead typed into a form is shown, never run
+        session.execute(update(Lead).values(last_name="<script>x()</script>"))
+        session.commit()
     assert send(engine, cfg).sent == Counter({"assigned": 1})
     [received] = smtp.messages
     assert received.rcpt_tos == ["anna@acme.example"]
-    assert received.message["Subject"] == "New SQL for you: First (Acme)"
+    assert received.message["Subject"] == "New SQL for you: First <script>x()</script> (Acme)"
     text = received.message.get_body(("plain",)).get_content()
-    assert "hand raise: demo_request" in text and "leadflow explain first@nl.example" in text
+    assert "\nWhy: hand raise: demo_request" in text.replace("\r\n", "\n")
+    assert "Open: leadflow explain first@nl.example" in text
+    html = received.message.get_body(("html",)).get_content()
+    assert "<br/>" in html and "<script>" not in html and "&lt;script&gt;" in html
     with session_scope(engine) as session:
         assert session.execute(select(NotificationOutbox.status)).scalar_one() == OutboxStatus.sent
 
