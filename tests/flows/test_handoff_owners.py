@@ -53,12 +53,9 @@ def test_owners_notifications_gone_and_dead_letters(
     with NotifyServer() as notes:
         folder = webhook_workspace(tmp_path / "ws", db_url, url, "ANNA_PATH=anna\n")
         config = folder / "leadflow.yaml"
-        config.write_text(
-            config.read_text() + OWNERS_YAML.format(port=notes.port).replace("\n  owners", "\n  owners", 1)
-        )
-        config.write_text(
-            config.read_text().replace("\ntemplates_dir: templates\n", "\n") + "\ntemplates_dir: templates\n"
-        )
+        head = config.read_text().split("\nhandoff:\n")[0]  # the example's own owners make way for these
+        handoff_yaml = "handoff:\n  allow_private_addresses: true" + OWNERS_YAML.format(port=notes.port)
+        config.write_text(f"{head}\n{handoff_yaml}\ntemplates_dir: templates\n")
 
         hook.script.append((410, {}))
         first = run(folder).handoff
