@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -10,8 +11,8 @@ from sqlmodel import Session
 
 from handoff.sla import SlaReport, check_sla
 from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import Activity, HandoffOutbox, Lead, NotificationOutbox, OutboxStatus, Stage
+from leads.db import make_engine, session_scope, upgrade
+from leads.models import Activity, HandoffOutbox, Lead, NotificationOutbox, OutboxStatus, Stage, TeamRotation
 from tests.handoff.helpers import OWNERS, T0, TEAMS, add_sql, assignments, config, outbox, owners_by_email
 from tests.handoff.test_assignment import run_queue
 
@@ -128,3 +129,35 @@ def test_no_one_left_to_take_it_escalates(engine: Engine) -> None:
     assert report.escalated == Counter({"benelux": 3}) and not report.reassigned
     assert [a.status for a in assignments(engine)] == ["escalated"] * 3
     assert [kind for kind, _ in notifications(engine)].count("escalated") == 3
+
+
+def test_two_workers_settle_each_breach_once(postgres_url: str) -> None:
+    """Two workers checking SLAs at once on PostgreSQL: one reassignment per breach, no pointer skipped."""
+    setup = make_engine(postgres_url)
+    upgrade(setup)
+    cfg = sla_config()
+    for n in range(12):
+        add_sql(setup, f"l{n}@nl.example")
+    run_queue(setup, cfg)
+    reports: list[SlaReport] = []
+    barrier = threading.Barrier(2)
+
+    def worker() -> None:
+        engine = make_engine(postgres_url)
+        try:
+            barrier.wait()
+            reports.append(check(engine, cfg, 25))
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(reports) == 2
+    assert sum((r.reassigned for r in reports), Counter()) == Counter({"anna": 4, "bram": 4, "cleo": 4})
+    assert len(assignments(setup)) == 24 and len(outbox(setup)) == 24 and len(notifications(setup)) == 24
+    with Session(setup) as session:
+        assert session.get(TeamRotation, "benelux").assigned == 24  # type: ignore[union-attr]
+    setup.dispose()
