@@ -21,6 +21,8 @@ from leads.assignment_config import AssignmentConfig, Owner, Team
 from leads.models import HandoffOutbox, Lead, LeadAssignment, NotificationOutbox, Stage, StageTransition, TeamRotation
 from leads.sql import upsert_insert
 
+NO_TEAM = "-"  # the rotation row locked while recording leads no team takes (it has no pointer to move)
+
 
 @dataclass
 class AssignReport:
@@ -175,13 +177,13 @@ def assign_new_sqls(*, session: Session, config: AssignmentConfig, now: datetime
     load = open_sqls(session)
     for transition_id, lead in pending:
         team = team_for(config, lead)
+        lock_rotation(session, team.name if team else NO_TEAM)  # then look again: another worker may have
+        if session.execute(select(exists().where(LeadAssignment.transition_id == transition_id))).scalar():
+            continue  # assigned it while we waited for the lock
         if team is None:
             record(session, config, lead=lead, transition_id=transition_id, seq=0, team=None,
                    choice=Choice(None, "no team's territory matches"), now=now)  # fmt: skip
             report.unassigned += 1
-            continue
-        lock_rotation(session, team.name)  # then look again: another worker may have assigned it meanwhile
-        if session.execute(select(exists().where(LeadAssignment.transition_id == transition_id))).scalar():
             continue
         choice = choose(session, config, team, load)
         if choice.owner is None and lead.stage == Stage.sql:
