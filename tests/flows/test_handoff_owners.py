@@ -40,6 +40,16 @@ def handoff(folder: Path, hours: float = 0) -> HandoffRunReport:
     return handoff_flow(HandoffParams(workspace=str(folder), as_of=END + timedelta(hours=hours)))
 
 
+def latest_report_markdown() -> str:
+    """The newest `leadflow-handoff-owners` artifact, as an admin sees it in the Prefect UI."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"artifacts": {"key": {"any_": ["leadflow-handoff-owners"]}}, "sort": "CREATED_DESC", "limit": 1}
+    [artifact] = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body).json()
+    return str(artifact["data"])
+
+
 def cli(folder: Path, *args: str) -> str:
     result = CliRunner().invoke(app, ["handoff", *args, "--workspace", str(folder)])
     assert result.exit_code == 0, result.output
@@ -78,6 +88,9 @@ def test_owners_notifications_gone_and_dead_letters(
         assert third.dead_letters == {third.destination: 1}
         assert sum(third.delivered_by_owner.values()) == sqls - 1
         assert "Dead letters" in handoff_markdown(third)
+        published = latest_report_markdown()
+        assert f"## Dead letters (re-drive with `leadflow handoff retry`)\n\n- {third.destination}: 1" in published
+        assert f"- delivered by destination: {third.destination} {sqls - 1}" in published
         assert "answered 400" in cli(folder, "status")
 
         assert "re-queued 1" in cli(folder, "retry", "--all")
