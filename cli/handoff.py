@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from leads.config import WorkspaceConfig
 from leads.db import make_engine, session_scope, upgrade
 from leads.models import utcnow
 from leads.settings import load_settings
@@ -23,6 +24,14 @@ def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
     engine = make_engine(load_settings(workspace).resolved_database_url)
     upgrade(engine)
     return engine
+
+
+def notify_problems(config: WorkspaceConfig, folder: Path) -> list[str]:
+    """For `leadflow check`: notification URLs that would fail, with ${NAME} read as a run reads it."""
+    from handoff.checks import check_notify_urls
+    from handoff.notify import environment
+
+    return check_notify_urls(config.handoff, environment(folder))
 
 
 @handoff_app.command("status")

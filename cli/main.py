@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cli.workspace_setup import ensure_demo_data, init_workspace
 from leads.config import ConfigError, load_config
@@ -129,8 +130,11 @@ def check(workspace: Workspace = None) -> None:
     from nurture.checks import check_templates
 
     problems = check_templates(config, settings.config_file.parent / config.templates_dir)
+    from cli.handoff import notify_problems
+
+    problems += notify_problems(config, folder)
     for problem in problems:
-        console.print(f"[red]✗[/] {problem.replace(str(folder) + '/', '')}", highlight=False, soft_wrap=True)
+        console.print(f"[red]✗[/] {escape(problem.replace(str(folder) + '/', ''))}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(code=1)
     steps = sum(len(s.steps) for s in config.nurture.sequences)

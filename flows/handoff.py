@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
 
-from dotenv import dotenv_values
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
@@ -18,7 +16,7 @@ from flows.workspace import Workspace, open_workspace, run_time
 from handoff.assignment import AssignReport, assign_new_sqls
 from handoff.deadletters import dead_counts
 from handoff.destinations import all_disabled, disable, disabled_reason
-from handoff.notify import NotifyReport, send_notifications
+from handoff.notify import NotifyReport, environment, send_notifications
 from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls
 from handoff.sla import SlaReport, check_sla
 from leads.db import session_scope
@@ -79,9 +77,7 @@ def deliver_handoffs(ws: Workspace, destination: str, now: datetime) -> HandoffR
 @task(task_run_name="notify owners", cache_policy=NONE)
 def notify_owners(ws: Workspace, now: datetime) -> NotifyReport:
     """Notification URLs may say ${NAME}: filled from the environment, else the workspace .env."""
-    env_file = ws.settings.workspace / ".env"
-    env = {k: v for k, v in (dotenv_values(env_file) if env_file.exists() else {}).items() if v is not None}
-    env.update(os.environ)
+    env = environment(ws.settings.workspace)
     return send_notifications(engine=ws.engine, config=ws.config, notifier=AppriseNotifier(), env=env, now=now)
 
 
