@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlmodel import Session
 
-from leads.assignment_config import AssignmentConfig, Owner, Team
+from leads.assignment_config import CRM_VENDORS, AssignmentConfig, Owner, Team
 from leads.models import HandoffOutbox, Lead, LeadAssignment, NotificationOutbox, Stage, StageTransition, TeamRotation
 from leads.sql import upsert_insert
 
@@ -208,13 +208,15 @@ def assigned_transitions() -> Any:
 
 
 def owner_payload(config: AssignmentConfig, owner_id: str | None) -> dict[str, Any] | None:
-    """The `owner` part of the handoff payload; CRM sinks read owner.crm_ids[vendor]."""
+    """The `owner` part of the handoff payload; CRM sinks read owner.crm_ids[vendor] (None: not known)."""
     if owner_id is None:
         return None
     owner = config.owner(owner_id)
+    known = owner.crm_ids if owner is not None else {}
+    crm_ids = {vendor: known.get(vendor) for vendor in CRM_VENDORS}
     if owner is None:  # an owner set outside leadflow (or since removed from the config)
-        return {"id": owner_id, "name": owner_id, "email": None, "crm_ids": {}}
-    return {"id": owner.id, "name": owner.name, "email": owner.email, "crm_ids": dict(owner.crm_ids)}
+        return {"id": owner_id, "name": owner_id, "email": None, "crm_ids": crm_ids}
+    return {"id": owner.id, "name": owner.name, "email": owner.email, "crm_ids": crm_ids}
 
 
 def close_resolved(session: Session, ids: list[int], status: str, now: datetime) -> int:

@@ -17,6 +17,7 @@ from leads.scoring_config import Strict
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 CrmVendor = Literal["hubspot", "salesforce", "pipedrive"]
+CRM_VENDORS: tuple[CrmVendor, ...] = ("hubspot", "salesforce", "pipedrive")
 NotifyUrl = Annotated[str, Field(min_length=3, max_length=2000)]
 
 SALES_ACTIVITY: tuple[str, ...] = (

@@ -107,7 +107,7 @@ def test_owners_notifications_gone_and_dead_letters(
     assert owners == Counter(first.assigned)
     anna = next(r.verified for r in verified if r.verified["owner"]["id"] == "anna")
     assert anna["owner"] == {"id": "anna", "name": "Anna de Vries", "email": "anna@acme.example",
-                             "crm_ids": {"hubspot": "901"}}  # fmt: skip
+                             "crm_ids": {"hubspot": "901", "salesforce": None, "pipedrive": None}}  # fmt: skip
     assert len(notes.inbox.posts) == sqls and {p.path for p in notes.inbox.posts} == {"/anna", "/team"}
 
     engine = make_engine(db_url)

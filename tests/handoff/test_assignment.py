@@ -48,9 +48,9 @@ def test_round_robin_is_fair_and_carries_on_across_runs(engine: Engine) -> None:
         "id": "anna",
         "name": "Anna de Vries",
         "email": "anna@acme.example",
-        "crm_ids": {"hubspot": "901", "pipedrive": "7"},
+        "crm_ids": {"hubspot": "901", "salesforce": None, "pipedrive": "7"},
     }
-    assert payloads["l1@nl.example"]["owner"]["crm_ids"] == {}
+    assert payloads["l1@nl.example"]["owner"]["crm_ids"] == {"hubspot": None, "salesforce": None, "pipedrive": None}
     assert payloads["l1@nl.example"]["lead"]["owner"] == "bram"
 
     again, queued_again = run_queue(engine, cfg)
