@@ -52,6 +52,7 @@ def test_a_full_handoff_section_loads(tmp_path: Path) -> None:
         ('"json://hooks.example/${TOKEN}"', "handoff.owners[0].notify: must be a notification URL"),
         ("sla: {hours: 24}", "handoff.sla.on_breach: Input should be 'reassign' or 'escalate'"),
     ],
+    ids=["unknown-team-owner", "unknown-fallback", "negative-capacity", "unknown-crm", "not-a-url", "bad-on-breach"],
 )
 def test_mistakes_are_named(tmp_path: Path, broken: str, expected: str) -> None:
     replacement = {
