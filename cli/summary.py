@@ -125,7 +125,9 @@ def _print_owners(console: Console, handoff: Any) -> None:
     """Who got the new SQLs, and anything that needs an admin (dead letters, a disabled destination)."""
     if handoff.assigned:
         owners = ", ".join(f"{owner} {n}" for owner, n in sorted(handoff.assigned.items()))
-        console.print(f"  owners: {owners}" + (f"; {handoff.waiting} waiting for capacity" if handoff.waiting else ""))
+        console.print(
+            f"  new SQLs by owner: {owners}" + (f"; {handoff.waiting} waiting for capacity" if handoff.waiting else "")
+        )
     if handoff.dead_letters:
         console.print(
             f"  [red]{sum(handoff.dead_letters.values())} dead letter(s)[/]: `leadflow handoff status`, then "
