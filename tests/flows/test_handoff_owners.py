@@ -33,6 +33,8 @@ OWNERS_YAML = """
     - name: sales
       owners: [anna, bram, cleo]
       notify: json://127.0.0.1:{port}/team
+      manager: json://127.0.0.1:{port}/manager
+  sla: {{hours: 100, on_breach: escalate}}
 """
 
 
@@ -98,7 +100,15 @@ def test_owners_notifications_gone_and_dead_letters(
         assert fourth.delivered == 1 and fourth.dead_letters == {}
 
         fifth = handoff(folder, 4)  # nothing again: no delivery, no notification
-        assert (fifth.queued, fifth.delivered, fifth.notified) == (0, 0, {})
+        assert (fifth.queued, fifth.delivered, fifth.notified, fifth.escalated) == (0, 0, {}, {})
+
+        late = handoff(folder, 101)  # nobody recorded a sales outcome in 100 h: the manager hears of each
+        assert late.escalated == {"sales": sqls} and late.notified == {"escalated": sqls}
+        assert "- escalated to a manager (team): sales " + str(sqls) in handoff_markdown(late)
+        again = handoff(folder, 102)
+        assert (again.escalated, again.notified, again.delivered) == ({}, {}, 0)
+        manager = [p for p in notes.inbox.posts if p.path == "/manager"]
+        assert len(manager) == sqls and all(p.body["title"].startswith("Escalation: ") for p in manager)
 
     verified = [r for r in hook.requests if isinstance(r.verified, dict)]
     assert len(verified) == len(hook.requests) == sqls + 2  # the 410, the 400, then each SQL once
@@ -108,12 +118,12 @@ def test_owners_notifications_gone_and_dead_letters(
     anna = next(r.verified for r in verified if r.verified["owner"]["id"] == "anna")
     assert anna["owner"] == {"id": "anna", "name": "Anna de Vries", "email": "anna@acme.example",
                              "crm_ids": {"hubspot": "901", "salesforce": None, "pipedrive": None}}  # fmt: skip
-    assert len(notes.inbox.posts) == sqls and {p.path for p in notes.inbox.posts} == {"/anna", "/team"}
+    assert len(notes.inbox.posts) == 2 * sqls and {p.path for p in notes.inbox.posts} == {"/anna", "/team", "/manager"}
 
     engine = make_engine(db_url)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(LeadAssignment)).scalar_one() == sqls
-        assert conn.execute(select(func.count()).select_from(NotificationOutbox)).scalar_one() == sqls
+        assert conn.execute(select(func.count()).select_from(NotificationOutbox)).scalar_one() == 2 * sqls
         assert conn.execute(select(func.count()).select_from(HandoffOutbox)).scalar_one() == sqls
         owned = conn.execute(select(func.count()).where(Lead.stage == Stage.sql.value, Lead.owner.is_not(None)))
         assert owned.scalar_one() == sqls
