@@ -18,7 +18,16 @@ from sqlalchemy import exists, func, select, update
 from sqlmodel import Session
 
 from leads.assignment_config import CRM_VENDORS, AssignmentConfig, Owner, Team
-from leads.models import HandoffOutbox, Lead, LeadAssignment, NotificationOutbox, Stage, StageTransition, TeamRotation
+from leads.models import (
+    AssignmentStatus,
+    HandoffOutbox,
+    Lead,
+    LeadAssignment,
+    NotificationOutbox,
+    Stage,
+    StageTransition,
+    TeamRotation,
+)
 from leads.sql import upsert_insert
 
 NO_TEAM = "-"  # the rotation row locked while recording leads no team takes (it has no pointer to move)
@@ -219,14 +228,12 @@ def owner_payload(config: AssignmentConfig, owner_id: str | None) -> dict[str, A
     return {"id": owner.id, "name": owner.name, "email": owner.email, "crm_ids": crm_ids}
 
 
-def close_resolved(session: Session, ids: list[int], status: str, now: datetime) -> int:
-    """Compare-and-set active → status, so two workers never both act on one breach."""
-    if not ids:
-        return 0
+def settle(session: Session, assignment_id: int | None, status: AssignmentStatus, now: datetime) -> bool:
+    """Compare-and-set active → status; False if another worker (or run) settled it first."""
     result = session.execute(
         update(LeadAssignment)
-        .where(LeadAssignment.id.in_(ids), LeadAssignment.status == "active")
-        .values(status=status, resolved_at=now)
+        .where(LeadAssignment.id == assignment_id, LeadAssignment.status == AssignmentStatus.active.value)
+        .values(status=status.value, resolved_at=now)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)
+    return bool(result.rowcount)

@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlmodel import Session
 
-from handoff.assignment import Choice, choose, close_resolved, open_sqls, owner_payload, queue_notification, record
+from handoff.assignment import Choice, choose, open_sqls, owner_payload, queue_notification, record, settle
 from leads.assignment_config import AssignmentConfig, SlaConfig
-from leads.models import Activity, HandoffOutbox, Lead, LeadAssignment, OutboxStatus, Stage
+from leads.models import Activity, AssignmentStatus, HandoffOutbox, Lead, LeadAssignment, OutboxStatus, Stage
 from leads.sql import upsert_insert
 
 
@@ -63,7 +63,7 @@ def check_sla(*, session: Session, config: AssignmentConfig, now: datetime) -> S
         select(LeadAssignment, Lead)
         .join(Lead, Lead.id == LeadAssignment.lead_id)
         .where(
-            LeadAssignment.status == "active",
+            LeadAssignment.status == AssignmentStatus.active.value,
             LeadAssignment.sla_due_at.is_not(None),
             LeadAssignment.sla_due_at <= now,
         )
@@ -72,13 +72,12 @@ def check_sla(*, session: Session, config: AssignmentConfig, now: datetime) -> S
     load = open_sqls(session)
     for row, lead in due:
         if lead.stage != Stage.sql or _acted(session, sla, row):
-            report.met += close_resolved(session, [row.id], "met", now)  # type: ignore[list-item]
+            report.met += settle(session, row.id, AssignmentStatus.met, now)
             continue
         team = config.team(row.team) if row.team else None
         reassign = sla.on_breach == "reassign" and team is not None and row.seq < sla.max_reassignments
         # Claim the breach first (compare-and-set), so a worker that loses the race moves no pointer.
-        claimed = close_resolved(session, [row.id], "reassigned" if reassign else "escalated", now)  # type: ignore[list-item]
-        if not claimed:
+        if not settle(session, row.id, AssignmentStatus.reassigned if reassign else AssignmentStatus.escalated, now):
             continue
         choice = Choice(None, "")
         if reassign and team is not None:
@@ -107,7 +106,8 @@ def check_sla(*, session: Session, config: AssignmentConfig, now: datetime) -> S
             report.reassigned[choice.owner.id] += 1
         else:
             if reassign:  # nobody else in the team has room: escalate instead
-                session.execute(update(LeadAssignment).where(LeadAssignment.id == row.id).values(status="escalated"))
+                escalated = AssignmentStatus.escalated.value
+                session.execute(update(LeadAssignment).where(LeadAssignment.id == row.id).values(status=escalated))
             if team is not None and team.manager and config.notify.enabled:
                 queue_notification(session, row, kind="escalated", recipient=f"manager:{team.name}", now=now)
             report.escalated[row.team or "-"] += 1
