@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cli.workspace_setup import ensure_demo_data, init_workspace
 from leads.config import ConfigError, load_config
@@ -23,6 +24,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+from cli.handoff import handoff_app  # noqa: E402  (the `leadflow handoff` commands)
+
+app.add_typer(handoff_app, name="handoff")
 console = Console()
 
 Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
@@ -126,8 +130,11 @@ def check(workspace: Workspace = None) -> None:
     from nurture.checks import check_templates, engagement_warnings
 
     problems = check_templates(config, settings.config_file.parent / config.templates_dir)
+    from cli.handoff import notify_problems
+
+    problems += notify_problems(config, folder)
     for problem in problems:
-        console.print(f"[red]✗[/] {problem.replace(str(folder) + '/', '')}", highlight=False, soft_wrap=True)
+        console.print(f"[red]✗[/] {escape(problem.replace(str(folder) + '/', ''))}", highlight=False, soft_wrap=True)
     for warning in engagement_warnings(config, track_opens=settings.track_opens):
         console.print(f"[yellow]![/] {warning}", highlight=False, soft_wrap=True)
     if problems:

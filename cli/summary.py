@@ -103,6 +103,7 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
             else ""
         )
     )
+    _print_owners(console, report.handoff)
     console.print(
         f"[dim]All time: {emails.get(OutboxStatus.sent.value, 0)} emails sent, "
         f"{handoffs.get(OutboxStatus.sent.value, 0)} SQLs handed off, {quarantined} records in quarantine.[/]"
@@ -124,6 +125,23 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
     ]
     for pointer in pointers:  # unwrapped, so paths and commands can be copied whole
         console.print(f"  • {pointer}", soft_wrap=True, highlight=False)
+
+
+def _print_owners(console: Console, handoff: Any) -> None:
+    """Who got the new SQLs, and anything that needs an admin (dead letters, a disabled destination)."""
+    if handoff.assigned:
+        owners = ", ".join(f"{owner} {n}" for owner, n in sorted(handoff.assigned.items()))
+        console.print(
+            f"  new SQLs by owner: {owners}" + (f"; {handoff.waiting} waiting for capacity" if handoff.waiting else "")
+        )
+    if handoff.dead_letters:
+        console.print(
+            f"  [red]{sum(handoff.dead_letters.values())} dead letter(s)[/]: `leadflow handoff status`, then "
+            "`leadflow handoff retry --all`",
+            highlight=False,
+        )
+    for name, why in handoff.disabled.items():
+        console.print(f"  [red]destination {name} is off[/] ({why}): `leadflow handoff enable {name}`", highlight=False)
 
 
 def _an_sql_email(folder: Path) -> str | None:

@@ -77,8 +77,22 @@ class HandoffRunReport(BaseModel):
     queued: int = 0
     delivered: int = 0
     retried: int = 0
-    dead: int = 0
+    dead: int = 0  # dead-lettered this run
     destinations: dict[str, DestinationCounts] = {}
+    # Owners, SLA, notifications and dead letters (handoff/assignment.py, sla.py, notify.py, deadletters.py)
+    delivered_by_owner: dict[str, int] = Field(default_factory=dict)  # "-": no owner
+    assigned: dict[str, int] = Field(default_factory=dict)  # new SQLs per owner this run
+    unassigned: int = 0  # no team's territory matched: handed off without an owner
+    waiting: int = 0  # the team was at capacity without a fallback: not handed off yet
+    sla_met: int = 0
+    reassigned: dict[str, int] = Field(default_factory=dict)  # per new owner
+    escalated: dict[str, int] = Field(default_factory=dict)  # per team
+    notified: dict[str, int] = Field(default_factory=dict)  # per kind: assigned, escalated
+    notify_retried: int = 0
+    notify_dead: int = 0
+    notify_skipped: int = 0
+    dead_letters: dict[str, int] = Field(default_factory=dict)  # dead handoffs now, per destination
+    disabled: dict[str, str] = Field(default_factory=dict)  # destinations off after a 410 Gone, with why
 
 
 class PipelineReport(BaseModel):
@@ -157,11 +171,44 @@ def publish_nurture(report: NurtureReport) -> None:
 
 
 def publish_handoff(report: HandoffRunReport) -> None:
+    scalars = {k: v for k, v in report.model_dump().items() if not isinstance(v, dict)}
+    create_table_artifact(key="leadflow-handoff", table=[scalars], description="SQLs handed to sales")
     rows = [{"destination": name, **c.model_dump(exclude={"error"}), "error": c.error or ""}
             for name, c in report.destinations.items()]  # fmt: skip
-    totals = report.model_dump(exclude={"destinations"})
-    create_table_artifact(key="leadflow-handoff", table=[totals], description="SQLs handed to sales")
     if rows:
         create_table_artifact(
             key="leadflow-handoff-destinations", table=rows, description="SQLs handed to sales, per destination"
         )
+    create_markdown_artifact(
+        key="leadflow-handoff-owners",
+        markdown=handoff_markdown(report),
+        description="Handoffs by destination and owner, SLAs, notifications, dead letters",
+    )
+
+
+def handoff_markdown(report: HandoffRunReport) -> str:
+    """The handoff run for admins and sales managers, including what needs a human."""
+    lines = [
+        "# Sales handoff",
+        "",
+        f"- queued: {report.queued}; delivered: {report.delivered}; to retry: {report.retried}; "
+        f"dead-lettered this run: {report.dead}",
+        _counts("delivered by destination", {n: c.delivered for n, c in report.destinations.items() if c.delivered}),
+        _counts("delivered by owner", report.delivered_by_owner),
+        _counts("new SQLs assigned", report.assigned),
+        f"- handed off without an owner (no territory matched): {report.unassigned}",
+        f"- waiting for an owner with capacity: {report.waiting}",
+        f"- SLAs met or closed: {report.sla_met}",
+        _counts("reassigned after a missed SLA (to)", report.reassigned),
+        _counts("escalated to a manager (team)", report.escalated),
+        _counts("notifications sent", report.notified),
+        f"- notifications to retry: {report.notify_retried}; dead: {report.notify_dead}; "
+        f"nobody to notify: {report.notify_skipped}",
+    ]
+    if report.dead_letters:
+        lines += ["", "## Dead letters (re-drive with `leadflow handoff retry`)", ""]
+        lines += [f"- {name}: {count}" for name, count in sorted(report.dead_letters.items())]
+    if report.disabled:
+        lines += ["", "## Disabled destinations (`leadflow handoff enable NAME`)", ""]
+        lines += [f"- {name}: {why}" for name, why in sorted(report.disabled.items())]
+    return "\n".join(lines)

@@ -7,16 +7,18 @@ reasons), so a retry a day later sends what sales would have seen then.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, or_, select, update
+from sqlalchemy import Engine, exists, or_, select, true, update
 from sqlmodel import Session
 
 from connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
+from handoff.assignment import assigned_transitions, owner_payload
+from handoff.retry import backoff, past_horizon
+from leads.assignment_config import DeadLetterConfig
 from leads.config import WorkspaceConfig
 from leads.explain import as_payload, explain_lead
 from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition, utcnow
@@ -24,7 +26,6 @@ from leads.records import PROFILE_FIELDS
 from leads.sql import upsert_insert
 
 LEASE = timedelta(minutes=10)
-MAX_ATTEMPTS = 8
 
 
 @dataclass
@@ -33,6 +34,8 @@ class HandoffReport:
     retried: int = 0
     dead: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    gone: str | None = None  # the 410 Gone message, if the destination retired itself this run
+    by_owner: Counter[str] = field(default_factory=Counter)  # delivered, by owner id ("-" for none)
 
 
 def handoff_key(transition_id: int, destination: str) -> str:
@@ -50,6 +53,7 @@ def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transit
     return {
         "event": "lead.sql",
         "lead": {"email": lead.email, **{name: getattr(lead, name) for name in PROFILE_FIELDS}, "owner": lead.owner},
+        "owner": owner_payload(config.handoff, lead.owner),
         "qualified_at": transition.at.isoformat() + "Z",
         "reason": transition.reason,
         "ruleset_version": transition.ruleset_version,
@@ -71,6 +75,7 @@ def queue_new_sqls(*, session: Session, config: WorkspaceConfig, destination: st
             ~exists().where(
                 HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == destination
             ),
+            assigned_transitions() if config.handoff.teams else true(),  # waiting leads are not handed off yet
         )
         .order_by(StageTransition.id)
     ).all()
@@ -96,9 +101,19 @@ def queue_new_sqls(*, session: Session, config: WorkspaceConfig, destination: st
 
 
 def deliver_pending(
-    *, engine: Engine, sink: HandoffSink, destination: str, now: datetime, limit: int = 1000
+    *,
+    engine: Engine,
+    sink: HandoffSink,
+    destination: str,
+    now: datetime,
+    limit: int = 1000,
+    dead_letter: DeadLetterConfig = DeadLetterConfig(),
 ) -> HandoffReport:
-    """Claim due rows for this destination and deliver each, committing each outcome on its own."""
+    """Claim due rows for this destination and deliver each, committing each outcome on its own.
+
+    A 410 Gone stops the batch: that row and the rest go back to pending, untouched, and
+    `report.gone` tells the caller to switch the destination off.
+    """
     report = HandoffReport()
     with Session(engine) as session:
         due = (
@@ -124,7 +139,7 @@ def deliver_pending(
                 .execution_options(synchronize_session=False)
             )
         session.commit()
-    for row_id in ids:
+    for index, row_id in enumerate(ids):
         with Session(engine) as session:
             row = session.get(HandoffOutbox, row_id)
             if row is None or row.status != OutboxStatus.sending:
@@ -133,9 +148,15 @@ def deliver_pending(
                 row.provider_id = sink.deliver(idempotency_key=row.idempotency_key, payload=row.payload)
                 row.status, row.delivered_at, row.last_error = OutboxStatus.sent, utcnow(), None
                 report.delivered += 1
+                report.by_owner[(row.payload.get("owner") or {}).get("id") or "-"] += 1
             except RetriableHandoffError as exc:
-                _retry_or_die(row, str(exc), exc.retry_after, report, now)
-            except (DestinationGoneError, FatalHandoffError) as exc:
+                _retry_or_die(row, str(exc), exc.retry_after, report, now, dead_letter)
+            except DestinationGoneError as exc:
+                report.gone = str(exc)[:500]
+                _release(session, ids[index:], now)
+                session.commit()
+                break
+            except FatalHandoffError as exc:
                 row.status, row.last_error = OutboxStatus.dead, str(exc)[:2000]
                 report.dead += 1
                 report.errors[type(exc).__name__] += 1
@@ -144,15 +165,30 @@ def deliver_pending(
     return report
 
 
+def _release(session: Session, ids: list[int], now: datetime) -> None:
+    """Hand claimed rows back untouched (the attempt did not count): the destination is off."""
+    session.execute(
+        update(HandoffOutbox)
+        .where(HandoffOutbox.id.in_(ids), HandoffOutbox.status == OutboxStatus.sending)
+        .values(status=OutboxStatus.pending.value, next_attempt_at=now, attempts=HandoffOutbox.attempts - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _retry_or_die(
-    row: HandoffOutbox, error: str, retry_after: float | None, report: HandoffReport, now: datetime
+    row: HandoffOutbox,
+    error: str,
+    retry_after: float | None,
+    report: HandoffReport,
+    now: datetime,
+    dead_letter: DeadLetterConfig,
 ) -> None:
-    if row.attempts >= MAX_ATTEMPTS:
-        row.status, row.last_error = OutboxStatus.dead, error[:2000]
+    row.last_error = error[:2000]
+    next_try = now + timedelta(seconds=backoff(row.attempts, retry_after))
+    queued_at = row.requeued_at or row.created_at
+    if past_horizon(attempts=row.attempts, queued_at=queued_at, now=now, horizon=dead_letter, next_try=next_try):
+        row.status = OutboxStatus.dead
         report.dead += 1
         return
-    backoff = min(3600.0, 30.0 * 2 ** (row.attempts - 1)) * random.uniform(0.8, 1.2)
-    row.status = OutboxStatus.pending
-    row.next_attempt_at = now + timedelta(seconds=max(backoff, retry_after or 0.0))
-    row.last_error = error[:2000]
+    row.status, row.next_attempt_at = OutboxStatus.pending, next_try
     report.retried += 1

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
+from leads.assignment_config import AssignmentConfig
 from leads.handoff_config import HandoffDestination, destination_from_url
 from leads.nurture_config import Enrollment, NurtureConfig, NurtureStep, Sequence  # noqa: F401 (re-exported)
 from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
@@ -51,7 +52,9 @@ SourceConfig = Annotated[
 ]
 
 
-class HandoffConfig(Strict):
+class HandoffConfig(AssignmentConfig):
+    """Where SQLs go; owners, SLA, notifications and dead letters come from AssignmentConfig."""
+
     destination: str | None = Field(default=None, description="One file://DIR or https webhook URL (older form).")
     destinations: list[HandoffDestination] = Field(default_factory=list, description="Named destinations.")
     allow_private_addresses: bool = False

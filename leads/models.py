@@ -250,6 +250,9 @@ class HandoffOutbox(SQLModel, table=True):
     provider_id: str | None = Field(default=None, max_length=300)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
     delivered_at: datetime | None = Field(default=None, sa_type=DateTime())
+    requeued_at: datetime | None = Field(
+        default=None, sa_type=DateTime(), description="When `leadflow handoff retry` re-drove it; restarts the horizon."
+    )
 
 
 class ConnectorCursor(SQLModel, table=True):
@@ -313,3 +316,78 @@ class HandoffCrmRecord(SQLModel, table=True):
     step: str = Field(max_length=40, description="contact, lead, person, task, note, deal, activity.")
     crm_id: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+
+
+# --- owners, SLA and notifications (handoff/assignment.py, handoff/notify.py) ------------------
+
+
+class AssignmentStatus(StrEnum):
+    active = "active"  # the owner has the lead; its SLA (if any) is running
+    met = "met"  # the SLA was met (or the lead left SQL): nothing more to watch
+    reassigned = "reassigned"  # the SLA was breached and the lead went to the next owner
+    escalated = "escalated"  # the SLA was breached and a manager was told
+
+
+class LeadAssignment(SQLModel, table=True):
+    """Who owns an SQL, since when, why, and what happened to the SLA; seq 0 is the first owner."""
+
+    __tablename__ = "lead_assignment"
+    __table_args__ = (
+        UniqueConstraint("transition_id", "seq", name="uq_lead_assignment_transition_seq"),
+        Index("ix_lead_assignment_status_due", "status", "sla_due_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id", index=True)
+    transition_id: int = Field(foreign_key="stage_transition.id")
+    seq: int = 0
+    team: str | None = Field(default=None, max_length=100)
+    owner_id: str | None = Field(default=None, max_length=100, description="None: no team takes this lead.")
+    reason: str = Field(max_length=500)
+    status: AssignmentStatus = Field(default=AssignmentStatus.active, sa_type=String(20))
+    assigned_at: datetime = Field(sa_type=DateTime())
+    sla_due_at: datetime | None = Field(default=None, sa_type=DateTime())
+    resolved_at: datetime | None = Field(default=None, sa_type=DateTime())
+
+
+class TeamRotation(SQLModel, table=True):
+    """The round-robin pointer of a team, shared by every run and worker (locked while assigning)."""
+
+    __tablename__ = "team_rotation"
+
+    team: str = Field(primary_key=True, max_length=100)
+    last_owner: str | None = Field(default=None, max_length=100)
+    assigned: int = 0
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+
+
+class NotificationOutbox(SQLModel, table=True):
+    """One intended notification (new lead for an owner, an escalation for a manager)."""
+
+    __tablename__ = "notification_outbox"
+    __table_args__ = (Index("ix_notification_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200, unique=True)
+    lead_id: int = Field(foreign_key="lead.id", index=True)
+    assignment_id: int = Field(foreign_key="lead_assignment.id")
+    kind: str = Field(max_length=20, description="assigned or escalated")
+    recipient: str = Field(max_length=200, description="owner:ID or manager:TEAM; the URL is read from config.")
+    status: OutboxStatus = Field(default=OutboxStatus.pending, sa_type=String(20))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+    last_error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
+    requeued_at: datetime | None = Field(default=None, sa_type=DateTime())
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime())
+
+
+class DisabledDestination(SQLModel, table=True):
+    """A destination switched off because its receiver answered 410 Gone; kept across runs."""
+
+    __tablename__ = "handoff_destination"
+
+    name: str = Field(primary_key=True, max_length=100)
+    disabled_at: datetime = Field(sa_type=DateTime())
+    reason: str = Field(max_length=500)
+    url_hash: str = Field(max_length=64, description="SHA-256 of the URL then; a new URL re-enables it.")

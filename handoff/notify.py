@@ -1,0 +1,205 @@
+"""Telling owners about their new SQLs (and managers about escalations), through an outbox.
+
+Rows are queued with the assignment that causes them (handoff/assignment.py, handoff/sla.py),
+one per (assignment, kind), so nobody is told twice about the same lead. The message is written
+at send time from the lead, the transition that made it an SQL and the config, so it carries the
+CRM link once the CRM id is known. Notification URLs come from the config at send time too, with
+`${NAME}` references filled from the environment: tokens stay out of the config and the database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from dotenv import dotenv_values
+from sqlalchemy import Engine, select, update
+from sqlmodel import Session
+
+from connectors.notify import FatalNotifyError, Notifier, RetriableNotifyError
+from handoff.retry import backoff, past_horizon
+from leads.config import WorkspaceConfig
+from leads.models import Lead, LeadAssignment, NotificationOutbox, OutboxStatus, StageTransition, utcnow
+
+LEASE = timedelta(minutes=10)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class NotifyReport:
+    sent: Counter[str] = field(default_factory=Counter)  # by kind: assigned, escalated
+    retried: int = 0
+    dead: int = 0
+    skipped: int = 0  # nobody to tell: no notify URL for that owner or team
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Message:
+    title: str
+    body: str
+
+
+def recipient_url(config: WorkspaceConfig, row: NotificationOutbox, team: str | None) -> str | None:
+    """The apprise URL for owner:ID (the owner's, else their team's) or manager:TEAM."""
+    handoff = config.handoff
+    kind, _, name = row.recipient.partition(":")
+    if kind == "manager":
+        found = handoff.team(name)
+        return found.manager if found else None
+    owner = handoff.owner(name)
+    if owner is not None and owner.notify:
+        return owner.notify
+    found = handoff.team(team) if team else None
+    return found.notify if found else None
+
+
+def environment(workspace: Path) -> dict[str, str]:
+    """What ${NAME} in a notification URL can refer to: the workspace .env, overridden by the process."""
+    env_file = workspace / ".env"
+    values = dotenv_values(env_file) if env_file.exists() else {}
+    env = {name: value for name, value in values.items() if value is not None}
+    env.update(os.environ)
+    return env
+
+
+def expand(url: str, env: Mapping[str, str]) -> str:
+    """Fill ${NAME} from the environment; a missing variable is a config mistake, named."""
+    missing = [name for name in _ENV_REF.findall(url) if not env.get(name)]
+    if missing:
+        raise FatalNotifyError(f"the notification URL needs ${{{missing[0]}}}, which is not set")
+    return _ENV_REF.sub(lambda m: env[m.group(1)], url)
+
+
+def lead_link(config: WorkspaceConfig, lead: Lead) -> str:
+    """The lead's CRM record when its id and a link pattern are known, else the explain command."""
+    links = config.handoff.notify.crm_links
+    kinds = {source.name: source.kind for source in config.sources}
+    for key, crm_id in sorted((lead.crm_ids or {}).items()):
+        vendor = kinds.get(key, key)
+        if vendor in links and crm_id:
+            return links[vendor].replace("{id}", str(crm_id))  # type: ignore[index]
+    return f"leadflow explain {lead.email}"
+
+
+def render(
+    config: WorkspaceConfig, row: NotificationOutbox, assignment: LeadAssignment, lead: Lead, t: StageTransition
+) -> Message:
+    """What the owner (or manager) reads: who, why they qualified, the score, and where to look."""
+    who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.email
+    at = f" ({lead.company})" if lead.company else ""
+    owner = config.handoff.owner(assignment.owner_id) if assignment.owner_id else None
+    owner_name = owner.name if owner else (assignment.owner_id or "nobody")
+    lines = [
+        f"{who} <{lead.email}>" + (f", {lead.title}" if lead.title else "") + at,
+        f"Owner: {owner_name}",
+        f"Why: {t.reason}",
+        f"Score: {t.score:g} (fit {t.fit_score:g}, engagement {t.engagement_score:g}), "
+        f"SQL since {t.at:%Y-%m-%d %H:%M} UTC",
+        f"Open: {lead_link(config, lead)}",
+    ]
+    if assignment.seq > 0 and row.kind == "assigned":
+        lines.insert(2, f"Reassigned to you: {assignment.reason}")
+    if row.kind == "escalated":
+        sla = config.handoff.sla
+        hours = f"{sla.hours:g} h" if sla else "the SLA"
+        title = f"Escalation: {who}{at} was not followed up within {hours}"
+        lines.insert(1, f"Assigned {assignment.assigned_at:%Y-%m-%d %H:%M} UTC ({assignment.reason})")
+    else:
+        title = f"New SQL for you: {who}{at}"
+    return Message(title=title, body="\n".join(lines))
+
+
+def send_notifications(
+    *,
+    engine: Engine,
+    config: WorkspaceConfig,
+    notifier: Notifier,
+    env: Mapping[str, str],
+    now: datetime,
+    limit: int = 1000,
+) -> NotifyReport:
+    """Claim due notifications and send each, committing each outcome on its own."""
+    report = NotifyReport()
+    with Session(engine) as session:
+        due = (
+            select(NotificationOutbox.id)
+            .where(
+                NotificationOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
+                NotificationOutbox.next_attempt_at <= now,
+            )
+            .order_by(NotificationOutbox.id)
+            .limit(limit)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        ids = list(session.execute(due).scalars())
+        if ids:
+            session.execute(
+                update(NotificationOutbox)
+                .where(NotificationOutbox.id.in_(ids))
+                .values(
+                    status=OutboxStatus.sending.value,
+                    next_attempt_at=now + LEASE,
+                    attempts=NotificationOutbox.attempts + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        session.commit()
+    for row_id in ids:
+        with Session(engine) as session:
+            _send_one(session, row_id, config, notifier, env, now, report)
+            session.commit()
+    return report
+
+
+def _send_one(
+    session: Session,
+    row_id: int,
+    config: WorkspaceConfig,
+    notifier: Notifier,
+    env: Mapping[str, str],
+    now: datetime,
+    report: NotifyReport,
+) -> None:
+    row = session.get(NotificationOutbox, row_id)
+    if row is None or row.status != OutboxStatus.sending:
+        return
+    assignment = session.get(LeadAssignment, row.assignment_id)
+    lead = session.get(Lead, row.lead_id)
+    transition = session.get(StageTransition, assignment.transition_id) if assignment else None
+    if assignment is None or lead is None or transition is None:
+        row.status, row.last_error = OutboxStatus.skipped, "the assignment or lead no longer exists"
+        report.skipped += 1
+        return
+    url = recipient_url(config, row, assignment.team)
+    if not url:
+        row.status, row.last_error = OutboxStatus.skipped, f"no notify URL configured for {row.recipient}"
+        report.skipped += 1
+        return
+    message = render(config, row, assignment, lead, transition)
+    try:
+        notifier.send(url=expand(url, env), title=message.title, body=message.body)
+        row.status, row.sent_at, row.last_error = OutboxStatus.sent, utcnow(), None
+        report.sent[row.kind] += 1
+    except RetriableNotifyError as exc:
+        row.last_error = f"{row.recipient}: {exc}"[:2000]
+        next_try = now + timedelta(seconds=backoff(row.attempts))
+        horizon = config.handoff.dead_letter_after
+        queued_at = row.requeued_at or row.created_at
+        if past_horizon(attempts=row.attempts, queued_at=queued_at, now=now, horizon=horizon, next_try=next_try):
+            row.status = OutboxStatus.dead
+            report.dead += 1
+        else:
+            row.status, row.next_attempt_at = OutboxStatus.pending, next_try
+            report.retried += 1
+    except FatalNotifyError as exc:
+        row.status, row.last_error = OutboxStatus.dead, f"{row.recipient}: {exc}"[:2000]
+        report.dead += 1
+        report.errors.append(row.last_error)
+    session.add(row)
