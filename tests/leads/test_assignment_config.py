@@ -39,7 +39,7 @@ def test_a_full_handoff_section_loads(tmp_path: Path) -> None:
     assert handoff.sla is not None and handoff.sla.on_breach == "reassign" and handoff.sla.until == "sales_activity"
     assert "deal_won" in handoff.sla.activity_types
     assert (handoff.dead_letter_after.attempts, handoff.dead_letter_after.hours) == (5, None)
-    assert handoff.notify.enabled and handoff.destination == "file://handoff-inbox"
+    assert handoff.notify.enabled and [d.name for d in handoff.resolved()] == ["file"]
 
 
 @pytest.mark.parametrize(
