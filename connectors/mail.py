@@ -1,17 +1,28 @@
 """Mail transports: a file outbox for development and SMTP for real delivery.
 
 Callers decide what to do with a failure from its class alone: `TransientMailError` means
-try again later, `PermanentMailError` means never retry and suppress that recipient, and a
-bare `MailError` means the transport itself is misconfigured (bad credentials, TLS trouble,
-sender refused) and the batch should stop rather than burn through recipients.
+try again later, `PermanentMailError` means never retry and suppress that recipient,
+`UnconfirmedMailError` means the message may or may not have been accepted (the connection died
+after the whole message went out, before the server answered), and a bare `MailError` means the
+transport itself is misconfigured (bad credentials, TLS trouble, sender refused) and the batch
+should stop rather than burn through recipients.
+
+`deliver(envelope, before_data=...)` calls `before_data` after the server accepted the sender and
+recipient and right before the message itself goes out (SMTP DATA). An outbox commits an "in
+flight" mark there: a process that dies before that point has handed nothing over (the message
+may be sent again); one that dies after it may have, so the message is never sent again.
 """
 
 from __future__ import annotations
 
+import email.policy
 import email.utils
 import logging
+import re
 import smtplib
 import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, Self
@@ -23,6 +34,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 __all__ = [
+    "Envelope",
     "FileOutbox",
     "MailError",
     "MailTransport",
@@ -30,6 +42,7 @@ __all__ = [
     "SMTPTransport",
     "Security",
     "TransientMailError",
+    "UnconfirmedMailError",
     "transport_from_url",
 ]
 
@@ -59,14 +72,57 @@ class PermanentMailError(MailError):
         self.recipient = recipient
 
 
+class UnconfirmedMailError(MailError):
+    """The whole message went out but the server's answer never came: it may have been accepted.
+
+    Sending it again could deliver it twice, so callers record it as unconfirmed and never retry.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A finished message: who it is from and to (the SMTP envelope), its Message-ID, and its bytes (CRLF line ends)."""
+
+    mail_from: str
+    rcpt_to: str
+    message_id: str
+    data: bytes
+
+
+BeforeData = Callable[[], None]
+
+_WIRE = email.policy.SMTP  # CRLF line ends, as the wire and .eml readers expect
+
+
+def envelope_of(message: EmailMessage) -> Envelope:
+    """An Envelope for a message built with the email package (From, one To, Message-ID)."""
+    recipients = _envelope_recipients(message)
+    if len(recipients) != 1:
+        raise ValueError(f"a message needs exactly one To/Cc/Bcc recipient, has {len(recipients)}")
+    senders = email.utils.getaddresses([str(message.get("Sender") or message.get("From") or "")])
+    mail_from = senders[0][1] if senders else ""
+    bcc = message.get_all("Bcc")
+    if bcc:
+        message = _without_bcc(message)
+    return Envelope(mail_from, recipients[0], str(message.get("Message-ID") or ""), message.as_bytes(policy=_WIRE))
+
+
+def _without_bcc(message: EmailMessage) -> EmailMessage:
+    copy = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    del copy["Bcc"]
+    return copy  # type: ignore[return-value]
+
+
 class MailTransport(Protocol):
-    """What the senders need: open once, send many, close once."""
+    """What the senders need: open once, deliver many, close once."""
 
     def __enter__(self) -> MailTransport: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
     def send(self, message: EmailMessage) -> str: ...
+
+    def deliver(self, envelope: Envelope, *, before_data: BeforeData | None = None) -> str: ...
 
 
 # --- file outbox ---------------------------------------------------------------------------
@@ -105,10 +161,23 @@ class FileOutbox:
         message_id = message["Message-ID"]
         if message_id is None or not str(message_id).strip():
             raise ValueError("FileOutbox needs a Message-ID header to name the file idempotently")
-        path = self.path_for(str(message_id))
+        return self._write(str(message_id), message.as_bytes())
+
+    def deliver(self, envelope: Envelope, *, before_data: BeforeData | None = None) -> str:
+        """Write the message bytes.
+
+        `before_data` is not called: writing the same Message-ID again replaces the same file, so
+        a row whose writer died is simply written again (exactly one file either way).
+        """
+        if not envelope.message_id.strip():
+            raise ValueError("FileOutbox needs a Message-ID to name the file idempotently")
+        return self._write(envelope.message_id, envelope.data.replace(b"\r\n", b"\n"))
+
+    def _write(self, message_id: str, data: bytes) -> str:
+        path = self.path_for(message_id)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, message.as_bytes())
+            atomic_write(path, data)
         except OSError as exc:
             raise TransientMailError(f"could not write {path}: {exc.strerror or exc}") from exc
         return str(path)
@@ -135,6 +204,8 @@ class _SMTP(_KeepDataReply, smtplib.SMTP):
 class _SMTPSSL(_KeepDataReply, smtplib.SMTP_SSL):
     """Implicit-TLS connection that remembers the DATA reply."""
 
+
+_DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 
 # Errors after which the connection is gone but the message was likely never accepted.
 _DROPPED_CODES = frozenset({421})
@@ -289,6 +360,94 @@ class SMTPTransport:
         except (smtplib.SMTPException, OSError) as exc:
             self._after_failure(exc)
             raise self._map(exc, recipients) from exc
+
+    def deliver(self, envelope: Envelope, *, before_data: BeforeData | None = None) -> str:
+        """MAIL FROM and RCPT TO, then `before_data()`, then DATA; returns "smtp:<the server's reply to DATA>".
+
+        Failures before the message's last byte went out raise Transient/Permanent/MailError (the
+        server holds nothing); no answer after it raises UnconfirmedMailError. An exception from
+        `before_data` resets the transaction (nothing is sent) and propagates.
+        """
+        reused = self._smtp is not None
+        try:
+            self._open_transaction(envelope)
+        except (smtplib.SMTPException, OSError) as exc:
+            if not (reused and _is_drop(exc)):
+                self._after_failure(exc)
+                raise self._map(exc, [envelope.rcpt_to]) from exc
+            log.info("SMTP %s:%s dropped the idle connection; reconnecting once", self.host, self.port)
+            self._discard()
+            try:
+                self._open_transaction(envelope)
+            except (smtplib.SMTPException, OSError) as again:
+                self._after_failure(again)
+                raise self._map(again, [envelope.rcpt_to]) from again
+        if before_data is not None:
+            try:
+                before_data()
+            except BaseException:
+                self._reset()
+                raise
+        return self._data(envelope)
+
+    def _open_transaction(self, envelope: Envelope) -> None:
+        if self._smtp is None or self._smtp.sock is None:
+            self._smtp = None
+            self._smtp = self._connect()
+        smtp = self._smtp
+        options: list[str] = []
+        if not (envelope.mail_from.isascii() and envelope.rcpt_to.isascii()) and smtp.has_extn("smtputf8"):
+            options.append("SMTPUTF8")
+        code, reply = smtp.mail(envelope.mail_from, options)
+        if code != 250:
+            self._reset(code)
+            raise smtplib.SMTPSenderRefused(code, reply, envelope.mail_from)
+        code, reply = smtp.rcpt(envelope.rcpt_to)
+        if code not in (250, 251):
+            self._reset(code)
+            raise smtplib.SMTPRecipientsRefused({envelope.rcpt_to: (code, reply)})
+
+    def _data(self, envelope: Envelope) -> str:
+        smtp = self._smtp
+        assert smtp is not None
+        try:
+            smtp.putcmd("data")
+            code, reply = smtp.getreply()
+            if code != 354:
+                self._reset(code)
+                raise smtplib.SMTPDataError(code, reply)
+            payload = _DOT_AT_LINE_START.sub(b"..", envelope.data)
+            if not payload.endswith(b"\r\n"):
+                payload += b"\r\n"
+            smtp.send(payload + b".\r\n")
+        except (smtplib.SMTPException, OSError) as exc:
+            # The end-of-data mark never went out whole: the server discards what it got.
+            self._after_failure(exc)
+            raise self._map(exc, [envelope.rcpt_to]) from exc
+        try:
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._discard()
+            raise UnconfirmedMailError(
+                f"SMTP {self.host}:{self.port} gave no answer after the message for {envelope.rcpt_to} went out"
+                f" ({type(exc).__name__}); it may have been delivered"
+            ) from exc
+        if code != 250:
+            self._reset(code)
+            raise self._map(smtplib.SMTPDataError(code, reply), [envelope.rcpt_to])
+        return f"smtp:{_reply_text(reply) or code}"
+
+    def _reset(self, code: int | None = None) -> None:
+        """Abandon the current transaction (RSET), or the connection when the server is closing it."""
+        if self._smtp is None:
+            return
+        if code == 421:
+            self._discard()
+            return
+        try:
+            self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self._discard()
 
     def _after_failure(self, exc: BaseException) -> None:
         """Keep the connection only when smtplib left it in a known state (it RSETs after refusals)."""

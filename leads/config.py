@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from leads.compliance_config import ComplianceConfig
 from leads.models import Stage
 from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
 from leads.source_config import HubSpotSource, PipedriveSource, SalesforceSource
@@ -107,6 +108,7 @@ class WorkspaceConfig(Strict):
     predictive: PredictiveConfig = PredictiveConfig()
     nurture: NurtureConfig = NurtureConfig()
     handoff: HandoffConfig = HandoffConfig()
+    compliance: ComplianceConfig = ComplianceConfig()
     templates_dir: str = "templates"
 
 
