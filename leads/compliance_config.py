@@ -22,6 +22,8 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 
 def _clock(value: object) -> time:
     """A time of day from "09:00"; YAML 1.1 reads an unquoted 9:00 as minutes (sexagesimal 540), so take that too."""
+    if isinstance(value, time):
+        return value
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 24 * 60:
         return time(23, 59, 59, 999999) if value == 24 * 60 else time(value // 60, value % 60)
     text = str(value).strip()

@@ -91,12 +91,12 @@ def consent_missing(rule: ConsentRule, recipient: Recipient) -> str | None:
 
 def check(config: ComplianceConfig, recipient: Recipient, sent: Sequence[datetime], now: datetime) -> Verdict:
     """The verdict for one email to `recipient` at `now`, given when the lead was last emailed (`sent`)."""
+    if recipient.suppressed:  # the log knows why: unsubscribed, bounced, complained, manual
+        return Verdict("skip", f"suppressed ({recipient.suppressed})")
     if recipient.unsubscribed:
         return Verdict("skip", "unsubscribed")
     if recipient.bounced:
         return Verdict("skip", "bounced")
-    if recipient.suppressed:
-        return Verdict("skip", f"suppressed ({recipient.suppressed})")
     missing = consent_missing(config.consent, recipient)
     if missing:
         return Verdict("skip", missing)
