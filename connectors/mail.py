@@ -43,6 +43,7 @@ __all__ = [
     "Security",
     "TransientMailError",
     "UnconfirmedMailError",
+    "public_mail_url",
     "transport_from_url",
 ]
 
@@ -510,6 +511,18 @@ def _file_dir(path: str, netloc: str, base_dir: Path) -> Path:
         raise ValueError("file: URL names no directory")
     target = Path(raw)
     return target if target.is_absolute() else Path(base_dir) / target
+
+
+def public_mail_url(url: str) -> str:
+    """The mail URL without user, password or options, fit for reports and logs."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("smtp", "smtps"):
+        return url
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme.lower()}://{parts.hostname or '?'}{port}"
 
 
 def transport_from_url(url: str, *, base_dir: Path) -> MailTransport:

@@ -41,7 +41,7 @@ from leads.records import PROFILE_FIELDS
 from nurture import compliance, tokens
 from nurture import links as tracked_links
 from nurture.message import compose
-from nurture.render import TemplateRenderer
+from nurture.render import RenderedEmail, TemplateRenderer
 from nurture.suppression import ALL, suppress
 
 LEASE = timedelta(minutes=10)
@@ -253,18 +253,22 @@ class Composer:
 
     def envelope(self, due: Due) -> Envelope:
         """The finished message; raises StepGone, or whatever a broken template raises."""
+        return self.message(due)[1]
+
+    def message(self, due: Due) -> tuple[RenderedEmail, Envelope]:
         step = self.step(due)
         unsubscribe = self.links.unsubscribe_url(due.lead_id, due.sequence)
         context = {"lead": due.lead, "sender": self._sender, "unsubscribe_url": unsubscribe}
         rendered = self.renderer.render(template=step.template, subject=step.subject, context=context)
         html = self.links.track(rendered.html, lead_id=due.lead_id, sequence=due.sequence, step=due.step)
-        return compose(
+        envelope = compose(
             sender=self.config.sender,
             to=due.recipient.email,
             rendered=replace(rendered, html=html),
             idempotency_key=due.key,
             unsubscribe_url=unsubscribe,
         )
+        return rendered, envelope
 
 
 def template_error(composer: Composer, due: Due, exc: Exception) -> str:
