@@ -86,7 +86,7 @@ def run(
     workspace: Workspace = None,
     verbose: Verbose = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="nurture only: show what would be sent and why not; send and store nothing.")
+        bool, typer.Option("--dry-run", help="nurture only: what would be sent and why not; sends and stores nothing.")
     ] = False,
 ) -> None:
     """Run one flow (default: the whole pipeline) against the workspace."""
