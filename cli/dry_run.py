@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 SHOWN = 200  # lines on screen; the Prefect artifact lists up to 1,000
 
@@ -25,15 +24,13 @@ def print_dry_run(console: Console, report: Any) -> None:
         console.print(f"{report.unconfirmed} emails a stopped sender left in flight would be recorded as unconfirmed")
     if not report.preview:
         return
-    table = Table(title="Emails due now", title_justify="left")
-    for column in ("lead", "sequence", "step", "outcome", "why / subject"):
-        table.add_column(column)
+    console.print("[bold]emails due now[/] (outcome, lead, sequence and step, subject or reason):")
     for row in report.preview[:SHOWN]:
-        detail = row.subject if row.outcome == "send" else row.reason
+        detail = f'"{row.subject}"' if row.outcome == "send" else row.reason
         if row.until is not None:
-            detail += f" (until {row.until:%Y-%m-%d %H:%M} UTC)"
-        table.add_row(row.email, row.sequence, str(row.step + 1), row.outcome, detail)
-    console.print(table)
+            detail += f" until {row.until:%Y-%m-%d %H:%M} UTC"
+        # One line per email, never wrapped inside an address, so it greps and copies whole.
+        console.print(f"{row.outcome:<5} {row.email}  {row.sequence} step {row.step + 1}  {detail}", soft_wrap=True)
     hidden = len(report.preview) - SHOWN + report.preview_more if len(report.preview) > SHOWN else report.preview_more
     if hidden > 0:
         console.print(f"… and {hidden} more (all are counted above)")
