@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from connectors.mail import (
@@ -282,6 +282,87 @@ class LeaseLost(RuntimeError):
     """Another sender re-claimed the row after this one's lease ran out; it is theirs to send."""
 
 
+def _row(*, status: bool = False) -> Any:
+    """UPDATE email_outbox … WHERE this claim (row id and attempt number: a fencing token)."""
+    where = [EmailOutbox.id == bindparam("rid"), EmailOutbox.attempts == bindparam("att")]
+    if status:
+        where.append(EmailOutbox.status == OutboxStatus.sending)
+    return update(EmailOutbox).where(*where).execution_options(synchronize_session=False)
+
+
+class _Marks:
+    """The batch's row updates, built once, buffered and written together.
+
+    Outcomes that need no durability at once (a skip, a deferral, a confirmed send) wait for the
+    next commit: a crash before it leaves such a row `sending` (judged again after the lease) or
+    `in_flight` (settled as unconfirmed, never re-sent), both safe. The in-flight mark itself, and
+    any failure after it, is committed before anything else happens.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.buffered: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.statements = {
+            "in_flight": _row(status=True).values(
+                status=OutboxStatus.in_flight.value, sent_at=bindparam("at"), message_id=bindparam("mid")
+            ),
+            "sent": _row().values(
+                status=OutboxStatus.sent.value,
+                sent_at=bindparam("at"),
+                message_id=bindparam("mid"),
+                provider_id=bindparam("pid"),
+                last_error=None,
+            ),
+            "finish": _row().values(status=bindparam("st"), last_error=bindparam("err")),
+            "unconfirmed": _row().values(
+                status=OutboxStatus.unconfirmed.value,
+                sent_at=bindparam("at"),
+                message_id=bindparam("mid"),
+                last_error=bindparam("err"),
+            ),
+            "defer": _row().values(
+                status=OutboxStatus.pending.value,
+                attempts=bindparam("att") - 1,  # a deferral is not a delivery attempt
+                next_attempt_at=bindparam("until"),
+                last_error=bindparam("err"),
+            ),
+            "retry": _row().values(
+                status=OutboxStatus.pending.value,
+                next_attempt_at=bindparam("until"),
+                last_error=bindparam("err"),
+                sent_at=None,
+                message_id=None,
+            ),
+        }
+
+    def later(self, kind: str, due: Due, **values: Any) -> None:
+        self.buffered[kind].append({"rid": due.row_id, "att": due.attempts, **values})
+
+    def now(self, kind: str, due: Due, **values: Any) -> None:
+        self.later(kind, due, **values)
+        self.flush()
+
+    def _write_buffered(self) -> None:
+        connection = self.session.connection()
+        for kind, rows in self.buffered.items():
+            if rows:
+                connection.execute(self.statements[kind], rows)
+        self.buffered.clear()
+
+    def flush(self) -> None:
+        self._write_buffered()
+        self.session.commit()
+
+    def in_flight(self, due: Due, envelope: Envelope, now: datetime) -> None:
+        """Commit the in-flight mark (and what waited) by compare-and-set; LeaseLost if the claim is gone."""
+        self._write_buffered()
+        params = {"rid": due.row_id, "att": due.attempts, "at": now, "mid": envelope.message_id}
+        result = self.session.connection().execute(self.statements["in_flight"], params)
+        self.session.commit()
+        if result.rowcount != 1:
+            raise LeaseLost(due.key)
+
+
 def send_claimed(
     *,
     engine: Engine,
@@ -292,7 +373,7 @@ def send_claimed(
     links: LinkSigner,
     now: datetime,
 ) -> SendReport:
-    """Send the claimed rows through an open transport; each outcome is committed on its own."""
+    """Send the claimed rows through an open transport, one at a time, in the order claimed."""
     report = SendReport()
     composer = Composer(config, renderer, links)
     with Session(engine) as session:
@@ -300,69 +381,53 @@ def send_claimed(
             session, and_(EmailOutbox.id.in_(ids), EmailOutbox.status == OutboxStatus.sending), config.compliance, now
         )
         session.commit()
-        for due in batch:
-            verdict = compliance.check(config.compliance, due.recipient, history.get(due.lead_id, ()), now)
-            if verdict.action == "skip":
-                _finish(session, due, OutboxStatus.skipped, error=verdict.reason)
-                report.skipped[verdict.reason] += 1
-                continue
-            if verdict.action == "defer":
-                _defer(session, due, verdict.reason, verdict.until)  # type: ignore[arg-type]
-                report.deferred[verdict.reason] += 1
-                continue
-            try:
-                envelope = composer.envelope(due)
-            except StepGone as exc:
-                _finish(session, due, OutboxStatus.skipped, error=str(exc))
-                report.skipped[str(exc)] += 1
-                continue
-            except Exception as exc:  # one broken template must not hold back the rest of the batch
-                _finish(session, due, OutboxStatus.failed, error=template_error(composer, due, exc))
-                report.failed["template error"] += 1
-                continue
-            outcome = _deliver(session, transport, due, envelope, now)
-            if outcome in ("sent", "unconfirmed"):
-                history[due.lead_id].append(now)
-            if outcome == "sent":
-                report.sent += 1
-            elif outcome == "unconfirmed":
-                report.unconfirmed += 1
-            elif outcome == "bounced":
-                report.failed["bounced"] += 1
-            elif outcome == "taken over":
-                report.skipped["lease taken over by another sender"] += 1
-            else:
-                report.deferred[outcome] += 1
+        marks = _Marks(session)
+        try:
+            for due in batch:
+                outcome = _send_one(marks, composer, transport, due, history.get(due.lead_id, ()), now)
+                if outcome in ("sent", "unconfirmed"):
+                    history[due.lead_id].append(now)
+                kind, _, reason = outcome.partition(":")
+                if kind == "sent":
+                    report.sent += 1
+                elif kind == "unconfirmed":
+                    report.unconfirmed += 1
+                elif kind == "skipped":
+                    report.skipped[reason] += 1
+                elif kind == "deferred":
+                    report.deferred[reason] += 1
+                else:
+                    report.failed[reason] += 1
+        finally:
+            marks.flush()  # what waited for the next commit: the last confirmations, skips, deferrals
     return report
 
 
-def _deliver(session: Session, transport: MailTransport, due: Due, envelope: Envelope, now: datetime) -> str:
-    """Hand one message over; returns what happened: sent, unconfirmed, bounced, taken over, or a deferral reason."""
-
-    def mark_in_flight() -> None:
-        result = session.execute(
-            update(EmailOutbox)
-            .where(
-                EmailOutbox.id == due.row_id,
-                EmailOutbox.status == OutboxStatus.sending,
-                EmailOutbox.attempts == due.attempts,
-            )
-            .values(status=OutboxStatus.in_flight.value, sent_at=now, message_id=envelope.message_id)
-            .execution_options(synchronize_session=False, preserve_rowcount=True)
-        )
-        session.commit()
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            raise LeaseLost(due.key)
-
+def _send_one(marks: _Marks, composer: Composer, transport: MailTransport, due: Due, sent: Any, now: datetime) -> str:
+    """Judge, render and deliver one row; returns "sent", "unconfirmed" or "skipped|deferred|failed:<reason>"."""
+    verdict = compliance.check(composer.config.compliance, due.recipient, sent, now)
+    if verdict.action == "skip":
+        marks.later("finish", due, st=OutboxStatus.skipped.value, err=verdict.reason)
+        return f"skipped:{verdict.reason}"
+    if verdict.action == "defer":
+        marks.later("defer", due, until=verdict.until, err=f"deferred: {verdict.reason}")
+        return f"deferred:{verdict.reason}"
     try:
-        provider_id = transport.deliver(envelope, before_data=mark_in_flight)
+        envelope = composer.envelope(due)
+    except StepGone as exc:
+        marks.later("finish", due, st=OutboxStatus.skipped.value, err=str(exc))
+        return f"skipped:{exc}"
+    except Exception as exc:  # one broken template must not hold back the rest of the batch
+        marks.later("finish", due, st=OutboxStatus.failed.value, err=template_error(composer, due, exc)[:2000])
+        return "failed:template error"
+    try:
+        provider_id = transport.deliver(envelope, before_data=lambda: marks.in_flight(due, envelope, now))
     except LeaseLost:
-        session.rollback()
-        return "taken over"
+        return "skipped:lease taken over by another sender"
     except PermanentMailError as exc:
-        session.rollback()
+        marks.session.rollback()
         suppress(
-            session=session,
+            session=marks.session,
             lead_id=due.lead_id,
             scope=ALL,
             reason=SuppressionReason.bounced,
@@ -370,79 +435,22 @@ def _deliver(session: Session, transport: MailTransport, due: Due, envelope: Env
             now=now,
             detail=str(exc),
         )
-        _finish(session, due, OutboxStatus.failed, error=f"permanent: {exc}")
-        return "bounced"
+        marks.now("finish", due, st=OutboxStatus.failed.value, err=f"permanent: {exc}"[:2000])
+        return "failed:bounced"
     except UnconfirmedMailError as exc:
-        session.rollback()
-        _finish(session, due, OutboxStatus.unconfirmed, error=str(exc), message_id=envelope.message_id, sent_at=now)
+        marks.now("unconfirmed", due, at=now, mid=envelope.message_id, err=str(exc)[:2000])
         return "unconfirmed"
     except TransientMailError as exc:
-        session.rollback()
-        _retry_later(session, due, str(exc), now)
-        return "transient mail error"
-    _finish(session, due, OutboxStatus.sent, provider_id=provider_id, message_id=envelope.message_id, sent_at=now)
+        _retry_later(marks, due, str(exc), now)
+        return "deferred:transient mail error"
+    marks.later("sent", due, at=now, mid=envelope.message_id, pid=provider_id[:300])
     return "sent"
 
 
-def _finish(
-    session: Session,
-    due: Due,
-    status: OutboxStatus,
-    *,
-    error: str | None = None,
-    provider_id: str | None = None,
-    message_id: str | None = None,
-    sent_at: datetime | None = None,
-) -> None:
-    values: dict[str, Any] = {"status": status.value, "last_error": error[:2000] if error else None}
-    if provider_id is not None:
-        values["provider_id"] = provider_id[:300]
-    if message_id is not None:
-        values["message_id"] = message_id
-    if sent_at is not None:
-        values["sent_at"] = sent_at
-    # Only the sender that holds the claim (this attempt) writes the outcome.
-    session.execute(
-        update(EmailOutbox)
-        .where(EmailOutbox.id == due.row_id, EmailOutbox.attempts == due.attempts)
-        .values(values)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-
-
-def _defer(session: Session, due: Due, reason: str, until: datetime) -> None:
-    """Not now, later: back to pending at `until`; a deferral is not a delivery attempt."""
-    session.execute(
-        update(EmailOutbox)
-        .where(EmailOutbox.id == due.row_id, EmailOutbox.attempts == due.attempts)
-        .values(
-            status=OutboxStatus.pending.value,
-            attempts=due.attempts - 1,
-            next_attempt_at=until,
-            last_error=f"deferred: {reason}",
-        )
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-
-
-def _retry_later(session: Session, due: Due, error: str, now: datetime) -> None:
+def _retry_later(marks: _Marks, due: Due, error: str, now: datetime) -> None:
     """Exponential backoff with jitter; after MAX_ATTEMPTS the row is dead and shown in the report."""
     if due.attempts >= MAX_ATTEMPTS:
-        _finish(session, due, OutboxStatus.dead, error=error)
+        marks.now("finish", due, st=OutboxStatus.dead.value, err=error[:2000])
         return
     delay = min(3600.0, 30.0 * 2 ** (due.attempts - 1)) * random.uniform(0.8, 1.2)
-    session.execute(
-        update(EmailOutbox)
-        .where(EmailOutbox.id == due.row_id, EmailOutbox.attempts == due.attempts)
-        .values(
-            status=OutboxStatus.pending.value,
-            next_attempt_at=now + timedelta(seconds=delay),
-            last_error=error[:2000],
-            sent_at=None,
-            message_id=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
+    marks.now("retry", due, until=now + timedelta(seconds=delay), err=error[:2000])
