@@ -27,6 +27,7 @@ import smtplib
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,7 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
     from leads.db import make_engine, session_scope
     from leads.models import EmailOutbox, OutboxStatus
     from nurture.enrollment import queue_due_steps
-    from nurture.outbox import LinkSigner, claim, send_claimed, settle_in_flight
+    from nurture.outbox import LinkSigner, claim, send_claimed_over, settle_in_flight
     from nurture.render import TemplateRenderer
 
     url = fresh_database(args.database_url, "send-throughput")
@@ -234,52 +235,51 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
         prebuilt.append((env.mail_from, env.rcpt_to, env.data))
 
     results: dict[str, object] = {"emails": args.emails, "queued": queued, "backend": engine.dialect.name}
-    for attempt in range(args.repeat):
+    rounds = []
+    for _ in range(args.repeat):
         server = Server()
         base_s = baseline(server.port, prebuilt)
-        base_counts = server.stop()
-
-        server = Server()
-        if attempt:  # put the rows back to pending for the next round
-            with engine.begin() as conn:
+        row: dict[str, object] = {"baseline_per_s": round(args.emails / base_s), "baseline_server": server.stop()}
+        for connections in args.connections:
+            with engine.begin() as conn:  # every row back to pending, as queued
                 conn.execute(
                     EmailOutbox.__table__.update().values(
                         status="pending", attempts=0, next_attempt_at=NOW, sent_at=None, message_id=None
                     )
                 )
-        started = time.perf_counter()
-        sent = 0
-        with SMTPTransport("127.0.0.1", server.port, timeout=30) as transport:
-            with session_scope(engine) as session:
-                settle_in_flight(session=session, now=NOW)
-            while True:
+            server = Server()
+            transports = SMTPTransport("127.0.0.1", server.port, timeout=30, connections=connections).copies()
+            started = time.perf_counter()
+            sent = 0
+            with ExitStack() as stack:
+                for transport in transports:
+                    stack.enter_context(transport)
                 with session_scope(engine) as session:
-                    ids = claim(session=session, now=NOW, limit=args.batch_size)
-                if not ids:
-                    break
-                report = send_claimed(
-                    engine=engine, ids=ids, config=config, renderer=renderer, transport=transport, links=links, now=NOW
-                )
-                sent += report.sent
-        ours_s = time.perf_counter() - started
-        counts = server.stop()
-        with engine.connect() as conn:
-            marked = conn.execute(
-                select(func.count()).select_from(EmailOutbox).where(EmailOutbox.status == OutboxStatus.sent)
-            ).scalar_one()
-        row = {
-            "baseline_per_s": round(args.emails / base_s),
-            "baseline_s": round(base_s, 2),
-            "baseline_server": base_counts,
-            "leadflow_per_s": round(sent / ours_s),
-            "leadflow_s": round(ours_s, 2),
-            "leadflow_sent": sent,
-            "rows_marked_sent": marked,
-            "leadflow_server": counts,
-            "ratio": round((sent / ours_s) / (args.emails / base_s), 2),
-        }
+                    settle_in_flight(session=session, now=NOW)
+                while True:
+                    with session_scope(engine) as session:
+                        ids = claim(session=session, now=NOW, limit=args.batch_size)
+                    if not ids:
+                        break
+                    report = send_claimed_over(
+                        engine=engine, ids=ids, transports=transports, config=config, renderer=renderer,
+                        links=links, now=NOW,
+                    )  # fmt: skip
+                    sent += report.sent
+            seconds = time.perf_counter() - started
+            counts = server.stop()
+            with engine.connect() as conn:
+                marked = conn.execute(
+                    select(func.count()).select_from(EmailOutbox).where(EmailOutbox.status == OutboxStatus.sent)
+                ).scalar_one()
+            assert sent == marked == counts["messages"] == args.emails, (sent, marked, counts)
+            row[f"leadflow_{connections}_per_s"] = round(sent / seconds)
+            row[f"leadflow_{connections}_server"] = counts
+            row[f"ratio_{connections}"] = round((sent / seconds) / (args.emails / base_s), 2)
+        row["load_average_after"] = os.getloadavg()
         print(json.dumps(row), flush=True)
-        results[f"round{attempt + 1}"] = row
+        rounds.append(row)
+    results["rounds"] = rounds
     engine.dispose()
     return results
 
@@ -361,7 +361,8 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL (a database of that name is recreated)")
     parser.add_argument("--emails", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 4], help="SMTP connections side by side")
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--due", type=int, default=100_000)
     parser.add_argument("--new", type=int, default=20_000)

@@ -7,6 +7,7 @@ email is judged and rendered but not sent: the report says per lead what would g
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import ExitStack
 from datetime import datetime
 
 from prefect import flow, task
@@ -20,7 +21,7 @@ from flows.workspace import Workspace, open_workspace, run_time
 from leads.db import session_scope
 from nurture.dry_run import preview_sends
 from nurture.enrollment import enroll, exit_finished, queue_due_steps
-from nurture.outbox import LinkSigner, SendReport, claim, send_claimed, settle_in_flight
+from nurture.outbox import LinkSigner, SendReport, claim, send_claimed_over, settle_in_flight
 from nurture.render import TemplateRenderer
 
 PREVIEW_LIMIT = 1000  # emails listed one by one in a dry run's report (all are counted)
@@ -68,19 +69,22 @@ def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
     total = SendReport()
     with session_scope(ws.engine) as session:
         total.unconfirmed += settle_in_flight(session=session, now=now)
-    with transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace) as transport:
+    transport = transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
+    with ExitStack() as stack:
+        # smtp://…?connections=N: N connections side by side (a file outbox is always one).
+        transports = [stack.enter_context(t) for t in getattr(transport, "copies", lambda: [transport])()]
         while True:
             with session_scope(ws.engine) as session:
                 ids = claim(session=session, now=now, limit=batch_size)
             if not ids:
                 return total
             total.add(
-                send_claimed(
+                send_claimed_over(
                     engine=ws.engine,
                     ids=ids,
+                    transports=transports,
                     config=ws.config,
                     renderer=renderer,
-                    transport=transport,
                     links=links,
                     now=now,
                 )

@@ -20,11 +20,12 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from connectors.mail import (
@@ -86,12 +87,12 @@ class LinkSigner:
         token = tracked_links.open_token(self.secret_key, lead_id, sequence, step)
         return f"{self.public_base_url.rstrip('/')}/o/{token}.gif"
 
-    def track(self, html: str, *, lead_id: int, sequence: str, step: int) -> str:
+    def track(self, html: str, *, lead_id: int, sequence: str, step: int, unsubscribe_url: str | None = None) -> str:
         """The HTML part with its web links made tracked clicks (never the unsubscribe link), and the pixel."""
         html = tracked_links.rewrite_links(
             html,
             lambda url: self.click_url(lead_id, sequence, step, url),
-            keep={self.unsubscribe_url(lead_id, sequence)},
+            keep={unsubscribe_url or self.unsubscribe_url(lead_id, sequence)},
         )
         return tracked_links.add_open_pixel(html, self.open_url(lead_id, sequence, step)) if self.track_opens else html
 
@@ -164,7 +165,7 @@ _LEAD_COLUMNS = [Lead.email, *(Lead.__table__.c[name] for name in PROFILE_FIELDS
 
 
 def load_due(
-    session: Session, where: Any, config: ComplianceConfig, now: datetime, limit: int | None = None
+    session: Session | Connection, where: Any, config: ComplianceConfig, now: datetime, limit: int | None = None
 ) -> tuple[list[Due], dict[int, list[datetime]]]:
     """The rows matching `where` with their leads' facts, and each lead's recent sends (for the cap)."""
     query = (
@@ -260,7 +261,9 @@ class Composer:
         unsubscribe = self.links.unsubscribe_url(due.lead_id, due.sequence)
         context = {"lead": due.lead, "sender": self._sender, "unsubscribe_url": unsubscribe}
         rendered = self.renderer.render(template=step.template, subject=step.subject, context=context)
-        html = self.links.track(rendered.html, lead_id=due.lead_id, sequence=due.sequence, step=due.step)
+        html = self.links.track(
+            rendered.html, lead_id=due.lead_id, sequence=due.sequence, step=due.step, unsubscribe_url=unsubscribe
+        )
         envelope = compose(
             sender=self.config.sender,
             to=due.recipient.email,
@@ -299,8 +302,8 @@ class _Marks:
     any failure after it, is committed before anything else happens.
     """
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
         self.buffered: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.statements = {
             "in_flight": _row(status=True).values(
@@ -343,22 +346,21 @@ class _Marks:
         self.flush()
 
     def _write_buffered(self) -> None:
-        connection = self.session.connection()
         for kind, rows in self.buffered.items():
             if rows:
-                connection.execute(self.statements[kind], rows)
+                self.connection.execute(self.statements[kind], rows)
         self.buffered.clear()
 
     def flush(self) -> None:
         self._write_buffered()
-        self.session.commit()
+        self.connection.commit()
 
     def in_flight(self, due: Due, envelope: Envelope, now: datetime) -> None:
         """Commit the in-flight mark (and what waited) by compare-and-set; LeaseLost if the claim is gone."""
         self._write_buffered()
         params = {"rid": due.row_id, "att": due.attempts, "at": now, "mid": envelope.message_id}
-        result = self.session.connection().execute(self.statements["in_flight"], params)
-        self.session.commit()
+        result = self.connection.execute(self.statements["in_flight"], params)
+        self.connection.commit()
         if result.rowcount != 1:
             raise LeaseLost(due.key)
 
@@ -376,12 +378,13 @@ def send_claimed(
     """Send the claimed rows through an open transport, one at a time, in the order claimed."""
     report = SendReport()
     composer = Composer(config, renderer, links)
-    with Session(engine) as session:
-        batch, history = load_due(
-            session, and_(EmailOutbox.id.in_(ids), EmailOutbox.status == OutboxStatus.sending), config.compliance, now
-        )
-        session.commit()
-        marks = _Marks(session)
+    # A plain connection, not an ORM session: a fifth of the cost per statement, and the send loop
+    # runs two of them per email.
+    with engine.connect() as connection:
+        claimed = and_(EmailOutbox.id.in_(ids), EmailOutbox.status == OutboxStatus.sending)
+        batch, history = load_due(connection, claimed, config.compliance, now)
+        connection.commit()
+        marks = _Marks(connection)
         try:
             for due in batch:
                 outcome = _send_one(marks, composer, transport, due, history.get(due.lead_id, ()), now)
@@ -401,6 +404,33 @@ def send_claimed(
         finally:
             marks.flush()  # what waited for the next commit: the last confirmations, skips, deferrals
     return report
+
+
+def send_claimed_over(
+    *,
+    engine: Engine,
+    ids: list[int],
+    transports: list[MailTransport],
+    **kwargs: Any,
+) -> SendReport:
+    """`send_claimed` over several open connections at once: the rows split in slices, one thread each.
+
+    The server's answers, not our CPU, bound one connection; a few side by side keep both busy.
+    Each slice has its own session, so the rows' marks stay per connection and per row.
+    """
+    if len(transports) <= 1 or len(ids) < 2 * len(transports):
+        return send_claimed(engine=engine, ids=ids, transport=transports[0], **kwargs)
+    size = -(-len(ids) // len(transports))
+    slices = [ids[i : i + size] for i in range(0, len(ids), size)]
+    total = SendReport()
+    with ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix="leadflow-send") as pool:
+        futures = [
+            pool.submit(send_claimed, engine=engine, ids=part, transport=transport, **kwargs)
+            for part, transport in zip(slices, transports, strict=False)
+        ]
+        for future in futures:
+            total.add(future.result())
+    return total
 
 
 def _send_one(marks: _Marks, composer: Composer, transport: MailTransport, due: Due, sent: Any, now: datetime) -> str:
@@ -425,16 +455,18 @@ def _send_one(marks: _Marks, composer: Composer, transport: MailTransport, due: 
     except LeaseLost:
         return "skipped:lease taken over by another sender"
     except PermanentMailError as exc:
-        marks.session.rollback()
-        suppress(
-            session=marks.session,
-            lead_id=due.lead_id,
-            scope=ALL,
-            reason=SuppressionReason.bounced,
-            source="smtp",
-            now=now,
-            detail=str(exc),
-        )
+        marks.connection.rollback()
+        with Session(bind=marks.connection) as session:
+            suppress(
+                session=session,
+                lead_id=due.lead_id,
+                scope=ALL,
+                reason=SuppressionReason.bounced,
+                source="smtp",
+                now=now,
+                detail=str(exc),
+            )
+            session.commit()
         marks.now("finish", due, st=OutboxStatus.failed.value, err=f"permanent: {exc}"[:2000])
         return "failed:bounced"
     except UnconfirmedMailError as exc:

@@ -9,6 +9,7 @@ import ssl
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,11 +20,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from connectors.mail import (
+    Envelope,
     FileOutbox,
     MailError,
     PermanentMailError,
     SMTPTransport,
     TransientMailError,
+    UnconfirmedMailError,
+    envelope_of,
+    public_mail_url,
     transport_from_url,
 )
 from tests.peers import DEFERRED, REJECTED, RecordingHandler, free_port
@@ -322,3 +327,78 @@ def test_implicit_tls(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
         assert len(handler.messages) == 1
     finally:
         controller.stop()
+
+
+# --- deliver: the in-flight hook and the ambiguous end of DATA ------------------------------------
+
+
+def _envelope(to: str, n: int = 1) -> Envelope:
+    msg = _message(to, subject=f"Envelope {n}")
+    return envelope_of(msg)
+
+
+def test_deliver_calls_before_data_after_the_recipient_is_accepted(smtp_server: Server) -> None:
+    handler, port, _ = smtp_server
+    seen: list[int] = []
+    with _transport(port) as transport:
+        reply = transport.deliver(_envelope("one@example.com"), before_data=lambda: seen.append(len(handler.messages)))
+        assert reply.startswith("smtp:2.0.0 Ok")
+        # A refused recipient: the hook never runs (nothing may be marked in flight).
+        with pytest.raises(PermanentMailError):
+            transport.deliver(_envelope(REJECTED), before_data=lambda: seen.append(-1))
+        with pytest.raises(TransientMailError):
+            transport.deliver(_envelope(DEFERRED), before_data=lambda: seen.append(-1))
+    assert seen == [0]  # called once, before the server had the message
+    assert [m.rcpt_tos for m in handler.messages] == [["one@example.com"]]
+
+
+def test_a_failing_hook_sends_nothing_and_the_connection_goes_on(smtp_server: Server) -> None:
+    handler, port, _ = smtp_server
+
+    def refuse() -> None:
+        raise RuntimeError("row was taken over")
+
+    with _transport(port) as transport:
+        with pytest.raises(RuntimeError):
+            transport.deliver(_envelope("first@example.com"), before_data=refuse)
+        transport.deliver(_envelope("second@example.com", 2))
+    assert [m.rcpt_tos for m in handler.messages] == [["second@example.com"]]
+    assert handler.connections == 1
+
+
+@dataclass
+class HangUpAfterMessage(RecordingHandler):
+    """Takes the whole message, then drops the connection instead of answering 250."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await super().handle_DATA(server, session, envelope)
+        server.transport.close()
+        return "250 2.0.0 Ok"
+
+
+def test_no_answer_after_the_message_is_unconfirmed_not_transient() -> None:
+    handler = HangUpAfterMessage()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5)
+    controller.start()
+    try:
+        with _transport(port) as transport:
+            with pytest.raises(UnconfirmedMailError) as info:
+                transport.deliver(_envelope("maybe@example.com"))
+    finally:
+        controller.stop()
+    assert not isinstance(info.value, TransientMailError)  # retrying could deliver it twice
+    assert "maybe@example.com" in str(info.value) and "may have been delivered" in str(info.value)
+    assert len(handler.messages) == 1  # and indeed the server had it
+
+
+def test_mail_url_connections_option() -> None:
+    transport = transport_from_url("smtp://mail.example.com?connections=4", base_dir=Path("."))
+    assert isinstance(transport, SMTPTransport)
+    copies = transport.copies()
+    assert len(copies) == 4 and copies[0] is transport and len({id(c) for c in copies}) == 4
+    assert {(c.host, c.port) for c in copies} == {("mail.example.com", 25)}
+    for bad in ("0", "17", "four"):
+        with pytest.raises(ValueError, match="connections must be"):
+            transport_from_url(f"smtp://mail.example.com?connections={bad}", base_dir=Path("."))
+    assert public_mail_url("smtp://mailer:s3cret@mail.example.com:587?starttls=true") == "smtp://mail.example.com:587"
