@@ -40,6 +40,8 @@ class Verdict:
 
 
 SEND = Verdict("send")
+# How a suppression log reason reads in reports.
+SUPPRESSION_LABELS = {"manual": "do not contact"}
 
 
 @lru_cache(maxsize=1024)
@@ -92,7 +94,7 @@ def consent_missing(rule: ConsentRule, recipient: Recipient) -> str | None:
 def check(config: ComplianceConfig, recipient: Recipient, sent: Sequence[datetime], now: datetime) -> Verdict:
     """The verdict for one email to `recipient` at `now`, given when the lead was last emailed (`sent`)."""
     if recipient.suppressed:  # the log knows why: unsubscribed, bounced, complained, manual
-        return Verdict("skip", f"suppressed ({recipient.suppressed})")
+        return Verdict("skip", SUPPRESSION_LABELS.get(recipient.suppressed, recipient.suppressed))
     if recipient.unsubscribed:
         return Verdict("skip", "unsubscribed")
     if recipient.bounced:

@@ -278,7 +278,7 @@ def test_suppressed_after_queuing_is_not_mailed(
     _, report = _run(engine, config, port, WEDNESDAY)
     assert report.sent == 1  # type: ignore[attr-defined]
     assert report.skipped == Counter(  # type: ignore[attr-defined]
-        {"suppressed (manual)": 1, "suppressed (complained)": 1, "suppressed (unsubscribed)": 1}
+        {"do not contact": 1, "complained": 1, "unsubscribed": 1}
     )
     assert _received(mailbox) == ["stays@example.com"]
     rows = _outbox(engine)
