@@ -175,7 +175,8 @@ def test_login_and_bad_password_never_echoed(smtp_server: Server) -> None:
     with _transport(port, username="mailer", password=PASSWORD) as transport:
         assert PASSWORD not in repr(transport)
         transport.send(_message("lead@example.com"))
-    assert len(handler.messages) == 1
+        transport.deliver(envelope_of(_message("other@example.com")))  # the same authenticated connection
+    assert len(handler.messages) == 2 and handler.connections == 1
 
     wrong = "wr0ng-Secret"
     with _transport(port, username="mailer", password=wrong) as transport:
@@ -307,7 +308,8 @@ def test_starttls(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
         with _transport(port, security="starttls", ssl_context=client_ctx) as transport:
             transport.send(_message("a@example.com"))
             transport.send(_message("b@example.com"))
-        assert len(handler.messages) == 2 and handler.connections == 1
+            transport.deliver(envelope_of(_message("c@example.com")), before_data=lambda: None)
+        assert len(handler.messages) == 3 and handler.connections == 1
         # The system trust store does not know our certificate: a configuration error, not a retry.
         with _transport(port, security="starttls") as transport, pytest.raises(MailError) as info:
             transport.send(_message("c@example.com"))
@@ -324,7 +326,8 @@ def test_implicit_tls(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
     try:
         with _transport(port, security="ssl", ssl_context=client_ctx) as transport:
             assert transport.send(_message("a@example.com")).startswith("smtp:2.0.0 Ok")
-        assert len(handler.messages) == 1
+            assert transport.deliver(envelope_of(_message("b@example.com"))).startswith("smtp:2.0.0 Ok")
+        assert [m.rcpt_tos for m in handler.messages] == [["a@example.com"], ["b@example.com"]]
     finally:
         controller.stop()
 
