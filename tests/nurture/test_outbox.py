@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import email.policy
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
@@ -340,3 +341,60 @@ def test_a_broken_template_fails_its_row_and_the_batch_goes_on(
     assert report.sent == 1 and report.failed == Counter({"template error": 1})
     broken = _rows(engine)[ids["unsized@example.com"]]
     assert broken.status == OutboxStatus.failed and "warm-up/1-welcome" in (broken.last_error or "")
+
+
+# --- after the in-flight mark: a refusal is retried, silence is unconfirmed -------------------------
+
+
+@dataclass
+class DataAnswers(RecordingHandler):
+    """Answers the end of DATA with 451 for one recipient, or hangs up without answering for another."""
+
+    refuse: str = ""
+    hang_up: str = ""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if envelope.rcpt_tos == [self.refuse]:
+            return "451 4.3.0 Queue full, try later"
+        reply = await super().handle_DATA(server, session, envelope)
+        if envelope.rcpt_tos == [self.hang_up]:
+            server.transport.close()
+        return reply
+
+
+def test_after_the_in_flight_mark_a_4xx_is_retried_and_silence_is_unconfirmed(
+    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    from tests.peers import free_port
+
+    handler = DataAnswers(refuse="full@example.com", hang_up="silent@example.com")
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5)
+    controller.start()
+    try:
+        now = utcnow()
+        ids = _queue(engine, config, now, "full@example.com", "silent@example.com", "fine@example.com")
+        with _smtp_transport(port) as transport:
+            report = _send(engine, _claim(engine, now), config, renderer, transport, now)
+        assert (report.sent, report.unconfirmed) == (1, 1)
+        assert report.deferred == Counter({"transient mail error": 1})
+        rows = _rows(engine)
+        full, silent = rows[ids["full@example.com"]], rows[ids["silent@example.com"]]
+        # The server said no to the message: nothing was delivered, so it goes again later.
+        assert (full.status, full.message_id, full.sent_at) == (OutboxStatus.pending, None, None)
+        assert full.last_error is not None and "451" in full.last_error
+        # No answer after the whole message went out: it may have arrived, so it is never sent again.
+        assert silent.status == OutboxStatus.unconfirmed and silent.message_id is not None
+        assert "may have been delivered" in (silent.last_error or "")
+        assert rows[ids["fine@example.com"]].status == OutboxStatus.sent
+
+        later = full.next_attempt_at
+        handler.refuse = ""
+        with _smtp_transport(port) as transport:
+            again = _send(engine, _claim(engine, later), config, renderer, transport, later)
+        assert again.sent == 1
+        assert _recipients(handler) == Counter(["full@example.com", "silent@example.com", "fine@example.com"])
+    finally:
+        controller.stop()
