@@ -65,7 +65,9 @@ def test_dry_run_reports_per_lead_and_changes_nothing(
         ).scalar_one()
     engine.dispose()
     config = folder / "leadflow.yaml"
-    config.write_text(config.read_text() + "\ncompliance:\n  frequency_cap: {max_emails: 1, per_days: 7}\n")
+    shipped = config.read_text()
+    assert "    max_emails: 3\n" in shipped  # the example's cap, tightened to one email a week here
+    config.write_text(shipped.replace("    max_emails: 3\n", "    max_emails: 1\n"))
     before = _snapshot(db_url)
 
     # Five days on, step 2 is due for everyone enrolled on day one, but the cap holds it back.
@@ -84,8 +86,8 @@ def test_dry_run_reports_per_lead_and_changes_nothing(
     assert {(row.step, row.reason) for row in held} == {(1, "frequency cap")}
     assert {row.until for row in held} == {END.replace(tzinfo=None) + timedelta(days=7)}
 
-    # Without the cap, and with a typo in step 2's template: each of those emails would fail, by name.
-    config.write_text(config.read_text().replace("  frequency_cap: {max_emails: 1, per_days: 7}\n", "  {}\n"))
+    # With the shipped cap (3 a week), and with a typo in step 2's template: each of those emails would fail, by name.
+    config.write_text(shipped)
     broken = folder / "templates" / "warm-up" / "2-case-study.html"
     broken.write_text(broken.read_text().replace("{{ lead.company", "{{ lead.compnay", 1))
     report = nurture_flow(NurtureParams(workspace=str(folder), as_of=later, dry_run=True))
