@@ -126,6 +126,10 @@ class MailTransport(Protocol):
 
     def deliver(self, envelope: Envelope, *, before_data: BeforeData | None = None) -> str: ...
 
+    def copies(self) -> list[MailTransport]:
+        """The transports a sender may use side by side (this one first)."""
+        ...
+
 
 # --- file outbox ---------------------------------------------------------------------------
 
@@ -150,6 +154,10 @@ class FileOutbox:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+    def copies(self) -> list[FileOutbox]:
+        """One: files are written one at a time."""
+        return [self]
 
     def path_for(self, message_id: str) -> Path:
         """Where a message with this Message-ID is (or would be) written."""

@@ -72,7 +72,7 @@ def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
     transport = transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
     with ExitStack() as stack:
         # smtp://…?connections=N: N connections side by side (a file outbox is always one).
-        transports = [stack.enter_context(t) for t in getattr(transport, "copies", lambda: [transport])()]
+        transports = [stack.enter_context(t) for t in transport.copies()]
         while True:
             with session_scope(ws.engine) as session:
                 ids = claim(session=session, now=now, limit=batch_size)
