@@ -75,11 +75,16 @@ def serve(port: int) -> None:
 
     controller = Controller(Counting(), hostname="127.0.0.1", port=port, ready_timeout=10)
     controller.start()
+    start_usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_at_start = start_usage.ru_utime + start_usage.ru_stime
     print("ready", flush=True)
 
     def stop(*_: object) -> None:
         controller.stop()
-        print(json.dumps({"messages": Counting.messages, "bytes": Counting.bytes, "connections": len(Counting.peers)}))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = round(usage.ru_utime + usage.ru_stime - cpu_at_start, 3)
+        counts = {"messages": Counting.messages, "bytes": Counting.bytes, "connections": len(Counting.peers)}
+        print(json.dumps({**counts, "cpu_s": cpu}))
         sys.stdout.flush()
         os._exit(0)
 
@@ -183,13 +188,13 @@ def fresh_database(url: str | None, name: str) -> str:
 # --- throughput ---------------------------------------------------------------------------------------
 
 
-def baseline(port: int, messages: list[tuple[str, str, bytes]]) -> float:
-    """Raw smtplib sendmail of finished messages over one connection: the transport floor."""
-    started = time.perf_counter()
+def baseline(port: int, messages: list[tuple[str, str, bytes]]) -> tuple[float, float]:
+    """Raw smtplib sendmail of finished messages over one connection: the transport floor (wall s, CPU s)."""
+    started, cpu = time.perf_counter(), time.process_time()
     with smtplib.SMTP("127.0.0.1", port) as smtp:
         for mail_from, rcpt, data in messages:
             smtp.sendmail(mail_from, [rcpt], data)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def throughput(args: argparse.Namespace) -> dict[str, object]:
@@ -238,8 +243,14 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
     rounds = []
     for _ in range(args.repeat):
         server = Server()
-        base_s = baseline(server.port, prebuilt)
-        row: dict[str, object] = {"baseline_per_s": round(args.emails / base_s), "baseline_server": server.stop()}
+        base_s, base_cpu = baseline(server.port, prebuilt)
+        base_server = server.stop()
+        row: dict[str, object] = {
+            "baseline_per_s": round(args.emails / base_s),
+            "baseline_client_cpu_us": round(base_cpu / args.emails * 1e6),
+            "baseline_server_cpu_us": round(base_server["cpu_s"] / args.emails * 1e6),
+            "baseline_server": base_server,
+        }
         for connections in args.connections:
             with engine.begin() as conn:  # every row back to pending, as queued
                 conn.execute(
@@ -249,7 +260,7 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
                 )
             server = Server()
             transports = SMTPTransport("127.0.0.1", server.port, timeout=30, connections=connections).copies()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             sent = 0
             with ExitStack() as stack:
                 for transport in transports:
@@ -266,7 +277,7 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
                         links=links, now=NOW,
                     )  # fmt: skip
                     sent += report.sent
-            seconds = time.perf_counter() - started
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             counts = server.stop()
             with engine.connect() as conn:
                 marked = conn.execute(
@@ -274,6 +285,8 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
                 ).scalar_one()
             assert sent == marked == counts["messages"] == args.emails, (sent, marked, counts)
             row[f"leadflow_{connections}_per_s"] = round(sent / seconds)
+            row[f"leadflow_{connections}_sender_cpu_us"] = round(cpu / sent * 1e6)
+            row[f"leadflow_{connections}_server_cpu_us"] = round(counts["cpu_s"] / sent * 1e6)
             row[f"leadflow_{connections}_server"] = counts
             row[f"ratio_{connections}"] = round((sent / seconds) / (args.emails / base_s), 2)
         row["load_average_after"] = os.getloadavg()
