@@ -405,3 +405,17 @@ def test_mail_url_connections_option() -> None:
         with pytest.raises(ValueError, match="connections must be"):
             transport_from_url(f"smtp://mail.example.com?connections={bad}", base_dir=Path("."))
     assert public_mail_url("smtp://mailer:s3cret@mail.example.com:587?starttls=true") == "smtp://mail.example.com:587"
+
+
+def test_file_outbox_deliver_writes_one_file_per_message_id_without_an_in_flight_mark(tmp_path: Path) -> None:
+    outbox = FileOutbox(tmp_path / "outbox")
+    envelope = _envelope("lead@example.com")
+    calls: list[str] = []
+    with outbox:
+        first = outbox.deliver(envelope, before_data=lambda: calls.append("mark"))
+        again = outbox.deliver(envelope, before_data=lambda: calls.append("mark"))  # a re-send after a crash
+    assert first == again and list((tmp_path / "outbox").iterdir()) == [Path(first)]
+    assert calls == []  # rewriting the same file is harmless, so no in-flight mark is needed
+    written = email.message_from_bytes(Path(first).read_bytes(), policy=email.policy.default)
+    assert written["To"] == "lead@example.com" and written["Message-ID"] == envelope.message_id
+    assert b"\r\n" not in Path(first).read_bytes()  # local line ends, as mail programs expect in .eml
