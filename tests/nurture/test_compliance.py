@@ -115,7 +115,9 @@ def test_consent_arrives_as_a_profile_field_of_an_activity_record(engine: Engine
 
 def _config_with(tmp_path: Path, compliance_yaml: str) -> Path:
     path = tmp_path / "leadflow.yaml"
-    path.write_text(EXAMPLE.read_text() + "\ncompliance:\n" + compliance_yaml)
+    shipped = EXAMPLE.read_text()
+    without = shipped[: shipped.index("\ncompliance:\n")]  # the example's own section is replaced
+    path.write_text(without + "\ncompliance:\n" + compliance_yaml)
     return path
 
 
