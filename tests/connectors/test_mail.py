@@ -151,6 +151,33 @@ def test_reconnects_once_when_the_server_dropped_an_idle_connection(
     assert handler.connections == 2
 
 
+def test_deliver_reconnects_once_before_the_hook_when_the_idle_connection_was_dropped(
+    smtp_server: Server,
+) -> None:
+    handler, port, _ = smtp_server
+    handler.drop_after_data = True
+    marks: list[str] = []
+    with _transport(port) as transport:
+        transport.deliver(_envelope("one@example.com"), before_data=lambda: marks.append("one"))
+        time.sleep(0.2)  # the server hangs up meanwhile
+        transport.deliver(_envelope("two@example.com", 2), before_data=lambda: marks.append("two"))
+    assert [m.rcpt_tos[0] for m in handler.messages] == ["one@example.com", "two@example.com"]
+    assert marks == ["one", "two"] and handler.connections == 2  # the hook ran once per message
+
+
+def test_deliver_to_a_server_gone_mid_batch_is_transient_and_marks_nothing(smtp_server: Server) -> None:
+    handler, port, controller = smtp_server
+    handler.drop_after_data = True
+    marks: list[str] = []
+    with _transport(port) as transport:
+        transport.deliver(_envelope("one@example.com"))
+        time.sleep(0.2)
+        controller.stop()
+        with pytest.raises(TransientMailError):
+            transport.deliver(_envelope("two@example.com", 2), before_data=lambda: marks.append("two"))
+    assert marks == []  # nothing was handed over, so the email may simply be sent again later
+
+
 def test_stopped_server_is_transient(smtp_server: Server) -> None:
     _, port, controller = smtp_server
     controller.stop()
