@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
@@ -51,6 +52,16 @@ MAX_ATTEMPTS = 6
 DELIVERED = (OutboxStatus.sent.value, OutboxStatus.in_flight.value, OutboxStatus.unconfirmed.value)
 
 
+class Outcome(StrEnum):
+    """What became of one claimed row in a send."""
+
+    sent = "sent"
+    unconfirmed = "unconfirmed"
+    skipped = "skipped"
+    deferred = "deferred"
+    failed = "failed"
+
+
 @dataclass
 class SendReport:
     sent: int = 0
@@ -58,6 +69,14 @@ class SendReport:
     skipped: Counter[str] = field(default_factory=Counter)
     deferred: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+
+    def count(self, outcome: Outcome, reason: str = "") -> None:
+        if outcome == Outcome.sent:
+            self.sent += 1
+        elif outcome == Outcome.unconfirmed:
+            self.unconfirmed += 1
+        else:
+            getattr(self, outcome.value)[reason] += 1
 
     def add(self, other: SendReport) -> None:
         self.sent += other.sent
@@ -387,20 +406,10 @@ def send_claimed(
         marks = _Marks(connection)
         try:
             for due in batch:
-                outcome = _send_one(marks, composer, transport, due, history.get(due.lead_id, ()), now)
-                if outcome in ("sent", "unconfirmed"):
-                    history[due.lead_id].append(now)
-                kind, _, reason = outcome.partition(":")
-                if kind == "sent":
-                    report.sent += 1
-                elif kind == "unconfirmed":
-                    report.unconfirmed += 1
-                elif kind == "skipped":
-                    report.skipped[reason] += 1
-                elif kind == "deferred":
-                    report.deferred[reason] += 1
-                else:
-                    report.failed[reason] += 1
+                outcome, reason = _send_one(marks, composer, transport, due, history.get(due.lead_id, ()), now)
+                if outcome in (Outcome.sent, Outcome.unconfirmed):
+                    history[due.lead_id].append(now)  # counts for the cap within this batch
+                report.count(outcome, reason)
         finally:
             marks.flush()  # what waited for the next commit: the last confirmations, skips, deferrals
     return report
@@ -433,27 +442,29 @@ def send_claimed_over(
     return total
 
 
-def _send_one(marks: _Marks, composer: Composer, transport: MailTransport, due: Due, sent: Any, now: datetime) -> str:
-    """Judge, render and deliver one row; returns "sent", "unconfirmed" or "skipped|deferred|failed:<reason>"."""
+def _send_one(
+    marks: _Marks, composer: Composer, transport: MailTransport, due: Due, sent: Any, now: datetime
+) -> tuple[Outcome, str]:
+    """Judge, render and deliver one row; returns what became of it, and why (for all but sent)."""
     verdict = compliance.check(composer.config.compliance, due.recipient, sent, now)
     if verdict.action == "skip":
         marks.later("finish", due, st=OutboxStatus.skipped.value, err=verdict.reason)
-        return f"skipped:{verdict.reason}"
+        return Outcome.skipped, verdict.reason
     if verdict.action == "defer":
         marks.later("defer", due, until=verdict.until, err=f"deferred: {verdict.reason}")
-        return f"deferred:{verdict.reason}"
+        return Outcome.deferred, verdict.reason
     try:
         envelope = composer.envelope(due)
     except StepGone as exc:
         marks.later("finish", due, st=OutboxStatus.skipped.value, err=str(exc))
-        return f"skipped:{exc}"
+        return Outcome.skipped, str(exc)
     except Exception as exc:  # one broken template must not hold back the rest of the batch
         marks.later("finish", due, st=OutboxStatus.failed.value, err=template_error(composer, due, exc)[:2000])
-        return "failed:template error"
+        return Outcome.failed, "template error"
     try:
         provider_id = transport.deliver(envelope, before_data=lambda: marks.in_flight(due, envelope, now))
     except LeaseLost:
-        return "skipped:lease taken over by another sender"
+        return Outcome.skipped, "lease taken over by another sender"
     except PermanentMailError as exc:
         marks.connection.rollback()
         with Session(bind=marks.connection) as session:
@@ -468,15 +479,15 @@ def _send_one(marks: _Marks, composer: Composer, transport: MailTransport, due: 
             )
             session.commit()
         marks.now("finish", due, st=OutboxStatus.failed.value, err=f"permanent: {exc}"[:2000])
-        return "failed:bounced"
+        return Outcome.failed, "bounced"
     except UnconfirmedMailError as exc:
         marks.now("unconfirmed", due, at=now, mid=envelope.message_id, err=str(exc)[:2000])
-        return "unconfirmed"
+        return Outcome.unconfirmed, ""
     except TransientMailError as exc:
         _retry_later(marks, due, str(exc), now)
-        return "deferred:transient mail error"
+        return Outcome.deferred, "transient mail error"
     marks.later("sent", due, at=now, mid=envelope.message_id, pid=provider_id[:300])
-    return "sent"
+    return Outcome.sent, ""
 
 
 def _retry_later(marks: _Marks, due: Due, error: str, now: datetime) -> None:
