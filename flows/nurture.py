@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from contextlib import ExitStack
+from dataclasses import asdict
 from datetime import datetime
 
 from prefect import flow, task
@@ -124,7 +125,7 @@ def dry_run(ws: Workspace, now: datetime, batch_size: int) -> NurtureReport:
         outbox=public_mail_url(ws.settings.mail_url),
         dry_run=True,
         would_send=preview.would_send,
-        preview=[PreviewEmail(**row.__dict__) for row in preview.rows],
+        preview=[PreviewEmail(**asdict(row)) for row in preview.rows],
         preview_more=preview.more,
     )
 
