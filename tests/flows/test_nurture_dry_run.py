@@ -21,7 +21,7 @@ from cli.main import app
 from flows.nurture import nurture_flow
 from flows.params import NurtureParams
 from leads.db import make_engine
-from leads.models import EnrollmentStatus, Lead, NurtureEnrollment, Stage
+from leads.models import EnrollmentStatus, Lead, NurtureEnrollment, Stage, Suppression
 from tests.flows.test_pipeline import END, make_workspace, run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -54,8 +54,17 @@ def test_dry_run_reports_per_lead_and_changes_nothing(
     engine = make_engine(db_url)
     with engine.begin() as conn:
         enrolled_ids = sa.select(NurtureEnrollment.lead_id)
+        # (Lead ids follow ingest order, which varies between processes: pick by what matters.)
         newcomer_id, newcomer = conn.execute(
-            sa.select(Lead.id, Lead.email).where(Lead.id.not_in(enrolled_ids)).order_by(Lead.id).limit(1)
+            sa.select(Lead.id, Lead.email)
+            .where(
+                Lead.id.not_in(enrolled_ids),
+                Lead.unsubscribed_at.is_(None),
+                Lead.bounced_at.is_(None),
+                Lead.email.not_in(sa.select(Suppression.email)),
+            )
+            .order_by(Lead.email)
+            .limit(1)
         ).one()
         conn.execute(sa.update(Lead).where(Lead.id == newcomer_id).values(stage=Stage.prospect.value))
         active = conn.execute(
