@@ -89,20 +89,29 @@ def run(
     flow: Annotated[FlowName, typer.Argument(help="Which flow to run.")] = FlowName.pipeline,
     workspace: Workspace = None,
     verbose: Verbose = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="nurture only: what would be sent and why not; sends and stores nothing.")
+    ] = False,
 ) -> None:
     """Run one flow (default: the whole pipeline) against the workspace."""
     _quiet_prefect(verbose)
     folder = (workspace or Path(".")).resolve()
-    report = _run_flow(flow, folder)
+    if dry_run and flow != FlowName.nurture:
+        raise _fail("--dry-run applies to the nurture flow: leadflow run nurture --dry-run")
+    report = _run_flow(flow, folder, **({"dry_run": True} if dry_run else {}))
     from cli.summary import print_pipeline_summary, print_report
 
-    if flow == FlowName.pipeline:
+    if dry_run:
+        from cli.dry_run import print_dry_run
+
+        print_dry_run(console, report)
+    elif flow == FlowName.pipeline:
         print_pipeline_summary(console, folder, report)
     else:
         print_report(console, flow.value, report)
 
 
-def _run_flow(flow: FlowName, folder: Path) -> Any:
+def _run_flow(flow: FlowName, folder: Path, **params: Any) -> Any:
     settings = load_settings(folder)
     try:
         load_config(settings.config_file)
@@ -111,7 +120,7 @@ def _run_flow(flow: FlowName, folder: Path) -> Any:
     from flows import registry
 
     try:
-        return registry.run(flow.value, str(folder))
+        return registry.run(flow.value, str(folder), **params)
     except Exception as exc:  # the run's own report and logs are in Prefect; say what failed, briefly
         console.print(f"[bold red]the {flow.value} run failed:[/] {exc}", highlight=False)
         console.print("Rerun with --verbose for Prefect's log, or open the run in the Prefect UI.")

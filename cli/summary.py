@@ -91,6 +91,8 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
         f"[bold]Nurture[/]: {nurture.sent} emails sent this run"
         f" ({sum(nurture.enrolled.values())} leads enrolled, {sum(nurture.exited.values())} left a sequence"
         + (f", {skipped} held back at send time" if skipped else "")
+        + (f", {sum(nurture.deferred.values())} waiting" if nurture.deferred else "")
+        + (f", {nurture.unconfirmed} unconfirmed" if nurture.unconfirmed else "")
         + ")"
     )
     per_destination = report.handoff.destinations

@@ -1,17 +1,28 @@
 """Mail transports: a file outbox for development and SMTP for real delivery.
 
 Callers decide what to do with a failure from its class alone: `TransientMailError` means
-try again later, `PermanentMailError` means never retry and suppress that recipient, and a
-bare `MailError` means the transport itself is misconfigured (bad credentials, TLS trouble,
-sender refused) and the batch should stop rather than burn through recipients.
+try again later, `PermanentMailError` means never retry and suppress that recipient,
+`UnconfirmedMailError` means the message may or may not have been accepted (the connection died
+after the whole message went out, before the server answered), and a bare `MailError` means the
+transport itself is misconfigured (bad credentials, TLS trouble, sender refused) and the batch
+should stop rather than burn through recipients.
+
+`deliver(envelope, before_data=...)` calls `before_data` after the server accepted the sender and
+recipient and right before the message itself goes out (SMTP DATA). An outbox commits an "in
+flight" mark there: a process that dies before that point has handed nothing over (the message
+may be sent again); one that dies after it may have, so the message is never sent again.
 """
 
 from __future__ import annotations
 
+import email.policy
 import email.utils
 import logging
+import re
 import smtplib
 import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, Self
@@ -23,6 +34,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 __all__ = [
+    "Envelope",
     "FileOutbox",
     "MailError",
     "MailTransport",
@@ -30,12 +42,15 @@ __all__ = [
     "SMTPTransport",
     "Security",
     "TransientMailError",
+    "UnconfirmedMailError",
+    "public_mail_url",
     "transport_from_url",
 ]
 
 log = logging.getLogger(__name__)
 
 Security = Literal["none", "starttls", "ssl"]
+MAX_CONNECTIONS = 16
 _SECURITIES: tuple[str, ...] = ("none", "starttls", "ssl")
 
 
@@ -59,14 +74,61 @@ class PermanentMailError(MailError):
         self.recipient = recipient
 
 
+class UnconfirmedMailError(MailError):
+    """The whole message went out but the server's answer never came: it may have been accepted.
+
+    Sending it again could deliver it twice, so callers record it as unconfirmed and never retry.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A finished message: who it is from and to (the SMTP envelope), its Message-ID, and its bytes (CRLF line ends)."""
+
+    mail_from: str
+    rcpt_to: str
+    message_id: str
+    data: bytes
+
+
+BeforeData = Callable[[], None]
+
+_WIRE = email.policy.SMTP  # CRLF line ends, as the wire and .eml readers expect
+
+
+def envelope_of(message: EmailMessage) -> Envelope:
+    """An Envelope for a message built with the email package (From, one To, Message-ID)."""
+    recipients = _envelope_recipients(message)
+    if len(recipients) != 1:
+        raise ValueError(f"a message needs exactly one To/Cc/Bcc recipient, has {len(recipients)}")
+    senders = email.utils.getaddresses([str(message.get("Sender") or message.get("From") or "")])
+    mail_from = senders[0][1] if senders else ""
+    bcc = message.get_all("Bcc")
+    if bcc:
+        message = _without_bcc(message)
+    return Envelope(mail_from, recipients[0], str(message.get("Message-ID") or ""), message.as_bytes(policy=_WIRE))
+
+
+def _without_bcc(message: EmailMessage) -> EmailMessage:
+    copy = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+    del copy["Bcc"]
+    return copy  # type: ignore[return-value]
+
+
 class MailTransport(Protocol):
-    """What the senders need: open once, send many, close once."""
+    """What the senders need: open once, deliver many, close once."""
 
     def __enter__(self) -> MailTransport: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
     def send(self, message: EmailMessage) -> str: ...
+
+    def deliver(self, envelope: Envelope, *, before_data: BeforeData | None = None) -> str: ...
+
+    def copies(self) -> list[MailTransport]:
+        """The transports a sender may use side by side (this one first)."""
+        ...
 
 
 # --- file outbox ---------------------------------------------------------------------------
@@ -93,6 +155,10 @@ class FileOutbox:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def copies(self) -> list[FileOutbox]:
+        """One: files are written one at a time."""
+        return [self]
+
     def path_for(self, message_id: str) -> Path:
         """Where a message with this Message-ID is (or would be) written."""
         key = message_id.strip().removeprefix("<").removesuffix(">").strip()
@@ -105,10 +171,23 @@ class FileOutbox:
         message_id = message["Message-ID"]
         if message_id is None or not str(message_id).strip():
             raise ValueError("FileOutbox needs a Message-ID header to name the file idempotently")
-        path = self.path_for(str(message_id))
+        return self._write(str(message_id), message.as_bytes())
+
+    def deliver(self, envelope: Envelope, *, before_data: BeforeData | None = None) -> str:
+        """Write the message bytes.
+
+        `before_data` is not called: writing the same Message-ID again replaces the same file, so
+        a row whose writer died is simply written again (exactly one file either way).
+        """
+        if not envelope.message_id.strip():
+            raise ValueError("FileOutbox needs a Message-ID to name the file idempotently")
+        return self._write(envelope.message_id, envelope.data.replace(b"\r\n", b"\n"))
+
+    def _write(self, message_id: str, data: bytes) -> str:
+        path = self.path_for(message_id)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, message.as_bytes())
+            atomic_write(path, data)
         except OSError as exc:
             raise TransientMailError(f"could not write {path}: {exc.strerror or exc}") from exc
         return str(path)
@@ -135,6 +214,8 @@ class _SMTP(_KeepDataReply, smtplib.SMTP):
 class _SMTPSSL(_KeepDataReply, smtplib.SMTP_SSL):
     """Implicit-TLS connection that remembers the DATA reply."""
 
+
+_DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 
 # Errors after which the connection is gone but the message was likely never accepted.
 _DROPPED_CODES = frozenset({421})
@@ -184,6 +265,7 @@ class SMTPTransport:
         timeout: float = 30.0,
         local_hostname: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        connections: int = 1,
     ) -> None:
         if security not in _SECURITIES:
             raise ValueError(f"security must be one of {', '.join(_SECURITIES)}, not {security!r}")
@@ -200,6 +282,24 @@ class SMTPTransport:
         self.local_hostname = local_hostname
         self._ssl_context = ssl_context
         self._smtp: _SMTP | _SMTPSSL | None = None
+        self.connections = connections  # how many of these a sender may use side by side
+
+    def copies(self) -> list[SMTPTransport]:
+        """`connections` independent transports (this one first) with the same settings, one per sending thread."""
+        twins = [
+            SMTPTransport(
+                self.host,
+                self.port,
+                security=self.security,
+                username=self.username,
+                password=self._password,
+                timeout=self.timeout,
+                local_hostname=self.local_hostname,
+                ssl_context=self._ssl_context,
+            )
+            for _ in range(self.connections - 1)
+        ]
+        return [self, *twins]
 
     def __repr__(self) -> str:
         user = f", username={self.username!r}" if self.username else ""
@@ -290,6 +390,101 @@ class SMTPTransport:
             self._after_failure(exc)
             raise self._map(exc, recipients) from exc
 
+    def deliver(self, envelope: Envelope, *, before_data: BeforeData | None = None) -> str:
+        """MAIL FROM and RCPT TO, then `before_data()`, then DATA; returns "smtp:<the server's reply to DATA>".
+
+        Failures before the message's last byte went out raise Transient/Permanent/MailError (the
+        server holds nothing); no answer after it raises UnconfirmedMailError. An exception from
+        `before_data` resets the transaction (nothing is sent) and propagates.
+        """
+        reused = self._smtp is not None
+        try:
+            self._open_transaction(envelope)
+        except (smtplib.SMTPException, OSError) as exc:
+            if not (reused and _is_drop(exc)):
+                self._after_failure(exc)
+                raise self._map(exc, [envelope.rcpt_to]) from exc
+            log.info("SMTP %s:%s dropped the idle connection; reconnecting once", self.host, self.port)
+            self._discard()
+            try:
+                self._open_transaction(envelope)
+            except (smtplib.SMTPException, OSError) as again:
+                self._after_failure(again)
+                raise self._map(again, [envelope.rcpt_to]) from again
+        if before_data is not None:
+            try:
+                before_data()
+            except BaseException:
+                self._reset()
+                raise
+        return self._data(envelope)
+
+    def _open_transaction(self, envelope: Envelope) -> None:
+        if self._smtp is None or self._smtp.sock is None:
+            self._smtp = None
+            self._smtp = self._connect()
+        smtp = self._smtp
+        options: list[str] = []
+        if not (envelope.mail_from.isascii() and envelope.rcpt_to.isascii()) and smtp.has_extn("smtputf8"):
+            options.append("SMTPUTF8")
+        # putcmd rather than smtp.mail()/rcpt(): those re-parse each address with the email
+        # package, a tenth of the time an email takes here. The addresses come from validated
+        # config and normalised lead emails; a line break in one would still be refused below.
+        if "\r" in envelope.mail_from + envelope.rcpt_to or "\n" in envelope.mail_from + envelope.rcpt_to:
+            raise smtplib.SMTPRecipientsRefused({envelope.rcpt_to: (501, b"line break in an address")})
+        smtp.putcmd("mail", f"FROM:<{envelope.mail_from}>" + "".join(f" {o}" for o in options))
+        code, reply = smtp.getreply()
+        if code != 250:
+            self._reset(code)
+            raise smtplib.SMTPSenderRefused(code, reply, envelope.mail_from)
+        smtp.putcmd("rcpt", f"TO:<{envelope.rcpt_to}>")
+        code, reply = smtp.getreply()
+        if code not in (250, 251):
+            self._reset(code)
+            raise smtplib.SMTPRecipientsRefused({envelope.rcpt_to: (code, reply)})
+
+    def _data(self, envelope: Envelope) -> str:
+        smtp = self._smtp
+        assert smtp is not None
+        try:
+            smtp.putcmd("data")
+            code, reply = smtp.getreply()
+            if code != 354:
+                self._reset(code)
+                raise smtplib.SMTPDataError(code, reply)
+            payload = _DOT_AT_LINE_START.sub(b"..", envelope.data)
+            if not payload.endswith(b"\r\n"):
+                payload += b"\r\n"
+            smtp.send(payload + b".\r\n")
+        except (smtplib.SMTPException, OSError) as exc:
+            # The end-of-data mark never went out whole: the server discards what it got.
+            self._after_failure(exc)
+            raise self._map(exc, [envelope.rcpt_to]) from exc
+        try:
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._discard()
+            raise UnconfirmedMailError(
+                f"SMTP {self.host}:{self.port} gave no answer after the message for {envelope.rcpt_to} went out"
+                f" ({type(exc).__name__}); it may have been delivered"
+            ) from exc
+        if code != 250:
+            self._reset(code)
+            raise self._map(smtplib.SMTPDataError(code, reply), [envelope.rcpt_to])
+        return f"smtp:{_reply_text(reply) or code}"
+
+    def _reset(self, code: int | None = None) -> None:
+        """Abandon the current transaction (RSET), or the connection when the server is closing it."""
+        if self._smtp is None:
+            return
+        if code == 421:
+            self._discard()
+            return
+        try:
+            self._smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            self._discard()
+
     def _after_failure(self, exc: BaseException) -> None:
         """Keep the connection only when smtplib left it in a known state (it RSETs after refusals)."""
         if self._smtp is None:
@@ -353,11 +548,23 @@ def _file_dir(path: str, netloc: str, base_dir: Path) -> Path:
     return target if target.is_absolute() else Path(base_dir) / target
 
 
+def public_mail_url(url: str) -> str:
+    """The mail URL without user, password or options, fit for reports and logs."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("smtp", "smtps"):
+        return url
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme.lower()}://{parts.hostname or '?'}{port}"
+
+
 def transport_from_url(url: str, *, base_dir: Path) -> MailTransport:
     """Build a transport from LEADFLOW_MAIL_URL-style text; errors never echo the URL (it may hold a password).
 
     file://outbox, file:outbox → FileOutbox(base_dir/outbox); file:///abs/path → absolute.
-    smtp://[user:pass@]host[:port][?starttls=true&timeout=30&local_hostname=x] (port 25),
+    smtp://[user:pass@]host[:port][?starttls=true&timeout=30&local_hostname=x&connections=4] (port 25),
     smtps://… implicit TLS (port 465).
     """
     parts = urlsplit(url.strip())
@@ -384,6 +591,7 @@ def transport_from_url(url: str, *, base_dir: Path) -> MailTransport:
     security: Security = "ssl" if scheme == "smtps" else "none"
     timeout = 30.0
     local_hostname: str | None = None
+    connections = 1
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "starttls":
             flag = value.strip().lower()
@@ -402,9 +610,13 @@ def transport_from_url(url: str, *, base_dir: Path) -> MailTransport:
                 raise ValueError("timeout must be positive")
         elif key == "local_hostname":
             local_hostname = value or None
+        elif key == "connections":
+            if not value.strip().isdigit() or not 1 <= int(value) <= MAX_CONNECTIONS:
+                raise ValueError(f"connections must be a whole number from 1 to {MAX_CONNECTIONS}")
+            connections = int(value)
         else:
             # Neither key nor value is echoed: a mistyped URL can put password text here.
-            raise ValueError("unknown mail URL option (known: starttls, timeout, local_hostname)")
+            raise ValueError("unknown mail URL option (known: starttls, timeout, local_hostname, connections)")
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     return SMTPTransport(
@@ -415,4 +627,5 @@ def transport_from_url(url: str, *, base_dir: Path) -> MailTransport:
         password=password,
         timeout=timeout,
         local_hostname=local_hostname,
+        connections=connections,
     )

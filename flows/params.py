@@ -40,6 +40,11 @@ class RequalifyParams(RunParams):
 
 class NurtureParams(RunParams):
     batch_size: int = Field(default=500, ge=1, le=10_000, description="Emails claimed per batch.")
+    dry_run: bool = Field(
+        default=False,
+        description="Report what would be sent to whom, and why anything would not be, without sending or "
+        "changing anything (enrollments are decided and then rolled back).",
+    )
 
 
 class HandoffParams(RunParams):

@@ -6,6 +6,8 @@ what happened without reading logs.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, Field
 
@@ -52,15 +54,32 @@ class RequalifyReport(BaseModel):
         return sum(m.leads for m in self.moves)
 
 
+class PreviewEmail(BaseModel):
+    """One email in a dry run: what would happen to it and why."""
+
+    email: str
+    sequence: str
+    step: int
+    outcome: str  # send, skip, defer, fail
+    reason: str = ""
+    subject: str = ""
+    until: datetime | None = None
+
+
 class NurtureReport(BaseModel):
     enrolled: dict[str, int] = Field(default_factory=dict)
     exited: dict[str, int] = Field(default_factory=dict)
     queued: int = 0
     sent: int = 0
+    unconfirmed: int = 0  # left in flight by a sender that died: may have arrived, never sent again
     skipped: dict[str, int] = Field(default_factory=dict)
     deferred: dict[str, int] = Field(default_factory=dict)
     failed: dict[str, int] = Field(default_factory=dict)
     outbox: str = ""
+    dry_run: bool = False
+    would_send: int = 0  # dry run only
+    preview: list[PreviewEmail] = Field(default_factory=list)  # dry run only: the first emails, per lead
+    preview_more: int = 0  # dry run only: emails beyond the listed ones
 
 
 class DestinationCounts(BaseModel):
@@ -151,6 +170,9 @@ def publish_requalify(report: RequalifyReport) -> None:
 
 
 def publish_nurture(report: NurtureReport) -> None:
+    if report.dry_run:
+        publish_nurture_dry_run(report)
+        return
     create_markdown_artifact(
         key="leadflow-nurture",
         markdown="\n".join(
@@ -161,12 +183,42 @@ def publish_nurture(report: NurtureReport) -> None:
                 _counts("exited", report.exited),
                 f"- queued: {report.queued}",
                 f"- sent: {report.sent}",
+                f"- unconfirmed (a sender died while handing them over; never sent again): {report.unconfirmed}",
                 _counts("skipped at send time", report.skipped),
                 _counts("deferred", report.deferred),
                 _counts("failed", report.failed),
             ]
         ),
         description="Nurture sends this run",
+    )
+
+
+def publish_nurture_dry_run(report: NurtureReport) -> None:
+    """A dry run's own keys, so its report never mixes with the history of real runs."""
+    create_markdown_artifact(
+        key="leadflow-nurture-dry-run",
+        markdown="\n".join(
+            [
+                "# Nurture dry run (nothing was sent or stored)",
+                "",
+                _counts("would enroll", report.enrolled),
+                _counts("would exit", report.exited),
+                f"- would queue: {report.queued}",
+                f"- would send: {report.would_send}",
+                _counts("would skip", report.skipped),
+                _counts("would defer", report.deferred),
+                _counts("would fail", report.failed),
+                f"- in flight from a dead sender (would be settled as unconfirmed): {report.unconfirmed}",
+            ]
+        ),
+        description="What a nurture run would do now",
+    )
+    rows = [{**p.model_dump(mode="json"), "until": p.until.isoformat() if p.until else ""} for p in report.preview]
+    create_table_artifact(
+        key="leadflow-nurture-dry-run-emails",
+        table=rows or [{"email": "(none due)"}],
+        description="Per lead: what would be sent, and why not"
+        + (f" (first {len(rows)}; {report.preview_more} more)" if report.preview_more else ""),
     )
 
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
 from leads.assignment_config import AssignmentConfig
+from leads.compliance_config import ComplianceConfig
 from leads.handoff_config import HandoffDestination, destination_from_url
 from leads.nurture_config import Enrollment, NurtureConfig, NurtureStep, Sequence  # noqa: F401 (re-exported)
 from leads.scoring_config import DisqualifyConfig, PredictiveConfig, RecycleConfig, ScoringConfig, StagesConfig, Strict
@@ -94,6 +95,7 @@ class WorkspaceConfig(Strict):
     predictive: PredictiveConfig = PredictiveConfig()
     nurture: NurtureConfig = NurtureConfig()
     handoff: HandoffConfig = HandoffConfig()
+    compliance: ComplianceConfig = ComplianceConfig()
     templates_dir: str = "templates"
 
 

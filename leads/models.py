@@ -96,8 +96,10 @@ class ActivityType(StrEnum):
 
 class OutboxStatus(StrEnum):
     pending = "pending"
-    sending = "sending"
+    sending = "sending"  # claimed under a lease; nothing handed to the mail server yet
+    in_flight = "in_flight"  # the message is being handed over (SMTP DATA); never sent again
     sent = "sent"
+    unconfirmed = "unconfirmed"  # was in flight when its sender died: counted as sent, not confirmed
     skipped = "skipped"
     failed = "failed"
     dead = "dead"
@@ -137,6 +139,9 @@ class Lead(SQLModel, table=True):
     crm_ids: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     unsubscribed_at: datetime | None = Field(default=None, sa_type=DateTime())
     bounced_at: datetime | None = Field(default=None, sa_type=DateTime())
+    consent: bool | None = Field(
+        default=None, description="Marketing email consent: true given, false withdrawn, empty unknown."
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
     last_activity_at: datetime | None = Field(default=None, index=True, sa_type=DateTime())
@@ -213,7 +218,10 @@ class EmailOutbox(SQLModel, table=True):
     """One intended email; the idempotency key also fixes its Message-ID."""
 
     __tablename__ = "email_outbox"
-    __table_args__ = (Index("ix_email_outbox_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_email_outbox_status_next", "status", "next_attempt_at"),
+        Index("ix_email_outbox_lead_sent", "lead_id", "sent_at"),  # the frequency cap's look-back
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(max_length=200, unique=True)

@@ -30,11 +30,17 @@ PROFILE_FIELDS: dict[str, type] = {
     "authority": str,
     "need": str,
     "timing": str,
+    "consent": bool,  # marketing email consent: true (given) or false (withdrawn)
 }
 # The lead table's column sizes: longer text is cut (as target is), numbers out of range are refused,
 # so one odd record is stored or quarantined instead of failing its whole page on PostgreSQL.
 PROFILE_LENGTHS: dict[str, int] = {
     name: Lead.__table__.c[name].type.length for name, kind in PROFILE_FIELDS.items() if kind is str
+}
+# Consent as it arrives from forms, CSV columns and CRM fields.
+CONSENT_WORDS: dict[str, bool] = {
+    **dict.fromkeys(("true", "yes", "y", "1", "granted", "given", "opt-in", "opted-in", "opt_in"), True),
+    **dict.fromkeys(("false", "no", "n", "0", "withdrawn", "denied", "opt-out", "opted-out", "opt_out"), False),
 }
 MAX_COMPANY_SIZE = 2_147_483_647  # INTEGER
 
@@ -243,7 +249,12 @@ def _profile(raw: object) -> dict[str, Any] | None:
         value = raw.get(name)
         if value in (None, ""):
             continue
-        if kind is int:
+        if kind is bool:
+            flag = value if isinstance(value, bool) else CONSENT_WORDS.get(str(value).strip().lower())
+            if flag is None:
+                raise RecordError("bad_profile", f"lead.{name} must be true or false (yes/no), got {value!r}")
+            profile[name] = flag
+        elif kind is int:
             try:
                 number = int(value)
             except (TypeError, ValueError, OverflowError):

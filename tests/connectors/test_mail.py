@@ -9,6 +9,7 @@ import ssl
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,11 +20,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from connectors.mail import (
+    Envelope,
     FileOutbox,
     MailError,
     PermanentMailError,
     SMTPTransport,
     TransientMailError,
+    UnconfirmedMailError,
+    envelope_of,
+    public_mail_url,
     transport_from_url,
 )
 from tests.peers import DEFERRED, REJECTED, RecordingHandler, free_port
@@ -146,6 +151,33 @@ def test_reconnects_once_when_the_server_dropped_an_idle_connection(
     assert handler.connections == 2
 
 
+def test_deliver_reconnects_once_before_the_hook_when_the_idle_connection_was_dropped(
+    smtp_server: Server,
+) -> None:
+    handler, port, _ = smtp_server
+    handler.drop_after_data = True
+    marks: list[str] = []
+    with _transport(port) as transport:
+        transport.deliver(_envelope("one@example.com"), before_data=lambda: marks.append("one"))
+        time.sleep(0.2)  # the server hangs up meanwhile
+        transport.deliver(_envelope("two@example.com", 2), before_data=lambda: marks.append("two"))
+    assert [m.rcpt_tos[0] for m in handler.messages] == ["one@example.com", "two@example.com"]
+    assert marks == ["one", "two"] and handler.connections == 2  # the hook ran once per message
+
+
+def test_deliver_to_a_server_gone_mid_batch_is_transient_and_marks_nothing(smtp_server: Server) -> None:
+    handler, port, controller = smtp_server
+    handler.drop_after_data = True
+    marks: list[str] = []
+    with _transport(port) as transport:
+        transport.deliver(_envelope("one@example.com"))
+        time.sleep(0.2)
+        controller.stop()
+        with pytest.raises(TransientMailError):
+            transport.deliver(_envelope("two@example.com", 2), before_data=lambda: marks.append("two"))
+    assert marks == []  # nothing was handed over, so the email may simply be sent again later
+
+
 def test_stopped_server_is_transient(smtp_server: Server) -> None:
     _, port, controller = smtp_server
     controller.stop()
@@ -170,7 +202,8 @@ def test_login_and_bad_password_never_echoed(smtp_server: Server) -> None:
     with _transport(port, username="mailer", password=PASSWORD) as transport:
         assert PASSWORD not in repr(transport)
         transport.send(_message("lead@example.com"))
-    assert len(handler.messages) == 1
+        transport.deliver(envelope_of(_message("other@example.com")))  # the same authenticated connection
+    assert len(handler.messages) == 2 and handler.connections == 1
 
     wrong = "wr0ng-Secret"
     with _transport(port, username="mailer", password=wrong) as transport:
@@ -302,7 +335,8 @@ def test_starttls(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
         with _transport(port, security="starttls", ssl_context=client_ctx) as transport:
             transport.send(_message("a@example.com"))
             transport.send(_message("b@example.com"))
-        assert len(handler.messages) == 2 and handler.connections == 1
+            transport.deliver(envelope_of(_message("c@example.com")), before_data=lambda: None)
+        assert len(handler.messages) == 3 and handler.connections == 1
         # The system trust store does not know our certificate: a configuration error, not a retry.
         with _transport(port, security="starttls") as transport, pytest.raises(MailError) as info:
             transport.send(_message("c@example.com"))
@@ -319,6 +353,96 @@ def test_implicit_tls(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
     try:
         with _transport(port, security="ssl", ssl_context=client_ctx) as transport:
             assert transport.send(_message("a@example.com")).startswith("smtp:2.0.0 Ok")
-        assert len(handler.messages) == 1
+            assert transport.deliver(envelope_of(_message("b@example.com"))).startswith("smtp:2.0.0 Ok")
+        assert [m.rcpt_tos for m in handler.messages] == [["a@example.com"], ["b@example.com"]]
     finally:
         controller.stop()
+
+
+# --- deliver: the in-flight hook and the ambiguous end of DATA ------------------------------------
+
+
+def _envelope(to: str, n: int = 1) -> Envelope:
+    msg = _message(to, subject=f"Envelope {n}")
+    return envelope_of(msg)
+
+
+def test_deliver_calls_before_data_after_the_recipient_is_accepted(smtp_server: Server) -> None:
+    handler, port, _ = smtp_server
+    seen: list[int] = []
+    with _transport(port) as transport:
+        reply = transport.deliver(_envelope("one@example.com"), before_data=lambda: seen.append(len(handler.messages)))
+        assert reply.startswith("smtp:2.0.0 Ok")
+        # A refused recipient: the hook never runs (nothing may be marked in flight).
+        with pytest.raises(PermanentMailError):
+            transport.deliver(_envelope(REJECTED), before_data=lambda: seen.append(-1))
+        with pytest.raises(TransientMailError):
+            transport.deliver(_envelope(DEFERRED), before_data=lambda: seen.append(-1))
+    assert seen == [0]  # called once, before the server had the message
+    assert [m.rcpt_tos for m in handler.messages] == [["one@example.com"]]
+
+
+def test_a_failing_hook_sends_nothing_and_the_connection_goes_on(smtp_server: Server) -> None:
+    handler, port, _ = smtp_server
+
+    def refuse() -> None:
+        raise RuntimeError("row was taken over")
+
+    with _transport(port) as transport:
+        with pytest.raises(RuntimeError):
+            transport.deliver(_envelope("first@example.com"), before_data=refuse)
+        transport.deliver(_envelope("second@example.com", 2))
+    assert [m.rcpt_tos for m in handler.messages] == [["second@example.com"]]
+    assert handler.connections == 1
+
+
+@dataclass
+class HangUpAfterMessage(RecordingHandler):
+    """Takes the whole message, then drops the connection instead of answering 250."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await super().handle_DATA(server, session, envelope)
+        server.transport.close()
+        return "250 2.0.0 Ok"
+
+
+def test_no_answer_after_the_message_is_unconfirmed_not_transient() -> None:
+    handler = HangUpAfterMessage()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=5)
+    controller.start()
+    try:
+        with _transport(port) as transport:
+            with pytest.raises(UnconfirmedMailError) as info:
+                transport.deliver(_envelope("maybe@example.com"))
+    finally:
+        controller.stop()
+    assert not isinstance(info.value, TransientMailError)  # retrying could deliver it twice
+    assert "maybe@example.com" in str(info.value) and "may have been delivered" in str(info.value)
+    assert len(handler.messages) == 1  # and indeed the server had it
+
+
+def test_mail_url_connections_option() -> None:
+    transport = transport_from_url("smtp://mail.example.com?connections=4", base_dir=Path("."))
+    assert isinstance(transport, SMTPTransport)
+    copies = transport.copies()
+    assert len(copies) == 4 and copies[0] is transport and len({id(c) for c in copies}) == 4
+    assert {(c.host, c.port) for c in copies} == {("mail.example.com", 25)}
+    for bad in ("0", "17", "four"):
+        with pytest.raises(ValueError, match="connections must be"):
+            transport_from_url(f"smtp://mail.example.com?connections={bad}", base_dir=Path("."))
+    assert public_mail_url("smtp://mailer:s3cret@mail.example.com:587?starttls=true") == "smtp://mail.example.com:587"
+
+
+def test_file_outbox_deliver_writes_one_file_per_message_id_without_an_in_flight_mark(tmp_path: Path) -> None:
+    outbox = FileOutbox(tmp_path / "outbox")
+    envelope = _envelope("lead@example.com")
+    calls: list[str] = []
+    with outbox:
+        first = outbox.deliver(envelope, before_data=lambda: calls.append("mark"))
+        again = outbox.deliver(envelope, before_data=lambda: calls.append("mark"))  # a re-send after a crash
+    assert first == again and list((tmp_path / "outbox").iterdir()) == [Path(first)]
+    assert calls == []  # rewriting the same file is harmless, so no in-flight mark is needed
+    written = email.message_from_bytes(Path(first).read_bytes(), policy=email.policy.default)
+    assert written["To"] == "lead@example.com" and written["Message-ID"] == envelope.message_id
+    assert b"\r\n" not in Path(first).read_bytes()  # local line ends, as mail programs expect in .eml

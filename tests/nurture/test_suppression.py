@@ -150,7 +150,7 @@ def test_the_next_send_honours_a_suppression_made_after_queuing(
         )
     links = LinkSigner(secret_key="k", public_base_url="https://mail.acme.example")
     report = send_due(engine, config, links=links, folder=tmp_path, now=NOW)
-    assert report.sent == 2 and report.skipped == Counter({"suppressed": 2})
+    assert report.sent == 2 and report.skipped == Counter({"do not contact": 2})
     with Session(engine) as session:
         status = dict(session.execute(select(EmailOutbox.lead_id, EmailOutbox.status)).all())
         assert session.scalar(select(func.count()).select_from(Activity)) == 0
