@@ -243,7 +243,9 @@ def main() -> None:
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--regenerate", action="store_true", help="Rebuild the data even if a copy exists.")
     parser.add_argument(
-        "--reuse", action="store_true", help="PostgreSQL: keep the database if it holds --leads leads (scores reset)."
+        "--reuse",
+        action="store_true",
+        help="PostgreSQL: keep the database if it holds --leads leads, scores reset (SQLite files are always reused).",
     )
     args = parser.parse_args()
     if args.phase:
@@ -253,8 +255,9 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{RESULTS / f'requalify-{args.leads}-{args.events}.db'}"
     backend = "postgresql" if url.startswith("postgres") else "sqlite"
     fresh = url.startswith("sqlite") and not Path(url.removeprefix("sqlite:///")).exists()
-    if backend == "postgresql" and args.reuse and not args.regenerate and _pg_reset(url, args.leads):
-        print("reusing the PostgreSQL data (scores and stage moves reset)", flush=True)
+    reuse = backend == "sqlite" or args.reuse
+    if reuse and not args.regenerate and not fresh and _reset(url, args.leads):
+        print("reusing the data generated earlier (scores, stage moves and added activity reset)", flush=True)
     elif args.regenerate or fresh or backend == "postgresql":
         if url.startswith("sqlite"):
             Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
@@ -286,13 +289,13 @@ def main() -> None:
     (RESULTS / f"requalify-{backend}.json").write_text(json.dumps(results, indent=2))
 
 
-def _pg_reset(url: str, leads: int) -> bool:
+def _reset(url: str, leads: int) -> bool:
     """Put a database generated earlier back to its unscored state; False when it holds other data."""
     import sqlalchemy as sa
 
-    from leads.db import normalize_url
+    from leads.db import make_engine
 
-    engine = sa.create_engine(normalize_url(url))
+    engine = make_engine(url)
     try:
         with engine.begin() as conn:
             if conn.exec_driver_sql("SELECT count(*) FROM lead").scalar_one() != leads:
@@ -304,7 +307,7 @@ def _pg_reset(url: str, leads: int) -> bool:
                 "stage_changed_at = NULL, scored_at = NULL, rescore_at = NULL"
             )
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE")
+            conn.exec_driver_sql("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE")
         return True
     except sa.exc.SQLAlchemyError:
         return False

@@ -25,7 +25,6 @@ from sqlalchemy import (
     Table,
     case,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -195,9 +194,10 @@ def requalify_batch(
         rows.update((lead_id, after.get(lead_id)) for lead_id in recycled)
     result = BatchResult(leads=len(leads))
     staged: list[tuple[Any, ...]] = []
-    transitions: list[dict[str, Any]] = []
+    transitions: list[tuple[Any, ...]] = []
     parts_of, get_row = scorer.parts, rows.get
     when = _sqlite_time if session.get_bind().dialect.name == "sqlite" else _same
+    moved_at, version = when(now), config.scoring.version
     for lead in leads:
         stage = Stage(lead.stage)
         parts = parts_of(lead, get_row(lead.id), now, detail=False)
@@ -205,9 +205,8 @@ def requalify_batch(
         if decision:
             result.moves[(stage.value, decision.to_stage.value)] += 1
             transitions.append(
-                {"lead_id": lead.id, "from_stage": stage.value, "to_stage": decision.to_stage.value, "at": now,
-                 "fit_score": parts.fit, "engagement_score": parts.engagement, "score": parts.total,
-                 "ruleset_version": config.scoring.version, "reason": decision.reason[:2000], "run_id": run_id}
+                (lead.id, stage.value, decision.to_stage.value, moved_at, parts.fit, parts.engagement, parts.total,
+                 version, decision.reason[:2000], run_id)
             )  # fmt: skip
             stage = decision.to_stage
         scores = (parts.fit, parts.engagement, parts.total)
@@ -223,8 +222,25 @@ def requalify_batch(
             )  # fmt: skip
     _write(session, staged, now)
     if transitions:
-        session.execute(insert(StageTransition), transitions)
+        _insert_transitions(session, transitions)
     return result
+
+
+_TRANSITION_COLUMNS = (
+    "lead_id", "from_stage", "to_stage", "at", "fit_score", "engagement_score", "score", "ruleset_version", "reason",
+    "run_id",
+)  # fmt: skip
+
+
+def _insert_transitions(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """One prepared insert through the driver (a first full run moves most leads: hundreds of thousands of rows)."""
+    connection = session.connection()
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    connection.exec_driver_sql(
+        f"INSERT INTO stage_transition ({', '.join(_TRANSITION_COLUMNS)}) "
+        f"VALUES ({', '.join([mark] * len(_TRANSITION_COLUMNS))})",
+        rows,
+    )
 
 
 # Scores of one batch land in a temporary table first, then one UPDATE ... FROM joins them in:
