@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from connectors.files import FileActivitySource  # noqa: E402
 from connectors.sync import sync_source  # noqa: E402
 from leads.db import make_engine, upgrade  # noqa: E402
+from leads.ingest import SQLITE_CACHE_KIB  # noqa: E402
 
 END = datetime(2026, 10, 1, 9, 0)
 TYPES = [("page_view", 60), ("email_open", 15), ("email_click", 8), ("download", 5), ("webinar", 2)]
@@ -104,10 +105,12 @@ def floor_rows(path: Path) -> list[tuple[object, ...]]:
     return rows
 
 
-def run_floor(db: Path, rows: list[tuple[object, ...]], batch: int, *, lead_index: bool) -> float:
+def run_floor(db: Path, rows: list[tuple[object, ...]], batch: int, *, lead_index: bool) -> tuple[float, float]:
+    """Seconds and CPU seconds of raw executemany, with leadflow's SQLite settings (page cache included)."""
     connection = sqlite3.connect(db)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     connection.execute(
         "CREATE TABLE activity (id INTEGER PRIMARY KEY, lead_id INTEGER NOT NULL, type VARCHAR(40) NOT NULL,"
         " occurred_at DATETIME NOT NULL, source VARCHAR(100) NOT NULL, source_id VARCHAR(200) NOT NULL,"
@@ -121,29 +124,46 @@ def run_floor(db: Path, rows: list[tuple[object, ...]], batch: int, *, lead_inde
         "INSERT INTO activity (lead_id, type, occurred_at, source, source_id, target, properties, ingested_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, source_id) DO NOTHING"
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for at in range(0, len(rows), batch):
         connection.executemany(sql, rows[at : at + batch])
         connection.commit()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     stored = connection.execute("SELECT COUNT(*) FROM activity").fetchone()[0]
     connection.close()
     if stored != len({r[4] for r in rows}):
         raise SystemExit(f"floor stored {stored} rows, expected one per distinct id")
-    return elapsed
+    return elapsed, cpu
 
 
-def run_leadflow(db: Path, data: Path, batch: int) -> tuple[float, int]:
+def parse_cost(data: Path) -> tuple[float, float]:
+    """CPU seconds of the Python leadflow cannot skip: decoding every line, then validating every record."""
+    import orjson
+
+    from leads.records import ActivityParser
+
+    with data.open("rb") as handle:
+        lines = handle.readlines()
+    parse = ActivityParser(now=END)
+    started = time.process_time()
+    raws = [orjson.loads(line) for line in lines]
+    decoded = time.process_time()
+    for raw, line in zip(raws, lines, strict=True):
+        parse(raw, raw_size=len(line))
+    return decoded - started, time.process_time() - decoded
+
+
+def run_leadflow(db: Path, data: Path, batch: int) -> tuple[float, float, int]:
     engine = make_engine(f"sqlite:///{db}")
     upgrade(engine)
     source = FileActivitySource("bench", data, batch_size=batch)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     totals = sync_source(engine=engine, source=source, now=END)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     engine.dispose()
     if totals.quarantined:
         raise SystemExit(f"leadflow quarantined {totals.quarantined} records: {dict(totals.reasons)}")
-    return elapsed, totals.inserted
+    return elapsed, cpu, totals.inserted
 
 
 def main() -> None:
@@ -162,10 +182,13 @@ def main() -> None:
         distinct = generate(data, events=args.events, leads=args.leads, seed=args.seed)
         size_mb = data.stat().st_size / 1e6
         rows = floor_rows(data)
-        floor = run_floor(folder / "floor.db", rows, args.batch_size, lead_index=False)
-        floor_indexed = run_floor(folder / "floor-indexed.db", rows, args.batch_size, lead_index=True)
+        floor, floor_cpu = run_floor(folder / "floor.db", rows, args.batch_size, lead_index=False)
+        floor_indexed, floor_indexed_cpu = run_floor(
+            folder / "floor-indexed.db", rows, args.batch_size, lead_index=True
+        )
         del rows
-        leadflow, inserted = run_leadflow(folder / "leadflow.db", data, args.batch_size)
+        leadflow, leadflow_cpu, inserted = run_leadflow(folder / "leadflow.db", data, args.batch_size)
+        decode_cpu, validate_cpu = parse_cost(data)
         if inserted != distinct:
             raise SystemExit(f"leadflow stored {inserted} events, expected {distinct}")
 
@@ -186,7 +209,15 @@ def main() -> None:
             "floor_with_lead_index": round(floor_indexed, 2),
             "leadflow": round(leadflow, 2),
         },
+        "cpu_seconds": {
+            "floor": round(floor_cpu, 2),
+            "floor_with_lead_index": round(floor_indexed_cpu, 2),
+            "leadflow": round(leadflow_cpu, 2),
+            "decode_lines": round(decode_cpu, 2),
+            "validate_records": round(validate_cpu, 2),
+        },
         "cpus": os.cpu_count(),
+        "load": round(os.getloadavg()[0], 1),
     }
     rows = [
         ("floor (sqlite3 executemany, unique index)", floor),
@@ -199,6 +230,11 @@ def main() -> None:
         print(f"  {label:<48} {n / seconds:>10,.0f} events/s  {seconds:6.2f} s")
     print(f"  leadflow / floor: {floor / leadflow:.2f}")
     print(f"  leadflow / floor with leadflow's indexes: {floor_indexed / leadflow:.2f}")
+    print(
+        f"  CPU seconds: floor {floor_cpu:.2f}, floor with indexes {floor_indexed_cpu:.2f}, leadflow {leadflow_cpu:.2f}"
+        f" (of which at least: decoding the lines {decode_cpu:.2f}, validating the records {validate_cpu:.2f})"
+    )
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 

@@ -127,6 +127,7 @@ def phase(name: str, url: str, config_path: str) -> dict[str, object]:
     pg = engine.dialect.name == "postgresql"
     out: dict[str, object] = {"phase": name}
     started = time.perf_counter()
+    cpu_started = _cpu_seconds()
     if name == "floor":
         rate = math.log(2) / (config.scoring.half_life_days or 30)
         if pg:
@@ -164,6 +165,7 @@ def phase(name: str, url: str, config_path: str) -> dict[str, object]:
             )  # fmt: skip
             session.execute(update(Lead).where(Lead.id.in_(picked)).values(rescore_at=later))
         started = time.perf_counter()
+        cpu_started = _cpu_seconds()
         with session_scope(engine) as session:
             due = due_lead_ids(session, later)
             scorer = make_scorer(session, config)
@@ -172,10 +174,25 @@ def phase(name: str, url: str, config_path: str) -> dict[str, object]:
                 requalify_batch(session=session, config=config, now=later, ids=due[start : start + 5000], scorer=scorer)
         out["due"] = len(due)
     out["seconds"] = round(time.perf_counter() - started, 2)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out["peak_mib"] = round(peak_kib / 1024)
+    # CPU time of this process and its workers: steadier than wall time on a shared machine (SQLite
+    # runs in-process; PostgreSQL's own work is in its server processes and not counted here).
+    out["cpu_seconds"] = round(_cpu_seconds() - cpu_started, 2)
+    out["load"] = round(os.getloadavg()[0], 1)
+    out["peak_mib"] = round(_peak_rss_kib() / 1024)
     engine.dispose()
     return out
+
+
+def _peak_rss_kib() -> int:
+    """This process's own peak resident memory. (ru_maxrss would also count the parent's before exec: the
+    parent that generated the data is large, and Linux carries its high-water mark into the child.)"""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _score_shard(job: tuple[str, str, int, int]) -> int:
@@ -225,6 +242,11 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "leads" / "examples" / "leadflow.yaml"))
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--regenerate", action="store_true", help="Rebuild the data even if a copy exists.")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="PostgreSQL: keep the database if it holds --leads leads, scores reset (SQLite files are always reused).",
+    )
     args = parser.parse_args()
     if args.phase:
         print(json.dumps(phase(args.phase, args.database_url, args.config)))
@@ -233,7 +255,10 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{RESULTS / f'requalify-{args.leads}-{args.events}.db'}"
     backend = "postgresql" if url.startswith("postgres") else "sqlite"
     fresh = url.startswith("sqlite") and not Path(url.removeprefix("sqlite:///")).exists()
-    if args.regenerate or fresh or backend == "postgresql":
+    reuse = backend == "sqlite" or args.reuse
+    if reuse and not args.regenerate and not fresh and _reset(url, args.leads):
+        print("reusing the data generated earlier (scores, stage moves and added activity reset)", flush=True)
+    elif args.regenerate or fresh or backend == "postgresql":
         if url.startswith("sqlite"):
             Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
         else:
@@ -246,15 +271,48 @@ def main() -> None:
         figures = run_phase(name, url, args.config)
         print(json.dumps(figures), flush=True)
         results.setdefault(name, []).append(figures)  # type: ignore[union-attr]
-    floor = min(r["seconds"] for r in results["floor"])  # type: ignore[index]
-    full = min(r["seconds"] for r in results["full"])  # type: ignore[index]
-    full2 = results["full-2proc"][0]["seconds"]  # type: ignore[index]
-    results["full_over_floor"] = round(full / floor, 2)
-    results["full_2proc_over_floor"] = round(full2 / floor, 2)
-    print(json.dumps({"floor_s": floor, "full_s": full, "full_2proc_s": full2, "full_over_floor": results["full_over_floor"],
-                      "full_2proc_over_floor": results["full_2proc_over_floor"],
-                      "incremental_s": results["incremental"][0]["seconds"]}))  # type: ignore[index]  # fmt: skip
+    summary: dict[str, object] = {}
+    for measure in ("seconds", "cpu_seconds"):
+        floor = min(r[measure] for r in results["floor"])  # type: ignore[index]
+        full = min(r[measure] for r in results["full"])  # type: ignore[index]
+        full2 = results["full-2proc"][0][measure]  # type: ignore[index]
+        summary[measure] = {
+            "floor": floor,
+            "full": full,
+            "full_2proc": full2,
+            "full_over_floor": round(full / floor, 2),
+            "full_2proc_over_floor": round(full2 / floor, 2),
+            "incremental": results["incremental"][0][measure],  # type: ignore[index]
+        }
+    results["summary"] = summary
+    print(json.dumps(summary))
     (RESULTS / f"requalify-{backend}.json").write_text(json.dumps(results, indent=2))
+
+
+def _reset(url: str, leads: int) -> bool:
+    """Put a database generated earlier back to its unscored state; False when it holds other data."""
+    import sqlalchemy as sa
+
+    from leads.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            if conn.exec_driver_sql("SELECT count(*) FROM lead").scalar_one() != leads:
+                return False
+            conn.exec_driver_sql("DELETE FROM activity WHERE source = 'bench-inc'")
+            conn.exec_driver_sql("DELETE FROM stage_transition")
+            conn.exec_driver_sql(
+                "UPDATE lead SET fit_score = 0, engagement_score = 0, score = 0, stage = 'suspect', "
+                "stage_changed_at = NULL, scored_at = NULL, rescore_at = NULL"
+            )
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE")
+        return True
+    except sa.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
 
 
 def _recreate_pg(url: str) -> None:

@@ -9,7 +9,7 @@ GROUP BY over its activity and a few bulk statements; batches are independent.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,10 +25,10 @@ from sqlalchemy import (
     Table,
     case,
     func,
-    insert,
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -39,7 +39,7 @@ from leads.ingest import load_cursor, save_cursor
 from leads.models import Activity, Lead, Stage, StageTransition
 from leads.rescore import next_rescore_at
 from leads.scoring import Scorer
-from leads.stages import decide
+from leads.stages import BANT_FIELDS, decide
 
 LEAD_COLUMNS = (
     Lead.id, Lead.email, Lead.title, Lead.industry, Lead.company_size, Lead.country, Lead.company,
@@ -47,8 +47,14 @@ LEAD_COLUMNS = (
     Lead.stage, Lead.stage_changed_at, Lead.fit_score, Lead.engagement_score, Lead.score,
     Lead.created_at, Lead.last_activity_at, Lead.rescore_at,
 )  # fmt: skip
+# What requalify itself reads of every lead, besides the fields its rules read.
+_SCORING_COLUMNS = (
+    Lead.id, Lead.stage, Lead.stage_changed_at, Lead.fit_score, Lead.engagement_score, Lead.score,
+    Lead.created_at, Lead.last_activity_at, Lead.rescore_at, Lead.scored_at,
+)  # fmt: skip
 EPOCH = datetime(1970, 1, 1)
 STATE_SOURCE, STATE_STREAM = "requalify", "state"
+PG_WORK_MEM = "64MB"
 
 
 @dataclass
@@ -118,6 +124,44 @@ _STAGE_SINCE = (
 AFTER_RECYCLING = Activity.occurred_at > func.coalesce(_LAST_RECYCLED, _STAGE_SINCE)
 
 
+def _lead_columns(scorer: Scorer, config: WorkspaceConfig) -> list[Any]:
+    """Only the columns the rules read: the lead table is wide, and every column read costs at a million leads."""
+    names = set(scorer.lead_fields)
+    if any(rule.bant or rule.min_bant_known for _, rule in config.stages.ordered()):
+        names.update(BANT_FIELDS)
+    return [*_SCORING_COLUMNS, *(Lead.__table__.c[name] for name in sorted(names))]
+
+
+def _driver_rows(session: Session, query: Any) -> list[tuple[Any, ...]]:
+    """The driver's own tuples: SQLAlchemy's rows cost more than the query's aggregation at a million leads.
+
+    Callers take care of types (see `Scorer.parts`, `_read_leads`): text times on SQLite.
+    """
+    return session.connection().execute(query).cursor.fetchall()  # type: ignore[union-attr]
+
+
+_ROW_TYPES: dict[tuple[str, ...], Any] = {}
+
+
+def _read_leads(session: Session, columns: list[Any], where: ColumnElement[bool]) -> list[Any]:
+    """Lead rows with attribute access and datetimes (parsed here from SQLite's text, once per value)."""
+    names = tuple(c.key for c in columns)
+    row_type = _ROW_TYPES.get(names) or _ROW_TYPES.setdefault(names, namedtuple("LeadRow", names))  # type: ignore[misc]
+    raw = _driver_rows(session, select(*columns).where(where))
+    if session.get_bind().dialect.name != "sqlite":
+        return list(map(row_type._make, raw))
+    times = [i for i, c in enumerate(columns) if isinstance(c.type, DateTime)]
+    parse = datetime.fromisoformat
+    out = []
+    for values in raw:
+        values = list(values)
+        for i in times:
+            if values[i] is not None:
+                values[i] = parse(values[i])
+        out.append(row_type._make(values))
+    return out
+
+
 def ever_recycled(session: Session, leads: Sequence[Any], among: ColumnElement[bool]) -> list[int]:
     """The ids of `leads` that are or ever were recycled; `among` narrows the transitions to look at."""
     query = select(StageTransition.lead_id).where(StageTransition.to_stage == Stage.recycled.value, among)
@@ -138,48 +182,71 @@ def requalify_batch(
 ) -> BatchResult:
     """Rescore the leads with ids in [lo, hi] or in `ids`, record stage moves; the caller commits."""
     scorer = scorer or make_scorer(session, config)
+    if scorer.dialect == "postgresql":
+        # PostgreSQL overestimates the groups of a batch and would spill its hash aggregate to disk
+        # with the default 4 MB (a third of a 50,000-lead shard's time); for this transaction only.
+        session.execute(text(f"SET LOCAL work_mem = '{PG_WORK_MEM}'"))
     if ids is not None:
         activity_filter, lead_filter = Activity.lead_id.in_(ids), Lead.id.in_(ids)
     else:
         activity_filter, lead_filter = Activity.lead_id.between(lo, hi), Lead.id.between(lo, hi)
-    leads = session.execute(select(*LEAD_COLUMNS).where(lead_filter)).all()
-    rows: dict[int, Any] = {row[0]: row for row in session.execute(scorer.activity_query(now, activity_filter))}
+    leads = _read_leads(session, _lead_columns(scorer, config), lead_filter)
+    rows: dict[int, Any] = {row[0]: row for row in _driver_rows(session, scorer.activity_query(now, activity_filter))}
     among = StageTransition.lead_id.in_(ids) if ids is not None else StageTransition.lead_id.between(lo, hi)
     recycled = ever_recycled(session, leads, among)
     if recycled:  # they qualify again on activity after recycling only, and old activity never counts again
         query = scorer.activity_query(now, Activity.lead_id.in_(recycled), AFTER_RECYCLING)
-        after = {row[0]: row for row in session.execute(query)}
+        after = {row[0]: row for row in _driver_rows(session, query)}
         rows.update((lead_id, after.get(lead_id)) for lead_id in recycled)
     result = BatchResult(leads=len(leads))
-    updates: list[dict[str, Any]] = []
-    transitions: list[dict[str, Any]] = []
+    staged: list[tuple[Any, ...]] = []
+    transitions: list[tuple[Any, ...]] = []
+    parts_of, get_row = scorer.parts, rows.get
+    when = _sqlite_time if session.get_bind().dialect.name == "sqlite" else _same
+    moved_at, version = when(now), config.scoring.version
     for lead in leads:
         stage = Stage(lead.stage)
-        parts = scorer.parts(lead, rows.get(lead.id), now, detail=False)
+        parts = parts_of(lead, get_row(lead.id), now, detail=False)
         decision = decide(stage, lead.stage_changed_at, parts, config, lead)
         if decision:
             result.moves[(stage.value, decision.to_stage.value)] += 1
             transitions.append(
-                {"lead_id": lead.id, "from_stage": stage.value, "to_stage": decision.to_stage.value, "at": now,
-                 "fit_score": parts.fit, "engagement_score": parts.engagement, "score": parts.total,
-                 "ruleset_version": config.scoring.version, "reason": decision.reason[:2000], "run_id": run_id}
+                (lead.id, stage.value, decision.to_stage.value, moved_at, parts.fit, parts.engagement, parts.total,
+                 version, decision.reason[:2000], run_id)
             )  # fmt: skip
             stage = decision.to_stage
-        if decision or (lead.fit_score, lead.engagement_score, lead.score) != (
-            parts.fit,
-            parts.engagement,
-            parts.total,
-        ):
+        scores = (parts.fit, parts.engagement, parts.total)
+        scores_changed = (lead.fit_score, lead.engagement_score, lead.score) != scores
+        if decision or scores_changed:
             result.rescored += 1
-        updates.append(
-            {"lid": lead.id, "fit": parts.fit, "eng": parts.engagement, "total": parts.total, "st": stage.value,
-             "changed": now if decision else None, "r0": lead.rescore_at or EPOCH,
-             "next": next_rescore_at(parts=parts, stage=stage, config=config, now=now)}
-        )  # fmt: skip
-    _write(session, updates, now)
+        after = next_rescore_at(parts=parts, stage=stage, config=config, now=now)
+        # A lead whose row would not change is not written: a full recompute in a steady state is reads only.
+        if decision or scores_changed or after != lead.rescore_at or lead.scored_at is None:
+            staged.append(
+                (lead.id, parts.fit, parts.engagement, parts.total, stage.value, when(now if decision else None),
+                 when(lead.rescore_at or EPOCH), when(after))
+            )  # fmt: skip
+    _write(session, staged, now)
     if transitions:
-        session.execute(insert(StageTransition), transitions)
+        _insert_transitions(session, transitions)
     return result
+
+
+_TRANSITION_COLUMNS = (
+    "lead_id", "from_stage", "to_stage", "at", "fit_score", "engagement_score", "score", "ruleset_version", "reason",
+    "run_id",
+)  # fmt: skip
+
+
+def _insert_transitions(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """One prepared insert through the driver (a first full run moves most leads: hundreds of thousands of rows)."""
+    connection = session.connection()
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    connection.exec_driver_sql(
+        f"INSERT INTO stage_transition ({', '.join(_TRANSITION_COLUMNS)}) "
+        f"VALUES ({', '.join([mark] * len(_TRANSITION_COLUMNS))})",
+        rows,
+    )
 
 
 # Scores of one batch land in a temporary table first, then one UPDATE ... FROM joins them in:
@@ -200,14 +267,17 @@ SCORES = Table(
 )
 
 
-def _write(session: Session, updates: list[dict[str, Any]], now: datetime) -> None:
-    """Bulk update; `rescore_at` only if nobody (ingest) marked the lead due since we read it."""
-    if not updates:
+def _write(session: Session, staged: list[tuple[Any, ...]], now: datetime) -> None:
+    """Bulk update; `rescore_at` only if nobody (ingest) marked the lead due since we read it.
+
+    `staged` rows are (lid, fit, eng, total, st, changed, r0, next), times already in the driver's form.
+    """
+    if not staged:
         return
     connection = session.connection()
     SCORES.create(connection, checkfirst=True)
     connection.execute(SCORES.delete())
-    _stage_rows(connection, updates)
+    _stage_rows(connection, staged)
     lead, scores = Lead.__table__, SCORES
     unchanged_since_read = func.coalesce(lead.c.rescore_at, literal(EPOCH, DateTime)) == scores.c.r0
     connection.execute(
@@ -226,23 +296,17 @@ def _write(session: Session, updates: list[dict[str, Any]], now: datetime) -> No
     connection.execute(SCORES.delete())
 
 
-def _stage_rows(connection: Any, updates: list[dict[str, Any]]) -> None:
+def _stage_rows(connection: Any, staged: list[tuple[Any, ...]]) -> None:
     """Straight to the driver: SQLAlchemy's per-value processing costs more than the insert itself."""
-    sqlite = connection.dialect.name == "sqlite"
-    marks = ", ".join(["?" if sqlite else "%s"] * 8)
-    when = _sqlite_time if sqlite else _same
+    marks = ", ".join(["?" if connection.dialect.name == "sqlite" else "%s"] * 8)
     connection.exec_driver_sql(
-        f"INSERT INTO requalify_scores (lid, fit, eng, total, st, changed, r0, next) VALUES ({marks})",
-        [
-            (u["lid"], u["fit"], u["eng"], u["total"], u["st"], when(u["changed"]), when(u["r0"]), when(u["next"]))
-            for u in updates
-        ],
+        f"INSERT INTO requalify_scores (lid, fit, eng, total, st, changed, r0, next) VALUES ({marks})", staged
     )
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
     """The text SQLAlchemy stores for a DateTime on SQLite (always with microseconds)."""
-    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return None if value is None else value.isoformat(" ", "microseconds")
 
 
 def _same(value: Any) -> Any:

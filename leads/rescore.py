@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 from leads.config import WorkspaceConfig
 from leads.models import Stage, funnel_rank
@@ -59,13 +60,26 @@ def next_rescore_at(*, parts: ScoreParts, stage: Stage, config: WorkspaceConfig,
     since = parts.signals.quiet_since
     if since is not None:
         # An inactivity rule not yet applied starts to apply `days` after the last activity.
-        candidates += [
-            since + timedelta(days=r.days) for r in config.scoring.inactivity if now - since < timedelta(days=r.days)
-        ]
+        quiet = now - since
+        candidates += [since + days for days in _inactivity_days(config) if quiet < days]
     half_life = config.scoring.half_life_days
     if half_life:
         candidates += _decay_crossings(parts, stage, config, now, half_life)
     return min(candidates) if candidates else None
+
+
+_INACTIVITY: dict[int, tuple[Any, tuple[timedelta, ...]]] = {}
+
+
+def _inactivity_days(config: WorkspaceConfig) -> tuple[timedelta, ...]:
+    """The inactivity rules' periods, built once per rule set (read per lead)."""
+    rules = config.scoring.inactivity
+    cached = _INACTIVITY.get(id(rules))
+    if cached is None or cached[0] is not rules:
+        if len(_INACTIVITY) > 64:
+            _INACTIVITY.clear()
+        cached = _INACTIVITY[id(rules)] = (rules, tuple(timedelta(days=r.days) for r in rules))
+    return cached[1]
 
 
 def _decay_crossings(

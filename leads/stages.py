@@ -15,9 +15,10 @@ from typing import Any
 from leads.config import WorkspaceConfig
 from leads.models import ActivityType, Stage, funnel_rank
 from leads.scoring import ScoreParts
-from leads.scoring_config import BantField, StageRule
+from leads.scoring_config import BantField, StageRule, StagesConfig
 
 FROZEN = {Stage.customer, Stage.disqualified}
+_MAY_RECYCLE = {Stage.sql, Stage.mql}  # the only stages `_recycled` moves
 BANT_FIELDS: tuple[BantField, ...] = ("budget", "authority", "need", "timing")
 
 
@@ -116,23 +117,58 @@ def decide(
     outcomes = parts.signals.outcomes
     if ActivityType.deal_won in outcomes:
         return StageDecision(Stage.customer, f"deal won on {outcomes[ActivityType.deal_won]:%Y-%m-%d}")
-    disqualified = _disqualified(parts, config)
+    disqualified = _disqualified(parts, config) if outcomes or parts.disqualified_by else None
     if disqualified:
         return StageDecision(Stage.disqualified, disqualified)
-    recycled = _recycled(current, changed_at, parts, config)
+    recycled = _recycled(current, changed_at, parts, config) if current in _MAY_RECYCLE else None
     if recycled:
         return StageDecision(Stage.recycled, recycled)
     if awaits_new_activity(current, changed_at, lead):
         return None
     rank = funnel_rank(current)
-    for stage, rule in reversed(config.stages.ordered()):
-        if funnel_rank(stage) <= rank:
+    for stage, stage_rank, rule, checks in _entry_rules(config.stages):
+        if stage_rank <= rank:
             return None
-        if _may_meet(rule, parts):
+        if _may_meet_fast(rule, checks, parts):
             why = rule_met(rule, parts, lead)
             if why is not None:
                 return StageDecision(to_stage=stage, reason=why)
     return None
+
+
+_Checks = tuple[tuple[ActivityType, ...], float | None, float | None, float | None, bool]
+_ENTRY_RULES: dict[int, tuple[StagesConfig, tuple[tuple[Stage, int, StageRule, _Checks], ...]]] = {}
+
+
+def _entry_rules(stages: StagesConfig) -> tuple[tuple[Stage, int, StageRule, _Checks], ...]:
+    """The entry rules from the top of the funnel down, with their numbers as plain tuples (read per lead)."""
+    cached = _ENTRY_RULES.get(id(stages))
+    if cached is None or cached[0] is not stages:
+        plan = tuple(
+            (stage, funnel_rank(stage), rule,
+             (tuple(rule.hand_raise), rule.min_score, rule.min_fit, rule.min_engagement, rule.has_thresholds))
+            for stage, rule in reversed(stages.ordered())
+        )  # fmt: skip
+        if len(_ENTRY_RULES) > 64:
+            _ENTRY_RULES.clear()
+        cached = _ENTRY_RULES[id(stages)] = (stages, plan)
+    return cached[1]
+
+
+def _may_meet_fast(rule: StageRule, checks: _Checks, parts: ScoreParts) -> bool:
+    """`_may_meet` on the precomputed numbers."""
+    hand_raise, min_score, min_fit, min_engagement, has_thresholds = checks
+    if hand_raise:
+        raised = parts.signals.hand_raises
+        if raised and any(t in raised for t in hand_raise):
+            return True
+    if min_score is not None and parts.total < min_score:
+        return False
+    if min_fit is not None and parts.fit < min_fit:
+        return False
+    if min_engagement is not None and parts.engagement < min_engagement:
+        return False
+    return has_thresholds
 
 
 def awaits_new_activity(current: Stage, changed_at: datetime | None, lead: Any) -> bool:
