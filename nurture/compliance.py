@@ -28,6 +28,7 @@ class Recipient:
     unsubscribed: bool = False
     bounced: bool = False
     suppressed: str | None = None  # the suppression log's reason for this email and sequence, if any
+    left_sequence: str | None = None  # why the email's enrollment ended early (replied, reached MQL, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,8 @@ def check(config: ComplianceConfig, recipient: Recipient, sent: Sequence[datetim
         return Verdict("skip", "unsubscribed")
     if recipient.bounced:
         return Verdict("skip", "bounced")
+    if recipient.left_sequence:  # queued before the lead converted, replied or moved on: too late now
+        return Verdict("skip", f"left the sequence: {recipient.left_sequence}")
     missing = consent_missing(config.consent, recipient)
     if missing:
         return Verdict("skip", missing)

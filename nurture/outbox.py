@@ -38,7 +38,15 @@ from connectors.mail import (
 )
 from leads.compliance_config import ComplianceConfig
 from leads.config import WorkspaceConfig
-from leads.models import EmailOutbox, Lead, OutboxStatus, Suppression, SuppressionReason
+from leads.models import (
+    EmailOutbox,
+    EnrollmentStatus,
+    Lead,
+    NurtureEnrollment,
+    OutboxStatus,
+    Suppression,
+    SuppressionReason,
+)
 from leads.records import PROFILE_FIELDS
 from nurture import compliance, tokens
 from nurture import links as tracked_links
@@ -197,9 +205,12 @@ def load_due(
             EmailOutbox.step,
             Lead.unsubscribed_at,
             Lead.bounced_at,
+            NurtureEnrollment.status.label("enrollment_status"),
+            NurtureEnrollment.exit_reason,
             *_LEAD_COLUMNS,
         )
         .join(Lead, Lead.id == EmailOutbox.lead_id)
+        .outerjoin(NurtureEnrollment, NurtureEnrollment.id == EmailOutbox.enrollment_id)
         .where(where)
         .order_by(EmailOutbox.id)
     )
@@ -238,6 +249,8 @@ def load_due(
             unsubscribed=r.unsubscribed_at is not None,
             bounced=r.bounced_at is not None,
             suppressed=scopes.get(ALL) or scopes.get(r.sequence),
+            # A completed enrollment still sends its last step; an exited one sends nothing more.
+            left_sequence=(r.exit_reason or "exited") if r.enrollment_status == EnrollmentStatus.exited else None,
         )
         lead = {"email": r.email, **profile}
         batch.append(Due(r.id, r.attempts, r.idempotency_key, r.lead_id, r.sequence, r.step, lead, recipient))

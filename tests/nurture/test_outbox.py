@@ -193,6 +193,28 @@ def test_unsubscribed_or_bounced_after_queuing_is_skipped_at_send_time(
     assert _claim(engine, now + timedelta(days=1)) == []  # skipped rows stay skipped
 
 
+def test_a_lead_that_left_the_sequence_after_queuing_gets_nothing_more(
+    engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, tmp_path: Path
+) -> None:
+    """An email queued (then held back, say by quiet hours) must not go out once the lead replied or converted."""
+    now = utcnow()
+    ids = _queue(engine, config, now, "stays@example.com", "replied@example.com")
+    with session_scope(engine) as session:
+        enrollment = session.scalars(
+            select(NurtureEnrollment).where(NurtureEnrollment.lead_id == ids["replied@example.com"])
+        ).one()
+        enrollment.status, enrollment.exit_reason, enrollment.exited_at = EnrollmentStatus.exited, "replied", now
+
+    with FileOutbox(tmp_path / "outbox") as transport:
+        report = _send(engine, _claim(engine, now), config, renderer, transport, now)
+    assert report.sent == 1
+    assert report.skipped == Counter({"left the sequence: replied": 1})
+    rows = _rows(engine)
+    assert rows[ids["replied@example.com"]].status == OutboxStatus.skipped
+    files = list((tmp_path / "outbox").glob("*.eml"))
+    assert [_parse(f.read_bytes())["To"] for f in files] == ["stays@example.com"]
+
+
 def test_step_removed_from_config_after_queuing_is_skipped(
     engine: Engine, config: WorkspaceConfig, renderer: TemplateRenderer, tmp_path: Path
 ) -> None:
