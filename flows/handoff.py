@@ -8,6 +8,15 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from connectors.handoff import sink_from_url
+from flows.ops import (
+    emit_dead_letters,
+    publish_attention,
+    publish_run_steps,
+    single_writer,
+    slot,
+    top_level,
+    vendor_limit,
+)
 from flows.params import HandoffParams
 from flows.reports import HandoffRunReport, publish_handoff
 from flows.workspace import Workspace, open_workspace, run_time
@@ -44,8 +53,10 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     ws = open_workspace(params.workspace)
     now = run_time(params.as_of)
     destination = sink_name(destination_url(ws))
-    queued = queue_handoffs(ws, destination, now)
-    delivered = deliver_handoffs(ws, destination, now)
+    with single_writer(ws.engine, f"handoff:queue:{destination}"):  # deliveries are shared through the outbox claim
+        queued = queue_handoffs(ws, destination, now)
+    with slot(vendor_limit(destination)):
+        delivered = deliver_handoffs(ws, destination, now)
     report = HandoffRunReport(
         destination=destination,
         queued=queued,
@@ -54,6 +65,10 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
         dead=delivered.dead,
     )
     publish_handoff(report)
+    emit_dead_letters(ws.engine, kind="handoff", destination=destination, dead=delivered.dead)
+    publish_run_steps()
+    if top_level():
+        publish_attention(ws.engine)
     return report
 
 

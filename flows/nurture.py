@@ -9,6 +9,15 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from connectors.mail import transport_from_url
+from flows.ops import (
+    emit_finished_sequences,
+    mail_limit,
+    publish_attention,
+    publish_run_steps,
+    single_writer,
+    slot,
+    top_level,
+)
 from flows.params import NurtureParams
 from flows.reports import NurtureReport, publish_nurture
 from flows.workspace import Workspace, open_workspace, run_time
@@ -75,8 +84,10 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
     """Send the nurture emails that are due, honouring exits and opt-outs at send time."""
     ws = open_workspace(params.workspace)
     now = run_time(params.as_of)
-    enrolled, exited, queued = update_enrollments(ws, now)
-    sent = send_outbox(ws, now, params.batch_size)
+    with single_writer(ws.engine, "nurture:enrollments"):  # sends are shared through the outbox claim
+        enrolled, exited, queued = update_enrollments(ws, now)
+    with slot(mail_limit(ws.settings.mail_url)):
+        sent = send_outbox(ws, now, params.batch_size)
     report = NurtureReport(
         enrolled=dict(enrolled),
         exited=dict(exited),
@@ -88,4 +99,8 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         outbox=ws.settings.mail_url,
     )
     publish_nurture(report)
+    emit_finished_sequences(ws.engine, now=now, cap=500)
+    publish_run_steps()
+    if top_level():
+        publish_attention(ws.engine)
     return report

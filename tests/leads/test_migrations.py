@@ -24,7 +24,7 @@ from leads.db import (
 )
 from leads.models import Activity, Lead, Stage
 
-HEAD = "0002"
+HEAD = "0003_ops"
 
 
 def _schema(engine: Engine) -> dict[str, object]:
