@@ -23,6 +23,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+from cli.ops import ops_app  # noqa: E402  (after the app it joins)
+
+app.add_typer(ops_app, name="ops")
 console = Console()
 
 Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
@@ -220,6 +223,21 @@ def status(workspace: Workspace = None) -> None:
     from cli.summary import print_status
 
     print_status(console, (workspace or Path(".")).resolve())
+
+
+@app.command()
+def serve(
+    workspace: Workspace = None,
+    pipeline_schedule: Annotated[
+        bool,
+        typer.Option("--pipeline-schedule", help="Run the nightly pipeline instead of the four steps' schedules."),
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Flow runs at most at once in this process.")] = None,
+) -> None:
+    """Serve every deployment (schedules, UI runs) from this one process: the single-machine install."""
+    from cli.ops import serve as serve_all
+
+    serve_all(workspace, pipeline_schedule, limit)
 
 
 @app.command()

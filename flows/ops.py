@@ -78,10 +78,10 @@ def slot(limit: str | None) -> Iterator[None]:
 
 
 def vendor_limit(destination: str) -> str | None:
-    """Handoffs to a CRM share the vendor's limit (`leadflow-hubspot`, ...) with ingest's calls to it."""
+    """Handoff runs delivering to one CRM at once: `leadflow-<vendor>-handoff` (see `leadflow ops limits`)."""
     for vendor in ("hubspot", "salesforce", "pipedrive"):
         if vendor in destination.lower():
-            return f"leadflow-{vendor}"
+            return f"leadflow-{vendor}-handoff"
     return None
 
 
