@@ -226,6 +226,25 @@ def status(workspace: Workspace = None) -> None:
 
 
 @app.command()
+def deploy(
+    pool: Annotated[
+        str, typer.Option(help="The work pool (create it: prefect work-pool create leadflow --type process).")
+    ] = "leadflow",
+    workspace: Workspace = None,
+    pipeline_schedule: Annotated[
+        bool,
+        typer.Option("--pipeline-schedule", help="Run the nightly pipeline instead of the four steps' schedules."),
+    ] = False,
+    name: Annotated[list[str] | None, typer.Option("--name", "-n", help="Only this deployment (repeatable).")] = None,
+) -> None:
+    """Create or update every deployment on a work pool, for workers (`prefect worker start --pool leadflow`)."""
+    from cli.ops import deploy as deploy_all
+
+    for deployed in deploy_all(pool, workspace, pipeline_schedule, name):
+        console.print(f"deployed {deployed} on work pool {pool}", highlight=False)
+
+
+@app.command()
 def serve(
     workspace: Workspace = None,
     pipeline_schedule: Annotated[

@@ -165,6 +165,27 @@ def retry_dead(
         engine.dispose()
 
 
+def deploy(pool: str, workspace: Path | None, pipeline_schedule: bool, only: list[str] | None = None) -> list[str]:
+    """Create or update every deployment on a work pool (what `prefect deploy --all` does with prefect.yaml).
+
+    Prefect 3.8.8's `prefect deploy` stops after the first deployment on its own server (its final
+    worker check sends a null `limit` that the server refuses with 422); applying the deployments
+    directly avoids that check. Returns the deployment names.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    folder = str((workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve())
+    from flows.deployments import runner_deployments
+
+    env = {"LEADFLOW_WORKSPACE": folder, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    names = []
+    for deployment in runner_deployments(folder, pipeline_schedule=pipeline_schedule, job_variables={"env": env}):
+        if only and deployment.name not in only:
+            continue
+        deployment.apply(work_pool_name=pool)
+        names.append(f"{deployment.flow_name}/{deployment.name}")
+    return names
+
+
 def serve(workspace: Path | None, pipeline_schedule: bool, limit: int | None) -> None:
     """Serve every deployment from this process until interrupted."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
 
 from flows.registry import FLOWS
@@ -48,10 +49,14 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
 )  # fmt: skip
 
 
-def runner_deployments(workspace: str | None = None, *, pipeline_schedule: bool = False) -> list[Any]:
-    """`flow.to_deployment(...)` for every deployment, ready for `prefect.serve(*deployments)`.
+def runner_deployments(
+    workspace: str | None = None, *, pipeline_schedule: bool = False, job_variables: dict[str, Any] | None = None
+) -> list[Any]:
+    """`flow.to_deployment(...)` for every deployment, for `prefect.serve(*deployments)` or `.apply(work_pool_name=)`.
 
-    `pipeline_schedule` turns the nightly pipeline on and the four steps' schedules off.
+    `pipeline_schedule` turns the nightly pipeline on and the four steps' schedules off. Entrypoints are
+    module paths (`flows.pipeline.pipeline_flow`): a worker imports the installed leadflow package, so
+    no code is copied and no working directory has to match across machines.
     """
     deployments = []
     for spec in DEPLOYMENTS:
@@ -65,6 +70,8 @@ def runner_deployments(workspace: str | None = None, *, pipeline_schedule: bool 
                 schedules=[Cron(spec.cron, timezone=spec.timezone, active=active)],
                 concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=spec.collision),
                 parameters={"params": {"workspace": workspace}} if workspace else None,
+                entrypoint_type=EntrypointType.MODULE_PATH,
+                job_variables=job_variables,
             )
         )
     return deployments

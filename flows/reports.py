@@ -205,6 +205,10 @@ def publish_pipeline(report: PipelineReport, attention: dict[str, int], steps: l
         f"failed emails: {attention.get('emails_failed', 0)}, quarantined records: {attention.get('quarantined', 0)}",
         "- details: the `leadflow-attention` artifact and `leadflow ops dead-letters`",
     ]
-    create_markdown_artifact(
-        key="leadflow-pipeline", markdown="\n".join(lines), description="The pipeline run at a glance"
-    )
+    dead = report.handoff.dead + attention.get("emails_dead", 0)
+    headline = (
+        f"{report.requalify.leads} leads scored, {report.requalify.changed} stage changes, "
+        f"{report.nurture.sent} emails sent, {report.handoff.delivered} SQLs handed off, "
+        f"{dead} dead letters, {quarantined} quarantined"
+    )  # the run page shows an artifact's description, so the headline numbers go there too
+    create_markdown_artifact(key="leadflow-pipeline", markdown="\n".join(lines), description=headline)
