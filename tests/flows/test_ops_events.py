@@ -1,0 +1,85 @@
+"""Prefect events others can react to: stage changes (per lead up to a cap, then a summary) and dead letters."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from flows.handoff import handoff_flow
+from flows.ingest import ingest_flow
+from flows.params import HandoffParams, IngestParams, RequalifyParams
+from flows.requalify import requalify_flow
+from tests.flows.test_delivery_peers import webhook_workspace
+from tests.flows.test_pipeline import END, make_workspace
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def events_of(flow_run_id: Any, until: str, timeout: float = 20) -> list[dict[str, Any]]:
+    """leadflow.* events related to a flow run, once the event named `until` has been stored."""
+    from prefect.settings import PREFECT_API_URL
+
+    body = {
+        "filter": {
+            "event": {"prefix": ["leadflow."]},
+            "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+        },
+        "limit": 50,  # the most the events API returns in one page
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30)
+        assert answer.is_success, answer.text
+        events = answer.json()["events"]
+        if any(e["event"] == until for e in events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.2)
+
+
+def test_stage_events_are_capped_per_run_and_the_summary_carries_every_count(tmp_path: Path, sqlite_url: str) -> None:
+    folder = make_workspace(tmp_path / "ws", sqlite_url, leads=200)
+    ingest_flow(IngestParams(workspace=str(folder), as_of=END))
+    state = requalify_flow(RequalifyParams(workspace=str(folder), as_of=END, max_lead_events=4), return_state=True)
+    report = state.result()
+    to_stage = Counter()
+    for move in report.moves:
+        to_stage[move.to_stage] += move.leads
+    assert to_stage["mql"] + to_stage["sql"] > 4  # more than the cap moved there
+
+    events = events_of(state.state_details.flow_run_id, until="leadflow.requalify.summary")
+    per_lead = [e for e in events if e["event"] in ("leadflow.lead.mql", "leadflow.lead.sql")]
+    (summary,) = [e for e in events if e["event"] == "leadflow.requalify.summary"]
+    assert len(per_lead) == 4
+    assert summary["payload"]["stage_changes"] == dict(to_stage)
+    assert summary["payload"]["lead_events"] == 4
+    assert summary["payload"]["lead_events_left_out"] == to_stage["mql"] + to_stage["sql"] - 4
+    for event in per_lead:
+        stage = event["event"].rsplit(".", 1)[1]
+        assert event["resource"]["prefect.resource.id"].startswith("leadflow.lead.")
+        assert event["resource"]["leadflow.stage"] == stage == event["payload"]["to_stage"]
+        assert "@" in event["resource"]["prefect.resource.name"] and event["payload"]["reason"]
+
+
+def test_a_dead_lettered_handoff_emits_an_event_with_the_rows_to_look_at(
+    tmp_path: Path, sqlite_url: str, webhook_receiver: tuple[Any, str]
+) -> None:
+    hook, url = webhook_receiver
+    folder = webhook_workspace(tmp_path / "ws", sqlite_url, url)
+    hook.script.extend([(410, {})] * 1000)  # the receiver retired this endpoint
+    ingest_flow(IngestParams(workspace=str(folder), as_of=END))
+    requalify_flow(RequalifyParams(workspace=str(folder), as_of=END))
+    state = handoff_flow(HandoffParams(workspace=str(folder), as_of=END), return_state=True)
+    report = state.result()
+    assert report.dead == report.queued > 0
+
+    events = events_of(state.state_details.flow_run_id, until="leadflow.handoff.dead-lettered")
+    (dead,) = [e for e in events if e["event"] == "leadflow.handoff.dead-lettered"]
+    assert dead["resource"]["prefect.resource.name"] == report.destination
+    assert dead["payload"]["dead"] == report.dead and dead["payload"]["table"] == "handoff_outbox"
+    newest = dead["payload"]["newest"]
+    assert 0 < len(newest) <= 10 and all(row["key"].startswith("handoff:") and "410" in row["error"] for row in newest)
