@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -87,6 +88,45 @@ def limits(
     for name, action in ensure_limits():
         spec = what[name]
         console.print(f"{action:8} {name} (limit {spec.limit}): {spec.what}", highlight=False)
+
+
+AUTOMATIONS = Path(__file__).resolve().parents[1] / "flows" / "automations.yaml"
+
+
+def load_automations(block_document_id: str, path: Path = AUTOMATIONS) -> list[Any]:
+    """The example automations with the notification block filled in, validated by Prefect's own model."""
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    data = yaml.safe_load(path.read_text())["automations"]
+    for automation in data:
+        for action in automation["actions"]:
+            if action["type"] == "send-notification":
+                action["block_document_id"] = block_document_id
+    return [AutomationCore.model_validate(a) for a in data]
+
+
+@ops_app.command("automations")
+def automations(
+    block: Annotated[str, typer.Option(help="Name of the notification block to send through (create it in the UI).")],
+    block_type: Annotated[str, typer.Option(help="Its block type slug.")] = "slack-webhook",
+    print_only: Annotated[bool, typer.Option("--print", help="Print the JSON instead of creating them.")] = False,
+) -> None:
+    """Create (or replace) the example automations: notify on dead-lettered handoffs and failed runs."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        document = client.read_block_document_by_name(name=block, block_type_slug=block_type)
+        wanted = load_automations(str(document.id))
+        if print_only:
+            typer.echo(json.dumps([a.model_dump(mode="json") for a in wanted], indent=2))
+            return
+        for automation in wanted:
+            for existing in client.read_automations_by_name(automation.name):
+                client.delete_automation(existing.id)
+            client.create_automation(automation)
+            console.print(f"created automation {automation.name!r}", highlight=False)
 
 
 def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]

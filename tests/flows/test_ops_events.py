@@ -83,3 +83,59 @@ def test_a_dead_lettered_handoff_emits_an_event_with_the_rows_to_look_at(
     assert dead["payload"]["dead"] == report.dead and dead["payload"]["table"] == "handoff_outbox"
     newest = dead["payload"]["newest"]
     assert 0 < len(newest) <= 10 and all(row["key"].startswith("handoff:") and "410" in row["error"] for row in newest)
+
+
+def test_the_example_automation_notifies_an_admin_of_dead_letters(tmp_path: Path) -> None:
+    """`leadflow ops automations --block ...` creates it; a dead-letter event makes Prefect call the block."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.events import emit_event
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        CustomWebhookNotificationBlock(
+            name="admin hook",
+            url=f"http://127.0.0.1:{httpd.server_address[1]}/notify",
+            json_data={"subject": "{{subject}}", "body": "{{body}}"},
+            allow_private_urls=True,
+        ).save("ops-admin-hook", overwrite=True)
+        result = CliRunner().invoke(
+            app, ["ops", "automations", "--block", "ops-admin-hook", "--block-type", "custom-webhook"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "leadflow: dead letters" in result.output and "leadflow: failed runs" in result.output
+
+        time.sleep(1)  # the triggers service loads new automations on its own clock
+        destination = "webhook:crm.example"
+        emit_event(
+            event="leadflow.handoff.dead-lettered",
+            resource={"prefect.resource.id": f"leadflow.handoff.{destination}", "prefect.resource.name": destination},
+            payload={"dead": 2, "newest": [{"key": f"handoff:7:{destination}", "error": "410 Gone"}]},
+        )
+        deadline = time.monotonic() + 30
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert received, "no notification arrived"
+    assert received[0]["subject"] == "leadflow: 2 handoff(s) to webhook:crm.example dead-lettered"
+    assert "handoff:7:webhook:crm.example (410 Gone)" in received[0]["body"]
