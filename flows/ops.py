@@ -250,7 +250,7 @@ def run_task_runs(run_id: str, *, settle: float = 3.0) -> list[dict[str, Any]]:
             if (finished and ids == seen) or time.monotonic() >= deadline:
                 return tasks
             seen = ids
-            time.sleep(0.15)
+            time.sleep(0.05)
 
 
 def _seconds(task: dict[str, Any]) -> float:

@@ -149,3 +149,45 @@ def _delete_automations(*names: str) -> None:
         for name in names:
             for automation in client.read_automations_by_name(name):
                 client.delete_automation(automation.id)
+
+
+def test_smtp_sends_take_a_slot_of_the_leadflow_smtp_limit(
+    tmp_path: Path, sqlite_url: str, smtp_server: tuple[Any, int]
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from flows.nurture import nurture_flow
+    from flows.params import NurtureParams
+
+    handler, port = smtp_server
+    folder = make_workspace(
+        tmp_path / "ws", sqlite_url, leads=100, extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\n"
+    )
+    with get_client(sync_client=True) as client:
+        limit_id = client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="leadflow-smtp", limit=2))
+    try:
+        ingest_flow(IngestParams(workspace=str(folder), as_of=END))
+        requalify_flow(RequalifyParams(workspace=str(folder), as_of=END))
+        state = nurture_flow(NurtureParams(workspace=str(folder), as_of=END), return_state=True)
+        assert state.result().sent == len(handler.messages) > 0
+        from prefect.settings import PREFECT_API_URL
+
+        body = {
+            "filter": {
+                "event": {"prefix": ["prefect.concurrency-limit."]},
+                "resource": {"id": [f"prefect.concurrency-limit.{limit_id}"]},
+            },
+            "limit": 50,
+        }
+        deadline = time.monotonic() + 20
+        while True:
+            events = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30).json()["events"]
+            names = {e["event"] for e in events}
+            if {"prefect.concurrency-limit.acquired", "prefect.concurrency-limit.released"} <= names:
+                break
+            assert time.monotonic() < deadline, names
+            time.sleep(0.2)
+    finally:  # the limit was this test's alone (a fresh id), and the server is shared
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name("leadflow-smtp")
