@@ -49,6 +49,8 @@ class RequalifyReport(BaseModel):
     round_id: int | None = None  # the shared round this run worked on (see leads/claims.py)
     round_shards: int = 0  # shards in that round, across every worker
     joined: bool = False  # True: another run planned the round and this one helped
+    round_leads: int = 0  # leads scored in the whole round so far, by every worker
+    round_workers: int = 0  # runs that scored shards of the round
 
     @property
     def changed(self) -> int:
@@ -127,7 +129,8 @@ def publish_requalify(report: RequalifyReport) -> None:
             f"- leads scored: {report.leads}\n- scores changed: {report.rescored}\n- stage changes: {report.changed}\n"
             + (
                 f"- round {report.round_id}: {report.shards} of its {report.round_shards} shards scored by this run"
-                f"{' (joined a round another run planned)' if report.joined else ''}\n"
+                f"{' (joined a round another run planned)' if report.joined else ''}; the round: "
+                f"{report.round_leads} leads scored by {report.round_workers} run(s)\n"
                 if report.round_id is not None
                 else ""
             )

@@ -16,7 +16,7 @@ from flows.ops import emit_stage_events, publish_run_steps, wait_until, worker_i
 from flows.params import RequalifyParams
 from flows.reports import RequalifyReport, StageMove, publish_requalify
 from flows.workspace import Workspace, open_workspace, run_time
-from leads.claims import Shard, claim_shard, close_round, open_round
+from leads.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
 from leads.db import session_scope
 from leads.requalify import BatchResult
 from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_shard
@@ -25,6 +25,29 @@ from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_s
 @task(task_run_name="score shard {shard.label}", cache_policy=NONE)
 def score(ws: Workspace, shard: Shard, now: datetime, worker: str) -> BatchResult | None:
     return score_shard(ws.engine, ws.config, shard, now=now, worker=worker, run_id=worker)
+
+
+def work_round(ws: Workspace, run: Round, me: str, wait: float) -> tuple[BatchResult, int]:
+    """Claim and score shards until none is left, then wait for those other workers hold, so the steps
+    after this one (nurture, handoff) see the whole round. Returns what this run scored, and its shards."""
+    total, mine = BatchResult(), 0
+    if run.id is None:  # nothing to score; a full run over no leads still records the rule set
+        if run.mode == "full":
+            with session_scope(ws.engine) as session:
+                remember_full_round(ws.config, run.as_of)(session)
+        return total, mine
+
+    def drained() -> bool:
+        nonlocal total, mine
+        while (shard := claim_shard(ws.engine, round_id=run.id, worker=me)) is not None:
+            result = score(ws, shard, run.as_of, me)
+            if result is not None:
+                total, mine = total.merge(result), mine + 1
+        on_close = remember_full_round(ws.config, run.as_of) if run.mode == "full" else None
+        return close_round(ws.engine, round_id=run.id, worker=me, on_close=on_close) is not None
+
+    wait_until(drained, timeout=wait, what=f"requalify round {run.id}")
+    return total, mine
 
 
 @flow(name="requalify")
@@ -40,24 +63,9 @@ def requalify_flow(params: RequalifyParams = RequalifyParams()) -> RequalifyRepo
             s, ws.config, now=run_time(params.as_of), shard_size=params.shard_size, full=params.full
         ),
     )
-    total, mine = BatchResult(), 0
-    if run.id is None:  # nothing to score; a full run over no leads still records the rule set
-        if run.mode == "full":
-            with session_scope(ws.engine) as session:
-                remember_full_round(ws.config, run.as_of)(session)
-    else:
-        # Claim until nothing is left, then wait for the shards other workers hold, so the steps
-        # after this one (nurture, handoff) see the whole round.
-        def drained() -> bool:
-            nonlocal total, mine
-            while (shard := claim_shard(ws.engine, round_id=run.id, worker=me)) is not None:
-                result = score(ws, shard, run.as_of, me)
-                if result is not None:
-                    total, mine = total.merge(result), mine + 1
-            on_close = remember_full_round(ws.config, run.as_of) if run.mode == "full" else None
-            return close_round(ws.engine, round_id=run.id, worker=me, on_close=on_close) is not None
-
-        wait_until(drained, timeout=params.wait_for_round_seconds, what=f"requalify round {run.id}")
+    total, mine = work_round(ws, run, me, params.wait_for_round_seconds)
+    with session_scope(ws.engine) as session:
+        whole = round_totals(session, run.id) if run.id is not None else None
     report = RequalifyReport(
         ruleset_version=ws.config.scoring.version,
         mode=run.mode,
@@ -65,6 +73,8 @@ def requalify_flow(params: RequalifyParams = RequalifyParams()) -> RequalifyRepo
         round_id=run.id,
         round_shards=run.shards,
         joined=run.joined,
+        round_leads=whole.leads if whole else 0,
+        round_workers=whole.workers if whole else 0,
         leads=total.leads,
         rescored=total.rescored,
         moves=[StageMove(from_stage=f, to_stage=t, leads=n) for (f, t), n in sorted(total.moves.items())],
