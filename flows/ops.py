@@ -330,7 +330,9 @@ def publish_attention(engine: Engine) -> dict[str, int]:
         "",
         "Dead rows are not retried again; fix the cause and run `leadflow ops retry-dead` to queue them once more.",
     ]
-    create_markdown_artifact(
-        key="leadflow-attention", markdown="\n".join(lines), description="Dead letters and quarantine"
+    summary = (
+        f"Dead letters and quarantine: {counts['handoffs_dead']} dead handoffs, {counts['emails_dead']} dead emails, "
+        f"{counts['emails_failed']} failed emails, {counts['quarantined']} quarantined records"
     )
+    create_markdown_artifact(key="leadflow-attention", markdown="\n".join(lines), description=summary)
     return counts

@@ -122,6 +122,8 @@ def test_the_pipeline_deployment_runs_on_a_worker_and_its_report_shows_in_the_ui
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.goto(f"{server.url}/runs/flow-run/{run_id}")
             page.get_by_text("Artifacts", exact=True).first.click(timeout=30_000)
+            page.get_by_text("leadflow-pipeline", exact=True).first.wait_for(timeout=30_000)
+            page.locator("button.p-button-group__button").nth(1).click()  # list view: descriptions in full
             page.get_by_text(headline).first.wait_for(timeout=30_000)
             assert page.get_by_text("leadflow-pipeline", exact=True).first.is_visible()
             assert page.get_by_text("leadflow-attention", exact=True).first.is_visible()
