@@ -191,3 +191,44 @@ def test_smtp_sends_take_a_slot_of_the_leadflow_smtp_limit(
     finally:  # the limit was this test's alone (a fresh id), and the server is shared
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name("leadflow-smtp")
+
+
+def test_finished_sequences_emit_one_event_each_up_to_the_cap_and_a_summary(engine: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.settings import PREFECT_API_URL
+    from sqlalchemy import insert
+    from sqlmodel import Session
+
+    from flows.ops import emit_finished_sequences
+    from leads.models import Lead, NurtureEnrollment
+
+    now = datetime(2031, 3, 4, 5, 6, 7)  # unique to this test: it names the enrollments' end
+    with Session(engine) as session:
+        session.execute(insert(Lead), [{"id": i, "email": f"l{i}@acme.example", "crm_ids": {}} for i in range(1, 6)])
+        session.execute(
+            insert(NurtureEnrollment),
+            [{"lead_id": i, "sequence": "warm-up", "step": 3, "status": status, "exited_at": at, "exit_reason": why}
+             for i, status, at, why in [(1, "completed", now, "completed"), (2, "completed", now, "completed"),
+                                        (3, "completed", now, "completed"), (4, "exited", now, "became sql"),
+                                        (5, "completed", now - timedelta(days=1), "completed")]],
+        )  # fmt: skip
+        session.commit()
+
+    since = datetime.now(UTC).isoformat()  # the events of this call only (the server is shared)
+    ended = emit_finished_sequences(engine, now=now, cap=2)
+
+    assert ended == {"warm-up:completed": 3, "warm-up:became sql": 1}
+    body = {"filter": {"event": {"prefix": ["leadflow.nurture."]}, "occurred": {"since": since}}, "limit": 50}
+    deadline = time.monotonic() + 20
+    while True:
+        events = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30).json()["events"]
+        summary = [e for e in events if e["event"] == "leadflow.nurture.summary"]
+        finished = [e for e in events if e["event"] == "leadflow.nurture.sequence-finished"]
+        if (summary and len(finished) >= 2) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(summary) == 1 and summary[0]["payload"]["ended"] == ended
+    assert summary[0]["payload"]["finished_events"] == 2 and summary[0]["payload"]["finished_left_out"] == 1
+    assert len(finished) == 2 and {e["resource"]["leadflow.sequence"] for e in finished} == {"warm-up"}
+    assert all(e["related"][0]["prefect.resource.role"] == "lead" for e in finished)
