@@ -8,8 +8,8 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from connectors.handoff import sink_from_url
+from flows.events import emit_dead_letters
 from flows.ops import (
-    emit_dead_letters,
     publish_attention,
     publish_run_steps,
     single_writer,

@@ -9,8 +9,8 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from connectors.mail import transport_from_url
+from flows.events import emit_finished_sequences
 from flows.ops import (
-    emit_finished_sequences,
     mail_limit,
     publish_attention,
     publish_run_steps,

@@ -12,7 +12,8 @@ from datetime import datetime
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from flows.ops import emit_stage_events, publish_run_steps, wait_until, worker_id
+from flows.events import emit_stage_events
+from flows.ops import publish_run_steps, wait_until, worker_id
 from flows.params import RequalifyParams
 from flows.reports import RequalifyReport, StageMove, publish_requalify
 from flows.workspace import Workspace, open_workspace, run_time

@@ -200,7 +200,7 @@ def test_finished_sequences_emit_one_event_each_up_to_the_cap_and_a_summary(engi
     from sqlalchemy import insert
     from sqlmodel import Session
 
-    from flows.ops import emit_finished_sequences
+    from flows.events import emit_finished_sequences
     from leads.models import Lead, NurtureEnrollment
 
     now = datetime(2031, 3, 4, 5, 6, 7)  # unique to this test: it names the enrollments' end
