@@ -27,6 +27,9 @@ app.add_typer(db_app, name="db")
 from cli.handoff import handoff_app  # noqa: E402  (the `leadflow handoff` commands)
 
 app.add_typer(handoff_app, name="handoff")
+from cli.ops import ops_app  # noqa: E402  (after the app it joins)
+
+app.add_typer(ops_app, name="ops")
 console = Console()
 
 Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
@@ -264,6 +267,40 @@ def status(workspace: Workspace = None) -> None:
     from cli.summary import print_status
 
     print_status(console, (workspace or Path(".")).resolve())
+
+
+@app.command()
+def deploy(
+    pool: Annotated[
+        str, typer.Option(help="The work pool (create it: prefect work-pool create leadflow --type process).")
+    ] = "leadflow",
+    workspace: Workspace = None,
+    pipeline_schedule: Annotated[
+        bool,
+        typer.Option("--pipeline-schedule", help="Run the nightly pipeline instead of the four steps' schedules."),
+    ] = False,
+    name: Annotated[list[str] | None, typer.Option("--name", "-n", help="Only this deployment (repeatable).")] = None,
+) -> None:
+    """Create or update every deployment on a work pool, for workers (`prefect worker start --pool leadflow`)."""
+    from cli.ops import deploy as deploy_all
+
+    for deployed in deploy_all(pool, workspace, pipeline_schedule, name):
+        console.print(f"deployed {deployed} on work pool {pool}", highlight=False)
+
+
+@app.command()
+def serve(
+    workspace: Workspace = None,
+    pipeline_schedule: Annotated[
+        bool,
+        typer.Option("--pipeline-schedule", help="Run the nightly pipeline instead of the four steps' schedules."),
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Flow runs at most at once in this process.")] = None,
+) -> None:
+    """Serve every deployment (schedules, UI runs) from this one process: the single-machine install."""
+    from cli.ops import serve as serve_all
+
+    serve_all(workspace, pipeline_schedule, limit)
 
 
 @app.command()

@@ -16,7 +16,16 @@ from prefect.cache_policies import NONE
 
 from connectors.destinations import open_sink
 from connectors.notify import AppriseNotifier
+from flows.events import emit_dead_letters
 from flows.ingest import vendor_rate_limit, workspace_secret
+from flows.ops import (
+    publish_attention,
+    publish_run_steps,
+    single_writer,
+    slot,
+    top_level,
+    vendor_limit,
+)
 from flows.params import HandoffParams
 from flows.reports import DestinationCounts, HandoffRunReport, publish_handoff
 from flows.workspace import Workspace, open_workspace, run_time
@@ -109,8 +118,10 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     ws = open_workspace(params.workspace)
     now = run_time(params.as_of)
     specs = destinations(ws)
-    queued = queue_handoffs(ws, [spec.name for spec in specs], now)
-    sla = check_slas(ws, now)
+    names = [spec.name for spec in specs]
+    with single_writer(ws.engine, "handoff:queue"):  # deliveries are shared through the outbox claim
+        queued = queue_handoffs(ws, names, now)
+        sla = check_slas(ws, now)
     report = HandoffRunReport(
         destination=", ".join(spec.name for spec in specs),
         assigned=dict(queued.assigned.assigned),
@@ -123,7 +134,8 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     for spec in specs:
         counts = DestinationCounts(kind=spec.kind, queued=queued.queued[spec.name])
         try:
-            delivered = deliver_handoffs(ws, spec.name, now)
+            with slot(vendor_limit(spec.kind)):
+                delivered = deliver_handoffs(ws, spec.name, now)
         except Exception as exc:  # one destination's failure must not stop the others
             counts.error = str(exc)
         else:
@@ -145,6 +157,11 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
             if reason:
                 report.disabled[spec.name] = reason
     publish_handoff(report)
+    for spec in specs:
+        emit_dead_letters(ws.engine, kind="handoff", destination=spec.name, dead=report.destinations[spec.name].dead)
+    publish_run_steps()
+    if top_level():
+        publish_attention(ws.engine)
     failed = {name: c.error for name, c in report.destinations.items() if c.error}
     if failed:
         raise HandoffFailed("; ".join(str(error) for error in failed.values()))

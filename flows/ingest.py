@@ -24,6 +24,7 @@ from prefect.tasks import exponential_backoff
 from connectors.http import RetriableAPIError
 from connectors.sources import open_source
 from connectors.sync import SyncTotals, sync_source
+from flows.ops import publish_attention, publish_run_steps, single_writer, top_level
 from flows.params import IngestParams
 from flows.reports import IngestReport, SourceCounts, publish_ingest
 from flows.workspace import Workspace, open_workspace, run_time
@@ -127,7 +128,8 @@ def ingest_flow(params: IngestParams = IngestParams()) -> IngestReport:
     for spec in ws.config.sources:
         error: str | None = None
         try:
-            totals = ingest_source(ws, spec.name, now, params.batch_size)
+            with single_writer(ws.engine, f"ingest:{spec.name}"):  # one reader per source across runs
+                totals = ingest_source(ws, spec.name, now, params.batch_size)
         except Exception as exc:
             totals, error = getattr(exc, "totals", None) or SyncTotals(), str(exc)
         report.sources[spec.name] = SourceCounts(
@@ -146,6 +148,9 @@ def ingest_flow(params: IngestParams = IngestParams()) -> IngestReport:
         reasons.update(totals.reasons)
     report.quarantine_by_reason = dict(reasons)
     publish_ingest(report)
+    publish_run_steps()
+    if top_level():
+        publish_attention(ws.engine)
     if report.failed and params.fail_on_source_error:
         raise IngestFailed("; ".join(f"{error}" for error in report.failed.values()))
     return report

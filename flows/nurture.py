@@ -16,6 +16,15 @@ from prefect.cache_policies import NONE
 from sqlalchemy.orm import Session
 
 from connectors.mail import public_mail_url, transport_from_url
+from flows.events import emit_finished_sequences
+from flows.ops import (
+    mail_limit,
+    publish_attention,
+    publish_run_steps,
+    single_writer,
+    slot,
+    top_level,
+)
 from flows.params import NurtureParams
 from flows.reports import NurtureReport, PreviewEmail, publish_nurture
 from flows.workspace import Workspace, open_workspace, run_time
@@ -139,8 +148,10 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         report = dry_run(ws, now, params.batch_size)
         publish_nurture(report)
         return report
-    enrolled, exited, queued = update_enrollments(ws, now)
-    sent = send_outbox(ws, now, params.batch_size)
+    with single_writer(ws.engine, "nurture:enrollments"):  # sends are shared through the outbox claim
+        enrolled, exited, queued = update_enrollments(ws, now)
+    with slot(mail_limit(ws.settings.mail_url)):
+        sent = send_outbox(ws, now, params.batch_size)
     report = NurtureReport(
         enrolled=dict(enrolled),
         exited=dict(exited),
@@ -153,4 +164,8 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         outbox=public_mail_url(ws.settings.mail_url),
     )
     publish_nurture(report)
+    emit_finished_sequences(ws.engine, now=now, cap=500)
+    publish_run_steps()
+    if top_level():
+        publish_attention(ws.engine)
     return report

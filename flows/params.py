@@ -36,6 +36,19 @@ class RequalifyParams(RunParams):
         description="Rescore every lead. Otherwise only leads with new activity or profile data, or whose "
         "decaying score may cross a threshold by now (a changed rule set always triggers a full run).",
     )
+    wait_for_round_seconds: int = Field(
+        default=1200,
+        ge=0,
+        description="When other workers still hold shards of this round, wait this long for them to finish "
+        "(so nurture and handoff see the whole round). A dead worker's shard is taken over after 15 minutes.",
+    )
+    max_lead_events: int = Field(
+        default=500,
+        ge=0,
+        le=10_000,
+        description="Per-lead Prefect events (leadflow.lead.mql / .sql) at most per run; one summary event "
+        "always carries the full counts.",
+    )
 
 
 class NurtureParams(RunParams):
@@ -52,4 +65,4 @@ class HandoffParams(RunParams):
 
 
 class PipelineParams(RunParams):
-    pass
+    shard_size: int = Field(default=50_000, ge=100, description="Leads per requalify task run.")

@@ -7,10 +7,11 @@ from prefect import flow
 from flows.handoff import handoff_flow
 from flows.ingest import IngestFailed, ingest_flow
 from flows.nurture import nurture_flow
+from flows.ops import publish_attention, publish_run_steps
 from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
-from flows.reports import PipelineReport
+from flows.reports import PipelineReport, publish_pipeline
 from flows.requalify import requalify_flow
-from flows.workspace import run_time
+from flows.workspace import open_workspace, run_time
 
 
 @flow(name="pipeline")
@@ -22,10 +23,13 @@ def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineReport:
     ingest = ingest_flow(IngestParams(**shared, fail_on_source_error=False))
     report = PipelineReport(
         ingest=ingest,
-        requalify=requalify_flow(RequalifyParams(**shared)),
+        requalify=requalify_flow(RequalifyParams(**shared, shard_size=params.shard_size)),
         nurture=nurture_flow(NurtureParams(**shared)),
         handoff=handoff_flow(HandoffParams(**shared)),
     )
+    ws = open_workspace(params.workspace)
+    publish_pipeline(report, publish_attention(ws.engine), publish_run_steps())
+    ws.engine.dispose()
     if ingest.failed:
         raise IngestFailed("; ".join(ingest.failed.values()))
     return report

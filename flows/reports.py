@@ -48,6 +48,11 @@ class RequalifyReport(BaseModel):
     leads: int = 0
     rescored: int = 0
     moves: list[StageMove] = Field(default_factory=list)
+    round_id: int | None = None  # the shared round this run worked on (see leads/claims.py)
+    round_shards: int = 0  # shards in that round, across every worker
+    joined: bool = False  # True: another run planned the round and this one helped
+    round_leads: int = 0  # leads scored in the whole round so far, by every worker
+    round_workers: int = 0  # runs that scored shards of the round
 
     @property
     def changed(self) -> int:
@@ -165,6 +170,13 @@ def publish_requalify(report: RequalifyReport) -> None:
         markdown=(
             f"# Requalify\n\n- rule set: `{report.ruleset_version}` ({report.mode} run)\n- batches: {report.shards}\n"
             f"- leads scored: {report.leads}\n- scores changed: {report.rescored}\n- stage changes: {report.changed}\n"
+            + (
+                f"- round {report.round_id}: {report.shards} of its {report.round_shards} shards scored by this run"
+                f"{' (joined a round another run planned)' if report.joined else ''}; the round: "
+                f"{report.round_leads} leads scored by {report.round_workers} run(s)\n"
+                if report.round_id is not None
+                else ""
+            )
         ),
     )
 
@@ -264,3 +276,58 @@ def handoff_markdown(report: HandoffRunReport) -> str:
         lines += ["", "## Disabled destinations (`leadflow handoff enable NAME`)", ""]
         lines += [f"- {name}: {why}" for name, why in sorted(report.disabled.items())]
     return "\n".join(lines)
+
+
+def publish_pipeline(report: PipelineReport, attention: dict[str, int], steps: list[dict[str, object]]) -> None:
+    """`leadflow-pipeline`: the whole run at a glance on the pipeline's own run page."""
+    ingest_rows = sum(c.inserted for c in report.ingest.sources.values())
+    quarantined = sum(c.quarantined for c in report.ingest.sources.values())
+    moves = [f"| {m.from_stage} | {m.to_stage} | {m.leads} |" for m in report.requalify.moves]
+    slow = [f"| {s['step']} | {s['seconds']} |" for s in steps[:5]]
+    failed = report.ingest.failed
+    lines = [
+        "# leadflow pipeline run",
+        "",
+        "| step | result |",
+        "|---|---|",
+        f"| ingest | {ingest_rows} activities, {quarantined} quarantined"
+        + (f", failed sources: {', '.join(failed)}" if failed else "")
+        + " |",
+        f"| requalify | {report.requalify.leads} leads scored ({report.requalify.mode}), "
+        f"{report.requalify.changed} stage changes |",
+        f"| nurture | {report.nurture.sent} emails sent, {report.nurture.queued} queued |",
+        f"| handoff | {report.handoff.delivered} SQLs delivered to {report.handoff.destination}, "
+        f"{report.handoff.dead} dead |",
+        "",
+        "## Stage changes",
+        "",
+        "| from | to | leads |",
+        "|---|---|---|",
+        *(moves or ["| - | - | 0 |"]),
+        "",
+        "## Sends and failures by reason",
+        "",
+        _counts("skipped at send time", report.nurture.skipped),
+        _counts("deferred", report.nurture.deferred),
+        _counts("failed", report.nurture.failed),
+        f"- handoffs retried: {report.handoff.retried}, dead: {report.handoff.dead}",
+        "",
+        "## Slowest steps",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+        *(slow or ["| - | 0 |"]),
+        "",
+        "## Needs attention",
+        "",
+        f"- dead handoffs: {attention.get('handoffs_dead', 0)}, dead emails: {attention.get('emails_dead', 0)}, "
+        f"failed emails: {attention.get('emails_failed', 0)}, quarantined records: {attention.get('quarantined', 0)}",
+        "- details: the `leadflow-attention` artifact and `leadflow ops dead-letters`",
+    ]
+    dead = report.handoff.dead + attention.get("emails_dead", 0)
+    headline = (
+        f"{report.requalify.leads} leads scored, {report.requalify.changed} stage changes, "
+        f"{report.nurture.sent} emails sent, {report.handoff.delivered} SQLs handed off, "
+        f"{dead} dead letters, {quarantined} quarantined"
+    )  # the run page shows an artifact's description, so the headline numbers go there too
+    create_markdown_artifact(key="leadflow-pipeline", markdown="\n".join(lines), description=headline)

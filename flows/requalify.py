@@ -1,4 +1,9 @@
-"""Requalify flow: rescore the leads that need it (or all of them) and move stages by the rules."""
+"""Requalify flow: rescore the leads that need it (or all of them) and move stages by the rules.
+
+The work is a round of shards in the database (`leads.claims`): this run joins the open round or
+plans one, then claims shards one at a time until none is left, one task run per shard. Runs on
+other workers do the same, so they share the round and no lead is scored twice in it.
+"""
 
 from __future__ import annotations
 
@@ -6,76 +11,76 @@ from datetime import datetime
 
 from prefect import flow, task
 from prefect.cache_policies import NONE
-from prefect.runtime import flow_run
 
+from flows.events import emit_stage_events
+from flows.ops import publish_run_steps, wait_until, worker_id
 from flows.params import RequalifyParams
 from flows.reports import RequalifyReport, StageMove, publish_requalify
 from flows.workspace import Workspace, open_workspace, run_time
+from leads.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
 from leads.db import session_scope
-from leads.requalify import (
-    BatchResult,
-    due_lead_ids,
-    make_scorer,
-    needs_full_recompute,
-    plan_shards,
-    remember_ruleset,
-    requalify_batch,
-)
-
-IN_LIST = 5000  # ids per statement: well under every database's parameter limit
-FULL_WHEN_DUE_SHARE = 0.3  # scanning id ranges beats id lists once this share of leads is due
+from leads.requalify import BatchResult
+from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_shard
 
 
-@task(task_run_name="score leads {lo}-{hi}", cache_policy=NONE)
-def score_range(ws: Workspace, lo: int, hi: int, now: datetime, run_id: str | None) -> BatchResult:
-    with session_scope(ws.engine) as session:
-        return requalify_batch(session=session, config=ws.config, now=now, lo=lo, hi=hi, run_id=run_id)
+@task(task_run_name="score shard {shard.label}", cache_policy=NONE)
+def score(ws: Workspace, shard: Shard, now: datetime, worker: str) -> BatchResult | None:
+    return score_shard(ws.engine, ws.config, shard, now=now, worker=worker, run_id=worker)
 
 
-@task(task_run_name="score {label}", cache_policy=NONE)
-def score_ids(ws: Workspace, ids: list[int], label: str, now: datetime, run_id: str | None) -> BatchResult:
-    total = BatchResult()
-    with session_scope(ws.engine) as session:
-        scorer = make_scorer(session, ws.config)
-    for start in range(0, len(ids), IN_LIST):
-        with session_scope(ws.engine) as session:
-            chunk = ids[start : start + IN_LIST]
-            total = total.merge(
-                requalify_batch(session=session, config=ws.config, now=now, ids=chunk, run_id=run_id, scorer=scorer)
-            )
-    return total
+def work_round(ws: Workspace, run: Round, me: str, wait: float) -> tuple[BatchResult, int]:
+    """Claim and score shards until none is left, then wait for those other workers hold, so the steps
+    after this one (nurture, handoff) see the whole round. Returns what this run scored, and its shards."""
+    total, mine = BatchResult(), 0
+    if run.id is None:  # nothing to score; a full run over no leads still records the rule set
+        if run.mode == "full":
+            with session_scope(ws.engine) as session:
+                remember_full_round(ws.config, run.as_of)(session)
+        return total, mine
+
+    def drained() -> bool:
+        nonlocal total, mine
+        while (shard := claim_shard(ws.engine, round_id=run.id, worker=me)) is not None:
+            result = score(ws, shard, run.as_of, me)
+            if result is not None:
+                total, mine = total.merge(result), mine + 1
+        on_close = remember_full_round(ws.config, run.as_of) if run.mode == "full" else None
+        return close_round(ws.engine, round_id=run.id, worker=me, on_close=on_close) is not None
+
+    wait_until(drained, timeout=wait, what=f"requalify round {run.id}")
+    return total, mine
 
 
 @flow(name="requalify")
 def requalify_flow(params: RequalifyParams = RequalifyParams()) -> RequalifyReport:
     """Recompute scores and move leads through the funnel: only the leads that need it, unless `full`."""
     ws = open_workspace(params.workspace)
-    now = run_time(params.as_of)
-    run_id = str(flow_run.id) if flow_run.id else None
+    me = worker_id()
+    run = open_round(
+        ws.engine,
+        job=JOB,
+        worker=me,
+        plan=lambda s: plan_round(
+            s, ws.config, now=run_time(params.as_of), shard_size=params.shard_size, full=params.full
+        ),
+    )
+    total, mine = work_round(ws, run, me, params.wait_for_round_seconds)
     with session_scope(ws.engine) as session:
-        shards = plan_shards(session, params.shard_size)
-        full = params.full or needs_full_recompute(session, ws.config)
-        due = [] if full else due_lead_ids(session, now)
-    total_leads = sum(hi - lo + 1 for lo, hi in shards)
-    if not full and total_leads and len(due) > FULL_WHEN_DUE_SHARE * total_leads:
-        full = True
-    total = BatchResult()
-    if full:
-        for lo, hi in shards:
-            total = total.merge(score_range(ws, lo, hi, now, run_id))
-        with session_scope(ws.engine) as session:
-            remember_ruleset(session, ws.config, now)
-    else:
-        for start in range(0, len(due), params.shard_size):
-            batch = due[start : start + params.shard_size]
-            total = total.merge(score_ids(ws, batch, f"{len(batch)} due leads from id {batch[0]}", now, run_id))
+        whole = round_totals(session, run.id) if run.id is not None else None
     report = RequalifyReport(
         ruleset_version=ws.config.scoring.version,
-        mode="full" if full else "incremental",
-        shards=len(shards) if full else -(-len(due) // params.shard_size),
+        mode=run.mode,
+        shards=mine,
+        round_id=run.id,
+        round_shards=run.shards,
+        joined=run.joined,
+        round_leads=whole.leads if whole else 0,
+        round_workers=whole.workers if whole else 0,
         leads=total.leads,
         rescored=total.rescored,
         moves=[StageMove(from_stage=f, to_stage=t, leads=n) for (f, t), n in sorted(total.moves.items())],
     )
     publish_requalify(report)
+    emit_stage_events(ws.engine, run_id=me, cap=params.max_lead_events)
+    publish_run_steps()
     return report

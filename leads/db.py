@@ -87,12 +87,35 @@ def alembic_config() -> Config:
     return config
 
 
+_MIGRATION_LOCK = 7_262_130_003  # a PostgreSQL advisory lock key of leadflow's own
+
+
+@contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    """On SQLite, processes on one machine migrate one at a time (a lock file beside the database)."""
+    path = _sqlite_file(engine.url) if engine.dialect.name == "sqlite" else None
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     """Migrate the database to `revision`, reusing the caller's engine when one is given."""
     owns_engine = not isinstance(engine_or_url, Engine)
     engine = make_engine(engine_or_url) if owns_engine else engine_or_url
     try:
-        with engine.connect() as connection:
+        with _sqlite_migration_lock(engine), engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # Two workers' first runs may migrate at once; one at a time, the second finds it done.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, revision)

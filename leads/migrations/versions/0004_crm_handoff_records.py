@@ -1,7 +1,7 @@
 """CRM records created by handoffs (handoff_crm_record), so retried CRM deliveries never create twice.
 
-Revision ID: 0003_crm
-Revises: 0003_nseq
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-25 12:10:00
 
 """
@@ -13,8 +13,8 @@ import sqlmodel
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0003_crm"
-down_revision: str | Sequence[str] | None = "0003_nseq"
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

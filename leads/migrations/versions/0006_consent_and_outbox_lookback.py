@@ -2,8 +2,8 @@
 
 The outbox statuses in_flight and unconfirmed need no schema change (status is a VARCHAR).
 
-Revision ID: 0003_nsend
-Revises: 0003_hops
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-25 11:45:00
 
 """
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0003_nsend"
-down_revision: str | Sequence[str] | None = "0003_hops"
+revision: str = "0006"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

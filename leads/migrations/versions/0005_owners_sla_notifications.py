@@ -1,7 +1,7 @@
 """Owners (assignments, round-robin pointers), notification outbox, disabled handoff destinations, re-driven handoffs.
 
-Revision ID: 0003_hops
-Revises: 0003_crm
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-25 11:38:22.218248
 
 """
@@ -13,8 +13,8 @@ import sqlmodel
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0003_hops"
-down_revision: str | Sequence[str] | None = "0003_crm"
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,7 +4,7 @@ A lead may go through a sequence more than once (a re-enrollment policy), so the
 an enrollment becomes (lead, sequence, cycle); waiting_since is when the previous step was
 queued, after which opens, clicks and visits count for waits and branches.
 
-Revision ID: 0003_nseq
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-25 12:00:00
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0003_nseq"
+revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

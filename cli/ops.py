@@ -1,0 +1,238 @@
+"""`leadflow ops` and `leadflow serve`: what an admin runs to operate leadflow on Prefect.
+
+- `leadflow serve` serves every deployment from one process (single machine, no work pool).
+- `leadflow ops limits` creates the Prefect global concurrency limits the flows take slots of.
+- `leadflow ops dead-letters` lists dead handoffs and emails and the quarantine; `retry-dead` requeues.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from leads.models import EmailOutbox, HandoffOutbox, OutboxStatus, Quarantine, utcnow
+from leads.settings import load_settings
+
+ops_app = typer.Typer(help="Operations: concurrency limits, dead letters.", no_args_is_help=True)
+console = Console()
+Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
+
+
+@dataclass(frozen=True)
+class LimitSpec:
+    name: str
+    limit: int
+    decay: float  # slots freed per second: > 0 makes it a rate limit (calls per second), 0 a concurrency limit
+    what: str
+
+
+LIMITS: tuple[LimitSpec, ...] = (
+    LimitSpec("leadflow-hubspot", 10, 10.0, "HubSpot API calls by ingest: 10 per second"),
+    LimitSpec("leadflow-salesforce", 5, 5.0, "Salesforce API calls by ingest: 5 per second"),
+    LimitSpec("leadflow-pipedrive", 8, 8.0, "Pipedrive API calls by ingest: 8 per second"),
+    LimitSpec("leadflow-hubspot-handoff", 1, 0.0, "handoff runs delivering to HubSpot at once"),
+    LimitSpec("leadflow-salesforce-handoff", 1, 0.0, "handoff runs delivering to Salesforce at once"),
+    LimitSpec("leadflow-pipedrive-handoff", 1, 0.0, "handoff runs delivering to Pipedrive at once"),
+    LimitSpec("leadflow-smtp", 2, 0.0, "nurture runs sending through SMTP at once"),
+)
+
+
+def gcl_commands() -> list[str]:
+    """The same limits as `prefect gcl create` lines, for admins who prefer Prefect's CLI."""
+    return [
+        f"prefect gcl create {s.name} --limit {s.limit}" + (f" --slot-decay-per-second {s.decay:g}" if s.decay else "")
+        for s in LIMITS
+    ]
+
+
+def ensure_limits() -> list[tuple[str, str]]:
+    """Create each missing limit; leave existing ones (an admin may have tuned them). Returns (name, action)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    done = []
+    with get_client(sync_client=True) as client:
+        for spec in LIMITS:
+            try:
+                client.read_global_concurrency_limit_by_name(spec.name)
+                done.append((spec.name, "exists"))
+            except ObjectNotFound:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=spec.name, limit=spec.limit, slot_decay_per_second=spec.decay)
+                )
+                done.append((spec.name, "created"))
+    return done
+
+
+@ops_app.command("limits")
+def limits(
+    print_only: Annotated[bool, typer.Option("--print", help="Print `prefect gcl create` lines instead.")] = False,
+) -> None:
+    """Create the Prefect global concurrency limits leadflow's flows take slots of (on PREFECT_API_URL)."""
+    if print_only:
+        for line in gcl_commands():
+            typer.echo(line)
+        return
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    what = {s.name: s for s in LIMITS}
+    for name, action in ensure_limits():
+        spec = what[name]
+        console.print(f"{action:8} {name} (limit {spec.limit}): {spec.what}", highlight=False)
+
+
+AUTOMATIONS = Path(__file__).resolve().parents[1] / "flows" / "automations.yaml"
+
+
+def load_automations(block_document_id: str, path: Path = AUTOMATIONS) -> list[Any]:
+    """The example automations with the notification block filled in, validated by Prefect's own model."""
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    data = yaml.safe_load(path.read_text())["automations"]
+    for automation in data:
+        for action in automation["actions"]:
+            if action["type"] == "send-notification":
+                action["block_document_id"] = block_document_id
+    return [AutomationCore.model_validate(a) for a in data]
+
+
+@ops_app.command("automations")
+def automations(
+    block: Annotated[str, typer.Option(help="Name of the notification block to send through (create it in the UI).")],
+    block_type: Annotated[str, typer.Option(help="Its block type slug.")] = "slack-webhook",
+    print_only: Annotated[bool, typer.Option("--print", help="Print the JSON instead of creating them.")] = False,
+) -> None:
+    """Create (or replace) the example automations: notify on dead-lettered handoffs and failed runs."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        document = client.read_block_document_by_name(name=block, block_type_slug=block_type)
+        wanted = load_automations(str(document.id))
+        if print_only:
+            typer.echo(json.dumps([a.model_dump(mode="json") for a in wanted], indent=2))
+            return
+        for automation in wanted:
+            for existing in client.read_automations_by_name(automation.name):
+                client.delete_automation(existing.id)
+            client.create_automation(automation)
+            console.print(f"created automation {automation.name!r}", highlight=False)
+
+
+def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
+    from leads.db import make_engine, upgrade
+
+    engine = make_engine(load_settings(workspace).resolved_database_url)
+    upgrade(engine)
+    return engine
+
+
+@ops_app.command("dead-letters")
+def dead_letters(
+    workspace: Workspace = None,
+    limit: Annotated[int, typer.Option(help="Rows to show per kind.")] = 20,
+) -> None:
+    """Dead handoffs and emails (given up after their retries) and quarantined input, newest first."""
+    engine = _engine(workspace)
+    try:
+        with Session(engine) as session:
+            for title, table in (("dead handoffs", HandoffOutbox), ("dead emails", EmailOutbox)):
+                rows = session.execute(
+                    select(table.id, table.idempotency_key, table.attempts, table.last_error)
+                    .where(table.status == OutboxStatus.dead.value)
+                    .order_by(table.id.desc())
+                    .limit(limit)
+                ).all()
+                out = Table(title=f"{title} ({table.__tablename__})", title_justify="left")
+                for column in ("id", "key", "attempts", "last error"):
+                    out.add_column(column)
+                for row in rows:
+                    out.add_row(str(row.id), row.idempotency_key, str(row.attempts), (row.last_error or "")[:120])
+                console.print(out if rows else f"{title}: none")
+            reasons = session.execute(
+                select(Quarantine.reason, func.count()).group_by(Quarantine.reason).order_by(func.count().desc())
+            ).all()
+            if not reasons:
+                console.print("quarantine: none")
+            else:
+                console.print("quarantine by reason: " + ", ".join(f"{r} {n}" for r, n in reasons), highlight=False)
+                newest = session.execute(
+                    select(Quarantine.source, Quarantine.location, Quarantine.reason, Quarantine.detail)
+                    .order_by(Quarantine.id.desc())
+                    .limit(limit)
+                ).all()
+                out = Table(title="newest quarantined records (quarantine)", title_justify="left")
+                for column in ("source", "location", "reason", "detail"):
+                    out.add_column(column)
+                for row in newest:
+                    out.add_row(row.source, row.location, row.reason, row.detail[:120])
+                console.print(out)
+    finally:
+        engine.dispose()
+
+
+@ops_app.command("retry-dead")
+def retry_dead(
+    workspace: Workspace = None,
+    handoffs: Annotated[bool, typer.Option("--handoffs/--no-handoffs", help="Requeue dead handoffs.")] = True,
+    emails: Annotated[bool, typer.Option("--emails/--no-emails", help="Requeue dead emails.")] = True,
+) -> None:
+    """Queue dead rows once more (after fixing the cause); their idempotency keys stay, so nothing doubles."""
+    engine = _engine(workspace)
+    try:
+        with Session(engine) as session:
+            for wanted, table in ((handoffs, HandoffOutbox), (emails, EmailOutbox)):
+                if not wanted:
+                    continue
+                count = session.execute(
+                    update(table)
+                    .where(table.status == OutboxStatus.dead.value)
+                    .values(status=OutboxStatus.pending.value, attempts=0, next_attempt_at=utcnow())
+                ).rowcount
+                console.print(f"requeued {count} {table.__tablename__} rows", highlight=False)
+            session.commit()
+    finally:
+        engine.dispose()
+
+
+def deploy(pool: str, workspace: Path | None, pipeline_schedule: bool, only: list[str] | None = None) -> list[str]:
+    """Create or update every deployment on a work pool (what `prefect deploy --all` does with prefect.yaml).
+
+    Prefect 3.8.8's `prefect deploy` stops after the first deployment on its own server (its final
+    worker check sends a null `limit` that the server refuses with 422); applying the deployments
+    directly avoids that check. Returns the deployment names.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    folder = str((workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve())
+    from flows.deployments import runner_deployments
+
+    env = {"LEADFLOW_WORKSPACE": folder, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    names = []
+    for deployment in runner_deployments(folder, pipeline_schedule=pipeline_schedule, job_variables={"env": env}):
+        if only and deployment.name not in only:
+            continue
+        deployment.apply(work_pool_name=pool)
+        names.append(f"{deployment.flow_name}/{deployment.name}")
+    return names
+
+
+def serve(workspace: Path | None, pipeline_schedule: bool, limit: int | None) -> None:
+    """Serve every deployment from this process until interrupted."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    folder = str((workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve())
+    os.environ["LEADFLOW_WORKSPACE"] = folder  # flow runs started by serve read their workspace from here
+    from prefect import serve as prefect_serve
+
+    from flows.deployments import runner_deployments
+
+    prefect_serve(*runner_deployments(folder, pipeline_schedule=pipeline_schedule), limit=limit)
