@@ -70,7 +70,7 @@ def test_a_dead_lettered_handoff_emits_an_event_with_the_rows_to_look_at(
 ) -> None:
     hook, url = webhook_receiver
     folder = webhook_workspace(tmp_path / "ws", sqlite_url, url)
-    hook.script.extend([(410, {})] * 1000)  # the receiver retired this endpoint
+    hook.script.extend([(400, {})] * 1000)  # the receiver refuses every payload: dead-lettered at once
     ingest_flow(IngestParams(workspace=str(folder), as_of=END))
     requalify_flow(RequalifyParams(workspace=str(folder), as_of=END))
     state = handoff_flow(HandoffParams(workspace=str(folder), as_of=END), return_state=True)
@@ -82,7 +82,7 @@ def test_a_dead_lettered_handoff_emits_an_event_with_the_rows_to_look_at(
     assert dead["resource"]["prefect.resource.name"] == report.destination
     assert dead["payload"]["dead"] == report.dead and dead["payload"]["table"] == "handoff_outbox"
     newest = dead["payload"]["newest"]
-    assert 0 < len(newest) <= 10 and all(row["key"].startswith("handoff:") and "410" in row["error"] for row in newest)
+    assert 0 < len(newest) <= 10 and all(row["key"].startswith("handoff:") and "400" in row["error"] for row in newest)
 
 
 def test_the_example_automation_notifies_an_admin_of_dead_letters(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ def test_the_pipeline_deployment_runs_on_a_worker_and_its_report_shows_in_the_ui
     fixed = len(tasks) - shards_here
     assert fixed == 7  # ingest 1 per source, nurture 2, handoff 4 (queue, SLAs, 1 per destination, notify)
     assert fixed + math.ceil(1_000_000 / 50_000) == 27 <= 200
-    assert sorted(per_flow.values()) == [1, 2, 2, 3]
+    assert sorted(per_flow.values()) == [1, 2, 3, 4]  # ingest, nurture, requalify's shards, handoff
 
     artifacts = server.artifacts([run_id, *subflows])
     by_key = {a["key"]: a for a in artifacts}
