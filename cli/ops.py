@@ -187,19 +187,28 @@ def retry_dead(
     handoffs: Annotated[bool, typer.Option("--handoffs/--no-handoffs", help="Requeue dead handoffs.")] = True,
     emails: Annotated[bool, typer.Option("--emails/--no-emails", help="Requeue dead emails.")] = True,
 ) -> None:
-    """Queue dead rows once more (after fixing the cause); their idempotency keys stay, so nothing doubles."""
+    """Queue dead rows once more (after fixing the cause); their idempotency keys stay, so nothing doubles.
+
+    Handoffs (and owner notifications) go through `leadflow handoff retry --all --notifications`'s code, which
+    also restarts their dead-letter horizon; `leadflow handoff retry` picks single ids or one destination.
+    """
+    from handoff.deadletters import redrive
+
     engine = _engine(workspace)
     try:
         with Session(engine) as session:
-            for wanted, table in ((handoffs, HandoffOutbox), (emails, EmailOutbox)):
-                if not wanted:
-                    continue
+            if handoffs:
+                count = redrive(session, now=utcnow())
+                console.print(f"requeued {count} handoff_outbox rows", highlight=False)
+                count = redrive(session, now=utcnow(), notifications=True)  # the handoffs are pending by now
+                console.print(f"requeued {count} notification_outbox rows", highlight=False)
+            if emails:
                 count = session.execute(
-                    update(table)
-                    .where(table.status == OutboxStatus.dead.value)
+                    update(EmailOutbox)
+                    .where(EmailOutbox.status == OutboxStatus.dead.value)
                     .values(status=OutboxStatus.pending.value, attempts=0, next_attempt_at=utcnow())
                 ).rowcount
-                console.print(f"requeued {count} {table.__tablename__} rows", highlight=False)
+                console.print(f"requeued {count} email_outbox rows", highlight=False)
             session.commit()
     finally:
         engine.dispose()

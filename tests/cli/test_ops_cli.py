@@ -55,5 +55,8 @@ def test_dead_letters_lists_dead_rows_and_quarantine_then_retry_requeues_them_on
         ("handoff:2:webhook:crm.example", OutboxStatus.sent.value, 1),
         ("handoff:3:webhook:crm.example", OutboxStatus.pending.value, 0),
     ]
+    with Session(engine) as session:  # the dead-letter horizon (hours since queued) starts again from the re-drive
+        requeued = session.execute(select(HandoffOutbox.requeued_at).where(HandoffOutbox.status == "pending")).all()
+    assert len(requeued) == 2 and all(at is not None for (at,) in requeued)
     again = runner.invoke(app, ["ops", "retry-dead", "--workspace", str(workspace)])
     assert "requeued 0 handoff_outbox rows" in again.output and "requeued 0 email_outbox rows" in again.output
