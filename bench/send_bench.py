@@ -132,8 +132,8 @@ def build(url: str, *, leads: int, due: int, new: int) -> None:
             f"{p},{p})"
         )
         enroll_sql = (
-            "INSERT INTO nurture_enrollment (id, lead_id, sequence, step, status, next_due_at, enrolled_at) "
-            f"VALUES ({p},{p},'warm-up',0,'active',{p},{p})"
+            "INSERT INTO nurture_enrollment (id, lead_id, sequence, cycle, step, status, next_due_at, enrolled_at) "
+            f"VALUES ({p},{p},'warm-up',1,0,'active',{p},{p})"
         )
         later = (NOW + timedelta(days=3)).isoformat(sep=" ")
         now = (NOW - timedelta(minutes=1)).isoformat(sep=" ")
