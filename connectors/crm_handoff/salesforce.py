@@ -36,8 +36,8 @@ from connectors.crm_handoff.common import (
     owner_crm_id,
     subject,
 )
-from connectors.http import FatalAPIError, HeaderToken, RetryPolicy
-from connectors.salesforce import ClientCredentials, classify
+from connectors.http import FatalAPIError, RetryPolicy
+from connectors.salesforce import classify, salesforce_auth
 from leads.handoff_config import SalesforceDestination
 
 LEAD_FIELDS = {
@@ -76,13 +76,9 @@ class SalesforceSink(CrmSink):
         retry: RetryPolicy | None = None,
     ) -> None:
         base_url = spec.base_url.rstrip("/")
-        auth: httpx.Auth
-        if client_id and client_secret:
-            auth = ClientCredentials(client_id, client_secret, f"{base_url}/services/oauth2/token")
-        elif token:
-            auth = HeaderToken(token)
-        else:
-            raise ValueError(f"destination {spec.name!r}: no Salesforce access token or client credentials")
+        auth = salesforce_auth(
+            base_url, token=token, client_id=client_id, client_secret=client_secret, owner=f"destination {spec.name!r}"
+        )
         super().__init__(
             spec,
             ledger=ledger,
