@@ -18,6 +18,7 @@ from connectors.crm_handoff.pipedrive import PipedriveSink
 from connectors.crm_handoff.salesforce import SalesforceSink
 from connectors.handoff import MISSING_SECRET_MESSAGE, FileInbox, WebhookSink
 from connectors.http import RetryPolicy
+from connectors.secrets import SecretLookup, client_credentials, required_token
 from leads.handoff_config import (
     CrmDestination,
     FileDestination,
@@ -28,7 +29,6 @@ from leads.handoff_config import (
     WebhookDestination,
 )
 
-SecretLookup = Callable[[str | None, str | None], str | None]
 Sink = FileInbox | WebhookSink | HubSpotSink | SalesforceSink | PipedriveSink
 
 
@@ -61,24 +61,13 @@ def open_sink(
     if isinstance(spec, PipedriveDestination):
         return PipedriveSink(spec, token=_required(spec, secret), **common)  # type: ignore[arg-type]
     if isinstance(spec, SalesforceDestination):
-        if spec.client_id_env or spec.client_secret_env:
-            client_id, client_secret = secret(spec.client_id_env, None), secret(spec.client_secret_env, None)
-            if not client_id or not client_secret:
-                raise CredentialsRefused(
-                    spec.name,
-                    f"no client credentials: set {spec.client_id_env} and {spec.client_secret_env} "
-                    "in the environment or the workspace's .env file",
-                )
+        credentials = client_credentials(spec, secret, CredentialsRefused)
+        if credentials:
+            client_id, client_secret = credentials
             return SalesforceSink(spec, client_id=client_id, client_secret=client_secret, **common)  # type: ignore[arg-type]
         return SalesforceSink(spec, token=_required(spec, secret), **common)  # type: ignore[arg-type]
     raise TypeError(f"unknown destination kind {type(spec).__name__}")
 
 
 def _required(spec: CrmDestination, secret: SecretLookup) -> str:
-    value = secret(spec.token_env, spec.token_block)
-    if value:
-        return value
-    where = f"the Prefect Secret block {spec.token_block!r}" if spec.token_block else None
-    if where is None and spec.token_env:
-        where = f"{spec.token_env} (environment or the workspace's .env file)"
-    raise CredentialsRefused(spec.name, f"no API token: looked in {where or 'nothing (set token_env)'}")
+    return required_token(spec, secret, CredentialsRefused)

@@ -281,6 +281,18 @@ class CampaignMemberStream(SoqlStream):
         )
 
 
+def salesforce_auth(
+    base_url: str, *, token: str | None, client_id: str | None, client_secret: str | None, owner: str
+) -> httpx.Auth:
+    """A connected app's client credentials when both are given, else the access token; `owner`
+    ("source 'crm'", "destination 'crm'") names who lacks both in the error."""
+    if client_id and client_secret:
+        return ClientCredentials(client_id, client_secret, f"{base_url}/services/oauth2/token")
+    if token:
+        return HeaderToken(token)
+    raise ValueError(f"{owner}: no Salesforce access token or client credentials")
+
+
 def salesforce_source(
     spec: SalesforceSource,
     *,
@@ -293,13 +305,9 @@ def salesforce_source(
     plus_addressing: PlusAddressing = "keep",
 ) -> RestSource:
     base_url = spec.base_url.rstrip("/")
-    auth: httpx.Auth
-    if client_id and client_secret:
-        auth = ClientCredentials(client_id, client_secret, f"{base_url}/services/oauth2/token")
-    elif token:
-        auth = HeaderToken(token)
-    else:
-        raise ValueError(f"source {spec.name!r}: no Salesforce access token or client credentials")
+    auth = salesforce_auth(
+        base_url, token=token, client_id=client_id, client_secret=client_secret, owner=f"source {spec.name!r}"
+    )
     client = ApiClient(
         source=spec.name,
         base_url=base_url,

@@ -18,12 +18,11 @@ from connectors.http import AuthenticationError, RetryPolicy
 from connectors.hubspot import hubspot_source
 from connectors.pipedrive import pipedrive_source
 from connectors.salesforce import salesforce_source
+from connectors.secrets import SecretLookup, client_credentials, required_token
 from connectors.sync import ActivitySource
 from leads.config import FileSource, SourceConfig
 from leads.records import PlusAddressing
 from leads.source_config import HubSpotSource, PipedriveSource, SalesforceSource, VendorSource
-
-SecretLookup = Callable[[str | None, str | None], str | None]
 
 
 def open_source(
@@ -48,25 +47,13 @@ def open_source(
     if isinstance(spec, PipedriveSource):
         return pipedrive_source(spec, token=_required(spec, secret), **common)
     if isinstance(spec, SalesforceSource):
-        if spec.client_id_env or spec.client_secret_env:
-            client_id = secret(spec.client_id_env, None)
-            client_secret = secret(spec.client_secret_env, None)
-            if not client_id or not client_secret:
-                raise AuthenticationError(
-                    spec.name,
-                    f"no client credentials: set {spec.client_id_env} and {spec.client_secret_env} "
-                    "in the environment or the workspace's .env file",
-                )
+        credentials = client_credentials(spec, secret, AuthenticationError)
+        if credentials:
+            client_id, client_secret = credentials
             return salesforce_source(spec, client_id=client_id, client_secret=client_secret, **common)
         return salesforce_source(spec, token=_required(spec, secret), **common)
     raise TypeError(f"unknown source kind {type(spec).__name__}")
 
 
 def _required(spec: VendorSource, secret: SecretLookup) -> str:
-    value = secret(spec.token_env, spec.token_block)
-    if value:
-        return value
-    where = f"the Prefect Secret block {spec.token_block!r}" if spec.token_block else None
-    if where is None and spec.token_env:
-        where = f"{spec.token_env} (environment or the workspace's .env file)"
-    raise AuthenticationError(spec.name, f"no API token: looked in {where or 'nothing (set token_env)'}")
+    return required_token(spec, secret, AuthenticationError)

@@ -18,13 +18,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from dotenv import dotenv_values
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from connectors.notify import FatalNotifyError, Notifier, RetriableNotifyError
 from handoff.retry import backoff, past_horizon
 from leads.config import WorkspaceConfig
 from leads.models import Lead, LeadAssignment, NotificationOutbox, OutboxStatus, StageTransition, utcnow
+from leads.outbox import claim_due
 
 LEASE = timedelta(minutes=10)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -127,30 +128,7 @@ def send_notifications(
     """Claim due notifications and send each, committing each outcome on its own."""
     report = NotifyReport()
     with Session(engine) as session:
-        due = (
-            select(NotificationOutbox.id)
-            .where(
-                NotificationOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
-                NotificationOutbox.next_attempt_at <= now,
-            )
-            .order_by(NotificationOutbox.id)
-            .limit(limit)
-        )
-        if session.get_bind().dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        ids = list(session.execute(due).scalars())
-        if ids:
-            session.execute(
-                update(NotificationOutbox)
-                .where(NotificationOutbox.id.in_(ids))
-                .values(
-                    status=OutboxStatus.sending.value,
-                    next_attempt_at=now + LEASE,
-                    attempts=NotificationOutbox.attempts + 1,
-                )
-                .execution_options(synchronize_session=False)
-            )
-        session.commit()
+        ids = claim_due(session=session, table=NotificationOutbox, now=now, limit=limit, lease=LEASE)
     for row_id in ids:
         with Session(engine) as session:
             _send_one(session, row_id, config, notifier, env, now, report)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, or_, select, true, update
+from sqlalchemy import Engine, exists, select, true, update
 from sqlmodel import Session
 
 from connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
@@ -22,6 +22,7 @@ from leads.assignment_config import DeadLetterConfig
 from leads.config import WorkspaceConfig
 from leads.explain import as_payload, explain_lead
 from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition, utcnow
+from leads.outbox import claim_due
 from leads.records import PROFILE_FIELDS
 from leads.sql import upsert_insert
 
@@ -116,29 +117,14 @@ def deliver_pending(
     """
     report = HandoffReport()
     with Session(engine) as session:
-        due = (
-            select(HandoffOutbox.id)
-            .where(
-                HandoffOutbox.destination == destination,
-                or_(HandoffOutbox.status == OutboxStatus.pending, HandoffOutbox.status == OutboxStatus.sending),
-                HandoffOutbox.next_attempt_at <= now,
-            )
-            .order_by(HandoffOutbox.id)
-            .limit(limit)
+        ids = claim_due(
+            session=session,
+            table=HandoffOutbox,
+            now=now,
+            limit=limit,
+            lease=LEASE,
+            where=[HandoffOutbox.destination == destination],
         )
-        if session.get_bind().dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        ids = list(session.execute(due).scalars())
-        if ids:
-            session.execute(
-                update(HandoffOutbox)
-                .where(HandoffOutbox.id.in_(ids))
-                .values(
-                    status=OutboxStatus.sending.value, next_attempt_at=now + LEASE, attempts=HandoffOutbox.attempts + 1
-                )
-                .execution_options(synchronize_session=False)
-            )
-        session.commit()
     for index, row_id in enumerate(ids):
         with Session(engine) as session:
             row = session.get(HandoffOutbox, row_id)

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from connectors.mail import (
@@ -47,6 +47,7 @@ from leads.models import (
     Suppression,
     SuppressionReason,
 )
+from leads.outbox import claim_due
 from leads.records import PROFILE_FIELDS
 from nurture import compliance, tokens
 from nurture import links as tracked_links
@@ -126,27 +127,14 @@ class LinkSigner:
 
 def claim(*, session: Session, now: datetime, limit: int) -> list[int]:
     """Take up to `limit` due rows (pending, or sending with an expired lease) for this sender."""
-    due = (
-        select(EmailOutbox.id)
-        .where(
-            or_(EmailOutbox.status == OutboxStatus.pending, EmailOutbox.status == OutboxStatus.sending),
-            EmailOutbox.next_attempt_at <= now,
-        )
-        .order_by(EmailOutbox.next_attempt_at, EmailOutbox.id)
-        .limit(limit)
+    return claim_due(
+        session=session,
+        table=EmailOutbox,
+        now=now,
+        limit=limit,
+        lease=LEASE,
+        order_by=[EmailOutbox.next_attempt_at, EmailOutbox.id],
     )
-    if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    ids = [row for row in session.execute(due).scalars()]
-    if ids:
-        session.execute(
-            update(EmailOutbox)
-            .where(EmailOutbox.id.in_(ids))
-            .values(status=OutboxStatus.sending.value, next_attempt_at=now + LEASE, attempts=EmailOutbox.attempts + 1)
-            .execution_options(synchronize_session=False)
-        )
-    session.commit()
-    return ids
 
 
 def settle_in_flight(*, session: Session, now: datetime) -> int:

@@ -17,10 +17,19 @@ import html
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
+
+import httpx
 
 from connectors.handoff import FatalHandoffError, RetriableHandoffError
-from connectors.http import AuthenticationError, FatalAPIError, RetriableAPIError, RetryPolicy
+from connectors.http import (
+    ApiClient,
+    AuthenticationError,
+    Classifier,
+    FatalAPIError,
+    RetriableAPIError,
+    RetryPolicy,
+)
 
 
 class DeliveryLedger(Protocol):
@@ -53,6 +62,51 @@ class MemoryLedger:
 
     def save_lead_crm_id(self, email: str, destination: str, crm_id: str) -> None:
         self.leads[(email, destination)] = crm_id
+
+
+class CrmSink:
+    """What every CRM sink holds: its destination's name and spec, the ledger, the retry policy and
+    one HTTP client for the vendor (closed with the sink). Subclasses add the vendor's `deliver`."""
+
+    vendor: str
+
+    def __init__(
+        self,
+        spec: Any,
+        *,
+        ledger: DeliveryLedger,
+        auth: httpx.Auth,
+        classify: Callable[[str], Classifier],
+        base_url: str | None = None,
+        acquire: Callable[[], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.ledger = ledger
+        self.retry = retry or RetryPolicy()
+        self.client = ApiClient(
+            source=spec.name,
+            base_url=base_url or spec.base_url,
+            auth=auth,
+            classify=classify(spec.name),
+            retry=self.retry,
+            acquire=acquire,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class DestinationStopped(Exception):

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from connectors.crm_handoff.common import (
+    CrmSink,
     DeliveryLedger,
     create_once,
     delivery_errors,
@@ -34,7 +35,7 @@ from connectors.crm_handoff.common import (
     reference,
     subject,
 )
-from connectors.http import ApiClient, FatalAPIError, HeaderToken, RetryPolicy
+from connectors.http import FatalAPIError, HeaderToken, RetryPolicy
 from connectors.hubspot import classify
 from leads.handoff_config import HubSpotDestination
 
@@ -51,10 +52,11 @@ LIFECYCLE = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead
 ASSOCIATION_TYPES = {"tasks": 204, "notes": 202}  # HUBSPOT_DEFINED: task → contact, note → contact
 
 
-class HubSpotSink:
+class HubSpotSink(CrmSink):
     """A HandoffSink writing SQLs into HubSpot; safe to repeat with the same idempotency key."""
 
     vendor = "hubspot"
+    spec: HubSpotDestination
 
     def __init__(
         self,
@@ -66,31 +68,15 @@ class HubSpotSink:
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.name = spec.name
-        self.spec = spec
-        self.ledger = ledger
-        self.retry = retry or RetryPolicy()
-        self.client = ApiClient(
-            source=spec.name,
-            base_url=spec.base_url,
+        super().__init__(
+            spec,
+            ledger=ledger,
             auth=HeaderToken(token),
-            classify=classify(spec.name),
-            retry=self.retry,
+            classify=classify,
             acquire=acquire,
             transport=transport,
+            retry=retry,
         )
-
-    def __repr__(self) -> str:
-        return f"HubSpotSink(name={self.name!r})"
-
-    def __enter__(self) -> HubSpotSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.client.close()
 
     def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
         """Upsert the contact, then the follow-up; returns `contact <id>` (and `task <id>`/`note <id>`)."""

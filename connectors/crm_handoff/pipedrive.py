@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from connectors.crm_handoff.common import (
+    CrmSink,
     DeliveryLedger,
     create_once,
     delivery_errors,
@@ -34,17 +35,18 @@ from connectors.crm_handoff.common import (
     reference,
     subject,
 )
-from connectors.http import ApiClient, FatalAPIError, HeaderToken, RetryPolicy
+from connectors.http import FatalAPIError, HeaderToken, RetryPolicy
 from connectors.pipedrive import classify
 from leads.handoff_config import PipedriveDestination
 
 MAX_PAGES = 20  # a person has a handful of leads and activities; this only bounds a runaway loop
 
 
-class PipedriveSink:
+class PipedriveSink(CrmSink):
     """A HandoffSink writing SQLs into Pipedrive; safe to repeat with the same idempotency key."""
 
     vendor = "pipedrive"
+    spec: PipedriveDestination
 
     def __init__(
         self,
@@ -56,31 +58,15 @@ class PipedriveSink:
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self.name = spec.name
-        self.spec = spec
-        self.ledger = ledger
-        self.retry = retry or RetryPolicy()
-        self.client = ApiClient(
-            source=spec.name,
-            base_url=spec.base_url,
+        super().__init__(
+            spec,
+            ledger=ledger,
             auth=HeaderToken(token, header="x-api-token", scheme=None),
-            classify=classify(spec.name),
-            retry=self.retry,
+            classify=classify,
             acquire=acquire,
             transport=transport,
+            retry=retry,
         )
-
-    def __repr__(self) -> str:
-        return f"PipedriveSink(name={self.name!r})"
-
-    def __enter__(self) -> PipedriveSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.client.close()
 
     def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
         """Person, lead or deal, activity; returns `person <id>, lead <id>, activity <id>`."""

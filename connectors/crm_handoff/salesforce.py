@@ -27,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from connectors.crm_handoff.common import (
+    CrmSink,
     DeliveryLedger,
     create_once,
     delivery_errors,
@@ -35,8 +36,8 @@ from connectors.crm_handoff.common import (
     owner_crm_id,
     subject,
 )
-from connectors.http import ApiClient, FatalAPIError, HeaderToken, RetryPolicy
-from connectors.salesforce import ClientCredentials, classify
+from connectors.http import FatalAPIError, RetryPolicy
+from connectors.salesforce import classify, salesforce_auth
 from leads.handoff_config import SalesforceDestination
 
 LEAD_FIELDS = {
@@ -56,10 +57,11 @@ def soql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class SalesforceSink:
+class SalesforceSink(CrmSink):
     """A HandoffSink writing SQLs into Salesforce as Leads with a Task; safe to repeat with the same key."""
 
     vendor = "salesforce"
+    spec: SalesforceDestination
 
     def __init__(
         self,
@@ -74,39 +76,20 @@ class SalesforceSink:
         retry: RetryPolicy | None = None,
     ) -> None:
         base_url = spec.base_url.rstrip("/")
-        auth: httpx.Auth
-        if client_id and client_secret:
-            auth = ClientCredentials(client_id, client_secret, f"{base_url}/services/oauth2/token")
-        elif token:
-            auth = HeaderToken(token)
-        else:
-            raise ValueError(f"destination {spec.name!r}: no Salesforce access token or client credentials")
-        self.name = spec.name
-        self.spec = spec
-        self.ledger = ledger
-        self.retry = retry or RetryPolicy()
-        self.api = f"/services/data/{spec.api_version}"
-        self.client = ApiClient(
-            source=spec.name,
-            base_url=base_url,
+        auth = salesforce_auth(
+            base_url, token=token, client_id=client_id, client_secret=client_secret, owner=f"destination {spec.name!r}"
+        )
+        super().__init__(
+            spec,
+            ledger=ledger,
             auth=auth,
-            classify=classify(spec.name),
-            retry=self.retry,
+            classify=classify,
+            base_url=base_url,
             acquire=acquire,
             transport=transport,
+            retry=retry,
         )
-
-    def __repr__(self) -> str:
-        return f"SalesforceSink(name={self.name!r})"
-
-    def __enter__(self) -> SalesforceSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.client.close()
+        self.api = f"/services/data/{spec.api_version}"
 
     def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
         """Upsert the Lead, then the Task; returns `Lead <Id>` (and `Task <Id>`)."""
