@@ -34,7 +34,7 @@ from handoff.crm_ledger import DatabaseLedger
 from handoff.deadletters import dead_counts
 from handoff.destinations import disable, disabled_reason
 from handoff.notify import NotifyReport, environment, send_notifications
-from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls
+from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls_for
 from handoff.sla import SlaReport, check_sla
 from leads.db import session_scope
 from leads.handoff_config import CRM_KINDS, HandoffDestination, legacy_name
@@ -65,7 +65,7 @@ def queue_handoffs(ws: Workspace, names: list[str], now: datetime) -> Queued:
     """Owners first, in the same transaction, so each destination's payload carries its owner."""
     with session_scope(ws.engine) as session:
         assigned = assign_new_sqls(session=session, config=ws.config.handoff, now=now)
-        queued = {name: queue_new_sqls(session=session, config=ws.config, destination=name, now=now) for name in names}
+        queued = queue_new_sqls_for(session=session, config=ws.config, destinations=names, now=now)
     return Queued(queued=queued, assigned=assigned)
 
 

@@ -8,11 +8,12 @@ reasons), so a retry a day later sends what sales would have seen then.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, select, true, update
+from sqlalchemy import Engine, exists, or_, select, true, update
 from sqlmodel import Session
 
 from connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
@@ -68,37 +69,74 @@ def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transit
 
 def queue_new_sqls(*, session: Session, config: WorkspaceConfig, destination: str, now: datetime) -> int:
     """Write a handoff row for every SQL transition not yet queued for this destination; caller commits."""
+    return queue_new_sqls_for(session=session, config=config, destinations=[destination], now=now)[destination]
+
+
+def queue_new_sqls_for(
+    *, session: Session, config: WorkspaceConfig, destinations: Sequence[str], now: datetime
+) -> dict[str, int]:
+    """Queue every SQL transition for each destination that lacks it, building each payload once; caller commits.
+
+    The payload (with its explanation, the costly part) is the same for every destination, so a
+    transition missing from three destinations is explained once, not three times.
+    """
+    queued = dict.fromkeys(destinations, 0)
+    if not destinations:
+        return queued
+    missing_somewhere = or_(
+        *(
+            ~exists().where(HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == name)
+            for name in destinations
+        )
+    )
     pending = session.execute(
         select(StageTransition, Lead)
         .join(Lead, Lead.id == StageTransition.lead_id)
         .where(
             StageTransition.to_stage == Stage.sql.value,
-            ~exists().where(
-                HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == destination
-            ),
+            missing_somewhere,
             assigned_transitions() if config.handoff.teams else true(),  # waiting leads are not handed off yet
         )
         .order_by(StageTransition.id)
     ).all()
-    rows = [
-        {
-            "idempotency_key": handoff_key(t.id, destination),
-            "lead_id": lead.id,
-            "transition_id": t.id,
-            "destination": destination,
-            "payload": build_payload(session, config, lead, t),
-            "status": OutboxStatus.pending.value,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for t, lead in pending
-    ]
+    if not pending:
+        return queued
+    have: set[tuple[int, str]] = set()
+    ids = [t.id for t, _ in pending]
+    for start in range(0, len(ids), 5000):
+        have.update(
+            session.execute(
+                select(HandoffOutbox.transition_id, HandoffOutbox.destination).where(
+                    HandoffOutbox.transition_id.in_(ids[start : start + 5000]),
+                    HandoffOutbox.destination.in_(list(destinations)),
+                )
+            ).tuples()
+        )
+    rows = []
+    for t, lead in pending:
+        payload = build_payload(session, config, lead, t)
+        for name in destinations:
+            if (t.id, name) in have:
+                continue
+            queued[name] += 1
+            rows.append(
+                {
+                    "idempotency_key": handoff_key(t.id, name),
+                    "lead_id": lead.id,
+                    "transition_id": t.id,
+                    "destination": name,
+                    "payload": payload,
+                    "status": OutboxStatus.pending.value,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
     if rows:
         session.execute(
             upsert_insert(session, HandoffOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows
         )
-    return len(rows)
+    return queued
 
 
 def deliver_pending(
