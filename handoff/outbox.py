@@ -105,12 +105,13 @@ def queue_new_sqls_for(
     ids = [t.id for t, _ in pending]
     for start in range(0, len(ids), 5000):
         have.update(
-            session.execute(
+            (transition_id, name)
+            for transition_id, name in session.execute(
                 select(HandoffOutbox.transition_id, HandoffOutbox.destination).where(
                     HandoffOutbox.transition_id.in_(ids[start : start + 5000]),
                     HandoffOutbox.destination.in_(list(destinations)),
                 )
-            ).tuples()
+            )
         )
     rows = []
     for t, lead in pending:
