@@ -47,16 +47,18 @@ from connectors.streams import (
 from leads.records import PlusAddressing
 from leads.source_config import SalesforceSource
 
+# leadflow profile field -> Salesforce Lead field: what the source reads and the handoff sink writes.
+LEAD_FIELDS = {
+    "first_name": "FirstName",
+    "last_name": "LastName",
+    "company": "Company",
+    "title": "Title",
+    "industry": "Industry",
+    "company_size": "NumberOfEmployees",
+    "country": "Country",
+}
 PROFILE_DEFAULTS = {
-    "Lead": {
-        "first_name": "FirstName",
-        "last_name": "LastName",
-        "company": "Company",
-        "title": "Title",
-        "industry": "Industry",
-        "company_size": "NumberOfEmployees",
-        "country": "Country",
-    },
+    "Lead": LEAD_FIELDS,
     "Contact": {
         "first_name": "FirstName",
         "last_name": "LastName",

@@ -37,18 +37,9 @@ from connectors.crm_handoff.common import (
     subject,
 )
 from connectors.http import FatalAPIError, RetryPolicy
-from connectors.salesforce import classify, salesforce_auth
+from connectors.salesforce import LEAD_FIELDS, classify, salesforce_auth
 from leads.handoff_config import SalesforceDestination
 
-LEAD_FIELDS = {
-    "first_name": "FirstName",
-    "last_name": "LastName",
-    "company": "Company",
-    "title": "Title",
-    "industry": "Industry",
-    "company_size": "NumberOfEmployees",
-    "country": "Country",
-}
 NOT_PROVIDED = "[not provided]"  # what Web-to-Lead writes into required fields it has no value for
 
 
