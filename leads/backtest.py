@@ -76,8 +76,9 @@ def stages_as_of(
     points: dict[int, LeadPoint] = {}
     for lo, hi in plan_shards(session, shard_size):
         leads = {lead.id: lead for lead in session.execute(select(*LEAD_COLUMNS).where(Lead.id.between(lo, hi)))}
-        for row in session.execute(scorer.activity_query(now, Activity.lead_id.between(lo, hi))):
-            points[row[0]] = stateless_stage(scorer, config, leads[row[0]], row, now)
+        totals = scorer.totals(session.connection(), now, Activity.lead_id.between(lo, hi))
+        for g, lead_id in enumerate(totals.lead_ids.tolist()):
+            points[lead_id] = stateless_stage(scorer, config, leads[lead_id], totals.row_at(g), now)
     return points
 
 

@@ -68,7 +68,7 @@ def explain_lead(*, session: Session, config: WorkspaceConfig, email: str, now: 
     scorer = make_scorer(session, config)
     # The activity requalify counts: after the last recycling, for a lead that was ever recycled.
     counted = [AFTER_RECYCLING] if ever_recycled(session, [lead], StageTransition.lead_id == lead.id) else []
-    row = session.execute(scorer.activity_query(now, Activity.lead_id == lead.id, *counted)).first()
+    row = scorer.totals(session.connection(), now, Activity.lead_id == lead.id, *counted).row(lead.id)
     parts = scorer.parts(lead, row, now)
     events = _events(session, lead.id, now, counted)
     rules = tuple(_detail(c, config, scorer.decay_rate, events, now) for c in parts.contributions)

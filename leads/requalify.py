@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from sqlalchemy import (
     Column,
     DateTime,
@@ -34,10 +36,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from leads.activity_totals import NO_TIME, from_micros
 from leads.config import WorkspaceConfig
+from leads.gc_pause import cycle_collector_paused
 from leads.ingest import load_cursor, save_cursor
 from leads.models import Activity, Lead, Stage, StageTransition
 from leads.rescore import next_rescore_at
+from leads.score_arrays import LeadColumns, score_batch
 from leads.scoring import Scorer
 from leads.stages import BANT_FIELDS, decide
 
@@ -135,7 +140,7 @@ def _lead_columns(scorer: Scorer, config: WorkspaceConfig) -> list[Any]:
 def _driver_rows(session: Session, query: Any) -> list[tuple[Any, ...]]:
     """The driver's own tuples: SQLAlchemy's rows cost more than the query's aggregation at a million leads.
 
-    Callers take care of types (see `Scorer.parts`, `_read_leads`): text times on SQLite.
+    Callers take care of types (see `LeadColumns`, `_lead_tuples`): text times on SQLite.
     """
     return session.connection().execute(query).cursor.fetchall()  # type: ignore[union-attr]
 
@@ -143,22 +148,27 @@ def _driver_rows(session: Session, query: Any) -> list[tuple[Any, ...]]:
 _ROW_TYPES: dict[tuple[str, ...], Any] = {}
 
 
-def _read_leads(session: Session, columns: list[Any], where: ColumnElement[bool]) -> list[Any]:
-    """Lead rows with attribute access and datetimes (parsed here from SQLite's text, once per value)."""
+def _bulk_columns(scorer: Scorer) -> list[Any]:
+    """What the array path reads of every lead of a batch: scores, stage, times, and the fields the rules read."""
+    return [*_SCORING_COLUMNS, *(Lead.__table__.c[name] for name in scorer.lead_fields)]
+
+
+def _lead_tuples(session: Session, columns: list[Any], ids: list[int]) -> dict[int, Any]:
+    """Named tuples with datetimes (parsed here from SQLite's text) of the leads `ids`, for the per-lead path."""
     names = tuple(c.key for c in columns)
     row_type = _ROW_TYPES.get(names) or _ROW_TYPES.setdefault(names, namedtuple("LeadRow", names))  # type: ignore[misc]
-    raw = _driver_rows(session, select(*columns).where(where))
-    if session.get_bind().dialect.name != "sqlite":
-        return list(map(row_type._make, raw))
-    times = [i for i, c in enumerate(columns) if isinstance(c.type, DateTime)]
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    times = [i for i, c in enumerate(columns) if isinstance(c.type, DateTime)] if sqlite else []
     parse = datetime.fromisoformat
-    out = []
-    for values in raw:
-        values = list(values)
-        for i in times:
-            if values[i] is not None:
-                values[i] = parse(values[i])
-        out.append(row_type._make(values))
+    out: dict[int, Any] = {}
+    for start in range(0, len(ids), 5000):
+        for values in _driver_rows(session, select(*columns).where(Lead.id.in_(ids[start : start + 5000]))):
+            if times:
+                values = list(values)
+                for i in times:
+                    if values[i] is not None:
+                        values[i] = parse(values[i])
+            out[values[0]] = row_type._make(values)
     return out
 
 
@@ -179,53 +189,96 @@ def requalify_batch(
     ids: list[int] | None = None,
     run_id: str | None = None,
     scorer: Scorer | None = None,
+    vectorised: bool = True,
 ) -> BatchResult:
-    """Rescore the leads with ids in [lo, hi] or in `ids`, record stage moves; the caller commits."""
+    """Rescore the leads with ids in [lo, hi] or in `ids`, record stage moves; the caller commits.
+
+    Every lead is scored on arrays (`leads.score_arrays`); the leads that may move, or whose next
+    rescore depends on decay, then go through `Scorer.parts` and `decide` one by one (all of them
+    with `vectorised=False`, which the tests use to show both paths agree).
+    """
     scorer = scorer or make_scorer(session, config)
     if scorer.dialect == "postgresql":
-        # PostgreSQL overestimates the groups of a batch and would spill its hash aggregate to disk
-        # with the default 4 MB (a third of a 50,000-lead shard's time); for this transaction only.
+        # PostgreSQL overestimates the groups of a batch and would spill to disk with the default
+        # 4 MB; for this transaction only.
         session.execute(text(f"SET LOCAL work_mem = '{PG_WORK_MEM}'"))
     if ids is not None:
         activity_filter, lead_filter = Activity.lead_id.in_(ids), Lead.id.in_(ids)
+        among = StageTransition.lead_id.in_(ids)
     else:
         activity_filter, lead_filter = Activity.lead_id.between(lo, hi), Lead.id.between(lo, hi)
-    leads = _read_leads(session, _lead_columns(scorer, config), lead_filter)
-    rows: dict[int, Any] = {row[0]: row for row in _driver_rows(session, scorer.activity_query(now, activity_filter))}
-    among = StageTransition.lead_id.in_(ids) if ids is not None else StageTransition.lead_id.between(lo, hi)
-    recycled = ever_recycled(session, leads, among)
-    if recycled:  # they qualify again on activity after recycling only, and old activity never counts again
-        query = scorer.activity_query(now, Activity.lead_id.in_(recycled), AFTER_RECYCLING)
-        after = {row[0]: row for row in _driver_rows(session, query)}
-        rows.update((lead_id, after.get(lead_id)) for lead_id in recycled)
-    result = BatchResult(leads=len(leads))
+        among = StageTransition.lead_id.between(lo, hi)
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    columns = _bulk_columns(scorer)
+    connection = session.connection()
+    with cycle_collector_paused():
+        rows = _driver_rows(session, select(*columns).where(lead_filter).order_by(Lead.id))
+        totals = scorer.totals(connection, now, activity_filter)
+        leads = LeadColumns.from_rows(rows, [c.key for c in columns])
+        del rows
+        scores = score_batch(scorer, config, leads, totals, now)
+    once = session.execute(
+        select(StageTransition.lead_id).where(StageTransition.to_stage == Stage.recycled.value, among).distinct()
+    ).scalars()
+    recycled = set(once) | {int(i) for i in leads.ids[scores.recycled].tolist()}
+    per_lead = scores.per_lead.copy() if vectorised else np.ones(len(leads.ids), dtype=bool)
+    if recycled:
+        per_lead |= np.isin(leads.ids, list(recycled))
+    result = BatchResult(leads=len(leads.ids))
     staged: list[tuple[Any, ...]] = []
     transitions: list[tuple[Any, ...]] = []
-    parts_of, get_row = scorer.parts, rows.get
-    when = _sqlite_time if session.get_bind().dialect.name == "sqlite" else _same
-    moved_at, version = when(now), config.scoring.version
-    for lead in leads:
-        stage = Stage(lead.stage)
-        parts = parts_of(lead, get_row(lead.id), now, detail=False)
-        decision = decide(stage, lead.stage_changed_at, parts, config, lead)
-        if decision:
-            result.moves[(stage.value, decision.to_stage.value)] += 1
-            transitions.append(
-                (lead.id, stage.value, decision.to_stage.value, moved_at, parts.fit, parts.engagement, parts.total,
-                 version, decision.reason[:2000], run_id)
-            )  # fmt: skip
-            stage = decision.to_stage
-        scores = (parts.fit, parts.engagement, parts.total)
-        scores_changed = (lead.fit_score, lead.engagement_score, lead.score) != scores
-        if decision or scores_changed:
-            result.rescored += 1
-        after = next_rescore_at(parts=parts, stage=stage, config=config, now=now)
-        # A lead whose row would not change is not written: a full recompute in a steady state is reads only.
-        if decision or scores_changed or after != lead.rescore_at or lead.scored_at is None:
-            staged.append(
-                (lead.id, parts.fit, parts.engagement, parts.total, stage.value, when(now if decision else None),
-                 when(lead.rescore_at or EPOCH), when(after))
-            )  # fmt: skip
+    when = _sqlite_time if sqlite else _same
+    version = config.scoring.version
+
+    # Settled on arrays: no move; write only what changed.
+    settled = ~per_lead
+    changed = settled & np.any(leads.stored != np.column_stack([scores.fit, scores.engagement, scores.total]), axis=1)
+    write = changed | (settled & ((scores.next_rescore != leads.rescore) | ~leads.scored))
+    result.rescored += int(changed.sum())
+    for i in np.flatnonzero(write).tolist():
+        after = scores.next_rescore[i]
+        staged.append(
+            (int(leads.ids[i]), float(scores.fit[i]), float(scores.engagement[i]), float(scores.total[i]),
+             leads.stages[i], None, leads.rescore_raw[i] or when(EPOCH),
+             None if after == NO_TIME else when(from_micros(int(after))))
+        )  # fmt: skip
+
+    # One by one: the leads that may move.
+    picked = [int(i) for i in leads.ids[per_lead].tolist()]
+    if picked:
+        full = _lead_tuples(session, _lead_columns(scorer, config), picked)
+        recycled_ids = [i for i in picked if i in recycled]
+        after_recycling = (
+            scorer.totals(connection, now, Activity.lead_id.in_(recycled_ids), AFTER_RECYCLING)
+            if recycled_ids
+            else None
+        )
+        moved_at = when(now)
+        for lead_id in picked:
+            lead = full[lead_id]
+            source = after_recycling if after_recycling is not None and lead_id in recycled else totals
+            stage = Stage(lead.stage)
+            parts = scorer.parts(lead, source.row(lead_id), now, detail=False)
+            decision = decide(stage, lead.stage_changed_at, parts, config, lead)
+            if decision:
+                result.moves[(stage.value, decision.to_stage.value)] += 1
+                transitions.append(
+                    (lead_id, stage.value, decision.to_stage.value, moved_at, parts.fit, parts.engagement,
+                     parts.total, version, decision.reason[:2000], run_id)
+                )  # fmt: skip
+                stage = decision.to_stage
+            scores_changed = (lead.fit_score, lead.engagement_score, lead.score) != (
+                parts.fit, parts.engagement, parts.total
+            )
+            if decision or scores_changed:
+                result.rescored += 1
+            after = next_rescore_at(parts=parts, stage=stage, config=config, now=now)
+            # A lead whose row would not change is not written: a full recompute in a steady state is reads only.
+            if decision or scores_changed or after != lead.rescore_at or lead.scored_at is None:
+                staged.append(
+                    (lead_id, parts.fit, parts.engagement, parts.total, stage.value,
+                     when(now if decision else None), when(lead.rescore_at or EPOCH), when(after))
+                )  # fmt: skip
     _write(session, staged, now)
     if transitions:
         _insert_transitions(session, transitions)

@@ -22,6 +22,12 @@ FROZEN = {Stage.customer, Stage.disqualified}
 # Scores are stored rounded to 0.01: aim a little past each threshold, so that at the scheduled
 # moment the rounded score is clearly across it (and not exactly on it, which would not count).
 MARGIN = 0.006
+US_PER_DAY = 86_400_000_000
+
+
+def after_days(now: datetime, days: float) -> datetime:
+    """`now` plus `days`, floored to the microsecond (never late; numpy's `floor(days·µs/day)`, bit for bit)."""
+    return now + timedelta(microseconds=math.floor(days * US_PER_DAY))
 
 
 def _halvings_until(amount: float, target: float) -> float | None:
@@ -103,7 +109,7 @@ def _decay_crossings(
             # 0: already at the floor but not below it after rounding; look again in a minute.
             days.append(low or 1 / 1440)
     if parts.negative >= 0:
-        return [now + timedelta(days=d) for d in days]  # only a decaying penalty can raise a score
+        return [after_days(now, d) for d in days]  # only a decaying penalty can raise a score
     rank = funnel_rank(stage)
     for target, rule in config.stages.ordered():
         if funnel_rank(target) <= rank or not rule.has_thresholds:
@@ -127,4 +133,4 @@ def _decay_crossings(
         ]
         if all(d is not None for d in needed) and max(needed) > 0:  # type: ignore[type-var]
             days.append(max(needed))  # type: ignore[type-var]  # 0: met already, blocked by what time can't change
-    return [now + timedelta(days=d) for d in days]
+    return [after_days(now, d) for d in days]

@@ -1,9 +1,14 @@
 """Score parts from the rules: fit from who the lead is, engagement from what it did and when.
 
-Engagement is computed set-based: one GROUP BY over the activity of a batch of leads gives, per
-lead, every rule's decayed sum, every frequency window's count, and the times of hand raises and
-sales outcomes. Python then applies points and caps to those few numbers per lead. Fit depends only
-on a handful of profile fields that repeat across leads, so it is memoised per distinct profile.
+Engagement comes from per-lead activity totals (`leads.activity_totals`: every rule's decayed sum,
+every frequency window's count, the times of hand raises and sales outcomes), added up in numpy
+from the raw activity rows. Python then applies points and caps to those few numbers per lead; the
+requalify batch does the same arithmetic on whole arrays (`leads.score_arrays`). Fit depends only
+on a handful of profile fields that repeat across leads, so it is memoised per distinct value.
+
+Scores are rounded to cents with `round2` (x·100 to the nearest integer, ties to even, ÷100): the
+same operations numpy performs, so a score computed per lead and one computed per array agree to
+the last bit.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import Float, Select, String, and_, func, literal, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
+from leads.activity_totals import ActivityTotals, TotalsQuery, totals_for
 from leads.models import Activity, ActivityType
 from leads.scoring_config import FREE_MAIL_DOMAINS, ActivityRule, Condition, FrequencyRule, ScoringConfig, StagesConfig
 
@@ -29,7 +34,6 @@ OUTCOME_TYPES: tuple[ActivityType, ...] = (
     ActivityType.sales_rejected,
     ActivityType.deal_lost,
 )
-JULIAN_UNIX_EPOCH = 2440587.5
 
 
 class Contribution(NamedTuple):
@@ -135,62 +139,24 @@ class Scorer:
         self._engagement = tuple((r.points, r.cap, bool(r.decays and self.decay_rate)) for r in scoring.engagement)
         self._frequency = tuple((r.at_least, r.points, timedelta(days=r.within_days)) for r in scoring.frequency)
         self._inactivity = tuple((timedelta(days=r.days), r.points) for r in scoring.inactivity)
+        self.mark_kinds = tuple(sorted({k.value for k in (*self.hand_raise_types, *OUTCOME_TYPES)}))
+        self.totals_query = TotalsQuery(
+            engagement=scoring.engagement,
+            frequency=scoring.frequency,
+            mark_kinds=self.mark_kinds,
+            decay_rate=self.decay_rate,
+            dialect=dialect,
+        )
 
     @property
     def lead_fields(self) -> tuple[str, ...]:
         """The lead columns the fit and disqualify rules read."""
         return tuple(sorted({"email" if name == "email_domain" else name for name in self._fields}))
 
-    # --- SQL -------------------------------------------------------------------------------------
-
-    def _age_days(self, now: datetime) -> ColumnElement[float]:
-        if self.dialect == "postgresql":
-            return func.extract("epoch", literal(now) - Activity.occurred_at) / 86400.0
-        return literal(_julian(now), Float) - func.julianday(Activity.occurred_at)
-
-    def _weight(self, rule: ActivityRule, now: datetime) -> ColumnElement[float]:
-        if not (rule.decays and self.decay_rate):
-            return literal(1.0, Float)
-        return func.exp(literal(-self.decay_rate, Float) * self._age_days(now))
-
-    def activity_query(self, now: datetime, *lead_filter: ColumnElement[bool]) -> Select[Any]:
-        """Per lead: decayed sum per engagement rule, count and oldest time per frequency window,
-        the hand raises and sales outcomes (as `type=time` marks), and the latest activity of all.
-
-        Activity after `now` never counts, so the same query replays history for backtests.
-        Every aggregate column costs the database work per activity row (most of the query's time
-        at a million leads): each takes only its rows (`FILTER (WHERE …)`, which skips the
-        aggregate step, where `CASE` would feed it a NULL), and the rare kinds (hand raises,
-        outcomes) share one string aggregate instead of a MAX column each.
-        """
-        columns: list[Any] = [Activity.lead_id]
-        for rule in self.scoring.engagement:
-            columns.append(func.sum(self._weight(rule, now)).filter(self._matches(rule)))
-        for rule in self.scoring.frequency:
-            # Strictly within: at exactly oldest + within_days the oldest no longer counts (the lapse time).
-            recent = and_(self._matches(rule), Activity.occurred_at > now - timedelta(days=rule.within_days))
-            columns.append(func.count().filter(recent))
-            columns.append(_raw(func.min(Activity.occurred_at).filter(recent)))
-        kinds = sorted({k.value for k in (*self.hand_raise_types, *OUTCOME_TYPES)})
-        mark = Activity.type + literal("=", String) + self._time_text()
-        marks = func.string_agg(mark, ",") if self.dialect == "postgresql" else func.group_concat(mark, ",")
-        columns.append(marks.filter(Activity.type.in_(kinds)))
-        columns.append(_raw(func.max(Activity.occurred_at)))
-        return select(*columns).where(Activity.occurred_at <= now, *lead_filter).group_by(Activity.lead_id)
-
-    def _time_text(self) -> ColumnElement[str]:
-        """occurred_at as text that sorts as time does: SQLite's stored text, a fixed format on PostgreSQL."""
-        if self.dialect == "postgresql":
-            return func.to_char(Activity.occurred_at, "YYYY-MM-DD HH24:MI:SS.US")
-        return _raw(Activity.occurred_at)
-
-    def _matches(self, rule: ActivityRule | FrequencyRule) -> ColumnElement[bool]:
-        if rule.target_contains:
-            if self.dialect == "sqlite":
-                # SQLite's LIKE ignores ASCII case, as its lower() does: the same matches as below, cheaper.
-                escaped = re.sub(r"([/%_])", r"/\1", rule.target_contains)
-                return (Activity.type == rule.activity.value) & Activity.target.like(f"%{escaped}%", escape="/")  # type: ignore[union-attr]
-        return _matches(rule)
+    def totals(self, connection: Any, now: datetime, *lead_filter: ColumnElement[bool]) -> ActivityTotals:
+        """The activity totals at `now` of the leads `lead_filter` picks (activity after `now` never counts,
+        so the same call replays history for backtests)."""
+        return totals_for(connection, self.totals_query, now, *lead_filter)
 
     # --- Python, per lead --------------------------------------------------------------------------
 
@@ -246,12 +212,12 @@ class Scorer:
                 raw = rule.points * amount
                 cap = rule.cap
                 capped = cap is not None and (raw > cap if cap > 0 else raw < cap)
-                points = round(cap if capped else raw, 2)  # type: ignore[arg-type]
+                points = round2(cap if capped else raw)  # type: ignore[arg-type]
                 out.append((rule, Contribution(rule.name, "engagement", points, round(amount, 3), capped)))
         return out
 
     def parts(self, lead: Any, row: Sequence[Any] | None, now: datetime, *, detail: bool = True) -> ScoreParts:
-        """Score parts of one lead from its row of `activity_query` (None when it has no activity).
+        """Score parts of one lead from its `ActivityTotals.row` (None when it has no activity).
 
         `detail=False` skips building the per-rule contributions: requalify at a million leads
         needs only the sums; explanations and handoffs ask for the detail. Both take the same
@@ -259,7 +225,7 @@ class Scorer:
         """
         if detail:
             fit_contributions, disqualified = self.fit(lead)
-            fit_sum = sum(c.points for c in fit_contributions)
+            fit_sum = self._fit_points(lead)[0]  # the per-field order requalify adds in
             contributions: list[Contribution] | None = list(fit_contributions)
         else:
             fit_sum, disqualified = self._fit_points(lead)
@@ -287,7 +253,7 @@ class Scorer:
                     raw = per * amount
                     if cap is not None and (raw > cap if cap > 0 else raw < cap):
                         raw = cap
-                    points = round(raw, 2)
+                    points = round2(raw)
                     if not decays:
                         steady += points
                     elif points > 0:
@@ -304,14 +270,14 @@ class Scorer:
                     steady += points
                     ends = _as_datetime(oldest) + within
                     lapse = ends if lapse is None or ends < lapse else lapse
-            if row[at]:
-                latest = _latest_marks(row[at])
+            latest = row[at]  # the latest time per hand raise / outcome type
+            if latest:
                 for kind in self.hand_raise_types:
                     if kind.value in latest:
-                        hand_raises[kind] = _as_datetime(latest[kind.value])
+                        hand_raises[kind] = latest[kind.value]
                 for kind in OUTCOME_TYPES:
                     if kind.value in latest:
-                        outcomes[kind] = _as_datetime(latest[kind.value])
+                        outcomes[kind] = latest[kind.value]
             last_activity = _as_datetime(row[at + 1])
         since = last_activity or lead.created_at
         if since is not None:
@@ -321,19 +287,24 @@ class Scorer:
                     if contributions is not None:
                         contributions.append(Contribution(rule.name, "engagement", points))
                     steady += points
-        fit = round(fit_sum, 2)
-        engagement = round(positive + negative + steady, 2)
+        fit = round2(fit_sum)
+        engagement = round2(positive + negative + steady)
         weights = self.scoring.total
         return ScoreParts(
             fit,
             engagement,
-            round(weights.fit * fit + weights.engagement * engagement, 2),
+            round2(weights.fit * fit + weights.engagement * engagement),
             tuple(contributions) if contributions is not None else (),
             positive,
             negative,
             LeadSignals(hand_raises, outcomes, lapse, since),
             disqualified,
         )
+
+
+def round2(value: float) -> float:
+    """To cents: value·100 to the nearest integer (ties to even), ÷100 — numpy's `rint(x*100)/100`, bit for bit."""
+    return round(value * 100.0) / 100.0
 
 
 def describe_condition(condition: Condition) -> str:
@@ -354,31 +325,11 @@ def describe_condition(condition: Condition) -> str:
 
 
 def _matches(rule: ActivityRule | FrequencyRule | Any) -> ColumnElement[bool]:
-    """The rule's type, and its target text case-insensitively (any dialect); `Scorer._matches` is faster on SQLite."""
+    """The rule's type, and its target text case-insensitively (any dialect)."""
     condition = Activity.type == rule.activity.value
     if rule.target_contains:
         condition = condition & Activity.target.icontains(rule.target_contains, autoescape=True)  # type: ignore[union-attr]
     return condition
-
-
-def _latest_marks(marks: str) -> dict[str, str]:
-    """The latest time per type among `type=time` marks (times as text that sorts as time does)."""
-    latest: dict[str, str] = {}
-    for mark in marks.split(","):
-        kind, _, at = mark.partition("=")
-        if at > latest.get(kind, ""):
-            latest[kind] = at
-    return latest
-
-
-def _raw(column: ColumnElement[Any]) -> ColumnElement[Any]:
-    """Skip SQLAlchemy's per-value datetime processing (slow at a million rows); _as_datetime parses."""
-    return type_coerce(column, String)
-
-
-def _julian(naive_utc: datetime) -> float:
-    epoch = datetime(1970, 1, 1)
-    return (naive_utc - epoch).total_seconds() / 86400.0 + JULIAN_UNIX_EPOCH
 
 
 def _as_datetime(value: Any) -> datetime:
