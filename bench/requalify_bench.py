@@ -20,7 +20,6 @@ import resource
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -120,7 +119,7 @@ def phase(name: str, url: str, config_path: str) -> dict[str, object]:
     from leads.config import load_config
     from leads.db import make_engine, session_scope
     from leads.models import Activity, Lead
-    from leads.requalify import due_lead_ids, make_scorer, plan_shards, requalify_batch
+    from leads.requalify import due_lead_ids, make_scorer, requalify_batch
 
     config = load_config(Path(config_path))
     engine = make_engine(url)
@@ -144,12 +143,23 @@ def phase(name: str, url: str, config_path: str) -> dict[str, object]:
             rows = conn.execute(text(sql), {"r": rate, "now": NOW if pg else NOW.isoformat(sep=" ")}).all()
         out["rows"] = len(rows)
     elif name in ("full", "full-2proc"):
-        with session_scope(engine) as session:
-            shards = plan_shards(session, 50_000)
+        # As the requalify flow runs it: a round of 50,000-lead shards claimed from the database, read in
+        # one transaction and written in another; with 2 processes, one helper process shares the round.
+        from leads.claims import close_round, open_round
+        from leads.requalify_helpers import finish_helpers, start_helpers
+        from leads.requalify_rounds import JOB, drain_round, plan_round, remember_full_round
+
         workers = 2 if name == "full-2proc" else 1
-        with ProcessPoolExecutor(workers) if workers > 1 else _Inline() as pool:
-            results = list(pool.map(_score_shard, [(url, config_path, lo, hi) for lo, hi in shards]))
-        out.update(shards=len(shards), moved=sum(results), workers=workers)
+        os.environ["LEADFLOW_DATABASE_URL"] = url  # what the helper reads, as it would from a workspace
+        os.environ["LEADFLOW_CONFIG_PATH"] = str(Path(config_path).resolve())
+        run = open_round(
+            engine, job=JOB, worker="bench", plan=lambda s: plan_round(s, config, now=NOW, shard_size=50_000, full=True)
+        )
+        helpers = start_helpers(workers - 1, workspace=None, round_id=run.id, now=NOW, worker="bench")
+        mine, _ = drain_round(engine, config, round_id=run.id, now=NOW, worker="bench")
+        helped, _ = finish_helpers(helpers)
+        close_round(engine, round_id=run.id, worker="bench", on_close=remember_full_round(config, NOW))
+        out.update(shards=run.shards, moved=sum(mine.merge(helped).moves.values()), workers=workers)
     elif name == "incremental":
         # 10,000 leads get one new activity each, as ingest would record it (and mark them due).
         with session_scope(engine) as session:
@@ -193,36 +203,6 @@ def _peak_rss_kib() -> int:
 def _cpu_seconds() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def _score_shard(job: tuple[str, str, int, int]) -> int:
-    """One shard in a worker process, as a worker of the requalify flow would run it."""
-    from leads.config import load_config
-    from leads.db import make_engine, session_scope
-    from leads.requalify import requalify_batch
-
-    url, config_path, lo, hi = job
-    engine = _ENGINES.get(url) or _ENGINES.setdefault(url, make_engine(url))
-    config = load_config(Path(config_path))
-    with session_scope(engine) as session:
-        result = requalify_batch(session=session, config=config, now=NOW, lo=lo, hi=hi)
-    return sum(result.moves.values())
-
-
-_ENGINES: dict[str, object] = {}
-
-
-class _Inline:
-    """A stand-in executor that runs in this process."""
-
-    def __enter__(self) -> _Inline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def map(self, fn, items):  # type: ignore[no-untyped-def]
-        return map(fn, items)
 
 
 def run_phase(name: str, url: str, config: str) -> dict[str, object]:

@@ -31,6 +31,13 @@ class IngestParams(RunParams):
 
 class RequalifyParams(RunParams):
     shard_size: int = Field(default=50_000, ge=100, description="Leads per task run.")
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Processes scoring shards side by side on this worker (up to one per CPU core; only "
+        "when the round has more than one shard). The extra processes share the round like other workers.",
+    )
     full: bool = Field(
         default=False,
         description="Rescore every lead. Otherwise only leads with new activity or profile data, or whose "
@@ -66,3 +73,10 @@ class HandoffParams(RunParams):
 
 class PipelineParams(RunParams):
     shard_size: int = Field(default=50_000, ge=100, description="Leads per requalify task run.")
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Requalify: processes scoring shards side by side on this worker (up to one per CPU core; only "
+        "when the round has more than one shard). The extra processes share the round like other workers.",
+    )

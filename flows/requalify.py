@@ -20,6 +20,7 @@ from flows.workspace import Workspace, open_workspace, run_time
 from leads.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
 from leads.db import session_scope
 from leads.requalify import BatchResult
+from leads.requalify_helpers import finish_helpers, start_helpers
 from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_shard
 
 
@@ -28,9 +29,12 @@ def score(ws: Workspace, shard: Shard, now: datetime, worker: str) -> BatchResul
     return score_shard(ws.engine, ws.config, shard, now=now, worker=worker, run_id=worker)
 
 
-def work_round(ws: Workspace, run: Round, me: str, wait: float) -> tuple[BatchResult, int]:
-    """Claim and score shards until none is left, then wait for those other workers hold, so the steps
-    after this one (nurture, handoff) see the whole round. Returns what this run scored, and its shards."""
+def work_round(
+    ws: Workspace, run: Round, me: str, params: RequalifyParams
+) -> tuple[BatchResult, int]:
+    """Claim and score shards until none is left (with `params.processes - 1` helper processes beside this
+    one), then wait for those other workers hold, so the steps after this one (nurture, handoff) see the
+    whole round. Returns what this run scored, and its shards."""
     total, mine = BatchResult(), 0
     if run.id is None:  # nothing to score; a full run over no leads still records the rule set
         if run.mode == "full":
@@ -38,17 +42,27 @@ def work_round(ws: Workspace, run: Round, me: str, wait: float) -> tuple[BatchRe
                 remember_full_round(ws.config, run.as_of)(session)
         return total, mine
 
+    extra = min(params.processes, run.shards) - 1
+    helpers = (
+        start_helpers(extra, workspace=params.workspace, round_id=run.id, now=run.as_of, worker=me) if extra > 0 else []
+    )
+
     def drained() -> bool:
         nonlocal total, mine
         while (shard := claim_shard(ws.engine, round_id=run.id, worker=me)) is not None:
             result = score(ws, shard, run.as_of, me)
             if result is not None:
                 total, mine = total.merge(result), mine + 1
+        if any(h.failed() for h in helpers):
+            finish_helpers(helpers)  # raises, naming the helper and its last error line
         on_close = remember_full_round(ws.config, run.as_of) if run.mode == "full" else None
         return close_round(ws.engine, round_id=run.id, worker=me, on_close=on_close) is not None
 
-    wait_until(drained, timeout=wait, what=f"requalify round {run.id}")
-    return total, mine
+    try:
+        wait_until(drained, timeout=params.wait_for_round_seconds, what=f"requalify round {run.id}")
+    finally:
+        helped, shards = finish_helpers(helpers)
+    return total.merge(helped), mine + shards
 
 
 @flow(name="requalify")
@@ -64,7 +78,7 @@ def requalify_flow(params: RequalifyParams = RequalifyParams()) -> RequalifyRepo
             s, ws.config, now=run_time(params.as_of), shard_size=params.shard_size, full=params.full
         ),
     )
-    total, mine = work_round(ws, run, me, params.wait_for_round_seconds)
+    total, mine = work_round(ws, run, me, params)
     with session_scope(ws.engine) as session:
         whole = round_totals(session, run.id) if run.id is not None else None
     report = RequalifyReport(

@@ -31,6 +31,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy.orm import Session
@@ -149,8 +150,21 @@ _ROW_TYPES: dict[tuple[str, ...], Any] = {}
 
 
 def _bulk_columns(scorer: Scorer) -> list[Any]:
-    """What the array path reads of every lead of a batch: scores, stage, times, and the fields the rules read."""
-    return [*_SCORING_COLUMNS, *(Lead.__table__.c[name] for name in scorer.lead_fields)]
+    """What the array path reads of every lead of a batch: scores, stage, times, and the fields the rules read.
+
+    `since` is where inactivity counts from when the lead has no activity rows (its activity rows
+    say otherwise); `scored` whether it was ever scored.
+    """
+    return [
+        Lead.id, Lead.stage, Lead.fit_score, Lead.engagement_score, Lead.score,
+        _raw_time(func.coalesce(Lead.last_activity_at, Lead.created_at)).label("since"), Lead.rescore_at,
+        Lead.scored_at.is_not(None).label("scored"), *(Lead.__table__.c[name] for name in scorer.lead_fields),
+    ]  # fmt: skip
+
+
+def _raw_time(column: Any) -> Any:
+    """A time as the driver gives it (SQLite text, PostgreSQL datetime), without SQLAlchemy's processing."""
+    return type_coerce(column, String)
 
 
 def _lead_tuples(session: Session, columns: list[Any], ids: list[int]) -> dict[int, Any]:
@@ -179,6 +193,15 @@ def ever_recycled(session: Session, leads: Sequence[Any], among: ColumnElement[b
     return [lead.id for lead in leads if lead.stage == Stage.recycled or lead.id in once]
 
 
+@dataclass
+class BatchPlan:
+    """A scored batch before it is written: what changes, and the stage moves to record."""
+
+    result: BatchResult
+    staged: list[tuple[Any, ...]]
+    transitions: list[tuple[Any, ...]]
+
+
 def requalify_batch(
     *,
     session: Session,
@@ -191,11 +214,40 @@ def requalify_batch(
     scorer: Scorer | None = None,
     vectorised: bool = True,
 ) -> BatchResult:
-    """Rescore the leads with ids in [lo, hi] or in `ids`, record stage moves; the caller commits.
+    """Rescore the leads with ids in [lo, hi] or in `ids`, record stage moves; the caller commits."""
+    plan = score_batch_plan(
+        session=session, config=config, now=now, lo=lo, hi=hi, ids=ids, run_id=run_id, scorer=scorer,
+        vectorised=vectorised,
+    )  # fmt: skip
+    apply_plan(session, plan, now)
+    return plan.result
 
-    Every lead is scored on arrays (`leads.score_arrays`); the leads that may move, or whose next
-    rescore depends on decay, then go through `Scorer.parts` and `decide` one by one (all of them
-    with `vectorised=False`, which the tests use to show both paths agree).
+
+def apply_plan(session: Session, plan: BatchPlan, now: datetime) -> None:
+    """Write a scored batch (changed leads, then the transitions) in the caller's transaction."""
+    _write(session, plan.staged, now)
+    if plan.transitions:
+        _insert_transitions(session, plan.transitions)
+
+
+def score_batch_plan(
+    *,
+    session: Session,
+    config: WorkspaceConfig,
+    now: datetime,
+    lo: int | None = None,
+    hi: int | None = None,
+    ids: list[int] | None = None,
+    run_id: str | None = None,
+    scorer: Scorer | None = None,
+    vectorised: bool = True,
+) -> BatchPlan:
+    """Score the leads with ids in [lo, hi] or in `ids` without writing anything (reads only).
+
+    Every lead is scored on arrays (`leads.score_arrays`); the leads that may move then go through
+    `Scorer.parts` and `decide` one by one (all of them with `vectorised=False`, which the tests use
+    to show both paths agree). Reading and writing apart let two processes score shards side by
+    side on SQLite, whose read snapshot cannot turn into a write once another process has written.
     """
     scorer = scorer or make_scorer(session, config)
     if scorer.dialect == "postgresql":
@@ -279,10 +331,7 @@ def requalify_batch(
                     (lead_id, parts.fit, parts.engagement, parts.total, stage.value,
                      when(now if decision else None), when(lead.rescore_at or EPOCH), when(after))
                 )  # fmt: skip
-    _write(session, staged, now)
-    if transitions:
-        _insert_transitions(session, transitions)
-    return result
+    return BatchPlan(result, staged, transitions)
 
 
 _TRANSITION_COLUMNS = (

@@ -13,15 +13,16 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from leads.claims import Plan, PlannedShard, Shard, finish_shard, record_shard
+from leads.claims import Plan, PlannedShard, Shard, claim_shard, finish_shard, record_shard
 from leads.config import WorkspaceConfig
 from leads.requalify import (
     BatchResult,
     due_lead_ids,
     needs_full_recompute,
     plan_shards,
+    apply_plan,
     remember_ruleset,
-    requalify_batch,
+    score_batch_plan,
 )
 
 JOB = "requalify"
@@ -57,23 +58,43 @@ def score_shard(
     run_id: str | None,
     in_list: int = 5000,
 ) -> BatchResult | None:
-    """Score one claimed shard and mark it done in the same transaction; None if the claim was lost."""
+    """Score one claimed shard, then mark it done and write it in one transaction; None if the claim was lost.
+
+    The scoring reads in a transaction of its own, ended before the writes start: on SQLite a read
+    snapshot cannot become a write once another process has written, and holding the write lock
+    while scoring would make workers take turns instead of working side by side.
+    """
     with Session(engine) as session:
+        if shard.ids is None:
+            plans = [score_batch_plan(session=session, config=config, now=now, lo=shard.lo, hi=shard.hi, run_id=run_id)]
+        else:
+            plans = [
+                score_batch_plan(session=session, config=config, now=now, ids=shard.ids[at : at + in_list], run_id=run_id)
+                for at in range(0, len(shard.ids), in_list)  # ids per statement: under every parameter limit
+            ]
+        session.rollback()
         if not finish_shard(session, shard, worker=worker):
             session.rollback()
             return None
-        if shard.ids is None:
-            result = requalify_batch(session=session, config=config, now=now, lo=shard.lo, hi=shard.hi, run_id=run_id)
-        else:
-            result = BatchResult()
-            for start in range(0, len(shard.ids), in_list):  # ids per statement: under every parameter limit
-                chunk = shard.ids[start : start + in_list]
-                result = result.merge(
-                    requalify_batch(session=session, config=config, now=now, ids=chunk, run_id=run_id)
-                )
+        result = BatchResult()
+        for plan in plans:
+            apply_plan(session, plan, now)
+            result = result.merge(plan.result)
         record_shard(session, shard, leads=result.leads, changes=sum(result.moves.values()))
         session.commit()
         return result
+
+
+def drain_round(
+    engine: Engine, config: WorkspaceConfig, *, round_id: int, now: datetime, worker: str
+) -> tuple[BatchResult, int]:
+    """Claim and score shards of the round until none is left; what this worker scored, and how many shards."""
+    total, shards = BatchResult(), 0
+    while (shard := claim_shard(engine, round_id=round_id, worker=worker)) is not None:
+        result = score_shard(engine, config, shard, now=now, worker=worker, run_id=worker)
+        if result is not None:
+            total, shards = total.merge(result), shards + 1
+    return total, shards
 
 
 def remember_full_round(config: WorkspaceConfig, now: datetime) -> Callable[[Session], None]:

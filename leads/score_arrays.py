@@ -40,8 +40,7 @@ class LeadColumns:
     ids: np.ndarray
     stages: list[str]
     stored: np.ndarray  # (n, 3) fit, engagement, total as stored (NaN when never scored)
-    created: np.ndarray
-    last_activity: np.ndarray
+    since: np.ndarray  # last activity, else creation: where inactivity counts from without activity rows
     rescore: np.ndarray
     rescore_raw: list[Any]  # as stored, for the compare-and-set of the write
     scored: np.ndarray  # bool: scored before
@@ -60,11 +59,10 @@ class LeadColumns:
             stored=np.column_stack([floats("fit_score"), floats("engagement_score"), floats("score")])
             if rows
             else np.zeros((0, 3)),
-            created=times_to_micros(columns["created_at"]),
-            last_activity=times_to_micros(columns["last_activity_at"]),
+            since=times_to_micros(columns["since"]),
             rescore=times_to_micros(columns["rescore_at"]),
             rescore_raw=list(columns["rescore_at"]),
-            scored=np.array([v is not None for v in columns["scored_at"]], dtype=bool),
+            scored=np.fromiter(columns["scored"], dtype=bool, count=len(rows)),
             values={n: columns[n] for n in names},
         )
 
@@ -120,8 +118,7 @@ def score_batch(
         steady = steady + np.where(met, float(points), 0.0)
         ends = np.where(met, (totals.oldest[at, j] if len(totals.lead_ids) else 0) + span_micros(within), NO_TIME)
         lapse = np.where((ends != NO_TIME) & ((lapse == NO_TIME) | (ends < lapse)), ends, lapse)
-    last = np.where(has, totals.last[at] if len(totals.lead_ids) else NO_TIME, leads.last_activity)
-    since = np.where(last != NO_TIME, last, leads.created)
+    since = np.where(has, totals.last[at] if len(totals.lead_ids) else NO_TIME, leads.since)
     known = since != NO_TIME
     quiet = now_us - np.where(known, since, 0)
     upcoming = np.full(n, NO_TIME, dtype=np.int64)

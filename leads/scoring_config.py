@@ -113,6 +113,11 @@ class TotalWeights(Strict):
     engagement: float = Field(default=1.0, ge=0)
 
 
+# Requalify marks each activity row with one bit per condition (leads.activity_totals); hand raises and
+# sales outcomes take up to 10 more of its 30.
+MAX_ACTIVITY_CONDITIONS = 20
+
+
 class ScoringConfig(Strict):
     version: str = Field(description="Rule-set version, stamped on every stage transition.")
     half_life_days: float | None = Field(
@@ -130,6 +135,12 @@ class ScoringConfig(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(dupes)}")
+        conditions = {(r.activity, (r.target_contains or "").lower()) for r in [*self.engagement, *self.frequency]}
+        if len(conditions) > MAX_ACTIVITY_CONDITIONS:
+            raise ValueError(
+                f"engagement and frequency rules use {len(conditions)} different activity/target_contains "
+                f"pairs; at most {MAX_ACTIVITY_CONDITIONS} are supported (rules may share a pair)"
+            )
         return self
 
 
