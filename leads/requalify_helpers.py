@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,13 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", required=True)
     parser.add_argument("--workspace", default=None)
     args = parser.parse_args(argv)
-    settings = load_settings(Path(args.workspace) if args.workspace else None)
-    config = load_config(settings.config_file)
-    engine = make_engine(settings.resolved_database_url)
     try:
-        total, shards = drain_round(engine, config, round_id=args.round, now=args.as_of, worker=args.worker)
-    finally:
-        engine.dispose()
+        settings = load_settings(Path(args.workspace) if args.workspace else None)
+        config = load_config(settings.config_file)
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            total, shards = drain_round(engine, config, round_id=args.round, now=args.as_of, worker=args.worker)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # one line for the flow's error (the traceback stays in this process's stderr)
+        traceback.print_exc()
+        print(f"{type(exc).__name__}: " + " / ".join(str(exc).split("\n"))[:500], file=sys.stderr)
+        return 1
     moves = [[f, t, n] for (f, t), n in sorted(total.moves.items())]
     print(json.dumps({"leads": total.leads, "rescored": total.rescored, "moves": moves, "shards": shards}))
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from leads.db import make_engine, normalize_url, upgrade
 
@@ -127,3 +128,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.longrepr = f"skipped in CI, which must run every test: {reason}"
+
+
+@pytest.fixture
+def twin(db_url: str, tmp_path: Path) -> Iterator[Engine]:
+    """A second, empty database on the same backend as `engine`."""
+    url = make_url(db_url)
+    admin = None
+    if url.get_backend_name() == "sqlite":
+        twin_url = f"sqlite:///{tmp_path}/twin.db"
+    else:
+        name = f"{url.database}_twin"
+        admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        twin_url = url.set(database=name).render_as_string(hide_password=False)
+    eng = make_engine(twin_url)
+    upgrade(eng)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+        if admin is not None:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()

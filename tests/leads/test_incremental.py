@@ -208,31 +208,6 @@ def outcome(engine: Engine) -> tuple[dict[str, str], list[tuple[Any, ...]]]:
     return stages, [tuple(m) for m in moves]
 
 
-@pytest.fixture
-def twin(db_url: str, tmp_path: Path) -> Iterator[Engine]:
-    """A second, empty database on the same backend as `engine`."""
-    url = make_url(db_url)
-    admin = None
-    if url.get_backend_name() == "sqlite":
-        twin_url = f"sqlite:///{tmp_path}/twin.db"
-    else:
-        name = f"{url.database}_twin"
-        admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        twin_url = url.set(database=name).render_as_string(hide_password=False)
-    eng = make_engine(twin_url)
-    upgrade(eng)
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-        if admin is not None:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.dispose()
-
-
 def test_an_incremental_run_moves_every_lead_as_a_full_recompute_does(engine: Engine, twin: Engine) -> None:
     build(engine, MIXED)
     build(twin, MIXED)
