@@ -51,6 +51,9 @@ class Helper:
         return self.output
 
 
+READY = "ready"
+
+
 class HelperFailed(RuntimeError):
     """A helper process ended with an error; its shard is taken over by the next run after the lease."""
 
@@ -58,7 +61,7 @@ class HelperFailed(RuntimeError):
 def start_helpers(
     count: int, *, workspace: str | None, round_id: int, now: datetime, worker: str
 ) -> list[Helper]:
-    """Start `count` helpers on the round; they run until no shard is left."""
+    """Start `count` helpers on the round and wait until they are ready; they run until no shard is left."""
     helpers = []
     for n in range(1, count + 1):
         name = f"{worker}/p{n}"
@@ -69,6 +72,9 @@ def start_helpers(
         errors = tempfile.TemporaryFile("w+")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, env=os.environ)
         helpers.append(Helper(name, process, errors))
+    for helper in helpers:  # ready (config read, database open), or ended: either way the caller goes on
+        assert helper.process.stdout is not None
+        helper.process.stdout.readline()
     return helpers
 
 
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(Path(args.workspace) if args.workspace else None)
         config = load_config(settings.config_file)
         engine = make_engine(settings.resolved_database_url)
+        print(READY, flush=True)
         try:
             total, shards = drain_round(engine, config, round_id=args.round, now=args.as_of, worker=args.worker)
         finally:
