@@ -95,13 +95,24 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="nurture only: what would be sent and why not; sends and stores nothing.")
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes", min=1, max=32, help="requalify and pipeline: processes scoring shards side by side."
+        ),
+    ] = None,
 ) -> None:
     """Run one flow (default: the whole pipeline) against the workspace."""
     _quiet_prefect(verbose)
     folder = (workspace or Path(".")).resolve()
     if dry_run and flow != FlowName.nurture:
         raise _fail("--dry-run applies to the nurture flow: leadflow run nurture --dry-run")
-    report = _run_flow(flow, folder, **({"dry_run": True} if dry_run else {}))
+    if processes is not None and flow not in (FlowName.requalify, FlowName.pipeline):
+        raise _fail("--processes applies to the requalify and pipeline flows")
+    params: dict[str, Any] = {"dry_run": True} if dry_run else {}
+    if processes is not None:
+        params["processes"] = processes
+    report = _run_flow(flow, folder, **params)
     from cli.summary import print_pipeline_summary, print_report
 
     if dry_run:

@@ -82,3 +82,11 @@ def test_init_never_overwrites(tmp_path: Path) -> None:
     result = runner.invoke(app, ["init", "--workspace", str(tmp_path)])
     assert "already a workspace" in result.output
     assert (tmp_path / "leadflow.yaml").read_text() == "# mine\n"
+
+
+def test_processes_apply_to_requalify_only(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["demo", "--workspace", str(tmp_path), "--leads", "200"]).exit_code == 0
+    wrong = runner.invoke(app, ["run", "nurture", "--processes", "2", "--workspace", str(tmp_path)])
+    assert wrong.exit_code != 0 and "--processes applies to the requalify and pipeline flows" in wrong.output
+    right = runner.invoke(app, ["run", "requalify", "--processes", "2", "--workspace", str(tmp_path)])
+    assert right.exit_code == 0, right.output
