@@ -202,23 +202,10 @@ class BatchPlan:
     transitions: list[tuple[Any, ...]]
 
 
-def requalify_batch(
-    *,
-    session: Session,
-    config: WorkspaceConfig,
-    now: datetime,
-    lo: int | None = None,
-    hi: int | None = None,
-    ids: list[int] | None = None,
-    run_id: str | None = None,
-    scorer: Scorer | None = None,
-    vectorised: bool = True,
-) -> BatchResult:
-    """Rescore the leads with ids in [lo, hi] or in `ids`, record stage moves; the caller commits."""
-    plan = score_batch_plan(
-        session=session, config=config, now=now, lo=lo, hi=hi, ids=ids, run_id=run_id, scorer=scorer,
-        vectorised=vectorised,
-    )  # fmt: skip
+def requalify_batch(*, session: Session, now: datetime, **selection: Any) -> BatchResult:
+    """Rescore a batch and write it in the caller's transaction (the caller commits); `selection` takes
+    `score_batch_plan`'s other arguments (config, lo/hi or ids, run_id, scorer, vectorised)."""
+    plan = score_batch_plan(session=session, now=now, **selection)
     apply_plan(session, plan, now)
     return plan.result
 

@@ -74,6 +74,14 @@ def make_config(
 
 
 CONFIG = make_config()
+# Profiles that exercise every fit rule kind (and none at all), handed out in turn.
+PROFILES: list[dict[str, Any] | None] = [
+    {"title": "CEO", "industry": "software"},
+    {"title": "Director", "country": "NL", "company_size": 400},
+    {"title": "Student"},
+    None,
+    {"industry": "finance", "company_size": 500},
+]
 # A frequency rule: points once for three pricing views within a week.
 PRICING_BURST = {
     "name": "Pricing 3x in a week",

@@ -23,7 +23,7 @@ from leads.models import Lead, StageTransition, WorkShard
 from leads.requalify import plan_shards, requalify_batch
 from leads.requalify_helpers import HelperFailed, finish_helpers, start_helpers
 from leads.requalify_rounds import JOB, drain_round, plan_round
-from tests.leads.scoring_helpers import PRICING_BURST, RUN_AT, make_config, store
+from tests.leads.scoring_helpers import PRICING_BURST, PROFILES, RUN_AT, make_config, store
 
 DAY = timedelta(days=1)
 T0 = RUN_AT
@@ -51,13 +51,6 @@ KINDS = [
     ("webinar", None), ("email_open", None), ("download", "/ebook"), ("unsubscribe", None),
 ]  # fmt: skip
 RARE = [("demo_request", "/demo"), ("sales_rejected", None), ("deal_won", None), ("deal_lost", None)]
-PROFILES: list[dict[str, Any] | None] = [
-    {"title": "CEO", "industry": "software"},
-    {"title": "Director", "country": "NL", "company_size": 400},
-    {"title": "Student"},
-    None,
-    {"industry": "finance", "company_size": 500},
-]
 
 
 def populate(engine: Engine, leads: int = 160, seed: int = 11) -> None:

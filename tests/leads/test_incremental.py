@@ -26,6 +26,7 @@ from leads.rescore import next_rescore_at
 from leads.scoring import LeadSignals, ScoreParts
 from tests.leads.scoring_helpers import (
     NOW,
+    PROFILES,
     PRICING_BURST,
     RUN_AT,
     Event,
@@ -134,13 +135,6 @@ MIXED = make_config(
 )
 T0 = RUN_AT
 T1 = T0 + 40 * DAY
-PROFILES: list[dict[str, Any] | None] = [
-    {"title": "CEO", "industry": "software"},
-    {"title": "Director", "country": "NL", "company_size": 400},
-    {"title": "Student"},
-    None,
-    {"industry": "finance", "company_size": 500},
-]
 KINDS: list[Event] = [
     ("page_view", "/pricing"),
     ("page_view", "/blog"),
