@@ -270,17 +270,32 @@ def score_batch_plan(
     when = _sqlite_time if sqlite else _same
     version = config.scoring.version
 
-    # Settled on arrays: no move; write only what changed.
+    # Settled on arrays: forward moves by thresholds, or none; write only what changed.
     settled = ~per_lead
     changed = settled & np.any(leads.stored != np.column_stack([scores.fit, scores.engagement, scores.total]), axis=1)
+    moved: dict[int, Stage] = {}
+    moved_at = when(now)
+    for i, to_stage, reason in scores.moves:
+        if per_lead[i]:  # recycled before: the per-lead path decides
+            continue
+        moved[i] = to_stage
+        from_stage = leads.stages[i]
+        result.moves[(from_stage, to_stage.value)] += 1
+        transitions.append(
+            (int(leads.ids[i]), from_stage, to_stage.value, moved_at, float(scores.fit[i]),
+             float(scores.engagement[i]), float(scores.total[i]), version, reason[:2000], run_id)
+        )  # fmt: skip
     write = changed | (settled & ((scores.next_rescore != leads.rescore) | ~leads.scored))
-    result.rescored += int(changed.sum())
+    if moved:
+        write[list(moved)] = True
+    result.rescored += int(changed.sum()) + sum(1 for i in moved if not changed[i])
     for i in np.flatnonzero(write).tolist():
         after = scores.next_rescore[i]
+        to_stage = moved.get(i)
         staged.append(
             (int(leads.ids[i]), float(scores.fit[i]), float(scores.engagement[i]), float(scores.total[i]),
-             leads.stages[i], None, leads.rescore_raw[i] or when(EPOCH),
-             None if after == NO_TIME else when(from_micros(int(after))))
+             leads.stages[i] if to_stage is None else to_stage.value, None if to_stage is None else moved_at,
+             leads.rescore_raw[i] or when(EPOCH), None if after == NO_TIME else when(from_micros(int(after))))
         )  # fmt: skip
 
     # One by one: the leads that may move.
@@ -293,7 +308,6 @@ def score_batch_plan(
             if recycled_ids
             else None
         )
-        moved_at = when(now)
         for lead_id in picked:
             lead = full[lead_id]
             source = after_recycling if after_recycling is not None and lead_id in recycled else totals

@@ -23,7 +23,8 @@ from leads.activity_totals import NO_TIME, ActivityTotals, micros, span_micros, 
 from leads.config import WorkspaceConfig
 from leads.models import Stage, funnel_rank
 from leads.rescore import MARGIN, US_PER_DAY
-from leads.scoring import Scorer, email_domain
+from leads.scoring import ScoreParts, Scorer, email_domain
+from leads.stages import rule_met
 
 FROZEN_STAGES = (Stage.customer.value, Stage.disqualified.value)
 
@@ -75,6 +76,7 @@ class BatchScores:
     next_rescore: np.ndarray  # int64 µs, NO_TIME for none; meaningful where not per_lead
     per_lead: np.ndarray  # bool: score these with `Scorer.parts` and `decide` instead
     recycled: np.ndarray  # bool: in the recycled stage now
+    moves: list[tuple[int, Stage, str]]  # (index, to stage, reason) of the forward moves decided here
 
 
 def score_batch(
@@ -132,7 +134,7 @@ def score_batch(
     weights = scorer.scoring.total
     total = round2(weights.fit * fit + weights.engagement * engagement)
 
-    # Who needs the per-lead path: anything that may move (or is recycled, or has hand raises or outcomes).
+    # Who needs the per-lead path: hand raises and outcomes, disqualifying fields, recycling, BANT rules.
     code = np.fromiter(map(_CODES.__getitem__, leads.stages), dtype=np.int64, count=n)
     rank, frozen = _RANK_OF_CODE[code], _FROZEN_CODE[code]
     recycled = code == _CODES[Stage.recycled.value]
@@ -141,25 +143,35 @@ def score_batch(
         marked = np.zeros(len(totals.lead_ids), dtype=bool)
         marked[list(totals.marks)] = True
         per_lead |= has & marked[at]
-    for stage, rule in config.stages.ordered():
+    floor = config.recycle.mql_below_score
+    if floor is not None:
+        per_lead |= (code == _CODES[Stage.mql.value]) & (total < floor)
+    per_lead &= ~frozen
+    # Forward moves as `decide` makes them: the highest entry rule above the stage whose thresholds hold.
+    moves: list[tuple[int, Stage, str]] = []
+    undecided = ~per_lead & ~frozen
+    after = code.copy()
+    for stage, rule in reversed(config.stages.ordered()):
         if not rule.has_thresholds:
-            continue
-        met = rank < funnel_rank(stage)
+            continue  # a hand-raise-only rule: the leads with hand raises are on the per-lead path
+        met = undecided & (rank < funnel_rank(stage))
         for value, minimum in ((total, rule.min_score), (fit, rule.min_fit), (engagement, rule.min_engagement)):
             if minimum is not None:
                 met &= value >= minimum
-        per_lead |= met
-    mql = code == _CODES[Stage.mql.value]
-    floor = config.recycle.mql_below_score
-    if floor is not None:
-        per_lead |= mql & (total < floor)
-    per_lead &= ~frozen
+        undecided &= ~met
+        if rule.bant or rule.min_bant_known is not None:
+            per_lead |= met  # BANT conditions: the lead's fields decide, one by one
+            continue
+        after[met] = _CODES[stage.value]
+        for i in np.flatnonzero(met).tolist():
+            reason = rule_met(rule, ScoreParts(float(fit[i]), float(engagement[i]), float(total[i])))
+            moves.append((i, stage, reason or ""))
     upcoming = _earliest(lapse, upcoming)
     if config.scoring.half_life_days:
         parts = (fit, engagement, total, positive, negative)
-        upcoming = _earliest(upcoming, _decay_crossings(parts, code, config, now_us))
+        upcoming = _earliest(upcoming, _decay_crossings(parts, after, config, now_us))
     next_rescore = np.where(frozen, NO_TIME, upcoming)
-    return BatchScores(fit, engagement, total, next_rescore, per_lead, recycled)
+    return BatchScores(fit, engagement, total, next_rescore, per_lead, recycled, moves)
 
 
 # Stages as small integers, with their funnel rank and whether they are frozen, looked up per code.
