@@ -17,19 +17,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from leads.models import Activity, ActivityType, ConnectorCursor, Lead, Quarantine, utcnow
-from leads.records import PROFILE_FIELDS, ActivityRecord, ProfileRecord, Rejected
+from leads.records import PROFILE_FIELDS, ActivityRecord, ActivityRow, ProfileRecord, Rejected, as_rows
 from leads.sql import upsert_insert
 
 CHUNK = 2000  # values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 _LEAD = Lead.__table__
 _ACTIVITY = Activity.__table__
 SQLITE_CACHE_KIB = 256 * 1024
-_TYPE_VALUES = {t: t.value for t in ActivityType}
 _ACTIVITY_COLUMNS = ("lead_id", "type", "occurred_at", "source", "source_id", "target", "properties", "ingested_at")
 
 
@@ -85,8 +83,9 @@ def store_batch(
     bounces always reach their leads in the page's own transaction.
     """
     cache = cache if cache is not None else LeadCache()
-    ids, created, updated = _upsert_leads(session, source, records, profiles, cache)
-    inserted = _insert_activity(session, source, records, ids, defer_latest=defer_latest) if records else 0
+    rows = as_rows(records)
+    ids, created, updated = _upsert_leads(session, source, rows, profiles, cache)
+    inserted = _insert_activity(session, source, rows, ids, defer_latest=defer_latest) if rows else 0
     if rejected:
         session.connection().execute(
             insert(Quarantine.__table__),
@@ -107,7 +106,7 @@ def store_batch(
         save_cursor(session, source=source, stream=cursor[0], value=cursor[1])
     return BatchResult(
         inserted=inserted,
-        duplicates=len(records) - inserted,
+        duplicates=len(rows) - inserted,
         new_leads=created,
         quarantined=len(rejected),
         profiles=updated,
@@ -117,7 +116,7 @@ def store_batch(
 def _upsert_leads(
     session: Session,
     source: str,
-    records: Sequence[ActivityRecord],
+    rows: Sequence[ActivityRow],
     profiles: Sequence[ProfileRecord],
     cache: LeadCache,
 ) -> tuple[dict[str, int], int, int]:
@@ -126,9 +125,9 @@ def _upsert_leads(
     Returns (ids by email, leads created, existing leads whose profile or CRM id changed).
     """
     fields: dict[str, dict[str, Any]] = {}
-    for record in records:
-        if record.profile:
-            fields.setdefault(record.email, {}).update(record.profile)
+    for row in rows:
+        if row[6]:
+            fields.setdefault(row[1], {}).update(row[6])
     crm_ids: dict[str, str] = {}
     for profile in profiles:
         merged = fields.setdefault(profile.email, {})
@@ -137,7 +136,7 @@ def _upsert_leads(
         if profile.crm_id is not None:
             crm_ids[profile.email] = profile.crm_id
     known = cache.ids
-    emails = {r.email for r in records}
+    emails = {r[1] for r in rows}
     emails.update(fields)
     unknown = [e for e in emails if e not in known]
     if unknown:
@@ -234,7 +233,7 @@ def _update_crm_ids(
 
 
 def _insert_activity(
-    session: Session, source: str, records: Sequence[ActivityRecord], ids: dict[str, int], *, defer_latest: bool
+    session: Session, source: str, rows: Sequence[ActivityRow], ids: dict[str, int], *, defer_latest: bool
 ) -> int:
     """Insert the page's events, skipping (source, source_id) already stored; returns how many were new."""
     connection = session.connection()
@@ -245,48 +244,37 @@ def _insert_activity(
         # Room for the activity indexes in memory: inserts by lead land all over the (lead, time) index.
         connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     before = connection.execute(select(func.coalesce(func.max(_ACTIVITY.c.id), 0))).scalar_one()
-    value, dumps = _TYPE_VALUES, _json
-    if sqlite:  # SQLite keeps datetimes as text in SQLAlchemy's format
-        times: list[Any] = [r.occurred_at.isoformat(" ", "microseconds") for r in records]
+    if sqlite:  # SQLite keeps datetimes as text in SQLAlchemy's format, which is the rows' form
         ingested: Any = ingested_at.isoformat(" ", "microseconds")
+        values = [(ids[e], kind, at, sid, target, props) for sid, e, kind, at, target, props, _ in rows]
     else:
-        times, ingested = [r.occurred_at for r in records], ingested_at
-    rows = [
-        (
-            ids[r.email],
-            value[r.type],
-            at,
-            source,
-            r.source_id,
-            r.target,
-            dumps(r.properties) if r.properties else "{}",
-            ingested,
-        )
-        for r, at in zip(records, times, strict=True)
-    ]
+        ingested, parse_time = ingested_at, datetime.fromisoformat
+        values = [(ids[e], kind, parse_time(at), sid, target, props) for sid, e, kind, at, target, props, _ in rows]
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    # The source and the page's time are the same for every row: written into the statement as literals,
+    # not bound on every row.
+    constants = {"source": _literal(source), "ingested_at": _literal(str(ingested))}
+    placeholders = ", ".join(constants.get(c, mark) for c in _ACTIVITY_COLUMNS)
     sql = (
-        f"INSERT INTO activity ({', '.join(_ACTIVITY_COLUMNS)}) VALUES ({', '.join([mark] * len(_ACTIVITY_COLUMNS))})"
+        f"INSERT INTO activity ({', '.join(_ACTIVITY_COLUMNS)}) VALUES ({placeholders})"
         " ON CONFLICT (source, source_id) DO NOTHING"
     )
-    connection.exec_driver_sql(sql, rows)
+    connection.exec_driver_sql(sql, values)
     # This page's new rows: above the largest id before the insert, from this source, stamped with this page's time.
     new = and_(_ACTIVITY.c.id > before, _ACTIVITY.c.source == source, _ACTIVITY.c.ingested_at == ingested_at)
     inserted = connection.execute(select(func.count()).select_from(_ACTIVITY).where(new)).scalar_one()
     if inserted:
         if not defer_latest:
             _set_latest(connection, new, ingested_at)
-        _set_first(connection, new, {r.type for r in records})
+        _set_first(connection, new, {r[2] for r in rows})
     return int(inserted)
 
 
-def _json(value: dict[str, Any]) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # integers beyond 64 bits, which the standard parser accepts
-        import json
-
-        return json.dumps(value, default=str)
+def _literal(text: str) -> str:
+    """A SQL string literal (quotes doubled; NUL, which neither database stores in text, refused)."""
+    if "\x00" in text:
+        raise ValueError("a source name cannot contain NUL")
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _set_latest(connection: Connection, new: Any, now: datetime) -> None:
