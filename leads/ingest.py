@@ -21,7 +21,15 @@ from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, 
 from sqlalchemy.orm import Session
 
 from leads.models import Activity, ActivityType, ConnectorCursor, Lead, Quarantine, utcnow
-from leads.records import PROFILE_FIELDS, ActivityRecord, ActivityRow, ProfileRecord, Rejected, as_rows
+from leads.records import (
+    PROFILE_FIELDS,
+    ActivityRecord,
+    ActivityRow,
+    ProfileRecord,
+    Rejected,
+    as_rows,
+    properties_json,
+)
 from leads.sql import upsert_insert
 
 CHUNK = 2000  # values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
@@ -144,6 +152,30 @@ def _upsert_leads(
     missing = [e for e in unknown if e not in known]
     now = utcnow()
     if missing:
+        _insert_leads(session, source, missing, fields, crm_ids, now)
+        known.update(lead_ids_by_email(session, missing))
+        for e in missing:
+            cache.profiles[known[e]] = dict(fields.get(e, {}))
+    created = set(missing)
+    changed = _update_profiles(session, fields, created, cache, now)
+    changed |= _update_crm_ids(session, source, crm_ids, created, known)
+    return known, len(missing), len(changed)
+
+
+_NEW_LEAD_DEFAULTS = {"fit_score": 0.0, "engagement_score": 0.0, "score": 0.0, "stage": "suspect"}
+
+
+def _insert_leads(
+    session: Session,
+    source: str,
+    emails: Sequence[str],
+    fields: dict[str, dict[str, Any]],
+    crm_ids: dict[str, str],
+    now: datetime,
+) -> None:
+    """New leads with their profile fields and CRM id (an email another writer just added is left alone)."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
         blank = dict.fromkeys(PROFILE_FIELDS)
         rows = [
             {
@@ -155,19 +187,30 @@ def _upsert_leads(
                 "updated_at": now,
                 "rescore_at": now,
             }
-            for e in missing
+            for e in emails
         ]
         for chunk in _chunks(rows):
-            session.connection().execute(
-                upsert_insert(session, _LEAD).on_conflict_do_nothing(index_elements=["email"]), list(chunk)
-            )
-        known.update(lead_ids_by_email(session, missing))
-        for e in missing:
-            cache.profiles[known[e]] = dict(fields.get(e, {}))
-    created = set(missing)
-    changed = _update_profiles(session, fields, created, cache, now)
-    changed |= _update_crm_ids(session, source, crm_ids, created, known)
-    return known, len(missing), len(changed)
+            connection.execute(upsert_insert(session, _LEAD).on_conflict_do_nothing(index_elements=["email"]), list(chunk))
+        return
+    # SQLite, the bulk path: one prepared statement of plain tuples, values in SQLAlchemy's storage forms.
+    names = list(PROFILE_FIELDS)
+    stamp = now.isoformat(" ", "microseconds")
+    constants = [*_NEW_LEAD_DEFAULTS.values(), stamp, stamp, stamp]
+    columns = ["email", *names, "crm_ids", *_NEW_LEAD_DEFAULTS, "created_at", "updated_at", "rescore_at"]
+    sql = (
+        f"INSERT INTO lead ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        " ON CONFLICT (email) DO NOTHING"
+    )
+    none = (None,) * len(names)
+    no_crm = "{}"
+    values = []
+    for e in emails:
+        profile = fields.get(e)
+        crm = properties_json({source: crm_ids[e]}) if e in crm_ids else no_crm
+        values.append(
+            (e, *(none if not profile else (profile.get(n) for n in names)), crm, *constants)  # type: ignore[misc]
+        )
+    connection.exec_driver_sql(sql, values)
 
 
 def _update_profiles(
@@ -259,10 +302,13 @@ def _insert_activity(
         f"INSERT INTO activity ({', '.join(_ACTIVITY_COLUMNS)}) VALUES ({placeholders})"
         " ON CONFLICT (source, source_id) DO NOTHING"
     )
-    connection.exec_driver_sql(sql, values)
+    result = connection.exec_driver_sql(sql, values)
     # This page's new rows: above the largest id before the insert, from this source, stamped with this page's time.
     new = and_(_ACTIVITY.c.id > before, _ACTIVITY.c.source == source, _ACTIVITY.c.ingested_at == ingested_at)
-    inserted = connection.execute(select(func.count()).select_from(_ACTIVITY).where(new)).scalar_one()
+    if sqlite:  # sqlite3 sums the rows each execution changed; DO NOTHING changes none
+        inserted = result.rowcount
+    else:
+        inserted = connection.execute(select(func.count()).select_from(_ACTIVITY).where(new)).scalar_one()
     if inserted:
         if not defer_latest:
             _set_latest(connection, new, ingested_at)
