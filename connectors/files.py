@@ -43,6 +43,7 @@ LEAD_COLUMNS = tuple(PROFILE_FIELDS)
 CHUNK_BYTES = 4 << 20  # about 27,000 typical lines: small enough to keep workers busy, big enough to amortise
 PARALLEL_MIN_BYTES = 32 << 20  # below this a pool of processes costs more than it saves
 MAX_WORKERS = 3
+WORKER_NICENESS = 5
 
 # A chunk's item: an ActivityRow, or (None, line in chunk, reason, detail, raw text) for a rejected line.
 Item = tuple[Any, ...]
@@ -268,6 +269,9 @@ _worker: dict[str, Any] = {}
 
 def _init_worker(now: datetime, plus_addressing: PlusAddressing, header: list[str] | None) -> None:
     gc.disable()  # a worker's objects live one chunk; see _cycle_collector_paused
+    # The storing process is the pipeline's bottleneck: on a busy machine it gets the CPU first, the
+    # workers (a few chunks ahead) what is left.
+    os.nice(WORKER_NICENESS)
     _worker.update(parse=ActivityParser(now=now, plus_addressing=plus_addressing), header=header)
 
 

@@ -19,7 +19,14 @@ from sqlalchemy import Engine
 from connectors.pages import Page
 from leads.bulkload import lead_index_set_aside
 from leads.db import session_scope
-from leads.ingest import LeadCache, apply_lead_activity, defer_lead_activity, load_cursor, store_batch
+from leads.ingest import (
+    DEFERRED_STREAM,
+    LeadCache,
+    apply_lead_activity,
+    defer_lead_activity,
+    load_cursor,
+    store_batch,
+)
 
 
 class ActivitySource(Protocol):
@@ -62,11 +69,13 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
     totals = SyncTotals()
     cache = LeadCache()
     with session_scope(engine) as session:
+        # A deferral left by a run that died: its leads are not known here, the catch-up groups its rows.
+        inherited = load_cursor(session, source=source.name, stream=DEFERRED_STREAM) is not None
         after_id = defer_lead_activity(session, source=source.name)
         streams = [(stream, load_cursor(session, source=source.name, stream=stream.name)) for stream in source.streams()]
     estimate = getattr(source, "estimated_rows", None)
     new_rows = sum(estimate(stream, cursor) for stream, cursor in streams) if estimate is not None else 0
-    with lead_index_set_aside(engine, new_rows=new_rows):
+    with lead_index_set_aside(engine, new_rows=new_rows) as set_aside:
         try:
             for stream, cursor in streams:
                 totals.streams += 1
@@ -95,6 +104,9 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
                 apply_lead_activity(session, source=source.name, after_id=after_id)
             exc.totals = totals  # type: ignore[attr-defined]  # what was stored before it stopped, for the report
             raise
+        if set_aside:  # the catch-up reads through the lead index: build it first
+            set_aside.restore()
         with session_scope(engine) as session:
-            apply_lead_activity(session, source=source.name, after_id=after_id)
+            leads = None if inherited else cache.touched
+            apply_lead_activity(session, source=source.name, after_id=after_id, leads=leads)
     return totals

@@ -22,10 +22,12 @@ from sqlalchemy import Connection, Engine
 
 LEAD_INDEX = "ix_activity_lead_occurred"
 _CREATE = f"CREATE INDEX IF NOT EXISTS {LEAD_INDEX} ON activity (lead_id, occurred_at)"
-# Measured on the build machine (BENCHMARKS.md, ingest): keeping the index costs about 3.3 µs of CPU
-# per inserted row (more on a big table, whose index no longer fits the page cache); building it
-# costs about 0.7 µs per row of the whole table. Dropping pays when new rows are more than about
-# a quarter of those already there; below MIN_ROWS either way takes well under a second.
+# Measured on the build machine (BENCHMARKS.md, ingest; raw sqlite3, 1 M rows, CPU seconds): into an
+# empty table, keeping the index costs 2.8 s, building it after the load 0.85 s; into a table of 5 M
+# rows (whose index no longer fits the page cache), keeping it 12.6 s in all, dropping it and building
+# it over the 6 M rows 12.1 s: new rows a fifth of the table is about where the two meet. Dropping
+# starts a little above that, at a quarter, so a marginal gain never costs readers their index; below
+# MIN_ROWS either way takes well under a second.
 BULK_RATIO = 0.25
 MIN_ROWS = 200_000
 
@@ -51,22 +53,36 @@ def activity_rows(connection: Connection) -> int:
     return int(connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM activity").scalar_one())
 
 
+class SetAside:
+    """The lead index of one bulk run, dropped; `restore()` builds it again (once)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.restored = False
+
+    def restore(self) -> None:
+        if not self.restored:
+            with self.engine.begin() as connection:
+                restore_lead_index(connection)
+            self.restored = True
+
+
 @contextmanager
-def lead_index_set_aside(engine: Engine, *, new_rows: int) -> Iterator[bool]:
-    """Within the block, the lead index is dropped if that pays for `new_rows` on SQLite; built again
-    after it, whatever happens. Yields whether it was dropped. A missing index (a killed bulk run)
-    is built before deciding."""
+def lead_index_set_aside(engine: Engine, *, new_rows: int) -> Iterator[SetAside | None]:
+    """Within the block, the lead index is dropped if that pays for `new_rows` on SQLite, and built again
+    after it whatever happens (or earlier, by `restore()`). Yields the `SetAside`, or None when the
+    index stays. A missing index (a killed bulk run) is built before deciding."""
     if engine.dialect.name != "sqlite":
-        yield False
+        yield None
         return
     with engine.begin() as connection:
         restore_lead_index(connection)
         drop = worth_dropping(existing_rows=activity_rows(connection), new_rows=new_rows)
         if drop:
             connection.exec_driver_sql(f"DROP INDEX IF EXISTS {LEAD_INDEX}")
+    set_aside = SetAside(engine) if drop else None
     try:
-        yield drop
+        yield set_aside
     finally:
-        if drop:
-            with engine.begin() as connection:
-                restore_lead_index(connection)
+        if set_aside is not None:
+            set_aside.restore()

@@ -58,6 +58,7 @@ class LeadCache:
 
     ids: dict[str, int] = field(default_factory=dict)
     profiles: dict[int, dict[str, Any]] = field(default_factory=dict)  # each lead's profile as last read or written
+    touched: set[int] = field(default_factory=set)  # leads of the run's stored pages (new activity or duplicates)
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -94,6 +95,8 @@ def store_batch(
     rows = as_rows(records)
     ids, created, updated = _upsert_leads(session, source, rows, profiles, cache)
     inserted = _insert_activity(session, source, rows, ids, defer_latest=defer_latest) if rows else 0
+    if defer_latest and inserted:
+        cache.touched.update(ids[e] for e in {r[1] for r in rows})
     if rejected:
         session.connection().execute(
             insert(Quarantine.__table__),
@@ -383,10 +386,28 @@ def defer_lead_activity(session: Session, *, source: str) -> int:
     return after_id
 
 
-def apply_lead_activity(session: Session, *, source: str, after_id: int) -> None:
-    """Carry the source's activity stored after `after_id` onto its leads, and end the deferral."""
+def apply_lead_activity(session: Session, *, source: str, after_id: int, leads: Iterable[int] | None = None) -> None:
+    """Carry the source's activity stored after `after_id` onto its leads, and end the deferral.
+
+    `leads`, when given, must include every lead with such activity (a run that started the
+    deferral itself knows them): on SQLite each is then looked up through the (lead_id, occurred_at)
+    index, its newest new row first, instead of grouping every new row by lead (which sorts them).
+    """
     a = _ACTIVITY.c
-    _set_latest(session.connection(), and_(a.id > after_id, a.source == source), utcnow())
+    connection = session.connection()
+    if leads is not None and connection.dialect.name == "sqlite":
+        now = utcnow().isoformat(" ", "microseconds")
+        if leads:
+            connection.exec_driver_sql(
+                "UPDATE lead SET last_activity_at = CASE WHEN lead.last_activity_at IS NULL"
+                " OR lead.last_activity_at < n.at THEN n.at ELSE lead.last_activity_at END, rescore_at = ?"
+                " FROM (SELECT occurred_at AS at FROM activity"
+                " WHERE lead_id = ? AND id > ? AND source = ? ORDER BY occurred_at DESC LIMIT 1) AS n"
+                " WHERE lead.id = ?",
+                [(now, lead_id, after_id, source, lead_id) for lead_id in sorted(leads)],
+            )
+    else:
+        _set_latest(connection, and_(a.id > after_id, a.source == source), utcnow())
     session.execute(
         delete(ConnectorCursor).where(ConnectorCursor.source == source, ConnectorCursor.stream == DEFERRED_STREAM)
     )
