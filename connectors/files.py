@@ -122,7 +122,9 @@ class FileActivitySource:
                 offset, line_no = int(cursor["offset"]), int(cursor["line"])
             ranges = _line_ranges(handle, offset)
             if self.workers > 0 and size - offset >= self.parallel_min_bytes:
-                chunks = _parsed_in_workers(file, ranges, header, now, self.plus_addressing, self.workers)
+                # The workers read the open file (inherited across fork), not its path: a file replaced
+                # meanwhile cannot mix into this read.
+                chunks = _parsed_in_workers(handle.fileno(), ranges, header, now, self.plus_addressing, self.workers)
             else:
                 parse = ActivityParser(now=now, plus_addressing=self.plus_addressing)
                 chunks = (_parse_range(handle, start, end, header, parse) for start, end in ranges)
@@ -275,15 +277,24 @@ def _init_worker(now: datetime, plus_addressing: PlusAddressing, header: list[st
     _worker.update(parse=ActivityParser(now=now, plus_addressing=plus_addressing), header=header)
 
 
-def _parse_in_worker(path: str, start: int, end: int) -> bytes:
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        data = handle.read(end - start)
-    return marshal.dumps(_parse_chunk(data, start, _worker["header"], _worker["parse"]))
+def _parse_in_worker(fd: int, start: int, end: int) -> bytes:
+    return marshal.dumps(_parse_chunk(_pread(fd, start, end), start, _worker["header"], _worker["parse"]))
+
+
+def _pread(fd: int, start: int, end: int) -> bytes:
+    """Bytes [start, end) of an open file, without moving its (shared) offset."""
+    parts = []
+    while start < end:
+        part = os.pread(fd, end - start, start)
+        if not part:
+            raise EOFError(f"the file ended at byte {start}, before {end}")
+        parts.append(part)
+        start += len(part)
+    return b"".join(parts)
 
 
 def _parsed_in_workers(
-    file: Path,
+    fd: int,
     ranges: Iterator[tuple[int, int]],
     header: list[str] | None,
     now: datetime,
@@ -295,7 +306,7 @@ def _parsed_in_workers(
     with context.Pool(workers, initializer=_init_worker, initargs=(now, plus_addressing, header)) as pool:
         ahead: deque[tuple[int, Any]] = deque()
         for start, end in ranges:
-            ahead.append((end, pool.apply_async(_parse_in_worker, (str(file), start, end))))
+            ahead.append((end, pool.apply_async(_parse_in_worker, (fd, start, end))))
             if len(ahead) > 2 * workers + 1:
                 yield _received(*ahead.popleft())
         while ahead:
