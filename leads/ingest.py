@@ -300,6 +300,8 @@ def _insert_activity(
     # The source and the page's time are the same for every row: written into the statement as literals,
     # not bound on every row.
     constants = {"source": _literal(source), "ingested_at": _literal(str(ingested))}
+    if mark == "%s":  # psycopg reads % as the start of a placeholder
+        constants = {k: v.replace("%", "%%") for k, v in constants.items()}
     placeholders = ", ".join(constants.get(c, mark) for c in _ACTIVITY_COLUMNS)
     sql = (
         f"INSERT INTO activity ({', '.join(_ACTIVITY_COLUMNS)}) VALUES ({placeholders})"

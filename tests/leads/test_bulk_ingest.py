@@ -260,3 +260,15 @@ def test_a_bulk_run_killed_midway_loses_and_duplicates_nothing_and_the_next_run_
     sync_source(engine=engine, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)
     assert LEAD_INDEX in _index_names(engine)
     assert _stored(engine) == _stored(expected)
+
+
+def test_a_source_name_with_quotes_and_percent_signs_is_stored_as_it_is(engine: Engine, tmp_path: Path) -> None:
+    """The source name is written into the insert statement as a literal: it must stay data."""
+    file = tmp_path / "a.jsonl"
+    file.write_text(jsonl(raw_event(1), raw_event(2)), encoding="utf-8")
+    name = "it's 100%s; DROP TABLE lead; --"
+    totals = sync_source(engine=engine, source=FileActivitySource(name, file), now=NOW)
+    assert totals.inserted == 2
+    with session_scope(engine) as session:
+        assert set(session.execute(select(Activity.source)).scalars()) == {name}
+        assert session.execute(select(Lead.id)).all()
