@@ -32,9 +32,9 @@ against), and leadflow.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
-import gc
 import random
 import shutil
 import sqlite3
@@ -311,7 +311,12 @@ def main() -> None:
         floor("floor_lead_index_built_after", folder / "floor-built.db", lead_index=False, build_after=True)
         if args.existing:
             floor("filled_floor_with_lead_index", copy_db(template, folder / "f1.db"), lead_index=True)
-            floor("filled_floor_lead_index_rebuilt", copy_db(template, folder / "f2.db"), lead_index=True, build_after=True)
+            floor(
+                "filled_floor_lead_index_rebuilt",
+                copy_db(template, folder / "f2.db"),
+                lead_index=True,
+                build_after=True,
+            )
         rows.clear()  # leadflow's runs do not carry the floors' million tuples around
         leadflow("leadflow", folder / "leadflow.db")
         leadflow("leadflow_one_process", folder / "leadflow-1.db", workers=0)
@@ -350,7 +355,9 @@ def main() -> None:
         "filled_floor_lead_index_rebuilt": "floor (lead index dropped, rebuilt over all)",
         "filled_leadflow": "leadflow (parse workers + store)",
     }
-    print(f"{n:,} events ({distinct:,} distinct) over {args.leads:,} leads, {size_mb:.0f} MB of JSONL, pages of {batch:,}")
+    print(
+        f"{n:,} events ({distinct:,} distinct) over {args.leads:,} leads, {size_mb:.0f} MB of JSONL, pages of {batch:,}"
+    )
     for key in labels:
         if key == "filled_floor_with_lead_index":
             print(f"into a workspace already holding {args.existing:,} activity rows:")
@@ -365,7 +372,8 @@ def main() -> None:
         f" leadflow / floor with leadflow's indexes: {figures['leadflow_vs_floor_with_lead_index']:.2f}"
     )
     if args.existing:
-        print(f"  filled: leadflow / floor with leadflow's indexes: {figures['filled_leadflow_vs_floor_with_lead_index']:.2f}")
+        ratio = figures["filled_leadflow_vs_floor_with_lead_index"]
+        print(f"  filled: leadflow / floor with leadflow's indexes: {ratio:.2f}")
     print(
         f"  CPU seconds alone: decoding the lines {cpu['decode_lines']:.2f}, validating the records"
         f" {cpu['validate_records']:.2f}"

@@ -33,7 +33,14 @@ from typing import Any
 import orjson
 
 from connectors.pages import Page
-from leads.records import PROFILE_FIELDS, ActivityParser, ActivityRow, ActivityRows, PlusAddressing, RecordError, Rejected
+from leads.records import (
+    PROFILE_FIELDS,
+    ActivityParser,
+    ActivityRows,
+    PlusAddressing,
+    RecordError,
+    Rejected,
+)
 
 __all__ = ["FileActivitySource", "Page"]
 
@@ -165,9 +172,7 @@ class FileActivitySource:
             yield self._page(file, fingerprint, items, lines, offset, line_no)
 
     @staticmethod
-    def _page(
-        file: Path, fingerprint: str, items: list[Item], lines: list[int], offset: int, line_no: int
-    ) -> Page:
+    def _page(file: Path, fingerprint: str, items: list[Item], lines: list[int], offset: int, line_no: int) -> Page:
         with _cycle_collector_paused():
             rows = [item for item in items if item[0] is not None]
             rejected = []
@@ -212,7 +217,9 @@ def _line_ranges(handle: Any, offset: int) -> Iterator[tuple[int, int]]:
         start = end
 
 
-def _parse_range(handle: Any, start: int, end: int, header: list[str] | None, parse: ActivityParser) -> tuple[int, Chunk]:
+def _parse_range(
+    handle: Any, start: int, end: int, header: list[str] | None, parse: ActivityParser
+) -> tuple[int, Chunk]:
     handle.seek(start)
     with _cycle_collector_paused():
         return end, _parse_chunk(handle.read(end - start), start, header, parse)

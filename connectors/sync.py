@@ -72,7 +72,9 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
         # A deferral left by a run that died: its leads are not known here, the catch-up groups its rows.
         inherited = load_cursor(session, source=source.name, stream=DEFERRED_STREAM) is not None
         after_id = defer_lead_activity(session, source=source.name)
-        streams = [(stream, load_cursor(session, source=source.name, stream=stream.name)) for stream in source.streams()]
+        streams = [
+            (stream, load_cursor(session, source=source.name, stream=stream.name)) for stream in source.streams()
+        ]
     estimate = getattr(source, "estimated_rows", None)
     new_rows = sum(estimate(stream, cursor) for stream, cursor in streams) if estimate is not None else 0
     with lead_index_set_aside(engine, new_rows=new_rows) as set_aside:

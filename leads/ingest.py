@@ -193,7 +193,9 @@ def _insert_leads(
             for e in emails
         ]
         for chunk in _chunks(rows):
-            connection.execute(upsert_insert(session, _LEAD).on_conflict_do_nothing(index_elements=["email"]), list(chunk))
+            connection.execute(
+                upsert_insert(session, _LEAD).on_conflict_do_nothing(index_elements=["email"]), list(chunk)
+            )
         return
     # SQLite, the bulk path: one prepared statement of plain tuples, values in SQLAlchemy's storage forms.
     names = list(PROFILE_FIELDS)

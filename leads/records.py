@@ -227,7 +227,6 @@ class ActivityParser:
         lead = get("lead")
         return ActivityRecord(source_id, email, kind, occurred_at, target, properties, _profile(lead) if lead else None)
 
-
     def row(self, raw: dict[str, Any], *, raw_size: int | None = None) -> ActivityRow:
         """`self(raw)` as a plain tuple ready to store (see `ActivityRow`), several times cheaper to build,
         send to another process and insert than an `ActivityRecord`.

@@ -124,9 +124,9 @@ def _stored(engine: Engine) -> dict[str, Any]:
                 )
             ).all(),
             "leads": session.execute(
-                select(
-                    Lead.email, Lead.company, Lead.company_size, Lead.country, Lead.last_activity_at
-                ).order_by(Lead.email)
+                select(Lead.email, Lead.company, Lead.company_size, Lead.country, Lead.last_activity_at).order_by(
+                    Lead.email
+                )
             ).all(),
         }
 
