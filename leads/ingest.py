@@ -93,10 +93,11 @@ def store_batch(
     """
     cache = cache if cache is not None else LeadCache()
     rows = as_rows(records)
-    ids, created, updated = _upsert_leads(session, source, rows, profiles, cache)
+    emails = {r[1] for r in rows}
+    ids, created, updated = _upsert_leads(session, source, rows, emails, profiles, cache)
     inserted = _insert_activity(session, source, rows, ids, defer_latest=defer_latest) if rows else 0
     if defer_latest and inserted:
-        cache.touched.update(ids[e] for e in {r[1] for r in rows})
+        cache.touched.update(map(ids.__getitem__, emails))
     if rejected:
         session.connection().execute(
             insert(Quarantine.__table__),
@@ -128,10 +129,12 @@ def _upsert_leads(
     session: Session,
     source: str,
     rows: Sequence[ActivityRow],
+    emails: set[str],
     profiles: Sequence[ProfileRecord],
     cache: LeadCache,
 ) -> tuple[dict[str, int], int, int]:
-    """Every email gets a lead; profile fields that records carry are filled in, latest first.
+    """Every email (`emails`: those of `rows`, and those of `profiles`) gets a lead; profile fields that
+    records carry are filled in, latest first.
 
     Returns (ids by email, leads created, existing leads whose profile or CRM id changed).
     """
@@ -147,8 +150,7 @@ def _upsert_leads(
         if profile.crm_id is not None:
             crm_ids[profile.email] = profile.crm_id
     known = cache.ids
-    emails = {r[1] for r in rows}
-    emails.update(fields)
+    emails = emails.union(fields) if profiles else emails  # records' profiles are of their own emails
     unknown = [e for e in emails if e not in known]
     if unknown:
         known.update(lead_ids_by_email(session, unknown))
@@ -212,9 +214,7 @@ def _insert_leads(
     for e in emails:
         profile = fields.get(e)
         crm = properties_json({source: crm_ids[e]}) if e in crm_ids else no_crm
-        values.append(
-            (e, *(none if not profile else (profile.get(n) for n in names)), crm, *constants)  # type: ignore[misc]
-        )
+        values.append((e, *(map(profile.get, names) if profile else none), crm, *constants))
     connection.exec_driver_sql(sql, values)
 
 
