@@ -68,16 +68,16 @@ class FileActivitySource:
         batch_size: int = 5000,
         plus_addressing: PlusAddressing = "keep",
         workers: int | None = None,
-        parallel_min_bytes: int = PARALLEL_MIN_BYTES,
+        parallel_min_bytes: int | None = None,
     ) -> None:
-        """`workers`: parsing processes for a remainder of at least `parallel_min_bytes` (default:
-        `default_workers()`; 0 parses in this process)."""
+        """`workers`: parsing processes for a remainder of at least `parallel_min_bytes` (defaults:
+        `default_workers()`, `PARALLEL_MIN_BYTES`; 0 workers parses in this process)."""
         self.name = name
         self.path = path
         self.batch_size = batch_size
         self.plus_addressing = plus_addressing
         self.workers = default_workers() if workers is None else workers
-        self.parallel_min_bytes = parallel_min_bytes
+        self.parallel_min_bytes = PARALLEL_MIN_BYTES if parallel_min_bytes is None else parallel_min_bytes
 
     def files(self) -> list[Path]:
         if self.path.is_dir():
