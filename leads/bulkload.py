@@ -23,11 +23,11 @@ from sqlalchemy import Connection, Engine
 LEAD_INDEX = "ix_activity_lead_occurred"
 _CREATE = f"CREATE INDEX IF NOT EXISTS {LEAD_INDEX} ON activity (lead_id, occurred_at)"
 # Measured on the build machine (BENCHMARKS.md, ingest; raw sqlite3, 1 M rows, CPU seconds): into an
-# empty table, keeping the index costs 2.8 s, building it after the load 0.85 s; into a table of 5 M
-# rows (whose index no longer fits the page cache), keeping it 12.6 s in all, dropping it and building
-# it over the 6 M rows 12.1 s: new rows a fifth of the table is about where the two meet. Dropping
-# starts a little above that, at a quarter, so a marginal gain never costs readers their index; below
-# MIN_ROWS either way takes well under a second.
+# empty table, keeping the index costs 2.7-3.1 s, building it after the load 0.8-1.0 s; into a table of
+# 5 M rows (whose index no longer fits the page cache), keeping it 11.3-12.6 s in all, dropping it and
+# building it over the 6 M rows 11.7-12.3 s (four runs): new rows a fifth of the table is about where
+# the two meet. Dropping starts a little above that, at a quarter, so a marginal gain never costs
+# readers their index; below MIN_ROWS either way takes well under a second.
 BULK_RATIO = 0.25
 MIN_ROWS = 200_000
 
