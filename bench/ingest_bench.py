@@ -1,31 +1,42 @@
 """Ingest speed: JSONL file → SQLite through leadflow, beside raw sqlite3 executemany of the same rows.
 
-    python bench/ingest_bench.py                       # 1,000,000 events over 50,000 leads
-    python bench/ingest_bench.py --events 200000 --leads 10000 --batch-size 20000
+    python bench/ingest_bench.py                       # 1,000,000 events over 50,000 leads, then into 5M rows
+    python bench/ingest_bench.py --events 200000 --leads 10000 --batch-size 20000 --existing 0
 
 The data is deterministic (a seeded generator): events spread over 90 days in time order, a
 profile on each lead's first event, properties on a third of them, and 1% of the events sent
 twice (same id), so deduplication is part of the work. Nothing is timed until the file is
-written and the databases are created and migrated.
+written and the databases are created, migrated and (for the second part) filled.
 
-Three figures from the same run:
+Figures from the same run, into a fresh database:
 
 - floor: raw `sqlite3` `executemany` of the finished activity rows (lead ids resolved, times
   formatted, properties serialised) into a fresh table with the same unique (source, source_id)
   index, committed per batch;
 - floor with leadflow's indexes: the same, into a table that also has the (lead_id, occurred_at)
   index that leadflow's activity table carries;
-- leadflow: `FileActivitySource` + `sync_source` (parse, validate, upsert leads, insert activity,
-  update the leads' activity times, save the cursor per page) into a fresh, migrated workspace
-  database.
+- floor, lead index built at the end: the same as the first, then CREATE INDEX (lead_id, occurred_at):
+  what leadflow's bulk-load mode does (leads/bulkload.py);
+- leadflow: `FileActivitySource` + `sync_source` (parse and validate in worker processes, upsert
+  leads, insert activity, update the leads' activity times, save the cursor per page) into a
+  fresh, migrated workspace database; and the same with parsing in the storing process (workers=0);
+- CPU seconds of decoding every line alone and of validating every decoded record alone.
+
+Then, unless `--existing 0`, the same file into a workspace that already holds `--existing`
+activity rows (a year of history of the same leads), where the bulk-load rule keeps the lead
+index up to date row by row: the floor with leadflow's indexes into a copy of that table, the
+floor that drops the lead index and builds it again over the whole table (what the rule weighs
+against), and leadflow.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -37,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors.files import FileActivitySource  # noqa: E402
 from connectors.sync import sync_source  # noqa: E402
+from leads.bulkload import worth_dropping  # noqa: E402
 from leads.db import make_engine, upgrade  # noqa: E402
 from leads.ingest import SQLITE_CACHE_KIB  # noqa: E402
 
@@ -105,31 +117,51 @@ def floor_rows(path: Path) -> list[tuple[object, ...]]:
     return rows
 
 
-def run_floor(db: Path, rows: list[tuple[object, ...]], batch: int, *, lead_index: bool) -> tuple[float, float]:
-    """Seconds and CPU seconds of raw executemany, with leadflow's SQLite settings (page cache included)."""
+SCHEMA = (
+    "CREATE TABLE activity (id INTEGER PRIMARY KEY, lead_id INTEGER NOT NULL, type VARCHAR(40) NOT NULL,"
+    " occurred_at DATETIME NOT NULL, source VARCHAR(100) NOT NULL, source_id VARCHAR(200) NOT NULL,"
+    " target VARCHAR(2000), properties JSON NOT NULL, ingested_at DATETIME NOT NULL)",
+    "CREATE UNIQUE INDEX uq_activity_source_id ON activity (source, source_id)",
+)
+LEAD_INDEX = "CREATE INDEX IF NOT EXISTS ix_activity_lead_occurred ON activity (lead_id, occurred_at)"
+
+
+def run_floor(
+    db: Path, rows: list[tuple[object, ...]], batch: int, *, lead_index: bool, build_after: bool = False
+) -> tuple[float, float]:
+    """Seconds and CPU seconds of raw executemany, with leadflow's SQLite settings (page cache included).
+
+    `db` is created with the activity table unless it exists (a filled copy); `lead_index` keeps the
+    (lead_id, occurred_at) index during the inserts, `build_after` drops it first and builds it at the end.
+    """
+    fresh = not db.exists()
     connection = sqlite3.connect(db)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-    connection.execute(
-        "CREATE TABLE activity (id INTEGER PRIMARY KEY, lead_id INTEGER NOT NULL, type VARCHAR(40) NOT NULL,"
-        " occurred_at DATETIME NOT NULL, source VARCHAR(100) NOT NULL, source_id VARCHAR(200) NOT NULL,"
-        " target VARCHAR(2000), properties JSON NOT NULL, ingested_at DATETIME NOT NULL)"
-    )
-    connection.execute("CREATE UNIQUE INDEX uq_activity_source_id ON activity (source, source_id)")
+    if fresh:
+        for statement in SCHEMA:
+            connection.execute(statement)
     if lead_index:
-        connection.execute("CREATE INDEX ix_activity_lead_occurred ON activity (lead_id, occurred_at)")
+        connection.execute(LEAD_INDEX)
     connection.commit()
+    before = connection.execute("SELECT COUNT(*) FROM activity").fetchone()[0]
     sql = (
         "INSERT INTO activity (lead_id, type, occurred_at, source, source_id, target, properties, ingested_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, source_id) DO NOTHING"
     )
     started, cpu = time.perf_counter(), time.process_time()
+    if build_after:
+        connection.execute("DROP INDEX IF EXISTS ix_activity_lead_occurred")
+        connection.commit()
     for at in range(0, len(rows), batch):
         connection.executemany(sql, rows[at : at + batch])
         connection.commit()
+    if build_after:
+        connection.execute(LEAD_INDEX)
+        connection.commit()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    stored = connection.execute("SELECT COUNT(*) FROM activity").fetchone()[0]
+    stored = connection.execute("SELECT COUNT(*) FROM activity").fetchone()[0] - before
     connection.close()
     if stored != len({r[4] for r in rows}):
         raise SystemExit(f"floor stored {stored} rows, expected one per distinct id")
@@ -137,33 +169,104 @@ def run_floor(db: Path, rows: list[tuple[object, ...]], batch: int, *, lead_inde
 
 
 def parse_cost(data: Path) -> tuple[float, float]:
-    """CPU seconds of the Python leadflow cannot skip: decoding every line, then validating every record."""
+    """CPU seconds of the Python leadflow cannot skip: decoding every line, then validating every record.
+
+    Each measured alone, line by line, nothing kept and the cycle collector off, as the parse workers
+    run (a list of a million decoded dicts would mostly measure the collector).
+    """
     import orjson
 
     from leads.records import ActivityParser
 
-    with data.open("rb") as handle:
-        lines = handle.readlines()
     parse = ActivityParser(now=END)
-    started = time.process_time()
-    raws = [orjson.loads(line) for line in lines]
-    decoded = time.process_time()
-    for raw, line in zip(raws, lines, strict=True):
-        parse(raw, raw_size=len(line))
-    return decoded - started, time.process_time() - decoded
+    loads = orjson.loads
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        decode = validate = 0.0
+        with data.open("rb") as handle:
+            while lines := handle.readlines(8 << 20):
+                started = time.process_time()
+                for line in lines:
+                    loads(line)
+                decoded = time.process_time()
+                raws = [loads(line) for line in lines]
+                started_validating = time.process_time()
+                for raw, line in zip(raws, lines, strict=True):
+                    parse.row(raw, raw_size=len(line))
+                validate += time.process_time() - started_validating
+                decode += decoded - started
+                del raws
+    finally:
+        if enabled:
+            gc.enable()
+    return decode, validate
 
 
-def run_leadflow(db: Path, data: Path, batch: int) -> tuple[float, float, int]:
+def run_leadflow(db: Path, data: Path, batch: int, *, workers: int | None = None) -> tuple[float, float, float, int]:
+    """Seconds, CPU seconds of the storing process and of its parse workers, events stored."""
     engine = make_engine(f"sqlite:///{db}")
     upgrade(engine)
-    source = FileActivitySource("bench", data, batch_size=batch)
+    source = FileActivitySource("bench", data, batch_size=batch, workers=workers)
+    children = os.times()
     started, cpu = time.perf_counter(), time.process_time()
     totals = sync_source(engine=engine, source=source, now=END)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    after = os.times()
+    workers_cpu = (after.children_user + after.children_system) - (children.children_user + children.children_system)
     engine.dispose()
     if totals.quarantined:
         raise SystemExit(f"leadflow quarantined {totals.quarantined} records: {dict(totals.reasons)}")
-    return elapsed, cpu, totals.inserted
+    return elapsed, cpu, workers_cpu, totals.inserted
+
+
+def fill_workspace(db: Path, *, existing: int, leads: int, seed: int) -> None:
+    """A migrated workspace holding `leads` leads (the bench file's emails) and `existing` activity rows of a
+    year before the file's 90 days, with both activity indexes (not timed)."""
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    engine.dispose()
+    rng = random.Random(seed + 1)
+    kinds = [k for k, w in TYPES for _ in range(w)]
+    stamp = (END - timedelta(days=400)).isoformat(" ", "microseconds")
+    start = END - timedelta(days=455)
+    step = timedelta(days=365).total_seconds() / max(existing, 1)
+    connection = sqlite3.connect(db)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    connection.executemany(
+        "INSERT INTO lead (email, fit_score, engagement_score, score, stage, crm_ids, created_at, updated_at)"
+        " VALUES (?, 0, 0, 0, 'suspect', '{}', ?, ?)",
+        [(f"lead{n:06d}@company{n % 997:03d}.example", stamp, stamp) for n in range(leads)],
+    )
+    connection.execute("DROP INDEX ix_activity_lead_occurred")
+    sql = (
+        "INSERT INTO activity (lead_id, type, occurred_at, source, source_id, target, properties, ingested_at)"
+        " VALUES (?, ?, ?, 'history', ?, ?, '{}', ?)"
+    )
+    for first in range(0, existing, 500_000):
+        rows = [
+            (
+                rng.randrange(leads) + 1,
+                rng.choice(kinds),
+                (start + timedelta(seconds=n * step)).isoformat(" ", "microseconds"),
+                f"h-{n:09d}",
+                f"/page/{rng.randrange(200)}",
+                stamp,
+            )
+            for n in range(first, min(existing, first + 500_000))
+        ]
+        connection.executemany(sql, rows)
+        connection.commit()
+    connection.execute(LEAD_INDEX)
+    connection.commit()
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+
+
+def copy_db(template: Path, target: Path) -> Path:
+    shutil.copyfile(template, target)
+    return target
 
 
 def main() -> None:
@@ -172,67 +275,108 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=50_000, help="records per page (and per floor commit)")
+    parser.add_argument(
+        "--existing", type=int, default=5_000_000, help="activity rows already in the workspace (0: skip that part)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where to put the data and databases")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args()
+    n, batch = args.events, args.batch_size
+    seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    workers_cpu: dict[str, float] = {}
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(tmp)
         data = folder / "activity.jsonl"
-        distinct = generate(data, events=args.events, leads=args.leads, seed=args.seed)
+        distinct = generate(data, events=n, leads=args.leads, seed=args.seed)
         size_mb = data.stat().st_size / 1e6
         rows = floor_rows(data)
-        floor, floor_cpu = run_floor(folder / "floor.db", rows, args.batch_size, lead_index=False)
-        floor_indexed, floor_indexed_cpu = run_floor(
-            folder / "floor-indexed.db", rows, args.batch_size, lead_index=True
-        )
-        del rows
-        leadflow, leadflow_cpu, inserted = run_leadflow(folder / "leadflow.db", data, args.batch_size)
-        decode_cpu, validate_cpu = parse_cost(data)
-        if inserted != distinct:
-            raise SystemExit(f"leadflow stored {inserted} events, expected {distinct}")
+        template = folder / "filled.db"
+        if args.existing:
+            fill_workspace(template, existing=args.existing, leads=args.leads, seed=args.seed)
 
-    n = args.events
+        def floor(key: str, db: Path, **kwargs: bool) -> None:
+            seconds[key], cpu[key] = run_floor(db, rows, batch, **kwargs)
+            db.unlink()
+
+        def leadflow(key: str, db: Path, workers: int | None = None) -> None:
+            seconds[key], cpu[key], workers_cpu[key], inserted = run_leadflow(db, data, batch, workers=workers)
+            if inserted != distinct:
+                raise SystemExit(f"leadflow stored {inserted} events, expected {distinct}")
+            db.unlink()
+
+        floor("floor", folder / "floor.db", lead_index=False)
+        floor("floor_with_lead_index", folder / "floor-indexed.db", lead_index=True)
+        floor("floor_lead_index_built_after", folder / "floor-built.db", lead_index=False, build_after=True)
+        if args.existing:
+            floor("filled_floor_with_lead_index", copy_db(template, folder / "f1.db"), lead_index=True)
+            floor(
+                "filled_floor_lead_index_rebuilt",
+                copy_db(template, folder / "f2.db"),
+                lead_index=True,
+                build_after=True,
+            )
+        rows.clear()  # leadflow's runs do not carry the floors' million tuples around
+        leadflow("leadflow", folder / "leadflow.db")
+        leadflow("leadflow_one_process", folder / "leadflow-1.db", workers=0)
+        if args.existing:
+            leadflow("filled_leadflow", copy_db(template, folder / "f3.db"))
+        cpu["decode_lines"], cpu["validate_records"] = parse_cost(data)
+
     figures = {
         "events": n,
         "distinct_events": distinct,
         "leads": args.leads,
         "file_mb": round(size_mb, 1),
-        "batch_size": args.batch_size,
-        "floor_events_per_s": round(n / floor),
-        "floor_with_lead_index_events_per_s": round(n / floor_indexed),
-        "leadflow_events_per_s": round(n / leadflow),
-        "leadflow_vs_floor": round(floor / leadflow, 3),
-        "leadflow_vs_floor_with_lead_index": round(floor_indexed / leadflow, 3),
-        "seconds": {
-            "floor": round(floor, 2),
-            "floor_with_lead_index": round(floor_indexed, 2),
-            "leadflow": round(leadflow, 2),
-        },
-        "cpu_seconds": {
-            "floor": round(floor_cpu, 2),
-            "floor_with_lead_index": round(floor_indexed_cpu, 2),
-            "leadflow": round(leadflow_cpu, 2),
-            "decode_lines": round(decode_cpu, 2),
-            "validate_records": round(validate_cpu, 2),
-        },
+        "batch_size": batch,
+        "existing_rows": args.existing,
+        "bulk_mode_for_existing": worth_dropping(existing_rows=args.existing, new_rows=n) if args.existing else None,
+        "events_per_s": {k: round(n / v) for k, v in seconds.items()},
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
+        "worker_cpu_seconds": {k: round(v, 2) for k, v in workers_cpu.items()},
+        "leadflow_vs_floor": round(seconds["floor"] / seconds["leadflow"], 3),
+        "leadflow_vs_floor_with_lead_index": round(seconds["floor_with_lead_index"] / seconds["leadflow"], 3),
         "cpus": os.cpu_count(),
         "load": round(os.getloadavg()[0], 1),
     }
-    rows = [
-        ("floor (sqlite3 executemany, unique index)", floor),
-        ("floor (sqlite3 executemany, leadflow's indexes)", floor_indexed),
-        ("leadflow (parse, validate, dedupe, store)", leadflow),
-    ]
-    print(f"{n:,} events ({distinct:,} distinct) over {args.leads:,} leads, {size_mb:.0f} MB of JSONL")
-    print(f"pages of {args.batch_size:,}")
-    for label, seconds in rows:
-        print(f"  {label:<48} {n / seconds:>10,.0f} events/s  {seconds:6.2f} s")
-    print(f"  leadflow / floor: {floor / leadflow:.2f}")
-    print(f"  leadflow / floor with leadflow's indexes: {floor_indexed / leadflow:.2f}")
+    if args.existing:
+        figures["filled_leadflow_vs_floor_with_lead_index"] = round(
+            seconds["filled_floor_with_lead_index"] / seconds["filled_leadflow"], 3
+        )
+    labels = {
+        "floor": "floor (sqlite3 executemany, unique index)",
+        "floor_with_lead_index": "floor (executemany, leadflow's indexes)",
+        "floor_lead_index_built_after": "floor (executemany, lead index built after)",
+        "leadflow": "leadflow (parse workers + store)",
+        "leadflow_one_process": "leadflow (one process)",
+        "filled_floor_with_lead_index": "floor (leadflow's indexes kept up to date)",
+        "filled_floor_lead_index_rebuilt": "floor (lead index dropped, rebuilt over all)",
+        "filled_leadflow": "leadflow (parse workers + store)",
+    }
     print(
-        f"  CPU seconds: floor {floor_cpu:.2f}, floor with indexes {floor_indexed_cpu:.2f}, leadflow {leadflow_cpu:.2f}"
-        f" (of which at least: decoding the lines {decode_cpu:.2f}, validating the records {validate_cpu:.2f})"
+        f"{n:,} events ({distinct:,} distinct) over {args.leads:,} leads, {size_mb:.0f} MB of JSONL, pages of {batch:,}"
+    )
+    for key in labels:
+        if key == "filled_floor_with_lead_index":
+            print(f"into a workspace already holding {args.existing:,} activity rows:")
+        if key in seconds:
+            extra = f" + workers {workers_cpu[key]:5.2f}" if workers_cpu.get(key) else ""
+            print(
+                f"  {labels[key]:<46} {n / seconds[key]:>9,.0f} events/s  {seconds[key]:6.2f} s"
+                f"  CPU {cpu[key]:5.2f}{extra}"
+            )
+    print(
+        f"  leadflow / floor: {figures['leadflow_vs_floor']:.2f};"
+        f" leadflow / floor with leadflow's indexes: {figures['leadflow_vs_floor_with_lead_index']:.2f}"
+    )
+    if args.existing:
+        ratio = figures["filled_leadflow_vs_floor_with_lead_index"]
+        print(f"  filled: leadflow / floor with leadflow's indexes: {ratio:.2f}")
+    print(
+        f"  CPU seconds alone: decoding the lines {cpu['decode_lines']:.2f}, validating the records"
+        f" {cpu['validate_records']:.2f}"
     )
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ class Page:
     """
 
     stream: str
-    records: list[ActivityRecord]
+    records: Sequence[ActivityRecord]  # a list, or `ActivityRows` (plain tuples) from file sources
     rejected: list[Rejected]
     cursor: dict[str, Any]
     profiles: list[ProfileRecord] = field(default_factory=list)

@@ -17,8 +17,16 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from connectors.pages import Page
+from leads.bulkload import lead_index_set_aside
 from leads.db import session_scope
-from leads.ingest import LeadCache, apply_lead_activity, defer_lead_activity, load_cursor, store_batch
+from leads.ingest import (
+    DEFERRED_STREAM,
+    LeadCache,
+    apply_lead_activity,
+    defer_lead_activity,
+    load_cursor,
+    store_batch,
+)
 
 
 class ActivitySource(Protocol):
@@ -54,42 +62,53 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
 
     The leads' last activity times are caught up once at the end (also when a stream fails),
     not once per page; see `leads.ingest.defer_lead_activity`. An error that stops the sync
-    carries the totals of the pages stored before it as `totals`.
+    carries the totals of the pages stored before it as `totals`. A source that can tell how
+    many rows it is about to add (`estimated_rows(stream, cursor)`, files do) may get SQLite's
+    bulk-load mode for the run (`leads.bulkload`).
     """
     totals = SyncTotals()
     cache = LeadCache()
     with session_scope(engine) as session:
+        # A deferral left by a run that died: its leads are not known here, the catch-up groups its rows.
+        inherited = load_cursor(session, source=source.name, stream=DEFERRED_STREAM) is not None
         after_id = defer_lead_activity(session, source=source.name)
-    try:
-        for stream in source.streams():
-            totals.streams += 1
-            with session_scope(engine) as session:
-                cursor = load_cursor(session, source=source.name, stream=stream.name)
-            for page in source.pages(stream, cursor, now=now):
-                with session_scope(engine) as session:
-                    result = store_batch(
-                        session=session,
-                        source=source.name,
-                        records=page.records,
-                        rejected=page.rejected,
-                        cursor=(page.stream, page.cursor),
-                        profiles=page.profiles,
-                        cache=cache,
-                        defer_latest=True,
-                    )
-                totals.pages += 1
-                totals.inserted += result.inserted
-                totals.duplicates += result.duplicates
-                totals.new_leads += result.new_leads
-                totals.profiles += result.profiles
-                totals.skipped += page.skipped
-                totals.quarantined += result.quarantined
-                totals.reasons.update(r.reason for r in page.rejected)
-    except BaseException as exc:
-        with contextlib.suppress(Exception), session_scope(engine) as session:  # the next run catches up otherwise
-            apply_lead_activity(session, source=source.name, after_id=after_id)
-        exc.totals = totals  # type: ignore[attr-defined]  # what was stored before it stopped, for the report
-        raise
-    with session_scope(engine) as session:
-        apply_lead_activity(session, source=source.name, after_id=after_id)
+        streams = [
+            (stream, load_cursor(session, source=source.name, stream=stream.name)) for stream in source.streams()
+        ]
+    estimate = getattr(source, "estimated_rows", None)
+    new_rows = sum(estimate(stream, cursor) for stream, cursor in streams) if estimate is not None else 0
+    with lead_index_set_aside(engine, new_rows=new_rows) as set_aside:
+        try:
+            for stream, cursor in streams:
+                totals.streams += 1
+                for page in source.pages(stream, cursor, now=now):
+                    with session_scope(engine) as session:
+                        result = store_batch(
+                            session=session,
+                            source=source.name,
+                            records=page.records,
+                            rejected=page.rejected,
+                            cursor=(page.stream, page.cursor),
+                            profiles=page.profiles,
+                            cache=cache,
+                            defer_latest=True,
+                        )
+                    totals.pages += 1
+                    totals.inserted += result.inserted
+                    totals.duplicates += result.duplicates
+                    totals.new_leads += result.new_leads
+                    totals.profiles += result.profiles
+                    totals.skipped += page.skipped
+                    totals.quarantined += result.quarantined
+                    totals.reasons.update(r.reason for r in page.rejected)
+        except BaseException as exc:
+            with contextlib.suppress(Exception), session_scope(engine) as session:  # the next run catches up otherwise
+                apply_lead_activity(session, source=source.name, after_id=after_id)
+            exc.totals = totals  # type: ignore[attr-defined]  # what was stored before it stopped, for the report
+            raise
+        if set_aside:  # the catch-up reads through the lead index: build it first
+            set_aside.restore()
+        with session_scope(engine) as session:
+            leads = None if inherited else cache.touched
+            apply_lead_activity(session, source=source.name, after_id=after_id, leads=leads)
     return totals

@@ -19,6 +19,8 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session
 
+from leads.bulkload import restore_lead_index
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # busy_timeout comes first so that switching to WAL waits for a lock instead of failing.
@@ -119,6 +121,8 @@ def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
             config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+            if revision == "head":  # a bulk ingest killed midway may have left its index missing
+                restore_lead_index(connection)
             connection.commit()
     finally:
         if owns_engine:

@@ -17,19 +17,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from leads.models import Activity, ActivityType, ConnectorCursor, Lead, Quarantine, utcnow
-from leads.records import PROFILE_FIELDS, ActivityRecord, ProfileRecord, Rejected
+from leads.records import (
+    PROFILE_FIELDS,
+    ActivityRecord,
+    ActivityRow,
+    ProfileRecord,
+    Rejected,
+    as_rows,
+    properties_json,
+)
 from leads.sql import upsert_insert
 
 CHUNK = 2000  # values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 _LEAD = Lead.__table__
 _ACTIVITY = Activity.__table__
 SQLITE_CACHE_KIB = 256 * 1024
-_TYPE_VALUES = {t: t.value for t in ActivityType}
 _ACTIVITY_COLUMNS = ("lead_id", "type", "occurred_at", "source", "source_id", "target", "properties", "ingested_at")
 
 
@@ -52,6 +58,7 @@ class LeadCache:
 
     ids: dict[str, int] = field(default_factory=dict)
     profiles: dict[int, dict[str, Any]] = field(default_factory=dict)  # each lead's profile as last read or written
+    touched: set[int] = field(default_factory=set)  # leads of the run's stored pages (new activity or duplicates)
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -85,8 +92,12 @@ def store_batch(
     bounces always reach their leads in the page's own transaction.
     """
     cache = cache if cache is not None else LeadCache()
-    ids, created, updated = _upsert_leads(session, source, records, profiles, cache)
-    inserted = _insert_activity(session, source, records, ids, defer_latest=defer_latest) if records else 0
+    rows = as_rows(records)
+    emails = {r[1] for r in rows}
+    ids, created, updated = _upsert_leads(session, source, rows, emails, profiles, cache)
+    inserted = _insert_activity(session, source, rows, ids, defer_latest=defer_latest) if rows else 0
+    if defer_latest and inserted:
+        cache.touched.update(map(ids.__getitem__, emails))
     if rejected:
         session.connection().execute(
             insert(Quarantine.__table__),
@@ -107,7 +118,7 @@ def store_batch(
         save_cursor(session, source=source, stream=cursor[0], value=cursor[1])
     return BatchResult(
         inserted=inserted,
-        duplicates=len(records) - inserted,
+        duplicates=len(rows) - inserted,
         new_leads=created,
         quarantined=len(rejected),
         profiles=updated,
@@ -117,18 +128,20 @@ def store_batch(
 def _upsert_leads(
     session: Session,
     source: str,
-    records: Sequence[ActivityRecord],
+    rows: Sequence[ActivityRow],
+    emails: set[str],
     profiles: Sequence[ProfileRecord],
     cache: LeadCache,
 ) -> tuple[dict[str, int], int, int]:
-    """Every email gets a lead; profile fields that records carry are filled in, latest first.
+    """Every email (`emails`: those of `rows`, and those of `profiles`) gets a lead; profile fields that
+    records carry are filled in, latest first.
 
     Returns (ids by email, leads created, existing leads whose profile or CRM id changed).
     """
     fields: dict[str, dict[str, Any]] = {}
-    for record in records:
-        if record.profile:
-            fields.setdefault(record.email, {}).update(record.profile)
+    for row in rows:
+        if row[6]:
+            fields.setdefault(row[1], {}).update(row[6])
     crm_ids: dict[str, str] = {}
     for profile in profiles:
         merged = fields.setdefault(profile.email, {})
@@ -137,14 +150,37 @@ def _upsert_leads(
         if profile.crm_id is not None:
             crm_ids[profile.email] = profile.crm_id
     known = cache.ids
-    emails = {r.email for r in records}
-    emails.update(fields)
+    emails = emails.union(fields) if profiles else emails  # records' profiles are of their own emails
     unknown = [e for e in emails if e not in known]
     if unknown:
         known.update(lead_ids_by_email(session, unknown))
     missing = [e for e in unknown if e not in known]
     now = utcnow()
     if missing:
+        _insert_leads(session, source, missing, fields, crm_ids, now)
+        known.update(lead_ids_by_email(session, missing))
+        for e in missing:
+            cache.profiles[known[e]] = dict(fields.get(e, {}))
+    created = set(missing)
+    changed = _update_profiles(session, fields, created, cache, now)
+    changed |= _update_crm_ids(session, source, crm_ids, created, known)
+    return known, len(missing), len(changed)
+
+
+_NEW_LEAD_DEFAULTS = {"fit_score": 0.0, "engagement_score": 0.0, "score": 0.0, "stage": "suspect"}
+
+
+def _insert_leads(
+    session: Session,
+    source: str,
+    emails: Sequence[str],
+    fields: dict[str, dict[str, Any]],
+    crm_ids: dict[str, str],
+    now: datetime,
+) -> None:
+    """New leads with their profile fields and CRM id (an email another writer just added is left alone)."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
         blank = dict.fromkeys(PROFILE_FIELDS)
         rows = [
             {
@@ -156,19 +192,30 @@ def _upsert_leads(
                 "updated_at": now,
                 "rescore_at": now,
             }
-            for e in missing
+            for e in emails
         ]
         for chunk in _chunks(rows):
-            session.connection().execute(
+            connection.execute(
                 upsert_insert(session, _LEAD).on_conflict_do_nothing(index_elements=["email"]), list(chunk)
             )
-        known.update(lead_ids_by_email(session, missing))
-        for e in missing:
-            cache.profiles[known[e]] = dict(fields.get(e, {}))
-    created = set(missing)
-    changed = _update_profiles(session, fields, created, cache, now)
-    changed |= _update_crm_ids(session, source, crm_ids, created, known)
-    return known, len(missing), len(changed)
+        return
+    # SQLite, the bulk path: one prepared statement of plain tuples, values in SQLAlchemy's storage forms.
+    names = list(PROFILE_FIELDS)
+    stamp = now.isoformat(" ", "microseconds")
+    constants = [*_NEW_LEAD_DEFAULTS.values(), stamp, stamp, stamp]
+    columns = ["email", *names, "crm_ids", *_NEW_LEAD_DEFAULTS, "created_at", "updated_at", "rescore_at"]
+    sql = (
+        f"INSERT INTO lead ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        " ON CONFLICT (email) DO NOTHING"
+    )
+    none = (None,) * len(names)
+    no_crm = "{}"
+    values = []
+    for e in emails:
+        profile = fields.get(e)
+        crm = properties_json({source: crm_ids[e]}) if e in crm_ids else no_crm
+        values.append((e, *(map(profile.get, names) if profile else none), crm, *constants))
+    connection.exec_driver_sql(sql, values)
 
 
 def _update_profiles(
@@ -234,7 +281,7 @@ def _update_crm_ids(
 
 
 def _insert_activity(
-    session: Session, source: str, records: Sequence[ActivityRecord], ids: dict[str, int], *, defer_latest: bool
+    session: Session, source: str, rows: Sequence[ActivityRow], ids: dict[str, int], *, defer_latest: bool
 ) -> int:
     """Insert the page's events, skipping (source, source_id) already stored; returns how many were new."""
     connection = session.connection()
@@ -245,48 +292,42 @@ def _insert_activity(
         # Room for the activity indexes in memory: inserts by lead land all over the (lead, time) index.
         connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     before = connection.execute(select(func.coalesce(func.max(_ACTIVITY.c.id), 0))).scalar_one()
-    value, dumps = _TYPE_VALUES, _json
-    if sqlite:  # SQLite keeps datetimes as text in SQLAlchemy's format
-        times: list[Any] = [r.occurred_at.isoformat(" ", "microseconds") for r in records]
+    if sqlite:  # SQLite keeps datetimes as text in SQLAlchemy's format, which is the rows' form
         ingested: Any = ingested_at.isoformat(" ", "microseconds")
+        values = [(ids[e], kind, at, sid, target, props) for sid, e, kind, at, target, props, _ in rows]
     else:
-        times, ingested = [r.occurred_at for r in records], ingested_at
-    rows = [
-        (
-            ids[r.email],
-            value[r.type],
-            at,
-            source,
-            r.source_id,
-            r.target,
-            dumps(r.properties) if r.properties else "{}",
-            ingested,
-        )
-        for r, at in zip(records, times, strict=True)
-    ]
+        ingested, parse_time = ingested_at, datetime.fromisoformat
+        values = [(ids[e], kind, parse_time(at), sid, target, props) for sid, e, kind, at, target, props, _ in rows]
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    # The source and the page's time are the same for every row: written into the statement as literals,
+    # not bound on every row.
+    constants = {"source": _literal(source), "ingested_at": _literal(str(ingested))}
+    if mark == "%s":  # psycopg reads % as the start of a placeholder
+        constants = {k: v.replace("%", "%%") for k, v in constants.items()}
+    placeholders = ", ".join(constants.get(c, mark) for c in _ACTIVITY_COLUMNS)
     sql = (
-        f"INSERT INTO activity ({', '.join(_ACTIVITY_COLUMNS)}) VALUES ({', '.join([mark] * len(_ACTIVITY_COLUMNS))})"
+        f"INSERT INTO activity ({', '.join(_ACTIVITY_COLUMNS)}) VALUES ({placeholders})"
         " ON CONFLICT (source, source_id) DO NOTHING"
     )
-    connection.exec_driver_sql(sql, rows)
+    result = connection.exec_driver_sql(sql, values)
     # This page's new rows: above the largest id before the insert, from this source, stamped with this page's time.
     new = and_(_ACTIVITY.c.id > before, _ACTIVITY.c.source == source, _ACTIVITY.c.ingested_at == ingested_at)
-    inserted = connection.execute(select(func.count()).select_from(_ACTIVITY).where(new)).scalar_one()
+    if sqlite:  # sqlite3 sums the rows each execution changed; DO NOTHING changes none
+        inserted = result.rowcount
+    else:
+        inserted = connection.execute(select(func.count()).select_from(_ACTIVITY).where(new)).scalar_one()
     if inserted:
         if not defer_latest:
             _set_latest(connection, new, ingested_at)
-        _set_first(connection, new, {r.type for r in records})
+        _set_first(connection, new, {r[2] for r in rows})
     return int(inserted)
 
 
-def _json(value: dict[str, Any]) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # integers beyond 64 bits, which the standard parser accepts
-        import json
-
-        return json.dumps(value, default=str)
+def _literal(text: str) -> str:
+    """A SQL string literal (quotes doubled; NUL, which neither database stores in text, refused)."""
+    if "\x00" in text:
+        raise ValueError("a source name cannot contain NUL")
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _set_latest(connection: Connection, new: Any, now: datetime) -> None:
@@ -349,10 +390,28 @@ def defer_lead_activity(session: Session, *, source: str) -> int:
     return after_id
 
 
-def apply_lead_activity(session: Session, *, source: str, after_id: int) -> None:
-    """Carry the source's activity stored after `after_id` onto its leads, and end the deferral."""
+def apply_lead_activity(session: Session, *, source: str, after_id: int, leads: Iterable[int] | None = None) -> None:
+    """Carry the source's activity stored after `after_id` onto its leads, and end the deferral.
+
+    `leads`, when given, must include every lead with such activity (a run that started the
+    deferral itself knows them): on SQLite each is then looked up through the (lead_id, occurred_at)
+    index, its newest new row first, instead of grouping every new row by lead (which sorts them).
+    """
     a = _ACTIVITY.c
-    _set_latest(session.connection(), and_(a.id > after_id, a.source == source), utcnow())
+    connection = session.connection()
+    if leads is not None and connection.dialect.name == "sqlite":
+        now = utcnow().isoformat(" ", "microseconds")
+        if leads:
+            connection.exec_driver_sql(
+                "UPDATE lead SET last_activity_at = CASE WHEN lead.last_activity_at IS NULL"
+                " OR lead.last_activity_at < n.at THEN n.at ELSE lead.last_activity_at END, rescore_at = ?"
+                " FROM (SELECT occurred_at AS at FROM activity"
+                " WHERE lead_id = ? AND id > ? AND source = ? ORDER BY occurred_at DESC LIMIT 1) AS n"
+                " WHERE lead.id = ?",
+                [(now, lead_id, after_id, source, lead_id) for lead_id in sorted(leads)],
+            )
+    else:
+        _set_latest(connection, and_(a.id > after_id, a.source == source), utcnow())
     session.execute(
         delete(ConnectorCursor).where(ConnectorCursor.source == source, ConnectorCursor.stream == DEFERRED_STREAM)
     )

@@ -188,3 +188,63 @@ def test_text_that_no_database_can_store_is_cleaned_not_fatal() -> None:
 def test_long_target_and_id_are_cut_to_the_column_size() -> None:
     record = parse_activity(_raw(id="i" * 500, target="/" + "t" * 5000), now=NOW)
     assert len(record.source_id) == 200 and len(record.target or "") == 2000
+
+
+ROW_CASES = [
+    {},
+    {"id": "  evt-2 ", "email": " Anna@Example.COM", "target": "  /x  "},
+    {"target": ""},
+    {"target": "   "},
+    {"target": None},
+    {"target": 42},
+    {"target": "/caf\u00e9"},
+    {"id": "\u00e9v\u00e9nement"},
+    {"id": 17},
+    {"id": ""},
+    {"id": "   "},
+    {"email": "not an email"},
+    {"email": ["a@b.co"]},
+    {"type": " page_view "},
+    {"type": "page_visit"},
+    {"type": ["page_view"]},
+    {"at": "2026-09-30T08:15:00"},
+    {"at": "2026-09-30 08:15:00Z"},
+    {"at": "2026-09-30X08:15:00Z"},
+    {"at": "2026-09-30T08:15+02:00Z"},
+    {"at": "2026-09-30T08:15:00.5Z"},
+    {"at": "2026-W40-3T08:15:00Z"},
+    {"at": "2026-09-30T24:00:00Z"},
+    {"at": "2026-10-02T12:00:01Z"},
+    {"at": "2026-10-02T12:00:00Z"},
+    {"at": "2026-09-30T10:15:00+02:00"},
+    {"at": 20260930},
+    {"properties": {"utm": "x", "n": 1}},
+    {"properties": []},
+    {"properties": "x"},
+    {"properties": {"big": "x" * 20_000}},
+    {"lead": {"company": " Acme ", "company_size": "250", "country": "nl", "consent": "yes"}},
+    {"lead": {"country": "Netherlands"}},
+    {"lead": "x"},
+]
+
+
+@pytest.mark.parametrize("overrides", ROW_CASES)
+@pytest.mark.parametrize("raw_size", [None, 200, 100_000])
+def test_the_row_fast_path_gives_exactly_the_record_or_the_error_of_the_general_path(
+    overrides: dict[str, Any], raw_size: int | None
+) -> None:
+    from leads.records import ActivityParser, record_row, row_record
+
+    parse = ActivityParser(now=NOW)
+    raw = _raw(**overrides)
+    try:
+        expected: Any = record_row(parse(raw, raw_size=raw_size))
+    except RecordError as exc:
+        expected = (exc.reason, exc.detail)
+    try:
+        got: Any = parse.row(raw, raw_size=raw_size)
+    except RecordError as exc:
+        got = (exc.reason, exc.detail)
+    assert got == expected
+    if isinstance(got, tuple) and len(got) == 7:
+        assert record_row(row_record(got)) == got  # rows and records carry the same values
