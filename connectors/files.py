@@ -24,7 +24,6 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import orjson
 
 from connectors.pages import Page
+from leads.gc_pause import cycle_collector_paused
 from leads.records import (
     PROFILE_FIELDS,
     ActivityParser,
@@ -173,7 +173,7 @@ class FileActivitySource:
 
     @staticmethod
     def _page(file: Path, fingerprint: str, items: list[Item], lines: list[int], offset: int, line_no: int) -> Page:
-        with _cycle_collector_paused():
+        with cycle_collector_paused():
             rows = [item for item in items if item[0] is not None]
             rejected = []
             if len(rows) != len(items):
@@ -221,7 +221,7 @@ def _parse_range(
     handle: Any, start: int, end: int, header: list[str] | None, parse: ActivityParser
 ) -> tuple[int, Chunk]:
     handle.seek(start)
-    with _cycle_collector_paused():
+    with cycle_collector_paused():
         return end, _parse_chunk(handle.read(end - start), start, header, parse)
 
 
@@ -277,7 +277,7 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(now: datetime, plus_addressing: PlusAddressing, header: list[str] | None) -> None:
-    gc.disable()  # a worker's objects live one chunk; see _cycle_collector_paused
+    gc.disable()  # a worker's objects live one chunk; see leads.gc_pause
     # The storing process is the pipeline's bottleneck: on a busy machine it gets the CPU first, the
     # workers (a few chunks ahead) what is left.
     os.nice(WORKER_NICENESS)
@@ -322,21 +322,8 @@ def _parsed_in_workers(
 
 def _received(end: int, result: Any) -> tuple[int, Chunk]:
     blob = result.get()
-    with _cycle_collector_paused():
+    with cycle_collector_paused():
         return end, marshal.loads(blob)
-
-
-@contextmanager
-def _cycle_collector_paused() -> Iterator[None]:
-    """Parsing a page makes tens of thousands of small objects and no reference cycles: Python's cycle
-    collector, triggered by the allocations alone, would only slow it down (by about a third)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _line_text(raw_line: bytes) -> str:

@@ -23,9 +23,7 @@ def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineReport:
     ingest = ingest_flow(IngestParams(**shared, fail_on_source_error=False))
     report = PipelineReport(
         ingest=ingest,
-        requalify=requalify_flow(
-            RequalifyParams(**shared, shard_size=params.shard_size, processes=params.processes)
-        ),
+        requalify=requalify_flow(RequalifyParams(**shared, shard_size=params.shard_size, processes=params.processes)),
         nurture=nurture_flow(NurtureParams(**shared)),
         handoff=handoff_flow(HandoffParams(**shared)),
     )

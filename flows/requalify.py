@@ -29,9 +29,7 @@ def score(ws: Workspace, shard: Shard, now: datetime, worker: str) -> BatchResul
     return score_shard(ws.engine, ws.config, shard, now=now, worker=worker, run_id=worker)
 
 
-def work_round(
-    ws: Workspace, run: Round, me: str, params: RequalifyParams
-) -> tuple[BatchResult, int]:
+def work_round(ws: Workspace, run: Round, me: str, params: RequalifyParams) -> tuple[BatchResult, int]:
     """Claim and score shards until none is left (with `params.processes - 1` helper processes beside this
     one), then wait for those other workers hold, so the steps after this one (nurture, handoff) see the
     whole round. Returns what this run scored, and its shards."""

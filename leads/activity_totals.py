@@ -236,7 +236,9 @@ class TotalsQuery:
         return np.fromiter(map(math.exp, exponent.tolist()), dtype=np.float64, count=len(exponent))
 
 
-def totals_for(connection: Any, totals_query: TotalsQuery, now: datetime, *lead_filter: ColumnElement[bool]) -> ActivityTotals:
+def totals_for(
+    connection: Any, totals_query: TotalsQuery, now: datetime, *lead_filter: ColumnElement[bool]
+) -> ActivityTotals:
     """Run the row query on `connection` (the driver's own tuples) and add the rows up."""
     with cycle_collector_paused():
         rows = connection.execute(totals_query.query(now, *lead_filter)).cursor.fetchall()

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-
 from sqlalchemy import (
     Column,
     DateTime,
@@ -322,7 +321,9 @@ def score_batch_plan(
                 )  # fmt: skip
                 stage = decision.to_stage
             scores_changed = (lead.fit_score, lead.engagement_score, lead.score) != (
-                parts.fit, parts.engagement, parts.total
+                parts.fit,
+                parts.engagement,
+                parts.total,
             )
             if decision or scores_changed:
                 result.rescored += 1

@@ -58,9 +58,7 @@ class HelperFailed(RuntimeError):
     """A helper process ended with an error; its shard is taken over by the next run after the lease."""
 
 
-def start_helpers(
-    count: int, *, workspace: str | None, round_id: int, now: datetime, worker: str
-) -> list[Helper]:
+def start_helpers(count: int, *, workspace: str | None, round_id: int, now: datetime, worker: str) -> list[Helper]:
     """Start `count` helpers on the round and wait until they are ready; they run until no shard is left."""
     helpers = []
     for n in range(1, count + 1):

@@ -17,10 +17,10 @@ from leads.claims import Plan, PlannedShard, Shard, claim_shard, finish_shard, r
 from leads.config import WorkspaceConfig
 from leads.requalify import (
     BatchResult,
+    apply_plan,
     due_lead_ids,
     needs_full_recompute,
     plan_shards,
-    apply_plan,
     remember_ruleset,
     score_batch_plan,
 )
@@ -69,7 +69,9 @@ def score_shard(
             plans = [score_batch_plan(session=session, config=config, now=now, lo=shard.lo, hi=shard.hi, run_id=run_id)]
         else:
             plans = [
-                score_batch_plan(session=session, config=config, now=now, ids=shard.ids[at : at + in_list], run_id=run_id)
+                score_batch_plan(
+                    session=session, config=config, now=now, ids=shard.ids[at : at + in_list], run_id=run_id
+                )
                 for at in range(0, len(shard.ids), in_list)  # ids per statement: under every parameter limit
             ]
         session.rollback()

@@ -8,26 +8,21 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-import sqlalchemy as sa
 from sqlalchemy import Engine, event, select
-from sqlalchemy.engine import make_url
 
 from leads.config import WorkspaceConfig
-from leads.db import make_engine, session_scope, upgrade
+from leads.db import session_scope
 from leads.models import Lead, Stage, StageTransition
 from leads.requalify import due_lead_ids, remember_ruleset, requalify_batch
 from leads.rescore import next_rescore_at
 from leads.scoring import LeadSignals, ScoreParts
 from tests.leads.scoring_helpers import (
     NOW,
-    PROFILES,
     PRICING_BURST,
+    PROFILES,
     RUN_AT,
     Event,
     lead,
