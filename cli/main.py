@@ -98,7 +98,10 @@ def run(
     processes: Annotated[
         int | None,
         typer.Option(
-            "--processes", min=1, max=32, help="requalify and pipeline: processes scoring shards side by side."
+            "--processes",
+            min=1,
+            max=32,
+            help="requalify and pipeline: processes scoring shards side by side (default: one per core, at most 4).",
         ),
     ] = None,
 ) -> None:

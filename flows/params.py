@@ -32,11 +32,11 @@ class IngestParams(RunParams):
 class RequalifyParams(RunParams):
     shard_size: int = Field(default=50_000, ge=100, description="Leads per task run.")
     processes: int = Field(
-        default=1,
-        ge=1,
+        default=0,
+        ge=0,
         le=32,
-        description="Processes scoring shards side by side on this worker (up to one per CPU core; only "
-        "when the round has more than one shard). The extra processes share the round like other workers.",
+        description="Processes scoring shards side by side on this worker; 0 means one per CPU core, at most 4 "
+        "(only when the round has more than one shard). The extra processes share the round like other workers.",
     )
     full: bool = Field(
         default=False,
@@ -74,9 +74,10 @@ class HandoffParams(RunParams):
 class PipelineParams(RunParams):
     shard_size: int = Field(default=50_000, ge=100, description="Leads per requalify task run.")
     processes: int = Field(
-        default=1,
-        ge=1,
+        default=0,
+        ge=0,
         le=32,
-        description="Requalify: processes scoring shards side by side on this worker (up to one per CPU core; only "
-        "when the round has more than one shard). The extra processes share the round like other workers.",
+        description="Requalify: processes scoring shards side by side on this worker; 0 means one per CPU core, at "
+        "most 4 (only when the round has more than one shard). The extra processes share the round like other "
+        "workers.",
     )

@@ -20,7 +20,7 @@ from flows.workspace import Workspace, open_workspace, run_time
 from leads.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
 from leads.db import session_scope
 from leads.requalify import BatchResult
-from leads.requalify_helpers import finish_helpers, start_helpers
+from leads.requalify_helpers import default_processes, finish_helpers, start_helpers
 from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_shard
 
 
@@ -40,7 +40,7 @@ def work_round(ws: Workspace, run: Round, me: str, params: RequalifyParams) -> t
                 remember_full_round(ws.config, run.as_of)(session)
         return total, mine
 
-    extra = min(params.processes, run.shards) - 1
+    extra = min(params.processes or default_processes(), run.shards) - 1
     helpers = (
         start_helpers(extra, workspace=params.workspace, round_id=run.id, now=run.as_of, worker=me) if extra > 0 else []
     )

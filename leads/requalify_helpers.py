@@ -58,6 +58,18 @@ class HelperFailed(RuntimeError):
     """A helper process ended with an error; its shard is taken over by the next run after the lease."""
 
 
+MAX_DEFAULT_PROCESSES = 4  # beyond this the database, not the CPU, bounds a round
+
+
+def default_processes() -> int:
+    """One scoring process per CPU core this process may run on, at most MAX_DEFAULT_PROCESSES."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_PROCESSES))
+
+
 def start_helpers(count: int, *, workspace: str | None, round_id: int, now: datetime, worker: str) -> list[Helper]:
     """Start `count` helpers on the round and wait until they are ready; they run until no shard is left."""
     helpers = []
