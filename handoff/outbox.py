@@ -120,24 +120,34 @@ def queue_new_sqls_for(
             if (t.id, name) in have:
                 continue
             queued[name] += 1
-            rows.append(
-                {
-                    "idempotency_key": handoff_key(t.id, name),
-                    "lead_id": lead.id,
-                    "transition_id": t.id,
-                    "destination": name,
-                    "payload": payload,
-                    "status": OutboxStatus.pending.value,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-            )
+            rows.append(pending_row(handoff_key(t.id, name), lead.id, t.id, name, payload, now))
+    queue_pending(session, rows)
+    return queued
+
+
+def pending_row(
+    key: str, lead_id: int, transition_id: int, destination: str, payload: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """A handoff outbox row waiting for its first delivery attempt."""
+    return {
+        "idempotency_key": key,
+        "lead_id": lead_id,
+        "transition_id": transition_id,
+        "destination": destination,
+        "payload": payload,
+        "status": OutboxStatus.pending.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
+def queue_pending(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert `pending_row`s; a key already in the outbox is left as it is (queueing twice is a no-op)."""
     if rows:
         session.execute(
             upsert_insert(session, HandoffOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows
         )
-    return queued
 
 
 def deliver_pending(

@@ -19,9 +19,9 @@ from sqlalchemy import exists, select, update
 from sqlmodel import Session
 
 from handoff.assignment import Choice, choose, open_sqls, owner_payload, queue_notification, record, settle
+from handoff.outbox import pending_row, queue_pending
 from leads.assignment_config import AssignmentConfig, SlaConfig
 from leads.models import Activity, AssignmentStatus, HandoffOutbox, Lead, LeadAssignment, OutboxStatus, Stage
-from leads.sql import upsert_insert
 
 
 @dataclass
@@ -137,20 +137,5 @@ def _rehandoff(
             "reassigned_at": now.isoformat() + "Z",
         }
         payload["lead"] = {**payload.get("lead", {}), "owner": new.owner_id}
-        rows.append(
-            {
-                "idempotency_key": f"{base}:r{new.seq}",
-                "lead_id": row.lead_id,
-                "transition_id": row.transition_id,
-                "destination": destination,
-                "payload": payload,
-                "status": OutboxStatus.pending.value,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
-    if rows:
-        session.execute(
-            upsert_insert(session, HandoffOutbox).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows
-        )
+        rows.append(pending_row(f"{base}:r{new.seq}", row.lead_id, row.transition_id, destination, payload, now))
+    queue_pending(session, rows)

@@ -182,6 +182,12 @@ class TotalsQuery:
 
     # --- numpy -----------------------------------------------------------------------------------
 
+    def collect(self, connection: Any, now: datetime, *lead_filter: ColumnElement[bool]) -> ActivityTotals:
+        """Run `query` on `connection` (the driver's own tuples) and add the rows up."""
+        with cycle_collector_paused():
+            rows = connection.execute(self.query(now, *lead_filter)).cursor.fetchall()
+            return self.totals(rows, now)
+
     def totals(self, rows: Sequence[tuple[Any, ...]], now: datetime) -> ActivityTotals:
         """Add up the rows of `query` (in its order) per lead."""
         n_rules, n_freq = len(self._engagement), len(self._frequency)
@@ -196,18 +202,17 @@ class TotalsQuery:
             at = np.fromiter(map(itemgetter(1), rows), dtype=np.int64, count=len(rows))
         else:
             at = times_to_micros(list(map(itemgetter(1), rows)))
-        starts = np.flatnonzero(np.r_[True, lead[1:] != lead[:-1]])
-        group = np.cumsum(np.r_[True, lead[1:] != lead[:-1]]) - 1
+        first_of_lead = np.r_[True, lead[1:] != lead[:-1]]
+        starts = np.flatnonzero(first_of_lead)
+        group = np.cumsum(first_of_lead) - 1
         size = len(starts)
         now_us = micros(now)
         weight = self._decay_factors(now_us - at)
         sums = np.zeros((size, n_rules))
         for r, (bit, decays) in enumerate(self._engagement):
             hit = (bits >> bit) & 1 == 1
-            if decays:
-                sums[:, r] = np.bincount(group[hit], weights=weight[hit], minlength=size)
-            else:
-                sums[:, r] = np.bincount(group[hit], weights=np.ones(int(hit.sum())), minlength=size)
+            # A rule that does not decay counts its rows (exact in floats).
+            sums[:, r] = np.bincount(group[hit], weights=weight[hit] if decays else None, minlength=size)
         counts = np.zeros((size, n_freq), dtype=np.int64)
         oldest = np.full((size, n_freq), NO_TIME, dtype=np.int64)
         for j, (bit, within) in enumerate(self._frequency):
@@ -234,12 +239,3 @@ class TotalsQuery:
             return np.ones(len(age_us))
         exponent = (age_us.astype(np.float64) / float(US_PER_DAY)) * -self.decay_rate
         return np.fromiter(map(math.exp, exponent.tolist()), dtype=np.float64, count=len(exponent))
-
-
-def totals_for(
-    connection: Any, totals_query: TotalsQuery, now: datetime, *lead_filter: ColumnElement[bool]
-) -> ActivityTotals:
-    """Run the row query on `connection` (the driver's own tuples) and add the rows up."""
-    with cycle_collector_paused():
-        rows = connection.execute(totals_query.query(now, *lead_filter)).cursor.fetchall()
-        return totals_query.totals(rows, now)

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from leads.activity_totals import NO_TIME, from_micros
+from leads.activity_totals import EPOCH, NO_TIME, ActivityTotals, from_micros
 from leads.config import WorkspaceConfig
 from leads.gc_pause import cycle_collector_paused
 from leads.ingest import load_cursor, save_cursor
@@ -57,7 +57,6 @@ _SCORING_COLUMNS = (
     Lead.id, Lead.stage, Lead.stage_changed_at, Lead.fit_score, Lead.engagement_score, Lead.score,
     Lead.created_at, Lead.last_activity_at, Lead.rescore_at, Lead.scored_at,
 )  # fmt: skip
-EPOCH = datetime(1970, 1, 1)
 STATE_SOURCE, STATE_STREAM = "requalify", "state"
 PG_WORK_MEM = "64MB"
 
@@ -185,10 +184,15 @@ def _lead_tuples(session: Session, columns: list[Any], ids: list[int]) -> dict[i
     return out
 
 
+def recycled_before(session: Session, among: ColumnElement[bool]) -> set[int]:
+    """The ids of the leads ever moved to recycled; `among` narrows the transitions to look at."""
+    query = select(StageTransition.lead_id).where(StageTransition.to_stage == Stage.recycled.value, among)
+    return set(session.execute(query.distinct()).scalars())
+
+
 def ever_recycled(session: Session, leads: Sequence[Any], among: ColumnElement[bool]) -> list[int]:
     """The ids of `leads` that are or ever were recycled; `among` narrows the transitions to look at."""
-    query = select(StageTransition.lead_id).where(StageTransition.to_stage == Stage.recycled.value, among)
-    once = set(session.execute(query.distinct()).scalars())
+    once = recycled_before(session, among)
     return [lead.id for lead in leads if lead.stage == Stage.recycled or lead.id in once]
 
 
@@ -247,7 +251,6 @@ def score_batch_plan(
     else:
         activity_filter, lead_filter = Activity.lead_id.between(lo, hi), Lead.id.between(lo, hi)
         among = StageTransition.lead_id.between(lo, hi)
-    sqlite = session.get_bind().dialect.name == "sqlite"
     columns = _bulk_columns(scorer)
     connection = session.connection()
     with cycle_collector_paused():
@@ -256,17 +259,14 @@ def score_batch_plan(
         leads = LeadColumns.from_rows(rows, [c.key for c in columns])
         del rows
         scores = score_batch(scorer, config, leads, totals, now)
-    once = session.execute(
-        select(StageTransition.lead_id).where(StageTransition.to_stage == Stage.recycled.value, among).distinct()
-    ).scalars()
-    recycled = set(once) | {int(i) for i in leads.ids[scores.recycled].tolist()}
+    recycled = recycled_before(session, among) | {int(i) for i in leads.ids[scores.recycled].tolist()}
     per_lead = scores.per_lead.copy() if vectorised else np.ones(len(leads.ids), dtype=bool)
     if recycled:
         per_lead |= np.isin(leads.ids, list(recycled))
     result = BatchResult(leads=len(leads.ids))
     staged: list[tuple[Any, ...]] = []
     transitions: list[tuple[Any, ...]] = []
-    when = _sqlite_time if sqlite else _same
+    when = _driver_time(session)
     version = config.scoring.version
 
     # Settled on arrays: forward moves by thresholds, or none; write only what changed.
@@ -297,44 +297,63 @@ def score_batch_plan(
              leads.rescore_raw[i] or when(EPOCH), None if after == NO_TIME else when(from_micros(int(after))))
         )  # fmt: skip
 
-    # One by one: the leads that may move.
+    plan = BatchPlan(result, staged, transitions)
     picked = [int(i) for i in leads.ids[per_lead].tolist()]
     if picked:
-        full = _lead_tuples(session, _lead_columns(scorer, config), picked)
-        recycled_ids = [i for i in picked if i in recycled]
-        after_recycling = (
-            scorer.totals(connection, now, Activity.lead_id.in_(recycled_ids), AFTER_RECYCLING)
-            if recycled_ids
-            else None
+        _score_one_by_one(session, scorer, config, now, picked, recycled, totals, plan, run_id=run_id)
+    return plan
+
+
+def _score_one_by_one(
+    session: Session,
+    scorer: Scorer,
+    config: WorkspaceConfig,
+    now: datetime,
+    picked: list[int],
+    recycled: set[int],
+    totals: ActivityTotals,
+    plan: BatchPlan,
+    *,
+    run_id: str | None,
+) -> None:
+    """The leads that may move, through `Scorer.parts` and `decide`, into `plan`; a lead ever recycled counts
+    only its activity after its last recycling."""
+    when = _driver_time(session)
+    moved_at, version = when(now), config.scoring.version
+    full = _lead_tuples(session, _lead_columns(scorer, config), picked)
+    recycled_ids = [i for i in picked if i in recycled]
+    after_recycling = (
+        scorer.totals(session.connection(), now, Activity.lead_id.in_(recycled_ids), AFTER_RECYCLING)
+        if recycled_ids
+        else None
+    )
+    for lead_id in picked:
+        lead = full[lead_id]
+        source = after_recycling if after_recycling is not None and lead_id in recycled else totals
+        stage = Stage(lead.stage)
+        parts = scorer.parts(lead, source.row(lead_id), now, detail=False)
+        decision = decide(stage, lead.stage_changed_at, parts, config, lead)
+        if decision:
+            plan.result.moves[(stage.value, decision.to_stage.value)] += 1
+            plan.transitions.append(
+                (lead_id, stage.value, decision.to_stage.value, moved_at, parts.fit, parts.engagement,
+                 parts.total, version, decision.reason[:2000], run_id)
+            )  # fmt: skip
+            stage = decision.to_stage
+        scores_changed = (lead.fit_score, lead.engagement_score, lead.score) != (
+            parts.fit,
+            parts.engagement,
+            parts.total,
         )
-        for lead_id in picked:
-            lead = full[lead_id]
-            source = after_recycling if after_recycling is not None and lead_id in recycled else totals
-            stage = Stage(lead.stage)
-            parts = scorer.parts(lead, source.row(lead_id), now, detail=False)
-            decision = decide(stage, lead.stage_changed_at, parts, config, lead)
-            if decision:
-                result.moves[(stage.value, decision.to_stage.value)] += 1
-                transitions.append(
-                    (lead_id, stage.value, decision.to_stage.value, moved_at, parts.fit, parts.engagement,
-                     parts.total, version, decision.reason[:2000], run_id)
-                )  # fmt: skip
-                stage = decision.to_stage
-            scores_changed = (lead.fit_score, lead.engagement_score, lead.score) != (
-                parts.fit,
-                parts.engagement,
-                parts.total,
-            )
-            if decision or scores_changed:
-                result.rescored += 1
-            after = next_rescore_at(parts=parts, stage=stage, config=config, now=now)
-            # A lead whose row would not change is not written: a full recompute in a steady state is reads only.
-            if decision or scores_changed or after != lead.rescore_at or lead.scored_at is None:
-                staged.append(
-                    (lead_id, parts.fit, parts.engagement, parts.total, stage.value,
-                     when(now if decision else None), when(lead.rescore_at or EPOCH), when(after))
-                )  # fmt: skip
-    return BatchPlan(result, staged, transitions)
+        if decision or scores_changed:
+            plan.result.rescored += 1
+        after = next_rescore_at(parts=parts, stage=stage, config=config, now=now)
+        # A lead whose row would not change is not written: a full recompute in a steady state is reads only.
+        if decision or scores_changed or after != lead.rescore_at or lead.scored_at is None:
+            plan.staged.append(
+                (lead_id, parts.fit, parts.engagement, parts.total, stage.value,
+                 when(now if decision else None), when(lead.rescore_at or EPOCH), when(after))
+            )  # fmt: skip
 
 
 _TRANSITION_COLUMNS = (
@@ -412,6 +431,11 @@ def _stage_rows(connection: Any, staged: list[tuple[Any, ...]]) -> None:
 def _sqlite_time(value: datetime | None) -> str | None:
     """The text SQLAlchemy stores for a DateTime on SQLite (always with microseconds)."""
     return None if value is None else value.isoformat(" ", "microseconds")
+
+
+def _driver_time(session: Session) -> Any:
+    """How a time goes to the driver: SQLAlchemy's text on SQLite, the datetime itself elsewhere."""
+    return _sqlite_time if session.get_bind().dialect.name == "sqlite" else _same
 
 
 def _same(value: Any) -> Any:

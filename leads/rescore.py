@@ -14,6 +14,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
+from leads.activity_totals import US_PER_DAY
 from leads.config import WorkspaceConfig
 from leads.models import Stage, funnel_rank
 from leads.scoring import ScoreParts
@@ -22,7 +23,6 @@ FROZEN = {Stage.customer, Stage.disqualified}
 # Scores are stored rounded to 0.01: aim a little past each threshold, so that at the scheduled
 # moment the rounded score is clearly across it (and not exactly on it, which would not count).
 MARGIN = 0.006
-US_PER_DAY = 86_400_000_000
 
 
 def after_days(now: datetime, days: float) -> datetime:

@@ -2,11 +2,11 @@
 
 `Scorer.parts` scores one lead; at a million leads its Python costs several times the database's
 work. This module does the same arithmetic on arrays — the same operations in the same order, so
-the same bits (see `round2`) — for every lead of a batch, and says which leads still need the
-per-lead path: those with a hand raise or a sales outcome, a disqualifying field, a possible stage
-move, a score whose decay could cross a threshold, or a recycling history. In a steady state that is
-a small share of the leads; everyone else is settled here (no move; next rescore time from the
-frequency windows and inactivity rules, in exact microseconds).
+the same bits (see `round2`) — for every lead of a batch: scores, forward stage moves by
+thresholds, and the next rescore time (frequency windows, inactivity rules, decay crossings, in
+exact microseconds). It says which leads still need the per-lead path: those with a hand raise or
+a sales outcome, a disqualifying field, an MQL under the floor, a BANT rule to meet, or a recycled
+stage. In a steady state that is a small share of the leads.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from leads.activity_totals import NO_TIME, ActivityTotals, micros, span_micros, times_to_micros
+from leads.activity_totals import NO_TIME, US_PER_DAY, ActivityTotals, micros, span_micros, times_to_micros
 from leads.config import WorkspaceConfig
 from leads.models import Stage, funnel_rank
-from leads.rescore import MARGIN, US_PER_DAY
+from leads.rescore import MARGIN
 from leads.scoring import ScoreParts, Scorer, email_domain
-from leads.stages import rule_met
-
-FROZEN_STAGES = (Stage.customer.value, Stage.disqualified.value)
+from leads.stages import FROZEN, rule_met
 
 
 def round2(values: np.ndarray) -> np.ndarray:
@@ -40,7 +38,7 @@ class LeadColumns:
 
     ids: np.ndarray
     stages: list[str]
-    stored: np.ndarray  # (n, 3) fit, engagement, total as stored (NaN when never scored)
+    stored: np.ndarray  # (n, 3) fit, engagement, total as stored
     since: np.ndarray  # last activity, else creation: where inactivity counts from without activity rows
     rescore: np.ndarray
     rescore_raw: list[Any]  # as stored, for the compare-and-set of the write
@@ -88,13 +86,15 @@ def score_batch(
     has = group >= 0
     at = np.where(has, group, 0)
 
+    def per_lead_total(column: np.ndarray, none: Any) -> np.ndarray:
+        """A column of the totals by lead of the batch; `none` for leads without activity."""
+        return np.where(has, column[at], none) if len(totals.lead_ids) else np.full(n, none, dtype=column.dtype)
+
     # Fit: the memoised verdict per field value, added in the field order `Scorer._fit_points` uses.
     fit_sum = np.zeros(n)
     disqualified = np.zeros(n, dtype=bool)
     for name, _ in scorer._getters:
-        column = leads.values["email"] if name == "email_domain" else leads.values[name]
-        if name == "email_domain":
-            column = [email_domain(e) for e in column]
+        column = [email_domain(e) for e in leads.values["email"]] if name == "email_domain" else leads.values[name]
         points, disqualifies = _field_tables(scorer, name, column)
         fit_sum = fit_sum + np.fromiter(map(points.__getitem__, column), dtype=np.float64, count=n)
         if disqualifies:
@@ -103,7 +103,7 @@ def score_batch(
     # Engagement, rule by rule as `Scorer.parts` adds it.
     positive, negative, steady = np.zeros(n), np.zeros(n), np.zeros(n)
     for r, (per, cap, decays) in enumerate(scorer._engagement):
-        amount = np.where(has, totals.sums[at, r] if len(totals.lead_ids) else 0.0, 0.0)
+        amount = per_lead_total(totals.sums[:, r], 0.0)
         raw = per * amount
         if cap is not None:
             raw = np.where(raw > cap if cap > 0 else raw < cap, float(cap), raw)
@@ -115,12 +115,10 @@ def score_batch(
             negative = negative + np.where(points > 0, 0.0, points)
     lapse = np.full(n, NO_TIME, dtype=np.int64)
     for j, (at_least, points, within) in enumerate(scorer._frequency):
-        count = np.where(has, totals.counts[at, j] if len(totals.lead_ids) else 0, 0)
-        met = count >= at_least
+        met = per_lead_total(totals.counts[:, j], 0) >= at_least
         steady = steady + np.where(met, float(points), 0.0)
-        ends = np.where(met, (totals.oldest[at, j] if len(totals.lead_ids) else 0) + span_micros(within), NO_TIME)
-        lapse = np.where((ends != NO_TIME) & ((lapse == NO_TIME) | (ends < lapse)), ends, lapse)
-    since = np.where(has, totals.last[at] if len(totals.lead_ids) else NO_TIME, leads.since)
+        lapse = _earliest(lapse, np.where(met, per_lead_total(totals.oldest[:, j], 0) + span_micros(within), NO_TIME))
+    since = np.where(has, per_lead_total(totals.last, NO_TIME), leads.since)
     known = since != NO_TIME
     quiet = now_us - np.where(known, since, 0)
     upcoming = np.full(n, NO_TIME, dtype=np.int64)
@@ -177,7 +175,7 @@ def score_batch(
 # Stages as small integers, with their funnel rank and whether they are frozen, looked up per code.
 _CODES = {s.value: i for i, s in enumerate(Stage)}
 _RANK_OF_CODE = np.array([funnel_rank(s) for s in Stage], dtype=np.int64)
-_FROZEN_CODE = np.array([s.value in FROZEN_STAGES for s in Stage], dtype=bool)
+_FROZEN_CODE = np.array([s in FROZEN for s in Stage], dtype=bool)
 
 
 def _decay_crossings(
@@ -240,8 +238,7 @@ def _crossing_days(
         ratio = target / amount
     at_once = todo & ((amount == 0) | (ratio >= 1))
     halving = todo & ~at_once & ~(ratio <= 0)
-    out[already] = 0.0
-    out[at_once] = 0.0 * half_life
+    out[already | at_once] = 0.0
     logs = np.fromiter(map(math.log2, (amount[halving] / target[halving]).tolist()), dtype=np.float64)
     out[halving] = logs * half_life
     return out

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.sql.elements import ColumnElement
 
-from leads.activity_totals import ActivityTotals, TotalsQuery, totals_for
+from leads.activity_totals import ActivityTotals, TotalsQuery
 from leads.models import Activity, ActivityType
 from leads.scoring_config import FREE_MAIL_DOMAINS, ActivityRule, Condition, FrequencyRule, ScoringConfig, StagesConfig
 
@@ -156,7 +156,7 @@ class Scorer:
     def totals(self, connection: Any, now: datetime, *lead_filter: ColumnElement[bool]) -> ActivityTotals:
         """The activity totals at `now` of the leads `lead_filter` picks (activity after `now` never counts,
         so the same call replays history for backtests)."""
-        return totals_for(connection, self.totals_query, now, *lead_filter)
+        return self.totals_query.collect(connection, now, *lead_filter)
 
     # --- Python, per lead --------------------------------------------------------------------------
 
