@@ -22,6 +22,7 @@ import json
 import marshal
 import multiprocessing
 import os
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -35,8 +36,8 @@ from connectors.pages import Page
 from leads.gc_pause import cycle_collector_paused
 from leads.records import (
     PROFILE_FIELDS,
+    ActivityColumns,
     ActivityParser,
-    ActivityRows,
     PlusAddressing,
     RecordError,
     Rejected,
@@ -52,9 +53,12 @@ PARALLEL_MIN_BYTES = 32 << 20  # below this a pool of processes costs more than 
 MAX_WORKERS = 3
 WORKER_NICENESS = 5
 
-# A chunk's item: an ActivityRow, or (None, line in chunk, reason, detail, raw text) for a rejected line.
-Item = tuple[Any, ...]
-Chunk = tuple[list[Item], list[int], list[int], int]  # items, end offset and line in chunk of each, lines
+# A chunk: (the seven columns of its valid records (see `ActivityRow`), its rejected lines as (item
+# number, line in chunk, reason, detail, raw text), the end offset and the line in chunk of each item,
+# the number of lines read). Items are the non-blank lines: records and rejected lines, in file order.
+Rejection = tuple[int, int, str, str, str]
+Item = tuple[Any, ...]  # an `ActivityRow`, or (None, line in chunk, reason, detail, raw text) for a rejected line
+Chunk = tuple[list[tuple[Any, ...]], list[Rejection], list[int], list[int], int]
 
 
 class FileActivitySource:
@@ -151,40 +155,46 @@ class FileActivitySource:
 
         A full page's cursor is the offset and line after its last item; the last page's is the end of
         the last complete line. An empty last page is only yielded on a file's very first read, so
-        its cursor (and fingerprint) is saved.
+        its cursor (and fingerprint) is saved. The records' columns are joined and cut as whole lists,
+        never row by row.
         """
         batch = self.batch_size
-        items: list[Item] = []
+        columns: list[list[Any]] = [[] for _ in range(7)]
+        rejected: list[Rejection] = []  # item number in the buffer, line in the file, reason, detail, raw
         ends: list[int] = []
         lines: list[int] = []
         yielded = False
-        for end, (chunk_items, chunk_ends, chunk_lines, count) in chunks:
-            items += chunk_items
+        for end, (chunk_columns, chunk_rejected, chunk_ends, chunk_lines, count) in chunks:
+            if chunk_rejected:
+                held = len(ends)
+                rejected += [(held + n, line_no + line, *rest) for n, line, *rest in chunk_rejected]
+            for column, part in zip(columns, chunk_columns, strict=False):
+                column += part
             ends += chunk_ends
-            lines += [line_no + n for n in chunk_lines] if line_no else chunk_lines
+            lines += map(line_no.__add__, chunk_lines) if line_no else chunk_lines
             line_no += count
             offset = end
-            while len(items) >= batch:
-                yield self._page(file, fingerprint, items[:batch], lines, ends[batch - 1], lines[batch - 1])
+            while len(ends) >= batch:
+                refused = bisect_left(rejected, (batch,))
+                kept = batch - refused
+                page_columns = [column[:kept] for column in columns]
+                yield self._page(file, fingerprint, page_columns, rejected[:refused], ends[batch - 1], lines[batch - 1])
                 yielded = True
-                del items[:batch], ends[:batch], lines[:batch]
-        if items or (first_read and not yielded):
-            yield self._page(file, fingerprint, items, lines, offset, line_no)
+                for column in columns:
+                    del column[:kept]
+                rejected = [(n - batch, *rest) for n, *rest in rejected[refused:]]
+                del ends[:batch], lines[:batch]
+        if ends or (first_read and not yielded):
+            yield self._page(file, fingerprint, columns, rejected, offset, line_no)
 
     @staticmethod
-    def _page(file: Path, fingerprint: str, items: list[Item], lines: list[int], offset: int, line_no: int) -> Page:
-        with cycle_collector_paused():
-            rows = [item for item in items if item[0] is not None]
-            rejected = []
-            if len(rows) != len(items):
-                for n, item in enumerate(items):
-                    if item[0] is None:
-                        _, _, reason, detail, raw = item
-                        rejected.append(Rejected(f"{file.name}:{lines[n]}", reason, detail, raw))
+    def _page(
+        file: Path, fingerprint: str, columns: list[list[Any]], rejected: list[Rejection], offset: int, line_no: int
+    ) -> Page:
         return Page(
             file.name,
-            ActivityRows(rows),
-            rejected,
+            ActivityColumns(columns),
+            [Rejected(f"{file.name}:{line}", reason, detail, raw) for _, line, reason, detail, raw in rejected],
             {"offset": offset, "line": line_no, "fingerprint": fingerprint},
         )
 
@@ -226,39 +236,53 @@ def _parse_range(
 
 
 def _parse_chunk(data: bytes, start: int, header: list[str] | None, parse: ActivityParser) -> Chunk:
-    """Decode and validate complete lines; every non-blank line gives one item, in order."""
-    items: list[Item] = []
+    """Decode and validate complete lines; every non-blank line gives one item (a record or a rejection),
+    in order. The records come back as seven columns (`zip` builds them in C)."""
+    rows: list[Item] = []
+    rejected: list[Rejection] = []
     ends: list[int] = []
     lines: list[int] = []
     read_csv = partial(_csv_record, header=header) if header is not None else None
-    loads, row, decode_error = orjson.loads, parse.row, orjson.JSONDecodeError
+    json_row, add_row, add_end, add_line = parse.json_row, rows.append, ends.append, lines.append
     offset, n = start, 0
     parts = data.split(b"\n")
     parts.pop()  # what follows the last newline: nothing, ranges end at one
     for line in parts:
         n += 1
-        size = len(line) + 1
-        offset += size
-        item: Item | None
-        if read_csv is not None:
-            if start == 0 and n == 1:
-                continue  # the header
-            item = _text_item(line, n, read_csv, parse)
-        else:
-            try:  # the fast path: bytes straight to a dict, errors and odd lines go the long way below
-                raw = loads(line)
-                if type(raw) is not dict:
-                    raise TypeError
-                item = row(raw, raw_size=size)
-            except RecordError as exc:
-                item = (None, n, exc.reason, exc.detail, _line_text(line))
-            except (decode_error, TypeError):
-                item = _text_item(line, n, _json_record, parse)
-        if item is not None:
-            items.append(item)
-            ends.append(offset)
-            lines.append(n)
-    return items, ends, lines, n
+        offset += len(line) + 1
+        row = json_row(line) if read_csv is None else None
+        if row is None:  # CSV, or a JSON line out of the common shape: the general way, which names any fault
+            if read_csv is not None:
+                if start == 0 and n == 1:
+                    continue  # the header
+                item = _text_item(line, n, read_csv, parse)
+            else:
+                item = _json_item(line, n, parse)
+            if item is None:
+                continue
+            if item[0] is None:
+                rejected.append((len(ends), *item[1:]))
+                add_end(offset)
+                add_line(n)
+                continue
+            row = item
+        add_row(row)
+        add_end(offset)
+        add_line(n)
+    return list(zip(*rows, strict=True)), rejected, ends, lines, n
+
+
+def _json_item(line: bytes, n: int, parse: ActivityParser) -> Item | None:
+    """A JSON line the fast decoder refused: through orjson and `ActivityParser.row`, or the text parser."""
+    try:
+        raw = orjson.loads(line)
+        if type(raw) is not dict:
+            raise TypeError
+        return parse.row(raw, raw_size=len(line) + 1)
+    except RecordError as exc:
+        return (None, n, exc.reason, exc.detail, _line_text(line))
+    except (orjson.JSONDecodeError, TypeError):
+        return _text_item(line, n, _json_record, parse)
 
 
 def _text_item(line: bytes, n: int, read: Callable[[str], dict[str, Any]], parse: ActivityParser) -> Item | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from connectors.pages import Page
-from leads.bulkload import lead_index_set_aside
+from leads.bulkload import lead_index_set_aside, page_connection
 from leads.db import session_scope
 from leads.ingest import (
     DEFERRED_STREAM,
@@ -77,12 +78,14 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
         ]
     estimate = getattr(source, "estimated_rows", None)
     new_rows = sum(estimate(stream, cursor) for stream, cursor in streams) if estimate is not None else 0
-    with lead_index_set_aside(engine, new_rows=new_rows) as set_aside:
+    with lead_index_set_aside(engine, new_rows=new_rows) as set_aside, ExitStack() as held:
+        # A bulk run also stores its pages without SQLite's per-row foreign-key check (see page_connection).
+        bind = held.enter_context(page_connection(engine)) if set_aside else engine
         try:
             for stream, cursor in streams:
                 totals.streams += 1
                 for page in source.pages(stream, cursor, now=now):
-                    with session_scope(engine) as session:
+                    with session_scope(bind) as session:
                         result = store_batch(
                             session=session,
                             source=source.name,
@@ -106,6 +109,7 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
                 apply_lead_activity(session, source=source.name, after_id=after_id)
             exc.totals = totals  # type: ignore[attr-defined]  # what was stored before it stopped, for the report
             raise
+        held.close()
         if set_aside:  # the catch-up reads through the lead index: build it first
             set_aside.restore()
         with session_scope(engine) as session:

@@ -15,7 +15,7 @@ import sqlalchemy
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session
 
@@ -136,8 +136,11 @@ def current_revision(engine: Engine) -> str | None:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commit if the block succeeds, roll back if it raises, always close."""
+def session_scope(engine: Engine | Connection) -> Iterator[Session]:
+    """One unit of work: commit if the block succeeds, roll back if it raises, always close.
+
+    `engine` may be a connection a caller holds (a bulk ingest's, see `leads.bulkload.page_connection`).
+    """
     session = Session(engine)
     try:
         yield session

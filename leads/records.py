@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, overload
 
+import msgspec
 import orjson
 
 from leads.models import ActivityType, Lead
@@ -96,6 +97,7 @@ class Rejected:
 
 PlusAddressing = Literal["keep", "strip"]
 _TYPES: dict[object, ActivityType] = {t.value: t for t in ActivityType}
+_TYPE_VALUES: dict[object, str] = {t.value: t.value for t in ActivityType}
 _MISSING = object()
 _EMAIL_CACHE_LIMIT = 200_000
 
@@ -232,17 +234,60 @@ class ActivityParser:
         send to another process and insert than an `ActivityRecord`.
 
         The common shape (ASCII id and target, a known type, a "YYYY-MM-DDTHH:MM:SSZ" time) is checked
-        here with exactly the rules of `__call__`; any other record goes through `__call__` itself, so
-        every rule and every error message stays in one place.
+        by `_plain_row` with exactly the rules of `__call__`; any other record goes through `__call__`
+        itself, so every rule and every error message stays in one place.
         """
         get = raw.get
-        source_id, email, kind, at = get("id"), get("email"), get("type"), get("at")
+        source_id, email, kind, at, target, properties = (
+            get("id"),
+            get("email"),
+            get("type"),
+            get("at"),
+            get("target"),
+            get("properties"),
+        )
         if (
             type(source_id) is str
             and type(email) is str
             and type(kind) is str
             and type(at) is str
-            and len(at) == 20
+            and (properties is None or type(properties) is dict)
+            and (target is None or type(target) is str)
+        ):
+            row = self._plain_row(source_id, email, kind, at, target, properties, get("lead"), raw_size)
+            if row is not None:
+                return row
+        return record_row(self(raw, raw_size=raw_size))
+
+    def json_row(self, line: bytes) -> ActivityRow | None:
+        """`row` of one JSON line in the common shape, decoded and type-checked by msgspec in one C call;
+        None for any other line (the caller then takes the general way, which names what is wrong)."""
+        try:
+            raw = _decode_plain(line)
+        except (msgspec.MsgspecError, ValueError):  # not JSON, another shape, bytes that are not UTF-8
+            return None
+        try:
+            return self._plain_row(
+                raw.id, raw.email, raw.type, raw.at, raw.target, raw.properties, raw.lead, len(line) + 1
+            )
+        except RecordError:  # a bad lead profile: the general way rejects the line with its message
+            return None
+
+    def _plain_row(
+        self,
+        source_id: str,
+        email: str,
+        kind: str,
+        at: str,
+        target: str | None,
+        properties: dict[str, Any] | None,
+        lead: object,
+        raw_size: int | None,
+    ) -> ActivityRow | None:
+        """The stored row of a record in the common shape (text fields already known to be str), or None
+        when it is not in that shape or breaks a rule: `__call__` then decides, with its message."""
+        if not (
+            len(at) == 20
             and at[19] == "Z"
             and at[4] == "-"
             and at[7] == "-"
@@ -250,38 +295,47 @@ class ActivityParser:
             and at[16] == ":"
             and source_id.isascii()
             and "\x00" not in source_id
+            and (target is None or (target.isascii() and "\x00" not in target))
+            and (not properties or (raw_size is not None and raw_size * 4 <= MAX_PROPERTIES_BYTES))
         ):
-            source_id = source_id.strip()[:200]
-            email = self._emails.get(email, _MISSING)
-            if email is _MISSING:
-                email = self.email(get("email"))
-            kind = _TYPES.get(kind)
-            properties = get("properties")
-            target = get("target")
-            if (
-                source_id
-                and email is not None
-                and kind is not None
-                and (properties is None or type(properties) is dict)
-                and (not properties or (raw_size is not None and raw_size * 4 <= MAX_PROPERTIES_BYTES))
-                and (target is None or (type(target) is str and target.isascii() and "\x00" not in target))
-            ):
-                try:
-                    occurred_at = _fromisoformat(at[:19])
-                except ValueError:
-                    occurred_at = None
-                if occurred_at is not None and occurred_at <= self.latest:
-                    lead = get("lead")
-                    return (
-                        source_id,
-                        email,
-                        kind.value,
-                        f"{at[:10]} {at[11:19]}.000000",
-                        target.strip()[:2000] if target else None,
-                        properties_json(properties) if properties else "{}",
-                        _profile(lead) if lead else None,
-                    )
-        return record_row(self(raw, raw_size=raw_size))
+            return None
+        source_id = source_id.strip()[:200]
+        normalised = self._emails.get(email, _MISSING)
+        if normalised is _MISSING:
+            normalised = self.email(email)
+        value = _TYPE_VALUES.get(kind)
+        if not source_id or normalised is None or value is None:
+            return None
+        try:
+            occurred_at = _fromisoformat(at[:19])
+        except ValueError:
+            return None
+        if occurred_at > self.latest:
+            return None
+        return (
+            source_id,
+            normalised,  # type: ignore[return-value]
+            value,
+            f"{at[:10]} {at[11:19]}.000000",
+            target.strip()[:2000] if target else None,
+            properties_json(properties) if properties else "{}",
+            _profile(lead) if lead else None,
+        )
+
+
+class _PlainActivity(msgspec.Struct):
+    """A JSON activity line in the common shape; anything else fails to decode and takes the general way."""
+
+    id: str
+    email: str
+    type: str
+    at: str
+    target: str | None = None
+    properties: dict[str, Any] | None = None
+    lead: Any = None
+
+
+_decode_plain = msgspec.json.Decoder(_PlainActivity).decode
 
 
 def parse_activity(raw: dict[str, Any], *, now: datetime, plus_addressing: PlusAddressing = "keep") -> ActivityRecord:
@@ -371,20 +425,28 @@ def row_record(row: ActivityRow) -> ActivityRecord:
     return ActivityRecord(source_id, email, _TYPES[kind], _fromisoformat(at), target, properties, profile)
 
 
-class ActivityRows(Sequence[ActivityRecord]):
-    """A page's validated activities kept as `ActivityRow` tuples (`.rows`), read as `ActivityRecord`s.
+class ActivityColumns(Sequence[ActivityRecord]):
+    """A page's validated activities kept column by column (`.columns`: the seven fields of
+    `ActivityRow`, each a sequence), read as `ActivityRecord`s.
 
-    Sources that parse many records (files) hand these to `store_batch`, which stores the tuples as
-    they are; reading an item builds its record on demand.
+    File sources hand these to `store_batch`, which binds the columns to SQLite without building a
+    row per activity in Python; reading an item builds its record on demand.
     """
 
-    __slots__ = ("rows",)
+    __slots__ = ("columns",)
 
-    def __init__(self, rows: list[ActivityRow] | None = None) -> None:
-        self.rows: list[ActivityRow] = rows if rows is not None else []
+    def __init__(self, columns: Sequence[Sequence[Any]] | None = None) -> None:
+        self.columns: Sequence[Sequence[Any]] = columns if columns is not None else tuple([] for _ in range(7))
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[ActivityRow]) -> ActivityColumns:
+        return cls(list(zip(*rows, strict=True)) if rows else None)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.columns[0])
+
+    def row(self, index: int) -> ActivityRow:
+        return tuple(column[index] for column in self.columns)  # type: ignore[return-value]
 
     @overload
     def __getitem__(self, index: int) -> ActivityRecord: ...
@@ -392,25 +454,25 @@ class ActivityRows(Sequence[ActivityRecord]):
     def __getitem__(self, index: slice) -> list[ActivityRecord]: ...
     def __getitem__(self, index: int | slice) -> ActivityRecord | list[ActivityRecord]:
         if isinstance(index, slice):
-            return [row_record(r) for r in self.rows[index]]
-        return row_record(self.rows[index])
+            return [row_record(self.row(i)) for i in range(len(self))[index]]
+        return row_record(self.row(range(len(self))[index]))
 
     def __iter__(self) -> Iterator[ActivityRecord]:
-        return map(row_record, self.rows)
+        return map(row_record, zip(*self.columns, strict=True))
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, ActivityRows):
-            return self.rows == other.rows
+        if isinstance(other, ActivityColumns):
+            return list(map(list, self.columns)) == list(map(list, other.columns))
         if isinstance(other, list):
             return list(self) == other
         return NotImplemented
 
     def __repr__(self) -> str:
-        return f"ActivityRows({len(self.rows)} rows)"
+        return f"ActivityColumns({len(self)} rows)"
 
 
-def as_rows(records: Sequence[ActivityRecord]) -> list[ActivityRow]:
-    """The `ActivityRow`s of any sequence of records (free for `ActivityRows`)."""
-    if isinstance(records, ActivityRows):
-        return records.rows
-    return [record_row(r) for r in records]
+def as_columns(records: Sequence[ActivityRecord]) -> Sequence[Sequence[Any]]:
+    """The seven `ActivityRow` columns of any sequence of records (free for `ActivityColumns`)."""
+    if isinstance(records, ActivityColumns):
+        return records.columns
+    return ActivityColumns.of_rows([record_row(r) for r in records]).columns

@@ -68,7 +68,7 @@ def _pages(source: FileActivitySource, file: Path, cursor: dict[str, Any] | None
 
 
 def _shape(pages: list[Page]) -> list[tuple[Any, ...]]:
-    return [(p.stream, p.records.rows, p.rejected, p.cursor) for p in pages]  # type: ignore[attr-defined]
+    return [(p.stream, [list(c) for c in p.records.columns], p.rejected, p.cursor) for p in pages]  # type: ignore[attr-defined]
 
 
 @pytest.fixture
