@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from connectors.pages import Page
 from leads.bulkload import lead_index_set_aside, page_connection
 from leads.db import session_scope
+from leads.gc_pause import cycle_collector_paused
 from leads.ingest import (
     DEFERRED_STREAM,
     LeadCache,
@@ -84,18 +85,25 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
         try:
             for stream, cursor in streams:
                 totals.streams += 1
-                for page in source.pages(stream, cursor, now=now):
-                    with session_scope(bind) as session:
-                        result = store_batch(
-                            session=session,
-                            source=source.name,
-                            records=page.records,
-                            rejected=page.rejected,
-                            cursor=(page.stream, page.cursor),
-                            profiles=page.profiles,
-                            cache=cache,
-                            defer_latest=True,
-                        )
+                pages = source.pages(stream, cursor, now=now)
+                while True:
+                    # A page makes hundreds of thousands of small objects and no cycles: the collector
+                    # would walk them (and all the run's caches) again and again; it runs between pages.
+                    with cycle_collector_paused():
+                        page = next(pages, None)
+                        if page is None:
+                            break
+                        with session_scope(bind) as session:
+                            result = store_batch(
+                                session=session,
+                                source=source.name,
+                                records=page.records,
+                                rejected=page.rejected,
+                                cursor=(page.stream, page.cursor),
+                                profiles=page.profiles,
+                                cache=cache,
+                                defer_latest=True,
+                            )
                     totals.pages += 1
                     totals.inserted += result.inserted
                     totals.duplicates += result.duplicates
@@ -113,6 +121,6 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
         if set_aside:  # the catch-up reads through the lead index: build it first
             set_aside.restore()
         with session_scope(engine) as session:
-            leads = None if inherited else cache.touched
+            leads = None if inherited else cache.touched_leads()
             apply_lead_activity(session, source=source.name, after_id=after_id, leads=leads)
     return totals

@@ -19,6 +19,7 @@ same rows, only through a slower plan. PostgreSQL is never touched.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,10 +42,32 @@ def worth_dropping(*, existing_rows: int, new_rows: int) -> bool:
     return new_rows >= MIN_ROWS and new_rows >= BULK_RATIO * existing_rows
 
 
+# Building the index sorts every row's (lead_id, occurred_at). SQLite's sorter keeps as much in memory
+# as the page cache allows: with ingest's 256 MB it sorts a million keys in one run (0.93-0.99 s on the
+# build machine); held to a few MB it sorts runs of them, on helper threads, and merges them (0.45 s,
+# two threads).
+SORT_CACHE_KIB = 8 * 1024
+SORT_THREADS = max(1, min(os.cpu_count() or 1, 4))
+
+
 def restore_lead_index(connection: Connection) -> None:
     """Build the lead index if a bulk load left it missing (a no-op when it exists, or not on SQLite)."""
-    if connection.dialect.name == "sqlite" and _has_activity(connection):
+    if connection.dialect.name != "sqlite" or not _has_activity(connection) or _has_lead_index(connection):
+        return
+    cache_size = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    threads = connection.exec_driver_sql("PRAGMA threads").scalar_one()
+    connection.exec_driver_sql(f"PRAGMA cache_size=-{SORT_CACHE_KIB}")
+    connection.exec_driver_sql(f"PRAGMA threads={SORT_THREADS}")
+    try:
         connection.exec_driver_sql(_CREATE)
+    finally:  # the connection goes back to its pool as it came
+        connection.exec_driver_sql(f"PRAGMA cache_size={int(cache_size)}")
+        connection.exec_driver_sql(f"PRAGMA threads={int(threads)}")
+
+
+def _has_lead_index(connection: Connection) -> bool:
+    row = connection.exec_driver_sql(f"SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = '{LEAD_INDEX}'")
+    return row.first() is not None
 
 
 def _has_activity(connection: Connection) -> bool:

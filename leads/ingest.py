@@ -63,7 +63,10 @@ class LeadCache:
 
     ids: dict[str, int] = field(default_factory=dict)
     profiles: dict[int, dict[str, Any]] = field(default_factory=dict)  # each lead's profile as last read or written
-    touched: set[int] = field(default_factory=set)  # leads of the run's stored pages (new activity or duplicates)
+    touched: set[str] = field(default_factory=set)  # emails of the run's stored pages (new activity or duplicates)
+
+    def touched_leads(self) -> list[int]:
+        return [self.ids[email] for email in self.touched]
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -72,9 +75,21 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 def lead_ids_by_email(session: Session, emails: Sequence[str]) -> dict[str, int]:
+    """The ids of the leads with these emails; a driver-level statement per `CHUNK` (a big run asks for
+    tens of thousands, where building each statement in SQLAlchemy cost more than running it)."""
     found: dict[str, int] = {}
-    for chunk in _chunks(list(emails)):
-        found.update(session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(chunk))).all())
+    connection = session.connection()
+    postgres = connection.dialect.name == "postgresql"
+    cursor = connection.connection.cursor()
+    try:
+        for chunk in _chunks(list(emails)):
+            if postgres:
+                cursor.execute("SELECT email, id FROM lead WHERE email = ANY(%s)", (list(chunk),))
+            else:
+                cursor.execute(f"SELECT email, id FROM lead WHERE email IN ({', '.join('?' * len(chunk))})", chunk)
+            found.update(cursor.fetchall())
+    finally:
+        cursor.close()
     return found
 
 
@@ -102,7 +117,7 @@ def store_batch(
     ids, created, updated = _upsert_leads(session, source, columns, emails, profiles, cache)
     inserted = _insert_activity(session, source, columns, ids, defer_latest=defer_latest) if emails else 0
     if defer_latest and inserted:
-        cache.touched.update(map(ids.__getitem__, emails))
+        cache.touched |= emails
     if rejected:
         session.connection().execute(
             insert(Quarantine.__table__),
