@@ -47,6 +47,8 @@ def worth_dropping(*, existing_rows: int, new_rows: int) -> bool:
 # build machine); held to a few MB it sorts runs of them, on helper threads, and merges them (0.45 s,
 # two threads).
 SORT_CACHE_KIB = 8 * 1024
+BULK_CACHE_KIB = 16 * 1024
+BULK_LOAD = "leadflow_bulk_load"  # the key in a connection's `info` while a bulk run stores through it
 SORT_THREADS = max(1, min(os.cpu_count() or 1, 4))
 
 
@@ -117,20 +119,28 @@ def lead_index_set_aside(engine: Engine, *, new_rows: int) -> Iterator[SetAside 
 
 @contextmanager
 def page_connection(engine: Engine) -> Iterator[Connection]:
-    """The connection a bulk run stores its pages through, with SQLite's foreign-key check off.
+    """The connection a bulk run stores its pages through: SQLite's foreign-key check off, a small cache.
 
     Looking up `activity.lead_id` in `lead` for every inserted row cost 1.0 CPU s per million rows on
     the build machine, a third of the insert. The check cannot fail here: every lead id a run stores
     comes from the lead table itself (read or inserted by the run), and leadflow never deletes a lead.
-    The check is on again before the connection goes back to the pool (SQLite only changes it
+    With the lead index set aside, rows and the unique index are only appended to, and a page cache of
+    `BULK_CACHE_KIB` stores a million rows faster than ingest's usual 256 MB (1.75-1.79 CPU s against
+    2.0-2.3, raw sqlite3): `connection.info[BULK_LOAD]` tells `leads.ingest` to leave it so.
+    Both are as before when the connection goes back to the pool (SQLite only changes the check
     outside a transaction, hence the commits around it).
     """
     with engine.connect() as connection:
+        cache_size = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
         connection.commit()
+        connection.info[BULK_LOAD] = True
         try:
             yield connection
         finally:
+            connection.info.pop(BULK_LOAD, None)
             connection.rollback()
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.exec_driver_sql(f"PRAGMA cache_size={int(cache_size)}")
             connection.commit()

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from leads.bulkload import activity_rows
+from leads.bulkload import BULK_LOAD, activity_rows
 from leads.models import Activity, ActivityType, ConnectorCursor, Lead, Quarantine, utcnow
 from leads.records import (
     PROFILE_FIELDS,
@@ -311,8 +311,9 @@ def _insert_activity(
     dialect = connection.dialect
     sqlite = dialect.name == "sqlite"
     ingested_at = utcnow()
-    if sqlite:
-        # Room for the activity indexes in memory: inserts by lead land all over the (lead, time) index.
+    if sqlite and not connection.info.get(BULK_LOAD):
+        # Room for the activity indexes in memory: inserts by lead land all over the (lead, time) index
+        # (a bulk run has set that index aside, and its connection a small cache: leads.bulkload).
         connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     before = connection.execute(select(func.coalesce(func.max(_ACTIVITY.c.id), 0))).scalar_one()
     source_ids, emails, kinds, times, targets, props, _ = columns
