@@ -12,15 +12,16 @@ Figures from the same run, into a fresh database:
 
 - floor: raw `sqlite3` `executemany` of the finished activity rows (lead ids resolved, times
   formatted, properties serialised) into a fresh table with the same unique (source, source_id)
-  index, committed per batch;
+  index, committed per batch, with leadflow's SQLite settings for the same work (page size, WAL,
+  synchronous=NORMAL, page cache);
 - floor with leadflow's indexes: the same, into a table that also has the (lead_id, occurred_at)
   index that leadflow's activity table carries;
-- floor, lead index built at the end: the same as the first, then CREATE INDEX (lead_id, occurred_at):
-  what leadflow's bulk-load mode does (leads/bulkload.py);
+- floor, lead index built at the end: the same as the first, then CREATE INDEX (lead_id, occurred_at)
+  as leadflow builds it: what leadflow's bulk-load mode does (leads/bulkload.py);
 - leadflow: `FileActivitySource` + `sync_source` (parse and validate in worker processes, upsert
   leads, insert activity, update the leads' activity times, save the cursor per page) into a
   fresh, migrated workspace database; and the same with parsing in the storing process (workers=0);
-- CPU seconds of decoding every line alone and of validating every decoded record alone.
+- CPU seconds of decoding every line alone, and of decoding and validating every line, in one process.
 
 Then, unless `--existing 0`, the same file into a workspace that already holds `--existing`
 activity rows (a year of history of the same leads), where the bulk-load rule keeps the lead
@@ -48,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors.files import FileActivitySource  # noqa: E402
 from connectors.sync import sync_source  # noqa: E402
-from leads.bulkload import worth_dropping  # noqa: E402
-from leads.db import make_engine, upgrade  # noqa: E402
+from leads.bulkload import BULK_CACHE_KIB, SORT_CACHE_KIB, SORT_THREADS, worth_dropping  # noqa: E402
+from leads.db import SQLITE_PAGE_SIZE, make_engine, upgrade  # noqa: E402
 from leads.ingest import SQLITE_CACHE_KIB  # noqa: E402
 
 END = datetime(2026, 10, 1, 9, 0)
@@ -129,16 +130,20 @@ LEAD_INDEX = "CREATE INDEX IF NOT EXISTS ix_activity_lead_occurred ON activity (
 def run_floor(
     db: Path, rows: list[tuple[object, ...]], batch: int, *, lead_index: bool, build_after: bool = False
 ) -> tuple[float, float]:
-    """Seconds and CPU seconds of raw executemany, with leadflow's SQLite settings (page cache included).
+    """Seconds and CPU seconds of raw executemany, with the SQLite settings leadflow uses for the same work.
 
-    `db` is created with the activity table unless it exists (a filled copy); `lead_index` keeps the
-    (lead_id, occurred_at) index during the inserts, `build_after` drops it first and builds it at the end.
+    `db` is created with the activity table (and leadflow's page size) unless it exists (a filled copy);
+    `lead_index` keeps the (lead_id, occurred_at) index during the inserts, with ingest's big page cache;
+    without it the inserts only append, with the bulk-load cache; `build_after` drops the index first
+    and builds it at the end the way leadflow does (a small sort cache, helper threads).
     """
     fresh = not db.exists()
     connection = sqlite3.connect(db)
+    if fresh:
+        connection.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
-    connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB if lead_index else BULK_CACHE_KIB}")
     if fresh:
         for statement in SCHEMA:
             connection.execute(statement)
@@ -158,6 +163,8 @@ def run_floor(
         connection.executemany(sql, rows[at : at + batch])
         connection.commit()
     if build_after:
+        connection.execute(f"PRAGMA cache_size=-{SORT_CACHE_KIB}")
+        connection.execute(f"PRAGMA threads={SORT_THREADS}")
         connection.execute(LEAD_INDEX)
         connection.commit()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -169,38 +176,33 @@ def run_floor(
 
 
 def parse_cost(data: Path) -> tuple[float, float]:
-    """CPU seconds of the Python leadflow cannot skip: decoding every line, then validating every record.
+    """CPU seconds of the Python leadflow cannot skip, in one process: decoding every line alone (the
+    msgspec decoder the workers use), and decoding and validating every line into its stored row
+    (`ActivityParser.json_row`, what the workers run per line).
 
-    Each measured alone, line by line, nothing kept and the cycle collector off, as the parse workers
-    run (a list of a million decoded dicts would mostly measure the collector).
+    Nothing kept and the cycle collector off, as the parse workers run.
     """
-    import orjson
-
-    from leads.records import ActivityParser
+    from leads.records import ActivityParser, _decode_plain
 
     parse = ActivityParser(now=END)
-    loads = orjson.loads
     enabled = gc.isenabled()
     gc.disable()
     try:
-        decode = validate = 0.0
+        decode = both = 0.0
         with data.open("rb") as handle:
             while lines := handle.readlines(8 << 20):
                 started = time.process_time()
                 for line in lines:
-                    loads(line)
+                    _decode_plain(line)
                 decoded = time.process_time()
-                raws = [loads(line) for line in lines]
-                started_validating = time.process_time()
-                for raw, line in zip(raws, lines, strict=True):
-                    parse.row(raw, raw_size=len(line))
-                validate += time.process_time() - started_validating
+                for line in lines:
+                    parse.json_row(line)
+                both += time.process_time() - decoded
                 decode += decoded - started
-                del raws
     finally:
         if enabled:
             gc.enable()
-    return decode, validate
+    return decode, both
 
 
 def run_leadflow(db: Path, data: Path, batch: int, *, workers: int | None = None) -> tuple[float, float, float, int]:
@@ -322,7 +324,7 @@ def main() -> None:
         leadflow("leadflow_one_process", folder / "leadflow-1.db", workers=0)
         if args.existing:
             leadflow("filled_leadflow", copy_db(template, folder / "f3.db"))
-        cpu["decode_lines"], cpu["validate_records"] = parse_cost(data)
+        cpu["decode_lines"], cpu["decode_and_validate"] = parse_cost(data)
 
     figures = {
         "events": n,
@@ -338,6 +340,9 @@ def main() -> None:
         "worker_cpu_seconds": {k: round(v, 2) for k, v in workers_cpu.items()},
         "leadflow_vs_floor": round(seconds["floor"] / seconds["leadflow"], 3),
         "leadflow_vs_floor_with_lead_index": round(seconds["floor_with_lead_index"] / seconds["leadflow"], 3),
+        "leadflow_vs_floor_lead_index_built_after": round(
+            seconds["floor_lead_index_built_after"] / seconds["leadflow"], 3
+        ),
         "cpus": os.cpu_count(),
         "load": round(os.getloadavg()[0], 1),
     }
@@ -369,14 +374,15 @@ def main() -> None:
             )
     print(
         f"  leadflow / floor: {figures['leadflow_vs_floor']:.2f};"
-        f" leadflow / floor with leadflow's indexes: {figures['leadflow_vs_floor_with_lead_index']:.2f}"
+        f" leadflow / floor with leadflow's indexes: {figures['leadflow_vs_floor_with_lead_index']:.2f};"
+        f" leadflow / floor with the lead index built after: {figures['leadflow_vs_floor_lead_index_built_after']:.2f}"
     )
     if args.existing:
         ratio = figures["filled_leadflow_vs_floor_with_lead_index"]
         print(f"  filled: leadflow / floor with leadflow's indexes: {ratio:.2f}")
     print(
-        f"  CPU seconds alone: decoding the lines {cpu['decode_lines']:.2f}, validating the records"
-        f" {cpu['validate_records']:.2f}"
+        f"  CPU seconds in one process: decoding the lines {cpu['decode_lines']:.2f}, decoding and validating"
+        f" them {cpu['decode_and_validate']:.2f}"
     )
     print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:

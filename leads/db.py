@@ -23,9 +23,17 @@ from leads.bulkload import restore_lead_index
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
+# A new SQLite workspace gets 16 KB pages (SQLite's default is 4 KB): WAL mode writes every page it
+# commits, then copies it into the database at a checkpoint, a system call or two each time, so bulk
+# writes (ingest) pay per page. Storing a million activity rows took 1.57 CPU s instead of 1.79, and
+# building their lead index 0.89 instead of 0.94 (build machine, raw sqlite3). The setting only takes
+# effect on a database without tables, before WAL is switched on; an existing workspace keeps its size.
+SQLITE_PAGE_SIZE = 16384
+
 # busy_timeout comes first so that switching to WAL waits for a lock instead of failing.
 _SQLITE_PRAGMAS: tuple[str, ...] = (
     "PRAGMA busy_timeout=30000",
+    f"PRAGMA page_size={SQLITE_PAGE_SIZE}",
     "PRAGMA journal_mode=WAL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA synchronous=NORMAL",
