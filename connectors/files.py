@@ -22,7 +22,8 @@ import json
 import marshal
 import multiprocessing
 import os
-from bisect import bisect_left
+from array import array
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -54,11 +55,12 @@ MAX_WORKERS = 3
 WORKER_NICENESS = 5
 
 # A chunk: (the seven columns of its valid records (see `ActivityRow`), its rejected lines as (item
-# number, line in chunk, reason, detail, raw text), the end offset and the line in chunk of each item,
+# number, line in chunk, reason, detail, raw text), the end offset and the line in chunk of each item
+# (the bytes of an `array("q")` each: a million Python ints cost the storing process more to receive),
 # the number of lines read). Items are the non-blank lines: records and rejected lines, in file order.
 Rejection = tuple[int, int, str, str, str]
 Item = tuple[Any, ...]  # an `ActivityRow`, or (None, line in chunk, reason, detail, raw text) for a rejected line
-Chunk = tuple[list[tuple[Any, ...]], list[Rejection], list[int], list[int], int]
+Chunk = tuple[list[tuple[Any, ...]], list[Rejection], bytes, bytes, int]
 
 
 class FileActivitySource:
@@ -161,29 +163,34 @@ class FileActivitySource:
         batch = self.batch_size
         columns: list[list[Any]] = [[] for _ in range(7)]
         rejected: list[Rejection] = []  # item number in the buffer, line in the file, reason, detail, raw
-        ends: list[int] = []
-        lines: list[int] = []
+        ends = array("q")  # the end offset of each item in the buffer
+        lines = array("q")  # the line of each item within its chunk
+        bases: list[tuple[int, int]] = []  # (the buffer's item number where a chunk starts, lines before it)
         yielded = False
         for end, (chunk_columns, chunk_rejected, chunk_ends, chunk_lines, count) in chunks:
+            held = len(ends)
             if chunk_rejected:
-                held = len(ends)
                 rejected += [(held + n, line_no + line, *rest) for n, line, *rest in chunk_rejected]
             for column, part in zip(columns, chunk_columns, strict=False):
                 column += part
-            ends += chunk_ends
-            lines += map(line_no.__add__, chunk_lines) if line_no else chunk_lines
+            ends.frombytes(chunk_ends)
+            lines.frombytes(chunk_lines)
+            bases.append((held, line_no))
             line_no += count
             offset = end
             while len(ends) >= batch:
                 refused = bisect_left(rejected, (batch,))
                 kept = batch - refused
                 page_columns = [column[:kept] for column in columns]
-                yield self._page(file, fingerprint, page_columns, rejected[:refused], ends[batch - 1], lines[batch - 1])
+                last_line = bases[bisect_right(bases, (batch - 1, line_no)) - 1][1] + lines[batch - 1]
+                yield self._page(file, fingerprint, page_columns, rejected[:refused], ends[batch - 1], last_line)
                 yielded = True
                 for column in columns:
                     del column[:kept]
                 rejected = [(n - batch, *rest) for n, *rest in rejected[refused:]]
                 del ends[:batch], lines[:batch]
+                first = bisect_right(bases, (batch, line_no)) - 1  # the chunk the next item belongs to
+                bases = [(max(start - batch, 0), before) for start, before in bases[first:]]
         if ends or (first_read and not yielded):
             yield self._page(file, fingerprint, columns, rejected, offset, line_no)
 
@@ -240,8 +247,8 @@ def _parse_chunk(data: bytes, start: int, header: list[str] | None, parse: Activ
     in order. The records come back as seven columns (`zip` builds them in C)."""
     rows: list[Item] = []
     rejected: list[Rejection] = []
-    ends: list[int] = []
-    lines: list[int] = []
+    ends = array("q")
+    lines = array("q")
     read_csv = partial(_csv_record, header=header) if header is not None else None
     json_row, add_row, add_end, add_line = parse.json_row, rows.append, ends.append, lines.append
     offset, n = start, 0
@@ -269,7 +276,7 @@ def _parse_chunk(data: bytes, start: int, header: list[str] | None, parse: Activ
         add_row(row)
         add_end(offset)
         add_line(n)
-    return list(zip(*rows, strict=True)), rejected, ends, lines, n
+    return list(zip(*rows, strict=True)), rejected, ends.tobytes(), lines.tobytes(), n
 
 
 def _json_item(line: bytes, n: int, parse: ActivityParser) -> Item | None:
