@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, func, inspect, select
 
 import connectors.files
 import leads.bulkload
+import leads.ingest
 from connectors.files import FileActivitySource
 from connectors.pages import Page
 from connectors.sync import sync_source
@@ -221,6 +222,7 @@ KILLED_RUN = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {root!r})
     import leads.bulkload
+import leads.ingest
     from connectors.files import FileActivitySource
     from connectors.sync import sync_source
     from leads.db import make_engine
@@ -272,3 +274,60 @@ def test_a_source_name_with_quotes_and_percent_signs_is_stored_as_it_is(engine: 
     with session_scope(engine) as session:
         assert set(session.execute(select(Activity.source)).scalars()) == {name}
         assert session.execute(select(Lead.id)).all()
+
+
+@pytest.mark.parametrize("rows_per_lead", [0, 10**9], ids=["lead-by-lead", "whole-index"])
+def test_both_ways_of_catching_up_the_leads_give_the_same_last_activity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_lead: int
+) -> None:
+    """The catch-up reads the lead index whole or lead by lead; repeated ids with other leads and later
+    times (the messy file has them) must move no lead either way, and earlier activity must count."""
+    file = _messy_file(tmp_path / "activity.jsonl")
+    expected, engine = _sqlite(tmp_path / "expected.db"), _sqlite(tmp_path / "caught-up.db")
+    for target in (expected, engine):  # a history before the file, newer than some of it for some leads
+        with session_scope(target) as session:
+            for n in range(0, 97, 3):
+                session.add(Lead(email=f"lead{n}@example.com", last_activity_at=datetime(2026, 9, 15, 12, 0)))
+    sync_source(engine=expected, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)
+    monkeypatch.setattr("leads.ingest.SCAN_ROWS_PER_LEAD", rows_per_lead)
+    sync_source(engine=engine, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)
+
+    with session_scope(expected) as session:
+        # What the leads' last activity must be: their newest stored row, or the history if newer.
+        newest = dict(
+            session.execute(
+                select(Lead.email, func.max(Activity.occurred_at)).join(Activity).group_by(Lead.email)
+            ).all()
+        )
+    stored = {row.email: row.last_activity_at for row in _stored(engine)["leads"]}
+    assert stored == {
+        email: max(at, datetime(2026, 9, 15, 12, 0)) if int(email[4:].split("@")[0]) % 3 == 0 else at
+        for email, at in newest.items()
+    }
+    assert _stored(engine)["leads"] == _stored(expected)["leads"]
+
+
+def test_a_bulk_run_hands_its_connections_back_checking_foreign_keys_and_leaves_no_orphan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bulk runs (SQLite only) store pages without SQLite's per-row foreign-key check; every lead id must
+    still exist, and the connections go back to the pool with the check on and their usual page cache."""
+    engine = _sqlite(tmp_path / "bulk.db")
+    monkeypatch.setattr(leads.bulkload, "MIN_ROWS", 100)
+    with engine.connect() as connection:
+        cache_size = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    file = _messy_file(tmp_path / "activity.jsonl")
+
+    totals = sync_source(engine=engine, source=FileActivitySource("web", file, batch_size=300), now=NOW)
+
+    assert totals.inserted > 2000
+    with engine.connect() as a, engine.connect() as b, engine.connect() as c:
+        for connection in (a, b, c):
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+            assert connection.info.get(leads.bulkload.BULK_LOAD) is None
+        assert a.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert a.exec_driver_sql("PRAGMA threads").scalar_one() == 0
+        assert {x.exec_driver_sql("PRAGMA cache_size").scalar_one() for x in (a, b, c)} <= {
+            cache_size,
+            -leads.ingest.SQLITE_CACHE_KIB,
+        }

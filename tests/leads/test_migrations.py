@@ -174,6 +174,27 @@ def test_sqlite_engine_pragmas_and_parent_folder(tmp_path: Path) -> None:
         eng.dispose()
 
 
+def test_a_new_sqlite_workspace_gets_16_kb_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    """Bulk writes pay per page written to the WAL; the size can only be chosen before the first table."""
+    import sqlite3
+
+    from leads.db import SQLITE_PAGE_SIZE
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as raw:  # a workspace made before: SQLite's 4 KB default
+        raw.execute("CREATE TABLE kept (id INTEGER PRIMARY KEY)")
+    for path, size in ((tmp_path / "new.db", SQLITE_PAGE_SIZE), (old, 4096)):
+        eng = make_engine(f"sqlite:///{path}")
+        try:
+            upgrade(eng)
+            with eng.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA page_size").scalar() == size
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        finally:
+            eng.dispose()
+    assert SQLITE_PAGE_SIZE == 16384
+
+
 def test_upgrade_leaves_sqlite_foreign_keys_on(sqlite_url: str) -> None:
     """Migrations switch SQLite foreign keys off; pooled connections must get them back."""
     eng = make_engine(sqlite_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -248,3 +249,48 @@ def test_the_row_fast_path_gives_exactly_the_record_or_the_error_of_the_general_
     assert got == expected
     if isinstance(got, tuple) and len(got) == 7:
         assert record_row(row_record(got)) == got  # rows and records carry the same values
+
+
+_LINE = b'"email": "x@example.com", "type": "page_view", "at": "2026-09-01T10:00:00Z"'
+JSON_LINE_CASES = [
+    b'{"id": "a", "id": "b", ' + _LINE + b"}",  # the last of repeated keys counts, as in orjson and json
+    b'{"id": "a", ' + _LINE + b', "properties": {"n": NaN}}',  # json reads NaN, the fast decoder does not
+    b'{"id": "a", ' + _LINE + b', "target": "\\ud800"}',  # a lone surrogate
+    b'\xef\xbb\xbf{"id": "a", ' + _LINE + b"}",  # a byte order mark
+    b'{"id": "a", ' + _LINE + b', "x": [1, {"y": 2}]}',  # unknown keys are ignored
+    b'{"id": "a", ' + _LINE + b', "properties": {"f": 1e400}}',
+    b'{"id": "a", ' + _LINE + b', "properties": {"a": 1, "a": 2}}',
+    b'{"id": "a", "email": "x@exa\xe9mple.com", "type": "page_view", "at": "2026-09-01T10:00:00Z"}',  # not UTF-8
+    b'["id", "a"]',
+    b"",
+]
+
+
+@pytest.mark.parametrize("line", [json.dumps(_raw(**o)).encode() for o in ROW_CASES] + JSON_LINE_CASES)
+def test_the_json_line_fast_path_gives_the_row_of_the_general_path_or_leaves_the_line_to_it(line: bytes) -> None:
+    """`json_row` (msgspec) answers only for lines in the common shape, with exactly the stored row the
+    general path (decode, then `ActivityParser.__call__`) gives; any other line is left to that path."""
+    from leads.records import ActivityParser, record_row
+
+    parse = ActivityParser(now=NOW)
+    got = parse.json_row(line)
+    if got is None:
+        return
+    raw = json.loads(line)
+    assert got == record_row(parse(raw, raw_size=len(line) + 1))
+
+
+def test_the_json_line_fast_path_takes_the_common_shape() -> None:
+    from leads.records import ActivityParser
+
+    parse = ActivityParser(now=NOW)
+    line = json.dumps({**_raw(), "properties": {"utm": "x"}, "lead": {"company": "Acme", "company_size": 50}})
+    assert parse.json_row(line.encode()) == (
+        "evt-1",
+        "anna@example.com",
+        "page_view",
+        "2026-09-30 08:15:00.000000",
+        "https://acme.example/pricing",
+        '{"utm":"x"}',
+        {"company": "Acme", "company_size": 50},
+    )
