@@ -23,6 +23,10 @@ Figures from the same run, into a fresh database:
   fresh, migrated workspace database; and the same with parsing in the storing process (workers=0);
 - CPU seconds of decoding every line alone, and of decoding and validating every line, in one process.
 
+The fresh-workspace floors and leadflow run `--repeat` times (default 3; the floors first, then
+leadflow) and the median run of each counts: the build machine is a shared virtual machine whose
+speed moves by several percent from one minute to the next.
+
 Then, unless `--existing 0`, the same file into a workspace that already holds `--existing`
 activity rows (a year of history of the same leads), where the bulk-load rule keeps the lead
 index up to date row by row: the floor with leadflow's indexes into a copy of that table, the
@@ -282,11 +286,15 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="where to put the data and databases")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of the fresh-workspace floors and leadflow; the median counts"
+    )
     args = parser.parse_args()
     n, batch = args.events, args.batch_size
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
     workers_cpu: dict[str, float] = {}
+    runs: dict[str, list[tuple[float, float, float]]] = {}  # every run of a repeated key: seconds, CPU, workers
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(tmp)
@@ -298,19 +306,26 @@ def main() -> None:
         if args.existing:
             fill_workspace(template, existing=args.existing, leads=args.leads, seed=args.seed)
 
+        def record(key: str, figures: tuple[float, float, float]) -> None:
+            """Keep a run; a repeated key's figures are those of its median run (by seconds)."""
+            runs.setdefault(key, []).append(figures)
+            seconds[key], cpu[key], workers_cpu[key] = sorted(runs[key])[(len(runs[key]) - 1) // 2]
+
         def floor(key: str, db: Path, **kwargs: bool) -> None:
-            seconds[key], cpu[key] = run_floor(db, rows, batch, **kwargs)
+            record(key, (*run_floor(db, rows, batch, **kwargs), 0.0))
             db.unlink()
 
         def leadflow(key: str, db: Path, workers: int | None = None) -> None:
-            seconds[key], cpu[key], workers_cpu[key], inserted = run_leadflow(db, data, batch, workers=workers)
+            elapsed, used, in_workers, inserted = run_leadflow(db, data, batch, workers=workers)
             if inserted != distinct:
                 raise SystemExit(f"leadflow stored {inserted} events, expected {distinct}")
+            record(key, (elapsed, used, in_workers))
             db.unlink()
 
-        floor("floor", folder / "floor.db", lead_index=False)
-        floor("floor_with_lead_index", folder / "floor-indexed.db", lead_index=True)
-        floor("floor_lead_index_built_after", folder / "floor-built.db", lead_index=False, build_after=True)
+        for _ in range(args.repeat):
+            floor("floor", folder / "floor.db", lead_index=False)
+            floor("floor_with_lead_index", folder / "floor-indexed.db", lead_index=True)
+            floor("floor_lead_index_built_after", folder / "floor-built.db", lead_index=False, build_after=True)
         if args.existing:
             floor("filled_floor_with_lead_index", copy_db(template, folder / "f1.db"), lead_index=True)
             floor(
@@ -320,7 +335,8 @@ def main() -> None:
                 build_after=True,
             )
         rows.clear()  # leadflow's runs do not carry the floors' million tuples around
-        leadflow("leadflow", folder / "leadflow.db")
+        for _ in range(args.repeat):
+            leadflow("leadflow", folder / "leadflow.db")
         leadflow("leadflow_one_process", folder / "leadflow-1.db", workers=0)
         if args.existing:
             leadflow("filled_leadflow", copy_db(template, folder / "f3.db"))
@@ -337,12 +353,13 @@ def main() -> None:
         "events_per_s": {k: round(n / v) for k, v in seconds.items()},
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
-        "worker_cpu_seconds": {k: round(v, 2) for k, v in workers_cpu.items()},
+        "worker_cpu_seconds": {k: round(v, 2) for k, v in workers_cpu.items() if v},
         "leadflow_vs_floor": round(seconds["floor"] / seconds["leadflow"], 3),
         "leadflow_vs_floor_with_lead_index": round(seconds["floor_with_lead_index"] / seconds["leadflow"], 3),
         "leadflow_vs_floor_lead_index_built_after": round(
             seconds["floor_lead_index_built_after"] / seconds["leadflow"], 3
         ),
+        "runs": {k: [round(r[0], 2) for r in v] for k, v in runs.items() if len(v) > 1},
         "cpus": os.cpu_count(),
         "load": round(os.getloadavg()[0], 1),
     }
@@ -363,14 +380,17 @@ def main() -> None:
     print(
         f"{n:,} events ({distinct:,} distinct) over {args.leads:,} leads, {size_mb:.0f} MB of JSONL, pages of {batch:,}"
     )
+    if args.repeat > 1:
+        print(f"  fresh workspace: the median of {args.repeat} runs each (all runs' seconds in brackets)")
     for key in labels:
         if key == "filled_floor_with_lead_index":
             print(f"into a workspace already holding {args.existing:,} activity rows:")
         if key in seconds:
             extra = f" + workers {workers_cpu[key]:5.2f}" if workers_cpu.get(key) else ""
+            each = f"  [{', '.join(f'{r[0]:.2f}' for r in runs[key])}]" if len(runs.get(key, [])) > 1 else ""
             print(
                 f"  {labels[key]:<46} {n / seconds[key]:>9,.0f} events/s  {seconds[key]:6.2f} s"
-                f"  CPU {cpu[key]:5.2f}{extra}"
+                f"  CPU {cpu[key]:5.2f}{extra}{each}"
             )
     print(
         f"  leadflow / floor: {figures['leadflow_vs_floor']:.2f};"

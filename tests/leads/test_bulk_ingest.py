@@ -222,7 +222,6 @@ KILLED_RUN = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {root!r})
     import leads.bulkload
-import leads.ingest
     from connectors.files import FileActivitySource
     from connectors.sync import sync_source
     from leads.db import make_engine
