@@ -27,19 +27,32 @@ from sqlalchemy import Connection, Engine
 
 LEAD_INDEX = "ix_activity_lead_occurred"
 _CREATE = f"CREATE INDEX IF NOT EXISTS {LEAD_INDEX} ON activity (lead_id, occurred_at)"
-# Measured on the build machine (BENCHMARKS.md, ingest; raw sqlite3, 1 M rows, CPU seconds): into an
-# empty table, keeping the index costs 2.7-3.1 s, building it after the load 0.8-1.0 s; into a table of
-# 5 M rows (whose index no longer fits the page cache), keeping it 11.3-12.6 s in all, dropping it and
-# building it over the 6 M rows 11.7-12.3 s (four runs): new rows a fifth of the table is about where
-# the two meet. Dropping starts a little above that, at a quarter, so a marginal gain never costs
-# readers their index; below MIN_ROWS either way takes well under a second.
-BULK_RATIO = 0.25
+# Where building the index afresh starts to pay, as new rows per row already in the table. Keeping it
+# up to date costs more per new row the bigger the index (each page's commit writes every index page
+# its rows touched, and in a big index that is nearly all of them); building it costs about the same
+# per table row. Measured on the build machine (BENCHMARKS.md, ingest; raw sqlite3, wall seconds, with
+# the index built as restore_lead_index builds it): 200,000 rows into 1 M, kept 1.13 s, rebuilt 1.12 s;
+# 500,000 into 5 M, kept 6.25 s, rebuilt 5.94 s; 1 M into 5 M, kept 11.11 s, rebuilt 5.97 s. So the
+# share falls from a fifth at a million rows to a tenth at five million (linearly between, a tenth
+# beyond); below MIN_ROWS either way takes well under a second.
+SMALL_TABLE, BIG_TABLE = 1_000_000, 5_000_000
+SMALL_TABLE_RATIO, BIG_TABLE_RATIO = 0.2, 0.1
 MIN_ROWS = 200_000
+
+
+def bulk_ratio(existing_rows: int) -> float:
+    """New rows per existing row from which dropping and building the lead index pays (see above)."""
+    if existing_rows <= SMALL_TABLE:
+        return SMALL_TABLE_RATIO
+    if existing_rows >= BIG_TABLE:
+        return BIG_TABLE_RATIO
+    share = (existing_rows - SMALL_TABLE) / (BIG_TABLE - SMALL_TABLE)
+    return SMALL_TABLE_RATIO + share * (BIG_TABLE_RATIO - SMALL_TABLE_RATIO)
 
 
 def worth_dropping(*, existing_rows: int, new_rows: int) -> bool:
     """Whether building the lead index afresh is cheaper than keeping it up to date for `new_rows`."""
-    return new_rows >= MIN_ROWS and new_rows >= BULK_RATIO * existing_rows
+    return new_rows >= MIN_ROWS and new_rows >= bulk_ratio(existing_rows) * existing_rows
 
 
 # Building the index sorts every row's (lead_id, occurred_at). SQLite's sorter keeps as much in memory

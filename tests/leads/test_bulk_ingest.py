@@ -203,7 +203,13 @@ def test_a_small_run_keeps_the_index(engine: Engine, tmp_path: Path) -> None:
 def test_the_rule_weighs_new_rows_against_the_table() -> None:
     assert worth_dropping(existing_rows=0, new_rows=1_000_000)
     assert worth_dropping(existing_rows=2_000_000, new_rows=1_000_000)
-    assert not worth_dropping(existing_rows=5_000_000, new_rows=1_000_000)
+    assert worth_dropping(existing_rows=5_000_000, new_rows=1_000_000)  # a big index: keeping it costs most
+    assert worth_dropping(existing_rows=1_000_000, new_rows=200_000)
+    assert not worth_dropping(existing_rows=2_000_000, new_rows=349_000)  # 0.175 of 2 M is 350,000
+    assert worth_dropping(existing_rows=2_000_000, new_rows=351_000)
+    assert not worth_dropping(existing_rows=3_000_000, new_rows=449_000)  # a sixth, below 0.15 of 3 M
+    assert worth_dropping(existing_rows=3_000_000, new_rows=451_000)
+    assert not worth_dropping(existing_rows=20_000_000, new_rows=1_999_000)
     assert not worth_dropping(existing_rows=0, new_rows=leads.bulkload.MIN_ROWS - 1)
 
 
