@@ -28,10 +28,10 @@ leadflow) and the median run of each counts: the build machine is a shared virtu
 speed moves by several percent from one minute to the next.
 
 Then, unless `--existing 0`, the same file into a workspace that already holds `--existing`
-activity rows (a year of history of the same leads), where the bulk-load rule keeps the lead
-index up to date row by row: the floor with leadflow's indexes into a copy of that table, the
-floor that drops the lead index and builds it again over the whole table (what the rule weighs
-against), and leadflow.
+activity rows (a year of history of the same leads): the floor with leadflow's indexes into a copy
+of that table (the index kept up to date row by row), the floor that drops the lead index and builds
+it again over the whole table, and leadflow, whose bulk-load rule chooses between the two
+(`bulk_mode_for_existing` in the JSON says which).
 """
 
 from __future__ import annotations
@@ -384,7 +384,8 @@ def main() -> None:
         print(f"  fresh workspace: the median of {args.repeat} runs each (all runs' seconds in brackets)")
     for key in labels:
         if key == "filled_floor_with_lead_index":
-            print(f"into a workspace already holding {args.existing:,} activity rows:")
+            mode = "drops and rebuilds the lead index" if figures["bulk_mode_for_existing"] else "keeps the lead index"
+            print(f"into a workspace already holding {args.existing:,} activity rows (leadflow {mode}):")
         if key in seconds:
             extra = f" + workers {workers_cpu[key]:5.2f}" if workers_cpu.get(key) else ""
             each = f"  [{', '.join(f'{r[0]:.2f}' for r in runs[key])}]" if len(runs.get(key, [])) > 1 else ""
