@@ -257,23 +257,20 @@ def _parse_chunk(data: bytes, start: int, header: list[str] | None, parse: Activ
     for line in parts:
         n += 1
         offset += len(line) + 1
-        row = json_row(line) if read_csv is None else None
-        if row is None:  # CSV, or a JSON line out of the common shape: the general way, which names any fault
+        item = json_row(line) if read_csv is None else None
+        if item is None:  # CSV, or a JSON line out of the common shape: the general way, which names any fault
             if read_csv is not None:
                 if start == 0 and n == 1:
                     continue  # the header
                 item = _text_item(line, n, read_csv, parse)
             else:
                 item = _json_item(line, n, parse)
-            if item is None:
+            if item is None:  # a blank line
                 continue
-            if item[0] is None:
-                rejected.append((len(ends), *item[1:]))
-                add_end(offset)
-                add_line(n)
-                continue
-            row = item
-        add_row(row)
+        if item[0] is None:
+            rejected.append((len(ends), *item[1:]))
+        else:
+            add_row(item)
         add_end(offset)
         add_line(n)
     return list(zip(*rows, strict=True)), rejected, ends.tobytes(), lines.tobytes(), n

@@ -69,15 +69,21 @@ def restore_lead_index(connection: Connection) -> None:
     """Build the lead index if a bulk load left it missing (a no-op when it exists, or not on SQLite)."""
     if connection.dialect.name != "sqlite" or not _has_activity(connection) or _has_lead_index(connection):
         return
-    cache_size = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
-    threads = connection.exec_driver_sql("PRAGMA threads").scalar_one()
-    connection.exec_driver_sql(f"PRAGMA cache_size=-{SORT_CACHE_KIB}")
-    connection.exec_driver_sql(f"PRAGMA threads={SORT_THREADS}")
-    try:
+    with _pragmas(connection, cache_size=-SORT_CACHE_KIB, threads=SORT_THREADS):
         connection.exec_driver_sql(_CREATE)
-    finally:  # the connection goes back to its pool as it came
-        connection.exec_driver_sql(f"PRAGMA cache_size={int(cache_size)}")
-        connection.exec_driver_sql(f"PRAGMA threads={int(threads)}")
+
+
+@contextmanager
+def _pragmas(connection: Connection, **settings: int) -> Iterator[None]:
+    """SQLite settings for the block; afterwards they are what they were (the connection is a pool's)."""
+    before = {name: int(connection.exec_driver_sql(f"PRAGMA {name}").scalar_one()) for name in settings}
+    for name, value in settings.items():
+        connection.exec_driver_sql(f"PRAGMA {name}={value}")
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            connection.exec_driver_sql(f"PRAGMA {name}={value}")
 
 
 def _has_lead_index(connection: Connection) -> bool:
@@ -143,17 +149,11 @@ def page_connection(engine: Engine) -> Iterator[Connection]:
     Both are as before when the connection goes back to the pool (SQLite only changes the check
     outside a transaction, hence the commits around it).
     """
-    with engine.connect() as connection:
-        cache_size = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+    with engine.connect() as connection, _pragmas(connection, foreign_keys=0, cache_size=-BULK_CACHE_KIB):
         connection.commit()
         connection.info[BULK_LOAD] = True
         try:
             yield connection
         finally:
             connection.info.pop(BULK_LOAD, None)
-            connection.rollback()
-            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-            connection.exec_driver_sql(f"PRAGMA cache_size={int(cache_size)}")
-            connection.commit()
+            connection.rollback()  # the settings go back outside a transaction

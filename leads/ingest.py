@@ -13,6 +13,7 @@ from the rows of this page alone (their ids are above the largest id before the 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress
@@ -80,16 +81,13 @@ def lead_ids_by_email(session: Session, emails: Sequence[str]) -> dict[str, int]
     found: dict[str, int] = {}
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
-    cursor = connection.connection.cursor()
-    try:
+    with closing(connection.connection.cursor()) as cursor:
         for chunk in _chunks(list(emails)):
             if postgres:
                 cursor.execute("SELECT email, id FROM lead WHERE email = ANY(%s)", (list(chunk),))
             else:
                 cursor.execute(f"SELECT email, id FROM lead WHERE email IN ({', '.join('?' * len(chunk))})", chunk)
             found.update(cursor.fetchall())
-    finally:
-        cursor.close()
     return found
 
 
@@ -333,12 +331,9 @@ def _insert_activity(
         f"INSERT INTO activity ({', '.join(_ACTIVITY_COLUMNS)}) VALUES ({placeholders})"
         " ON CONFLICT (source, source_id) DO NOTHING"
     )
-    cursor = connection.connection.cursor()
-    try:
+    with closing(connection.connection.cursor()) as cursor:
         cursor.executemany(sql, values)
         changed = cursor.rowcount
-    finally:
-        cursor.close()
     # This page's new rows: above the largest id before the insert, from this source, stamped with this page's time.
     new = and_(_ACTIVITY.c.id > before, _ACTIVITY.c.source == source, _ACTIVITY.c.ingested_at == ingested_at)
     if sqlite:  # sqlite3 sums the rows each execution changed; DO NOTHING changes none
@@ -419,6 +414,13 @@ def defer_lead_activity(session: Session, *, source: str) -> int:
     return after_id
 
 
+# Moves a lead's last activity time forward to `n.at` (never back) and marks it due; `n` is the FROM.
+_CATCH_UP = (
+    "UPDATE lead SET last_activity_at = CASE WHEN lead.last_activity_at IS NULL"
+    " OR lead.last_activity_at < n.at THEN n.at ELSE lead.last_activity_at END, rescore_at = ?"
+)
+
+
 def apply_lead_activity(session: Session, *, source: str, after_id: int, leads: Collection[int] | None = None) -> None:
     """Carry the source's activity stored after `after_id` onto its leads, and end the deferral.
 
@@ -436,17 +438,13 @@ def apply_lead_activity(session: Session, *, source: str, after_id: int, leads: 
             # sort) finds every lead's newest new row. It does not filter by source: a row another source
             # stored meanwhile is the lead's activity all the same.
             connection.exec_driver_sql(
-                "UPDATE lead SET last_activity_at = CASE WHEN lead.last_activity_at IS NULL"
-                " OR lead.last_activity_at < n.at THEN n.at ELSE lead.last_activity_at END, rescore_at = ?"
-                " FROM (SELECT lead_id, max(occurred_at) AS at FROM activity"
+                _CATCH_UP + " FROM (SELECT lead_id, max(occurred_at) AS at FROM activity"
                 " WHERE id > ? GROUP BY lead_id) AS n WHERE lead.id = n.lead_id",
                 (now, after_id),
             )
         elif leads:
             connection.exec_driver_sql(
-                "UPDATE lead SET last_activity_at = CASE WHEN lead.last_activity_at IS NULL"
-                " OR lead.last_activity_at < n.at THEN n.at ELSE lead.last_activity_at END, rescore_at = ?"
-                " FROM (SELECT occurred_at AS at FROM activity"
+                _CATCH_UP + " FROM (SELECT occurred_at AS at FROM activity"
                 " WHERE lead_id = ? AND id > ? AND source = ? ORDER BY occurred_at DESC LIMIT 1) AS n"
                 " WHERE lead.id = ?",
                 [(now, lead_id, after_id, source, lead_id) for lead_id in sorted(leads)],
