@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,9 @@ from sqlalchemy import Engine, func, select
 from connectors.files import FileActivitySource
 from connectors.sync import SyncTotals, sync_source
 from leads.db import session_scope
-from leads.ingest import load_cursor
+from leads.ingest import load_cursor, store_batch
 from leads.models import Activity, ConnectorCursor, Lead, Quarantine
+from leads.records import parse_activity, parse_profile
 from tests.factories import jsonl, raw_event
 
 NOW = datetime(2026, 10, 1, 12, 0)
@@ -281,6 +282,40 @@ def test_profile_fields_are_filled_and_not_wiped_by_records_without_them(engine:
 
     anna = _lead(engine, "anna@x.com")
     assert (anna.first_name, anna.title, anna.industry, anna.company_size) == ("Anna", "Director", "software", 500)
+
+
+def test_new_leads_of_one_page_keep_each_its_own_fields_and_crm_id(engine: Engine) -> None:
+    """New leads of differing profile shapes (and CRM ids) arrive in one page: each lead gets exactly its own."""
+    records = [
+        parse_activity(raw_event(1, email="plain@x.com"), now=NOW),
+        parse_activity(raw_event(2, email="anna@x.com", lead={"first_name": "Anna", "company_size": "40"}), now=NOW),
+        parse_activity(
+            raw_event(3, email="bob@x.com", lead={"title": "CTO", "consent": "yes", "country": "nl"}), now=NOW
+        ),
+        parse_activity(raw_event(4, email="cleo@x.com", lead={"company_size": 7, "first_name": "Cleo"}), now=NOW),
+    ]
+    profiles = [
+        parse_profile({"id": "c-1", "email": "dora@x.com", "crm_id": "D1", "lead": {"last_name": "Diaz"}}),
+        parse_profile({"id": "c-2", "email": "anna@x.com", "crm_id": "A1"}),
+    ]
+    with session_scope(engine) as session:
+        result = store_batch(session=session, source="hubspot", records=records, profiles=profiles)
+    assert result.new_leads == 5
+
+    fields = ("first_name", "last_name", "title", "company_size", "country", "consent", "crm_ids", "stage", "score")
+    with session_scope(engine) as session:
+        rows = session.execute(select(Lead.email, *(getattr(Lead, f) for f in fields)).order_by(Lead.email)).all()
+    assert [tuple(row) for row in rows] == [
+        ("anna@x.com", "Anna", None, None, 40, None, None, {"hubspot": "A1"}, "suspect", 0.0),
+        ("bob@x.com", None, None, "CTO", None, "NL", True, {}, "suspect", 0.0),
+        ("cleo@x.com", "Cleo", None, None, 7, None, None, {}, "suspect", 0.0),
+        ("dora@x.com", None, "Diaz", None, None, None, None, {"hubspot": "D1"}, "suspect", 0.0),
+        ("plain@x.com", None, None, None, None, None, None, {}, "suspect", 0.0),
+    ]
+    anna = _lead(engine, "anna@x.com")
+    assert anna.created_at == anna.updated_at  # one stamp for the page's new leads, the time they were made
+    assert abs((datetime.now(UTC).replace(tzinfo=None) - anna.created_at).total_seconds()) < 60
+    assert anna.rescore_at is not None and anna.rescore_at >= anna.created_at  # due for requalification
 
 
 def test_activity_times_land_on_the_lead_and_never_move_backwards(engine: Engine, tmp_path: Path) -> None:
