@@ -130,7 +130,7 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
 
 
 def _print_owners(console: Console, handoff: Any) -> None:
-    """Who got the new SQLs, and anything that needs an admin (dead letters, a disabled destination)."""
+    """Who got the new SQLs, and anything that needs an admin (dead letters, a disabled or a new destination)."""
     if handoff.assigned:
         owners = ", ".join(f"{owner} {n}" for owner, n in sorted(handoff.assigned.items()))
         console.print(
@@ -144,6 +144,8 @@ def _print_owners(console: Console, handoff: Any) -> None:
         )
     for name, why in handoff.disabled.items():
         console.print(f"  [red]destination {name} is off[/] ({why}): `leadflow handoff enable {name}`", highlight=False)
+    for message in handoff.started.values():
+        console.print(f"  {message}", soft_wrap=True, highlight=False)
 
 
 def _an_sql_email(folder: Path) -> str | None:

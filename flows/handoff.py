@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from connectors.destinations import open_sink
@@ -36,6 +36,7 @@ from handoff.destinations import disable, disabled_reason
 from handoff.notify import NotifyReport, environment, send_notifications
 from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls_for
 from handoff.sla import SlaReport, check_sla
+from handoff.starts import destination_starts, left_out_message
 from leads.db import session_scope
 from leads.handoff_config import CRM_KINDS, HandoffDestination, legacy_name
 
@@ -58,15 +59,21 @@ def destination_address(spec: HandoffDestination) -> str:
 class Queued:
     queued: dict[str, int]
     assigned: AssignReport
+    started: dict[str, str]  # destinations that start this run without the SQLs handed off before them
 
 
 @task(task_run_name="assign owners and queue new SQLs", cache_policy=NONE)
-def queue_handoffs(ws: Workspace, names: list[str], now: datetime) -> Queued:
+def queue_handoffs(ws: Workspace, specs: list[HandoffDestination], now: datetime) -> Queued:
     """Owners first, in the same transaction, so each destination's payload carries its owner."""
     with session_scope(ws.engine) as session:
         assigned = assign_new_sqls(session=session, config=ws.config.handoff, now=now)
-        queued = queue_new_sqls_for(session=session, config=ws.config, destinations=names, now=now)
-    return Queued(queued=queued, assigned=assigned)
+        starts = destination_starts(session, [(spec.name, spec.since) for spec in specs], now)
+        names = [spec.name for spec in specs]
+        queued = queue_new_sqls_for(session=session, config=ws.config, destinations=names, now=now, starts=starts)
+    started = {name: message for name, start in starts.items() if (message := left_out_message(name, start))}
+    for message in started.values():
+        get_run_logger().info(message)
+    return Queued(queued=queued, assigned=assigned, started=started)
 
 
 @task(task_run_name="check SLAs", cache_policy=NONE)
@@ -118,9 +125,8 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     ws = open_workspace(params.workspace)
     now = run_time(params.as_of)
     specs = destinations(ws)
-    names = [spec.name for spec in specs]
     with single_writer(ws.engine, "handoff:queue"):  # deliveries are shared through the outbox claim
-        queued = queue_handoffs(ws, names, now)
+        queued = queue_handoffs(ws, specs, now)
         sla = check_slas(ws, now)
     report = HandoffRunReport(
         destination=", ".join(spec.name for spec in specs),
@@ -130,6 +136,7 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
         sla_met=sla.met,
         reassigned=dict(sla.reassigned),
         escalated=dict(sla.escalated),
+        started=queued.started,
     )
     for spec in specs:
         counts = DestinationCounts(kind=spec.kind, queued=queued.queued[spec.name])

@@ -117,6 +117,7 @@ class HandoffRunReport(BaseModel):
     notify_skipped: int = 0
     dead_letters: dict[str, int] = Field(default_factory=dict)  # dead handoffs now, per destination
     disabled: dict[str, str] = Field(default_factory=dict)  # destinations off after a 410 Gone, with why
+    started: dict[str, str] = Field(default_factory=dict)  # new destinations that leave out earlier SQLs, with how many
 
 
 class PipelineReport(BaseModel):
@@ -275,6 +276,9 @@ def handoff_markdown(report: HandoffRunReport) -> str:
     if report.disabled:
         lines += ["", "## Disabled destinations (`leadflow handoff enable NAME`)", ""]
         lines += [f"- {name}: {why}" for name, why in sorted(report.disabled.items())]
+    if report.started:
+        lines += ["", "## New destinations", ""]
+        lines += [f"- {message}" for _, message in sorted(report.started.items())]
     return "\n".join(lines)
 
 

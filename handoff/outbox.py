@@ -8,17 +8,18 @@ reasons), so a retry a day later sends what sales would have seen then.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, or_, select, true, update
+from sqlalchemy import Engine, and_, exists, or_, select, true, update
 from sqlmodel import Session
 
 from connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
 from handoff.assignment import assigned_transitions, owner_payload
 from handoff.retry import backoff, past_horizon
+from handoff.starts import Start
 from leads.assignment_config import DeadLetterConfig
 from leads.config import WorkspaceConfig
 from leads.explain import as_payload, explain_lead
@@ -73,19 +74,29 @@ def queue_new_sqls(*, session: Session, config: WorkspaceConfig, destination: st
 
 
 def queue_new_sqls_for(
-    *, session: Session, config: WorkspaceConfig, destinations: Sequence[str], now: datetime
+    *,
+    session: Session,
+    config: WorkspaceConfig,
+    destinations: Sequence[str],
+    now: datetime,
+    starts: Mapping[str, Start] | None = None,
 ) -> dict[str, int]:
     """Queue every SQL transition for each destination that lacks it, building each payload once; caller commits.
 
+    `starts` says from which SQLs on each destination receives them (handoff/starts.py; none given: all).
     The payload (with its explanation, the costly part) is the same for every destination, so a
     transition missing from three destinations is explained once, not three times.
     """
     queued = dict.fromkeys(destinations, 0)
     if not destinations:
         return queued
+    starts = {name: (starts or {}).get(name, Start()) for name in destinations}
     missing_somewhere = or_(
         *(
-            ~exists().where(HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == name)
+            and_(
+                ~exists().where(HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == name),
+                starts[name].condition(),
+            )
             for name in destinations
         )
     )
@@ -101,24 +112,25 @@ def queue_new_sqls_for(
     ).all()
     if not pending:
         return queued
-    have: set[tuple[int, str]] = set()
+    have: set[tuple[int, str]] = set()  # (transition, destination) rows already written, for any destination
     ids = [t.id for t, _ in pending]
     for start in range(0, len(ids), 5000):
         have.update(
             (transition_id, name)
             for transition_id, name in session.execute(
                 select(HandoffOutbox.transition_id, HandoffOutbox.destination).where(
-                    HandoffOutbox.transition_id.in_(ids[start : start + 5000]),
-                    HandoffOutbox.destination.in_(list(destinations)),
+                    HandoffOutbox.transition_id.in_(ids[start : start + 5000])
                 )
             )
         )
+    handed = {transition_id for transition_id, _ in have}
     rows = []
     for t, lead in pending:
+        takers = [n for n in destinations if (t.id, n) not in have and starts[n].takes(t, t.id in handed)]
+        if not takers:
+            continue
         payload = build_payload(session, config, lead, t)
-        for name in destinations:
-            if (t.id, name) in have:
-                continue
+        for name in takers:
             queued[name] += 1
             rows.append(pending_row(handoff_key(t.id, name), lead.id, t.id, name, payload, now))
     queue_pending(session, rows)

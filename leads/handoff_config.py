@@ -1,9 +1,11 @@
 """Handoff destinations in `leadflow.yaml`: where every new SQL goes (a folder, a webhook, a CRM).
 
-Each destination has a name, which is part of every handoff's idempotency key, so renaming a
-destination hands every SQL to it again. The old single `handoff.destination: URL` form still
-works: it becomes one destination named as before (`file`, or `webhook:<host>`), so outbox rows
-written before the list existed keep matching and nothing is delivered twice.
+Each destination has a name, which is part of every handoff's idempotency key. A destination
+added to a workspace that already handed SQLs to others starts with the SQLs made from then on,
+not with every past one (`since` says otherwise; see handoff/starts.py). The old single
+`handoff.destination: URL` form still works: it becomes one destination named as before (`file`,
+or `webhook:<host>`), so outbox rows written before the list existed keep matching and nothing is
+delivered twice.
 
 Credentials never go in the file: a CRM destination names the environment variable (or the
 Prefect Secret block) that holds them, like a CRM source.
@@ -11,10 +13,11 @@ Prefect Secret block) that holds them, like a CRM source.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, field_validator
 
 from leads.scoring_config import Strict
 from leads.source_config import EnvName, FieldMap
@@ -23,7 +26,40 @@ DestinationName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.:-]*$", max_l
 CRM_KINDS = ("hubspot", "salesforce", "pipedrive")
 
 
-class FileDestination(Strict):
+ALL_SQLS = "all"
+_SINCE_FORMS = "since must be a date (2026-11-01), a moment (2026-11-01T09:00:00Z) or all"
+
+
+class Destination(Strict):
+    """What every destination has: from which SQLs on it receives them."""
+
+    since: datetime | Literal["all"] | None = Field(
+        default=None,
+        description=(
+            "SQLs made from this moment (UTC; a date means its midnight) on, or `all`. Unset: every SQL if the "
+            "workspace handed none to other destinations before, else those made from when this one first ran."
+        ),
+    )
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _since(cls, value: object) -> object:
+        """A YAML date is that day's midnight; a time with a zone is taken to UTC (stored times are naive UTC)."""
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime.combine(value, time())
+        if isinstance(value, str) and value.strip() != ALL_SQLS:
+            try:
+                value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(_SINCE_FORMS + f", got {value!r}") from None
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+        if value is not None and value != ALL_SQLS:  # a number would be read as seconds since 1970
+            raise ValueError(_SINCE_FORMS + f", got {value!r}")
+        return value
+
+
+class FileDestination(Destination):
     """One JSON file per handoff in a folder (relative to the workspace)."""
 
     name: DestinationName = "file"
@@ -31,7 +67,7 @@ class FileDestination(Strict):
     path: str = Field(default="handoff-inbox", description="Folder, relative to the workspace.")
 
 
-class WebhookDestination(Strict):
+class WebhookDestination(Destination):
     """A POST signed per Standard Webhooks with LEADFLOW_WEBHOOK_SECRET (or `secret_env`)."""
 
     name: DestinationName
@@ -44,7 +80,7 @@ class WebhookDestination(Strict):
     )
 
 
-class CrmDestination(Strict):
+class CrmDestination(Destination):
     """What every CRM destination has: where, which credentials, which rate limit, the fallback owner."""
 
     name: DestinationName

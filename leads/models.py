@@ -401,6 +401,18 @@ class DisabledDestination(SQLModel, table=True):
     url_hash: str = Field(max_length=64, description="SHA-256 of the URL then; a new URL re-enables it.")
 
 
+class DestinationStart(SQLModel, table=True):
+    """From which SQLs on a handoff destination receives them, recorded the first time it runs."""
+
+    __tablename__ = "handoff_destination_start"
+
+    name: str = Field(primary_key=True, max_length=100)
+    after_transition: int | None = Field(
+        default=None, description="Receives SQL transitions after this id (and any not yet handed off); NULL: all."
+    )
+    recorded_at: datetime = Field(sa_type=DateTime())
+
+
 class ShardStatus(StrEnum):
     pending = "pending"
     claimed = "claimed"

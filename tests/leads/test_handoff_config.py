@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from leads.config import load_config
@@ -87,3 +88,21 @@ def test_names_are_unique_and_the_two_forms_do_not_mix(tmp_path: Path) -> None:
     bad_url = BASE + "handoff:\n  destination: ftp://files.acme.example\n"
     [problem] = _problems(_write(tmp_path, bad_url)).problems
     assert "unsupported handoff URL scheme 'ftp'" in problem
+
+
+def test_since_is_a_date_a_moment_in_utc_or_all(tmp_path: Path) -> None:
+    text = BASE + DESTINATIONS.replace("kind: file\n", "kind: file\n      since: all\n")
+    text = text.replace('default_owner_id: "501"\n', 'default_owner_id: "501"\n      since: 2026-11-01\n')
+    text = text.replace("create: deal\n", 'create: deal\n      since: "2026-11-01T10:30:00+01:00"\n')
+    file, hook, hubspot, _, pipedrive = load_config(_write(tmp_path, text)).handoff.resolved()
+    assert (file.since, hook.since) == ("all", None)  # unset: the automatic rule (handoff/starts.py)
+    assert hubspot.since == datetime(2026, 11, 1, 0, 0)  # a date: its midnight, UTC
+    assert pipedrive.since == datetime(2026, 11, 1, 9, 30)  # stored times are naive UTC
+
+    wrong = BASE + DESTINATIONS.replace("create: deal\n", "create: deal\n      since: last tuesday\n")
+    [problem] = _problems(_write(tmp_path, wrong)).problems
+    assert problem.startswith(f"line {_line_of(wrong, 'since: last tuesday')}: handoff.destinations[4].since"), problem
+    assert "since must be a date (2026-11-01), a moment (2026-11-01T09:00:00Z) or all" in problem
+    year = BASE + DESTINATIONS.replace("create: deal\n", "create: deal\n      since: 2026\n")  # not 1970 plus 2026 s
+    [problem] = _problems(_write(tmp_path, year)).problems
+    assert "handoff.destinations[4].since" in problem and "got 2026" in problem

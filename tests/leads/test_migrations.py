@@ -24,7 +24,7 @@ from leads.db import (
 )
 from leads.models import Activity, Lead, Stage
 
-HEAD = "0007"
+HEAD = "0008"
 
 
 def _schema(engine: Engine) -> dict[str, object]:
