@@ -15,7 +15,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
 
-from flows.registry import FLOWS
+from flows.registry import FLOWS, TAGS
 
 TIMEZONE = "Europe/Amsterdam"
 
@@ -36,16 +36,16 @@ ENQUEUE, CANCEL_NEW = ConcurrencyLimitStrategy.ENQUEUE, ConcurrencyLimitStrategy
 
 DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec("ingest", "*/15 * * * *", "Pull new lead activity from every source in leadflow.yaml.",
-                   ["leadflow", "ingest"], CANCEL_NEW),
+                   TAGS["ingest"], CANCEL_NEW),
     DeploymentSpec("requalify", "5 * * * *", "Rescore every lead and move stages by the rules.",
-                   ["leadflow", "scoring"], ENQUEUE),
+                   TAGS["requalify"], ENQUEUE),
     DeploymentSpec("nurture", "20 8-17 * * 1-5", "Send due nurture emails, during office hours on weekdays.",
-                   ["leadflow", "nurture", "email"], ENQUEUE),
+                   TAGS["nurture"], ENQUEUE),
     DeploymentSpec("handoff", "*/10 * * * *", "Hand every new SQL to sales, exactly once.",
-                   ["leadflow", "handoff", "sales"], CANCEL_NEW),
+                   TAGS["handoff"], CANCEL_NEW),
     DeploymentSpec("pipeline", "0 2 * * *",
                    "The whole loop once (ingest, requalify, nurture, handoff). Run on demand, or enable its nightly "
-                   "schedule instead of the four above.", ["leadflow", "pipeline"], ENQUEUE, active=False),
+                   "schedule instead of the four above.", TAGS["pipeline"], ENQUEUE, active=False),
 )  # fmt: skip
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import tags
+
 from flows.handoff import handoff_flow
 from flows.ingest import ingest_flow
 from flows.nurture import nurture_flow
@@ -18,9 +20,20 @@ FLOWS: dict[str, tuple[Any, type]] = {
     "nurture": (nurture_flow, NurtureParams),
     "handoff": (handoff_flow, HandoffParams),
 }
+# Each flow's Prefect tags, on its deployment and on a run started from the CLI alike: automations
+# (flows/automations.yaml) and the UI's filters find leadflow's runs by them.
+TAGS: dict[str, list[str]] = {
+    "pipeline": ["leadflow", "pipeline"],
+    "ingest": ["leadflow", "ingest"],
+    "requalify": ["leadflow", "scoring"],
+    "nurture": ["leadflow", "nurture", "email"],
+    "handoff": ["leadflow", "handoff", "sales"],
+}
+CLI_TAG = "cli"  # a run started by `leadflow run`, not by a schedule
 
 
 def run(name: str, workspace: str | None, **params: Any) -> Any:
     """Run a flow in this process (a temporary Prefect server starts if none is configured)."""
     flow, model = FLOWS[name]
-    return flow(model(workspace=workspace, **params))
+    with tags(*TAGS[name], CLI_TAG):
+        return flow(model(workspace=workspace, **params))

@@ -90,3 +90,16 @@ def test_processes_apply_to_requalify_only(tmp_path: Path) -> None:
     assert wrong.exit_code != 0 and "--processes applies to the requalify and pipeline flows" in wrong.output
     right = runner.invoke(app, ["run", "requalify", "--processes", "2", "--workspace", str(tmp_path)])
     assert right.exit_code == 0, right.output
+
+
+def test_a_run_from_the_cli_carries_the_tags_automations_look_for(tmp_path: Path) -> None:
+    """The failed-run automation (flows/automations.yaml) matches runs by the `leadflow` tag."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    assert runner.invoke(app, ["init", "--workspace", str(tmp_path)]).exit_code == 0
+    result = runner.invoke(app, ["run", "handoff", "--workspace", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    body = {"flows": {"name": {"any_": ["handoff"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1}
+    [newest] = httpx.post(f"{PREFECT_API_URL.value()}/flow_runs/filter", json=body).json()
+    assert {"leadflow", "handoff", "sales", "cli"} <= set(newest["tags"]), newest["tags"]
