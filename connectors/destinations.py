@@ -54,7 +54,7 @@ def open_sink(
         if not signing:
             raise ValueError(f"destination {spec.name!r}: {MISSING_SECRET_MESSAGE}")
         private = allow_private if spec.allow_private_addresses is None else spec.allow_private_addresses
-        return WebhookSink(spec.url, signing, allow_private=private)
+        return WebhookSink(spec.url, signing, allow_private=private, timeout=spec.timeout_seconds)
     common = dict(ledger=ledger, acquire=acquire, transport=transport, retry=retry)
     if isinstance(spec, HubSpotDestination):
         return HubSpotSink(spec, token=_required(spec, secret), **common)  # type: ignore[arg-type]

@@ -78,6 +78,9 @@ class WebhookDestination(Destination):
     allow_private_addresses: bool | None = Field(
         default=None, description="Overrides handoff.allow_private_addresses for this destination."
     )
+    timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How long to wait for the receiver's answer; then retried later."
+    )
 
 
 class CrmDestination(Destination):

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.destinations import open_sink
 from connectors.handoff import (
     DestinationGoneError,
     FatalHandoffError,
@@ -24,6 +25,7 @@ from connectors.handoff import (
     parse_retry_after,
     sink_from_url,
 )
+from leads.handoff_config import WebhookDestination
 from tests.peers import SECRET, SLOW, ServerState
 
 
@@ -126,6 +128,23 @@ def test_timeout_is_retriable(server: tuple[ServerState, str]) -> None:
     assert time.monotonic() - started < 3
     assert "timed out" in str(info.value)
     _no_secrets(info.value)
+
+
+def test_a_destination_sets_its_own_timeout(server: tuple[ServerState, str], tmp_path: Path) -> None:
+    """`timeout_seconds` in leadflow.yaml reaches the sink: a slow receiver is given up on after it, to retry later."""
+    state, url = server
+    spec = WebhookDestination(name="slow-crm", kind="webhook", url=url, timeout_seconds=0.3)
+    state.script.append(SLOW)
+    started = time.monotonic()
+    with (
+        open_sink(
+            spec, base_dir=tmp_path, secret=lambda *_: None, ledger=None, webhook_secret=SECRET, allow_private=True
+        ) as sink,  # type: ignore[arg-type]
+        pytest.raises(RetriableHandoffError, match=r"timed out after 0.3s"),
+    ):
+        sink.deliver(idempotency_key="slow-2", payload=PAYLOAD)
+    assert time.monotonic() - started < 3
+    assert WebhookDestination(name="x", kind="webhook", url=url).timeout_seconds == 10.0  # the default
 
 
 def test_connection_refused_is_retriable() -> None:
