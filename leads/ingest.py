@@ -19,11 +19,21 @@ from datetime import datetime
 from itertools import compress
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from leads.bulkload import BULK_LOAD, activity_rows
-from leads.models import Activity, ActivityType, ConnectorCursor, Lead, Quarantine, utcnow
+from leads.models import (
+    Activity,
+    ActivityType,
+    ConnectorCursor,
+    Lead,
+    Quarantine,
+    Suppression,
+    SuppressionReason,
+    utcnow,
+)
 from leads.records import (
     PROFILE_FIELDS,
     ActivityRecord,
@@ -41,6 +51,8 @@ SCAN_ROWS_PER_LEAD = 40
 CHUNK = 2000  # values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 _LEAD = Lead.__table__
 _ACTIVITY = Activity.__table__
+_SUPPRESSION = Suppression.__table__
+_EVERY_EMAIL = "all"  # the suppression scope of every marketing email (nurture.suppression.ALL)
 SQLITE_CACHE_KIB = 256 * 1024
 _ACTIVITY_COLUMNS = ("lead_id", "type", "occurred_at", "source", "source_id", "target", "properties", "ingested_at")
 
@@ -361,7 +373,7 @@ def _insert_activity(
     if inserted:
         if not defer_latest:
             _set_latest(connection, new, ingested_at)
-        _set_first(connection, new, set(kinds))
+        _set_first(connection, new, set(kinds), source)
     return int(inserted)
 
 
@@ -390,12 +402,14 @@ def _set_latest(connection: Connection, new: Any, now: datetime) -> None:
     )
 
 
-def _set_first(connection: Connection, new: Any, types: set[ActivityType]) -> None:
-    """The first unsubscribe and the first bounce among the `new` rows, onto their leads (never later ones)."""
+def _set_first(connection: Connection, new: Any, types: set[ActivityType], source: str) -> None:
+    """The first unsubscribe and the first bounce among the `new` rows, onto their leads (never later ones),
+    and into the suppression log, which holds every opt-out whatever channel it came from (a lead already
+    in it for all email keeps its first entry)."""
     a = _ACTIVITY.c
-    for kind, column in (
-        (ActivityType.unsubscribe, _LEAD.c.unsubscribed_at),
-        (ActivityType.email_bounce, _LEAD.c.bounced_at),
+    for kind, column, reason in (
+        (ActivityType.unsubscribe, _LEAD.c.unsubscribed_at, SuppressionReason.unsubscribed),
+        (ActivityType.email_bounce, _LEAD.c.bounced_at, SuppressionReason.bounced),
     ):
         if kind not in types:
             continue
@@ -409,6 +423,22 @@ def _set_first(connection: Connection, new: Any, types: set[ActivityType]) -> No
             update(_LEAD)
             .where(_LEAD.c.id == first.c.lead_id, or_(column.is_(None), column > first.c.at))
             .values({column.key: first.c.at})
+        )
+        logged = select(
+            _LEAD.c.email,
+            _LEAD.c.id,
+            literal(_EVERY_EMAIL),
+            literal(reason.value),
+            literal(source[:100]),
+            literal(f"{kind.value} activity from {source}"[:500]),
+            first.c.at,
+        ).join_from(first, _LEAD, _LEAD.c.id == first.c.lead_id)
+        insert_ = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(_SUPPRESSION)
+        connection.execute(
+            insert_.from_select(
+                ["email", "lead_id", "scope", "reason", "source", "detail", "created_at"],
+                logged.where(first.c.at.is_not(None)),  # a WHERE: SQLite reads ON CONFLICT after a bare JOIN … ON
+            ).on_conflict_do_nothing(index_elements=["email", "scope"])
         )
 
 

@@ -167,3 +167,40 @@ def test_unknown_lead_is_an_error_and_writes_nothing(engine: Engine) -> None:
         suppress(session=session, lead_id=999, scope=ALL, reason=SuppressionReason.unsubscribed, source="web", now=NOW)
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+def test_opt_outs_that_arrive_as_activity_land_in_the_log_once(engine: Engine, tmp_path: Path) -> None:
+    """An unsubscribe from a CRM or a file (or a bounce) is logged like one from the web: once, its source, its time."""
+    from connectors.files import FileActivitySource
+    from connectors.sync import sync_source
+    from tests.factories import jsonl, raw_event
+
+    file = tmp_path / "crm-export.jsonl"
+    file.write_text(
+        jsonl(
+            raw_event(1, email="ann@x.example", type="unsubscribe", at="2026-09-12T08:00:00Z"),
+            raw_event(2, email="ann@x.example", type="unsubscribe", at="2026-09-14T08:00:00Z"),
+            raw_event(3, email="bob@x.example", type="email_bounce", at="2026-09-13T08:00:00Z"),
+            raw_event(4, email="cy@x.example", type="page_view"),
+        ),
+        encoding="utf-8",
+    )
+    sync_source(engine=engine, source=FileActivitySource("hubspot", file), now=NOW)
+    with Session(engine) as session:
+        rows = session.execute(
+            select(
+                Suppression.email, Suppression.scope, Suppression.reason, Suppression.source, Suppression.created_at
+            ).order_by(Suppression.email)
+        ).all()
+        assert [tuple(r) for r in rows] == [
+            ("ann@x.example", ALL, "unsubscribed", "hubspot", datetime(2026, 9, 12, 8, 0)),
+            ("bob@x.example", ALL, "bounced", "hubspot", datetime(2026, 9, 13, 8, 0)),
+        ]
+        ann = session.execute(select(Lead.id).where(Lead.email == "ann@x.example")).scalar_one()
+
+    # The web's one-click unsubscribe for the same person later finds her in the log already.
+    assert _suppress(engine, ann, ALL) is False
+    file.write_text(jsonl(raw_event(5, email="ann@x.example", type="unsubscribe", at="2026-09-20T08:00:00Z")))
+    sync_source(engine=engine, source=FileActivitySource("hubspot", file), now=NOW)
+    with Session(engine) as session:
+        assert session.execute(select(func.count()).select_from(Suppression)).scalar_one() == 2
