@@ -22,6 +22,7 @@ from leads.nurture_config import END, ENGAGEMENT_ACTIVITY, NurtureStep, Sequence
 from leads.sql import upsert_insert
 
 E = NurtureEnrollment
+EMAIL_ENGAGEMENT = ("opened", "clicked")  # engagement with an email, which names its sequence
 
 
 def outbox_key(enrollment_id: int, step: int) -> str:
@@ -39,13 +40,19 @@ def first_due(sequence: Sequence, now: datetime) -> datetime:
 
 
 def engaged(event: str, page: str | None, now: datetime) -> ColumnElement[bool]:
-    """The enrollment's lead did `event` (opened, clicked, visited, replied) since the previous step."""
+    """The enrollment's lead did `event` (opened, clicked, visited, replied) since the previous step.
+
+    Opens and clicks count when they are of this sequence's emails: leadflow's tracked links and pixel
+    record the sequence in the activity's properties. A lead in two sequences who clicks in one does not
+    move the other on."""
     conditions = [
         Activity.lead_id == E.lead_id,
         Activity.type == ENGAGEMENT_ACTIVITY[event],
         Activity.occurred_at > func.coalesce(E.waiting_since, E.enrolled_at),
         Activity.occurred_at <= now,
     ]
+    if event in EMAIL_ENGAGEMENT:
+        conditions.append(Activity.properties["sequence"].as_string() == E.sequence)
     if page is not None:
         conditions.append(Activity.target.contains(page, autoescape=True))
     return exists().where(*conditions)

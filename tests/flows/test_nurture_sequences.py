@@ -64,7 +64,7 @@ def test_a_click_after_the_case_study_sends_the_demo_at_once_and_skips_the_check
                     "source": "web",
                     "source_id": "test-click",
                     "target": "https://acme.example/case-studies/logistics",
-                    "properties": {},
+                    "properties": {"sequence": "warm-up", "step": 1},  # as the tracked link records it
                 }
             ],
         )

@@ -46,11 +46,23 @@ def _lead(engine: Engine, name: str, stage: Stage = Stage.prospect, **fields: An
         return lead.id  # type: ignore[return-value]
 
 
-def _event(engine: Engine, lead_id: int, kind: str, at: datetime, target: str | None = None) -> None:
+def _event(
+    engine: Engine, lead_id: int, kind: str, at: datetime, target: str | None = None, sequence: str | None = None
+) -> None:
+    """An activity; an open or click of a sequence's email names it, as leadflow's links and pixel record it."""
     with session_scope(engine) as session:
         n = session.scalar(select(Activity.id).order_by(Activity.id.desc()).limit(1)) or 0
+        properties = {"sequence": sequence, "step": 0} if sequence else {}
         session.add(
-            Activity(lead_id=lead_id, type=kind, occurred_at=at, source="test", source_id=str(n + 1), target=target)
+            Activity(
+                lead_id=lead_id,
+                type=kind,
+                occurred_at=at,
+                source="test",
+                source_id=str(n + 1),
+                target=target,
+                properties=properties,
+            )
         )
 
 
@@ -97,7 +109,7 @@ def test_a_step_waiting_for_a_click_goes_out_at_the_click(engine: Engine) -> Non
     config = _config(WAITING)
     lead = _lead(engine, "clicker")
     assert _tick(engine, config, T0) == 1  # intro
-    _event(engine, lead, "email_click", T0 + timedelta(hours=30), "https://acme.example/x")
+    _event(engine, lead, "email_click", T0 + timedelta(hours=30), "https://acme.example/x", "w")
     assert _tick(engine, config, T0 + DAY) == 0  # the click has not happened yet at this moment
     assert _tick(engine, config, T0 + 2 * DAY) == 1  # follow-up, three days before its limit
     assert _sent(engine, lead) == ["w:0", "w:1"]
@@ -111,8 +123,8 @@ def test_a_step_waiting_for_a_click_goes_out_at_the_limit_without_one(engine: En
     config = _config(WAITING)
     lead = _lead(engine, "quiet")
     _tick(engine, config, T0)
-    _event(engine, lead, "email_click", T0 - DAY)  # before the intro: does not count
-    _event(engine, lead, "email_open", T0 + DAY)  # another kind of engagement: does not count
+    _event(engine, lead, "email_click", T0 - DAY, sequence="w")  # before the intro: does not count
+    _event(engine, lead, "email_open", T0 + DAY, sequence="w")  # another kind of engagement: does not count
     assert _tick(engine, config, T0 + 5 * DAY - timedelta(minutes=1)) == 0
     assert _tick(engine, config, T0 + 5 * DAY) == 1
     assert _sent(engine, lead) == ["w:0", "w:1"]
@@ -149,9 +161,9 @@ def test_branches_pick_the_step_by_engagement_and_skipped_steps_are_never_sent(e
     config = _config(BRANCHING)
     clicker, opener, silent = (_lead(engine, n) for n in ("clicker", "opener", "silent"))
     _tick(engine, config, T0)
-    _event(engine, clicker, "email_open", T0 + DAY)
-    _event(engine, clicker, "email_click", T0 + DAY)  # both: the first branch listed wins
-    _event(engine, opener, "email_open", T0 + DAY)
+    _event(engine, clicker, "email_open", T0 + DAY, sequence="b")
+    _event(engine, clicker, "email_click", T0 + DAY, sequence="b")  # both: the first branch listed wins
+    _event(engine, opener, "email_open", T0 + DAY, sequence="b")
     assert _tick(engine, config, T0 + 3 * DAY) == 3
     assert _sent(engine, clicker) == ["b:0", "b:3"]  # jumped to demo
     assert _sent(engine, opener) == ["b:0", "b:2"]  # jumped to story
@@ -172,7 +184,7 @@ def test_a_branch_to_end_completes_the_enrollment_without_mail(engine: Engine) -
     config = _config(BRANCHING)
     lead = _lead(engine, "buyer")
     _tick(engine, config, T0)
-    _event(engine, lead, "email_click", T0 + DAY)
+    _event(engine, lead, "email_click", T0 + DAY, sequence="b")
     _tick(engine, config, T0 + 3 * DAY)  # demo
     _event(engine, lead, "page_view", T0 + 4 * DAY, "/blog")
     assert _tick(engine, config, T0 + 5 * DAY) == 0  # bye is due, but the lead came back: the end
@@ -185,11 +197,25 @@ def test_a_branch_target_checks_its_own_branches(engine: Engine) -> None:
     config = _config(BRANCHING)
     lead = _lead(engine, "fast")
     _tick(engine, config, T0)
-    _event(engine, lead, "email_click", T0 + DAY)
+    _event(engine, lead, "email_click", T0 + DAY, sequence="b")
     _event(engine, lead, "page_view", T0 + DAY, "/pricing")
     assert _tick(engine, config, T0 + 3 * DAY) == 0
     assert _sent(engine, lead) == ["b:0"]
     assert _enrollments(engine, lead) == [("b", 1, "completed", "completed")]
+
+
+def test_opens_and_clicks_count_for_the_sequence_whose_email_it_was(engine: Engine) -> None:
+    """A lead in two sequences clicks in one's email: only that one moves on; a click from elsewhere moves neither."""
+    other = _seq("other", [_step("hello"), _step("follow-up", wait_for={"event": "clicked", "up_to_days": 5})])
+    config = _config(BRANCHING, other, max_active_per_lead=2)
+    lead, elsewhere = _lead(engine, "both"), _lead(engine, "elsewhere")
+    assert _tick(engine, config, T0) == 4  # b:intro and other:hello, for each
+    _event(engine, lead, "email_click", T0 + DAY, "https://acme.example/demo", sequence="other")
+    _event(engine, elsewhere, "email_click", T0 + DAY, "https://newsletter.example/x")  # not one of ours
+    assert _tick(engine, config, T0 + 2 * DAY) == 1  # the click wakes other's follow-up, for that lead only
+    assert _sent(engine, lead) == ["b:0", "other:0", "other:1"]
+    _tick(engine, config, T0 + 3 * DAY)  # b's nudge is due: its lead clicked, but not in a "b" email
+    assert _sent(engine, lead)[-1] == "b:1" and _sent(engine, elsewhere)[-1] == "b:1"
 
 
 # --- exits --------------------------------------------------------------------------------------
@@ -395,7 +421,7 @@ def test_a_run_costs_the_same_statements_for_ten_leads_or_three_hundred(engine: 
             ids = [lead.id for lead in leads]
         run = [_statements(engine, config, start)]  # enroll and queue the intro
         for i, lead_id in enumerate(ids):  # a mix of engagement for the branches
-            _event(engine, lead_id, ("email_click", "email_open", "page_view")[i % 3], start + DAY)
+            _event(engine, lead_id, ("email_click", "email_open", "page_view")[i % 3], start + DAY, sequence="b")
         run.append(_statements(engine, config, start + 3 * DAY))  # branches decide the second email
         costs.append(run)
         with session_scope(engine) as session:  # these leads convert and leave before the next group
