@@ -9,8 +9,13 @@ For each SQL:
    AND IsConverted = false` and created with `POST /sobjects/Lead` only when none is found (looked
    for again after an attempt whose answer was lost). Status, OwnerId and the profile are set;
    LastName and Company, which Salesforce requires, default to "[not provided]" on new Leads.
-2. a Task for the owner (`POST /sobjects/Task`, WhoId = the Lead) whose Subject carries the
-   handoff reference; `SELECT Id FROM Task WHERE WhoId = … AND Subject = …` finds one already made.
+   A person with no open Lead who already is a Contact (`SELECT Id, OwnerId FROM Contact WHERE
+   Email = …`: a converted Lead, a customer's colleague) gets no Lead: sales would work a
+   duplicate of someone the account team knows. The Task goes on the Contact instead, and the
+   Contact is not written to.
+2. a Task for the owner (`POST /sobjects/Task`, WhoId = the Lead or Contact; the SQL's owner, else
+   `default_owner_id`, else the Contact's owner) whose Subject carries the handoff reference;
+   `SELECT Id FROM Task WHERE WhoId = … AND Subject = …` finds one already made.
 
 Auth as for the Salesforce source: an access token, or a connected app's client credentials.
 `REQUEST_LIMIT_EXCEEDED` (403) is retried for the concurrent-request limit and fatal for the
@@ -83,38 +88,68 @@ class SalesforceSink(CrmSink):
         self.api = f"/services/data/{spec.api_version}"
 
     def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
-        """Upsert the Lead, then the Task; returns `Lead <Id>` (and `Task <Id>`)."""
+        """Upsert the Lead (or find the Contact the person already is), then the Task; returns `Lead <Id>`
+        or `Contact <Id>` (and `Task <Id>`)."""
         with delivery_errors(self.name):
-            lead_id = self._lead(idempotency_key, payload)
-            done = f"Lead {lead_id}"
+            kind, who_id, who_owner = self._person(idempotency_key, payload)
+            done = f"{kind} {who_id}"
             if self.spec.follow_up == "task":
-                done += f", Task {self._task(idempotency_key, lead_id, payload)}"
+                done += f", Task {self._task(idempotency_key, who_id, payload, who_owner)}"
         return done
 
-    # --- the Lead -----------------------------------------------------------------------------
+    # --- the Lead, or the Contact -------------------------------------------------------------
 
-    def _lead(self, key: str, payload: dict[str, Any]) -> str:
+    def _person(self, key: str, payload: dict[str, Any]) -> tuple[str, str, str | None]:
+        """The Lead the SQL is handed to: ("Lead", Id, None). A person with no open Lead who is already a
+        Contact (a converted Lead, a customer's colleague) gets no duplicate Lead: ("Contact", Id, OwnerId)."""
         lead = lead_of(payload)
         email = str(lead["email"])
         fields = self._fields(lead, payload)
         known = self.ledger.recall(key, "lead") or self._stored_lead_id(email)
         if known and self._update(known, fields):
             lead_id = known
-        elif self.spec.external_id_field:
-            lead_id = self._upsert(email, fields)
-        elif (found := self._find(email)) is not None and self._update(found, fields):
+        elif (found := self._open_lead(email, fields)) is not None:
             lead_id = found
+        elif (contact := self._contact(email)) is not None:
+            contact_id, owner = contact
+            self.ledger.remember(key, "contact", contact_id)
+            self.ledger.save_lead_crm_id(email, self.name, contact_id)
+            return "Contact", contact_id, owner
         else:
-            # A Lead found on a later look was made by our own attempt whose answer was lost.
-            lead_id = create_once(
-                find=lambda: self._find(email),
-                create=lambda: self._create(fields),
-                retry=self.retry,
-                sleep=self.retry.sleep,
-            )
+            lead_id = self._new_lead(email, fields)
         self.ledger.remember(key, "lead", lead_id)
         self.ledger.save_lead_crm_id(email, self.name, lead_id)
-        return lead_id
+        return "Lead", lead_id, None
+
+    def _open_lead(self, email: str, fields: dict[str, Any]) -> str | None:
+        """An existing, unconverted Lead for the email, updated with `fields`; None when there is none."""
+        if self.spec.external_id_field:
+            existing = self._by_external_id(email)
+            if existing is not None and self._update(existing, fields):
+                return existing
+            return None
+        found = self._find(email)
+        return found if found is not None and self._update(found, fields) else None
+
+    def _new_lead(self, email: str, fields: dict[str, Any]) -> str:
+        if self.spec.external_id_field:
+            return self._upsert(email, fields)
+        # A Lead found on a later look was made by our own attempt whose answer was lost.
+        return create_once(
+            find=lambda: self._find(email),
+            create=lambda: self._create(fields),
+            retry=self.retry,
+            sleep=self.retry.sleep,
+        )
+
+    def _contact(self, email: str) -> tuple[str, str | None] | None:
+        """The oldest Contact with this email, and its owner."""
+        soql = f"SELECT Id, OwnerId FROM Contact WHERE Email = {soql_string(email)} ORDER BY CreatedDate ASC"
+        records = self.client.request_json("GET", f"{self.api}/query", params={"q": soql}).get("records") or []
+        if not records:
+            return None
+        owner = records[0].get("OwnerId")
+        return str(records[0]["Id"]), str(owner) if owner else None
 
     def _stored_lead_id(self, email: str) -> str | None:
         stored = self.ledger.lead_crm_id(email, self.name)
@@ -145,21 +180,25 @@ class SalesforceSink(CrmSink):
             raise
         return True
 
-    def _upsert(self, email: str, fields: dict[str, Any]) -> str:
-        field = self.spec.external_id_field
-        path = f"{self.api}/sobjects/Lead/{field}/{quote(email, safe='@')}"
+    def _external_path(self, email: str) -> str:
+        return f"{self.api}/sobjects/Lead/{self.spec.external_id_field}/{quote(email, safe='@')}"
+
+    def _by_external_id(self, email: str) -> str | None:
+        """The Lead whose External ID field holds the email (converted or not), or None."""
         try:
-            existing = self.client.request_json("GET", path, params={"fields": "Id"})
+            existing = self.client.request_json("GET", self._external_path(email), params={"fields": "Id"})
         except FatalAPIError as exc:
             if exc.status != 404:
                 raise
-            existing = None
+            return None
         if isinstance(existing, list):  # 300 Multiple Choices: the "unique" field is not
+            field = self.spec.external_id_field
             raise FatalAPIError(self.name, f"several Leads have {field} = {email}; make the field unique")
-        if existing:
-            lead_id = str(existing["Id"])
-            self._update(lead_id, fields)
-            return lead_id
+        return str(existing["Id"]) if existing else None
+
+    def _upsert(self, email: str, fields: dict[str, Any]) -> str:
+        """A new Lead through the External ID upsert, which can never make two."""
+        path = self._external_path(email)
         body = self.client.request_json("PATCH", path, json=self._for_create(fields))
         if body and body.get("id"):
             return str(body["id"])
@@ -180,27 +219,27 @@ class SalesforceSink(CrmSink):
 
     # --- the Task -----------------------------------------------------------------------------
 
-    def _task(self, key: str, lead_id: str, payload: dict[str, Any]) -> str:
+    def _task(self, key: str, who_id: str, payload: dict[str, Any], who_owner: str | None = None) -> str:
         done = self.ledger.recall(key, "task")
         if done:
             return done
         title = subject(payload, key)
 
         def find() -> str | None:
-            soql = f"SELECT Id FROM Task WHERE WhoId = {soql_string(lead_id)} AND Subject = {soql_string(title)}"
+            soql = f"SELECT Id FROM Task WHERE WhoId = {soql_string(who_id)} AND Subject = {soql_string(title)}"
             records = self.client.request_json("GET", f"{self.api}/query", params={"q": soql}).get("records") or []
             return str(records[0]["Id"]) if records else None
 
         def create() -> str:
             task: dict[str, Any] = {
-                "WhoId": lead_id,
+                "WhoId": who_id,
                 "Subject": title,
                 "Description": explanation_text(payload)[:32000],
                 "Status": "Not Started",
                 "Priority": "High",
                 "ActivityDate": datetime.now(UTC).date().isoformat(),
             }
-            owner = owner_crm_id(payload, self.vendor, self.spec.default_owner_id)
+            owner = owner_crm_id(payload, self.vendor, self.spec.default_owner_id) or who_owner
             if owner:
                 task["OwnerId"] = owner
             return str(self.client.request_json_once("POST", f"{self.api}/sobjects/Task", json=task)["id"])

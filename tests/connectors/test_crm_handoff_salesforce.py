@@ -166,3 +166,35 @@ def test_a_converted_lead_is_not_written_to_and_an_ambiguous_external_id_is_refu
     with sink(fake, external_id_field="Leadflow_Email__c") as salesforce, pytest.raises(FatalHandoffError) as caught:
         salesforce.deliver(idempotency_key="handoff:18:salesforce", payload=payload("bo@acme.example"))
     assert "several Leads have Leadflow_Email__c = bo@acme.example" in str(caught.value)
+
+
+def test_a_person_who_is_already_a_contact_gets_the_task_not_a_duplicate_lead(fake: FakeSalesforce) -> None:
+    """Anna's Lead was converted: she is a Contact now. Sales see the SQL on her Contact, not on a new Lead."""
+    account_rep = "005xx000001Sv7fAAC"
+    fake.add("Lead", "00Qxx0000000CNVAAA", T0, Email="anna.jansen@acme-logistics.nl", LastName="Jansen",
+             Company="Acme", IsConverted=True, CreatedDate="2026-08-01T09:00:00.000+0000")  # fmt: skip
+    fake.add("Contact", "003xx0000000ANNAAA", T0, Email="anna.jansen@acme-logistics.nl", LastName="Jansen",
+             OwnerId=account_rep, CreatedDate="2026-08-02T09:00:00.000+0000")  # fmt: skip
+    ledger = MemoryLedger()
+    with sink(fake, ledger) as salesforce:  # no owner for this SQL in Salesforce: the Contact's owner takes it
+        done = salesforce.deliver(idempotency_key=KEY, payload=payload())
+        again = salesforce.deliver(idempotency_key=KEY, payload=payload())
+    [task] = fake.records["Task"]
+    assert done == again == f"Contact 003xx0000000ANNAAA, Task {task['Id']}"
+    assert (task["WhoId"], task["OwnerId"]) == ("003xx0000000ANNAAA", account_rep)
+    assert creates(fake, "Lead") == 0 and len(fake.records["Lead"]) == 1
+    assert ledger.lead_crm_id("anna.jansen@acme-logistics.nl", "salesforce") == "003xx0000000ANNAAA"
+
+    # With the SQL's own owner, and with an External ID field: still her Contact, the task for that owner.
+    with sink(fake, MemoryLedger(), external_id_field="Leadflow_Email__c") as salesforce:
+        done = salesforce.deliver(idempotency_key="handoff:18:salesforce", payload=payload(owner=owner(salesforce=REP)))
+    assert done.startswith("Contact 003xx0000000ANNAAA,") and fake.records["Task"][-1]["OwnerId"] == REP
+    assert creates(fake, "Lead") == 0 and not any("/Leadflow_Email__c/" in c.path and c.method == "PATCH"
+                                                  for c in fake.calls)  # fmt: skip
+
+    # An open Lead for the same email still comes first (the existing behaviour): it is updated.
+    fake.add("Lead", "00Qxx0000000OPNAAA", T0, Email="anna.jansen@acme-logistics.nl", LastName="Jansen",
+             Company="Acme", IsConverted=False, CreatedDate="2026-09-01T09:00:00.000+0000")  # fmt: skip
+    with sink(fake) as salesforce:
+        done = salesforce.deliver(idempotency_key="handoff:19:salesforce", payload=payload())
+    assert done.startswith("Lead 00Qxx0000000OPNAAA,")

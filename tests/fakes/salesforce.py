@@ -12,7 +12,9 @@
 What the handoff writes (sObject resources):
 
 - POST /sobjects/{Lead,Task} → 201 {"id", "success", "errors"}; a Lead needs LastName and Company
-  (400 REQUIRED_FIELD_MISSING), an OwnerId must be a user (400 FIELD_INTEGRITY_EXCEPTION)
+  (400 REQUIRED_FIELD_MISSING), an OwnerId must be a user and a Task's WhoId a Lead that is not
+  converted or a Contact (400 FIELD_INTEGRITY_EXCEPTION); a converted Lead cannot be written (400
+  CANNOT_UPDATE_CONVERTED_LEAD)
 - PATCH /sobjects/Lead/{Id} → 204; GET and PATCH (upsert) /sobjects/Lead/{ExternalIdField}/{value}
   → 200/404, 201 {"created": true} / 200 {"created": false}, 300 when the value matches several
 """
@@ -32,7 +34,7 @@ SCHEMA = {
              "CountryCode", "SystemModstamp", "CreatedDate", "IsConverted", "Status", "OwnerId", "LeadSource",
              "Leadflow_Email__c"},
     "Contact": {"Id", "Email", "FirstName", "LastName", "Account.Name", "Account.Industry",
-                "Account.NumberOfEmployees", "Title", "MailingCountry", "SystemModstamp", "CreatedDate"},
+                "Account.NumberOfEmployees", "Title", "MailingCountry", "SystemModstamp", "CreatedDate", "OwnerId"},
     "Task": {"Id", "Subject", "TaskSubtype", "Type", "Status", "CreatedDate", "CompletedDateTime", "SystemModstamp",
              "WhoId", "Who.Email", "ActivityDate", "Description", "OwnerId", "Priority"},
     "CampaignMember": {"Id", "Email", "Status", "HasResponded", "FirstRespondedDate", "CreatedDate", "SystemModstamp",
@@ -164,6 +166,8 @@ class FakeSalesforce(FakeVendor):
             if field in body:
                 return errors(400, f"{field}: field can not be specified in the request body", "INVALID_FIELD")
             if matches:
+                if matches[0].get("IsConverted"):
+                    return errors(400, "cannot reference converted lead", "CANNOT_UPDATE_CONVERTED_LEAD")
                 self.check(name, body)
                 matches[0].update(body, SystemModstamp=stamp(datetime.now(UTC)))
                 return Reply(200, {"id": matches[0]["Id"], "success": True, "errors": [], "created": False})
@@ -178,9 +182,13 @@ class FakeSalesforce(FakeVendor):
         owner = body.get("OwnerId")
         if owner is not None and owner not in self.users:
             raise VendorError(integrity(f"Owner ID: id value of incorrect type: {owner}", "OwnerId"))
-        who = body.get("WhoId")
-        if name == "Task" and who is not None and self.record("Lead", who) is None:
-            raise VendorError(integrity("Name ID: id value of incorrect type", "WhoId"))
+        who = body.get("WhoId")  # a Task's person: a Lead (not converted) or a Contact
+        if name == "Task" and who is not None:
+            person = self.record("Lead", who) or self.record("Contact", who)
+            if person is None:
+                raise VendorError(integrity("Name ID: id value of incorrect type", "WhoId"))
+            if person.get("IsConverted"):
+                raise VendorError(integrity("cannot reference converted lead", "WhoId"))
 
     def insert(self, name: str, body: dict[str, Any]) -> Reply:
         self.check(name, body)
