@@ -152,10 +152,19 @@ def _status(exc: Any) -> str:
 
 
 def create_once(
-    *, find: Callable[[], str | None], create: Callable[[], str], retry: RetryPolicy, sleep: Callable[[float], None]
+    *,
+    find: Callable[[], str | None],
+    create: Callable[[], str],
+    retry: RetryPolicy,
+    sleep: Callable[[float], None],
+    settle: float = 0.0,
 ) -> str:
     """Create a record at most once: look for it first, and after an attempt that failed in a way
-    that may have reached the vendor (timeout, 5xx, 429) look again before the next attempt."""
+    that may have reached the vendor (timeout, 5xx, 429) look again before the next attempt.
+
+    `settle`: when `find` reads a search index that lags writes (HubSpot's, Pipedrive's), the look
+    again waits at least this long, or a record the lost attempt made would be missed and made twice.
+    """
     attempt = 0
     while True:
         attempt += 1
@@ -168,7 +177,7 @@ def create_once(
             wait = retry.delay(attempt, error)
             if wait is None:
                 raise
-            sleep(wait)
+            sleep(max(wait, settle))
 
 
 def reference(idempotency_key: str) -> str:

@@ -49,6 +49,10 @@ CONTACT_FIELDS = {
 }
 LIFECYCLE = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer",
              "evangelist"]  # fmt: skip
+# HubSpot's search index trails writes: integrators are told to wait about 10 s after a create before
+# searching for it (Okta Workflows' HubSpot connector says so). A task or note whose create answer was
+# lost is looked for again no sooner (contacts need not: HubSpot refuses a second one with the email).
+SEARCH_LAG = 10.0
 ASSOCIATION_TYPES = {"tasks": 204, "notes": 202}  # HUBSPOT_DEFINED: task → contact, note → contact
 
 
@@ -173,6 +177,7 @@ class HubSpotSink(CrmSink):
             create=lambda: self._create_follow_up(kind, key, contact_id, payload),
             retry=self.retry,
             sleep=self.retry.sleep,
+            settle=SEARCH_LAG,
         )
         self.ledger.remember(key, step, created)
         return created

@@ -39,6 +39,10 @@ from connectors.http import FatalAPIError, HeaderToken, RetryPolicy
 from connectors.pipedrive import classify
 from leads.handoff_config import PipedriveDestination
 
+# Persons are found by email through Pipedrive's search, which indexes new persons with a delay, and
+# Pipedrive allows two persons with one email: after a lost answer to a create, look again no sooner.
+# Leads, deals and activities are listed by person, which is read straight from the data.
+SEARCH_LAG = 10.0
 MAX_PAGES = 20  # a person has a handful of leads and activities; this only bounds a runaway loop
 
 
@@ -97,6 +101,7 @@ class PipedriveSink(CrmSink):
                     create=lambda: self._create_person(lead, owner),
                     retry=self.retry,
                     sleep=self.retry.sleep,
+                    settle=SEARCH_LAG,
                 )
             )
         self.ledger.remember(key, "person", str(person_id))

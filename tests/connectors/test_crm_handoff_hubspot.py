@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from connectors.crm_handoff.common import CredentialsRefused, MemoryLedger, QuotaExhausted, reference
-from connectors.crm_handoff.hubspot import HubSpotSink
+from connectors.crm_handoff.hubspot import SEARCH_LAG, HubSpotSink
 from connectors.handoff import FatalHandoffError, RetriableHandoffError
 from connectors.http import RetryPolicy
 from leads.handoff_config import HubSpotDestination
@@ -100,7 +100,8 @@ def test_an_existing_customer_is_found_by_email_and_keeps_its_later_lifecycle_st
 
 
 def test_a_task_whose_answer_was_lost_is_found_by_its_reference_not_created_twice(fake: FakeHubSpot) -> None:
-    fake.fail("/crm/v3/objects/tasks", nth=1, method="POST", after=True,
+    # The second POST under /tasks: the first is the search for one made before.
+    fake.fail("/crm/v3/objects/tasks", nth=2, method="POST", after=True,
               reply=Reply(502, {"status": "error", "message": "Bad Gateway", "category": "UNKNOWN"}))  # fmt: skip
     with sink(fake) as hubspot:
         done = hubspot.deliver(idempotency_key=KEY, payload=payload())
@@ -176,3 +177,16 @@ def test_a_429_without_retry_after_waits_for_hubspots_rolling_window(fake: FakeH
         hubspot.deliver(idempotency_key=KEY, payload=payload())
         assert hubspot.retry.sleep == pytest.approx([10.0], rel=0.11)  # type: ignore[comparison-overlap]
     assert len(fake.objects["contacts"]) == 1
+
+
+def test_a_task_whose_answer_was_lost_is_looked_for_once_search_has_caught_up(fake: FakeHubSpot) -> None:
+    """HubSpot's search shows a new task only seconds later: looking again sooner would make a second one."""
+    sleeps = Sleeps()
+    fake.search_lag, fake.clock = 6.0, lambda: sum(sleeps)  # time passes only as the sink waits
+    fake.fail("/crm/v3/objects/tasks", nth=2, method="POST", after=True,  # the create, after the first search
+              reply=Reply(502, {"status": "error", "message": "Bad Gateway", "category": "UNKNOWN"}))  # fmt: skip
+    config = HubSpotDestination.model_validate({"name": "hubspot", "kind": "hubspot", "base_url": fake.url})
+    with HubSpotSink(config, token=TOKEN, ledger=MemoryLedger(), retry=RetryPolicy(attempts=4, sleep=sleeps)) as sink_:
+        sink_.deliver(idempotency_key=KEY, payload=payload())
+    assert len(fake.objects["tasks"]) == 1 and posts(fake, "/crm/v3/objects/tasks") == 1
+    assert max(sleeps) >= SEARCH_LAG

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from connectors.crm_handoff.common import CredentialsRefused, MemoryLedger, reference
-from connectors.crm_handoff.pipedrive import PipedriveSink
+from connectors.crm_handoff.pipedrive import SEARCH_LAG, PipedriveSink
 from connectors.handoff import FatalHandoffError, RetriableHandoffError
 from connectors.http import RetryPolicy
 from leads.handoff_config import PipedriveDestination
@@ -122,3 +122,17 @@ def test_a_revoked_token_stops_the_destination_and_a_bad_owner_fails_the_handoff
     with sink(fake) as pipedrive, pytest.raises(FatalHandoffError) as caught:
         pipedrive.deliver(idempotency_key=KEY, payload=payload(owner=owner(pipedrive="99")))
     assert "User 99 not found" in str(caught.value)
+
+
+def test_a_person_whose_answer_was_lost_is_looked_for_once_search_has_caught_up(fake: FakePipedrive) -> None:
+    """Pipedrive's search finds a new person only after a while, and allows two persons with one email."""
+    sleeps = Sleeps()
+    fake.search_lag, fake.clock = 6.0, lambda: sum(sleeps)  # time passes only as the sink waits
+    fake.fail("/api/v2/persons", nth=1, method="POST", after=True, reply=failure(502, "Bad Gateway"))
+    config = PipedriveDestination.model_validate({"name": "pipedrive", "kind": "pipedrive", "base_url": fake.url})
+    with PipedriveSink(
+        config, token=TOKEN, ledger=MemoryLedger(), retry=RetryPolicy(attempts=4, sleep=sleeps)
+    ) as sink_:
+        sink_.deliver(idempotency_key=KEY, payload=payload())
+    assert len(fake.data["persons"]) == 1 and sum(1 for c in fake.calls if c.path == "/api/v2/persons") == 1
+    assert max(sleeps) >= SEARCH_LAG  # not the usual one-second retry, which would have missed it

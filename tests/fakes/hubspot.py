@@ -13,13 +13,18 @@ What the handoff writes:
   exists. Existing ID: …" for a taken email; 400 for an unknown hubspot_owner_id)
 - POST /crm/v3/objects/{tasks,notes} with `associations` (HUBSPOT_DEFINED type 204 task→contact, 202
   note→contact), searchable on `associations.contact` and with CONTAINS_TOKEN
+
+Search is eventually consistent, as HubSpot's is: an object created through the API shows in search
+results `search_lag` seconds later (0 by default), on the fake's `clock`, which a test may drive.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,6 +114,9 @@ class FakeHubSpot(FakeVendor):
         self.forms: dict[str, list[dict[str, Any]]] = {}
         self.email_events: list[dict[str, Any]] = []
         self.requests_today = 0
+        self.search_lag = 0.0
+        self.clock: Callable[[], float] = time.monotonic
+        self.indexed_at: dict[tuple[str, str], float] = {}  # (object type, id) → when search finds it
 
     # --- data -------------------------------------------------------------------------------------
 
@@ -230,6 +238,7 @@ class FakeHubSpot(FakeVendor):
         record = {"id": str(self.next_id), "properties": {**properties, "hs_object_id": str(self.next_id),
                   "createdate": iso(datetime.now(UTC)), "lastmodifieddate": iso(datetime.now(UTC))}}  # fmt: skip
         self.objects[object_type].append(record)
+        self.indexed_at[(object_type, record["id"])] = self.clock() + self.search_lag
         if contacts:
             self.associations[(object_type, record["id"])] = [str(c) for c in contacts]
         return self._object(object_type, {**record, "_new": True})
@@ -260,9 +269,11 @@ class FakeHubSpot(FakeVendor):
         if offset >= self.search_cap:
             return error(400, f"after: paging beyond {self.search_cap} results is not supported", "VALIDATION_ERROR")
         groups = body.get("filterGroups") or []
+        now = self.clock()
         records = [
             r for r in self.objects.get(object_type, [])
-            if _matches(self._with_associations(object_type, r), groups)
+            if self.indexed_at.get((object_type, r["id"]), now) <= now
+            and _matches(self._with_associations(object_type, r), groups)
         ]  # fmt: skip
         for sort in reversed(body.get("sorts") or []):
             name = sort["propertyName"] if isinstance(sort, dict) else str(sort).lstrip("-")

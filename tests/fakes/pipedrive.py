@@ -8,7 +8,8 @@
 
 What the handoff writes:
 
-- GET /api/v2/persons/search (term, fields=email, exact_match, limit, cursor → data.items[].item),
+- GET /api/v2/persons/search (term, fields=email, exact_match, limit, cursor → data.items[].item;
+  eventually consistent: a person created through the API is found `search_lag` s later on `clock`),
   GET /api/v2/persons/{id}, POST /api/v2/persons
 - GET /api/v1/leads (person_id, start/limit → additional_data.pagination), POST /api/v1/leads
   (uuid ids; a person or organization is required), POST /api/v2/deals
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +66,9 @@ class FakePipedrive(FakeVendor):
         self.leads: list[dict[str, Any]] = []
         self.users = {1, 7, 8}
         self.next_id = 500
+        self.search_lag = 0.0  # persons created through the API show in search this much later
+        self.clock: Callable[[], float] = time.monotonic
+        self.indexed_at: dict[int, float] = {}
 
     def add_person(self, person_id: int, emails: list[tuple[str, bool]], updated: datetime, **fields: Any) -> None:
         self.data["persons"].append(
@@ -172,9 +178,10 @@ class FakePipedrive(FakeVendor):
         if len(term) < 2:
             return failure(400, "Search term must be at least 2 characters long")
         exact = query.get("exact_match") == "true"
+        now = self.clock()
         hits = [
-            p for p in self.data["persons"] if not p.get("is_deleted") and any(
-                (e["value"].lower() == term) if exact else term in e["value"].lower() for e in p["emails"])
+            p for p in self.data["persons"] if not p.get("is_deleted") and self.indexed_at.get(p["id"], now) <= now
+            and any((e["value"].lower() == term) if exact else term in e["value"].lower() for e in p["emails"])
         ]  # fmt: skip
         limit = int(query.get("limit", 100))
         offset = json.loads(base64.b64decode(query["cursor"]))["offset"] if query.get("cursor") else 0
@@ -197,6 +204,7 @@ class FakePipedrive(FakeVendor):
         person_id = self._new_id()
         emails = [(e["value"], bool(e.get("primary"))) for e in body.get("emails") or []]
         self.add_person(person_id, emails, now, name=body["name"], owner_id=owner)
+        self.indexed_at[person_id] = self.clock() + self.search_lag
         return Reply(200, {"success": True, "data": self.find("persons", person_id)})
 
     def create_lead(self, body: dict[str, Any]) -> Reply:
