@@ -139,6 +139,12 @@ def _run_flow(flow: FlowName, folder: Path, **params: Any) -> Any:
     try:
         return registry.run(flow.value, str(folder), **params)
     except Exception as exc:  # the run's own report and logs are in Prefect; say what failed, briefly
+        report = getattr(exc, "report", None)
+        if flow == FlowName.pipeline and report is not None:  # it went on past a failing source: show what it did
+            from cli.summary import print_pipeline_summary
+
+            print_pipeline_summary(console, folder, report)
+            console.print()
         console.print(f"[bold red]the {flow.value} run failed:[/] {exc}", highlight=False)
         console.print("Rerun with --verbose for Prefect's log, or open the run in the Prefect UI.")
         raise typer.Exit(code=1) from None

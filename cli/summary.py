@@ -85,6 +85,8 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
         f"\n[bold]Activity[/]: {new_events} new events, {new_leads} new leads"
         + (f", {sum(ingest.quarantine_by_reason.values())} records quarantined" if ingest.quarantine_by_reason else "")
     )
+    for name, why in ingest.failed.items():
+        console.print(f"  [red]source {name} stopped[/]: {why}", soft_wrap=True, highlight=False)
     nurture = report.nurture
     skipped = sum(nurture.skipped.values())
     console.print(

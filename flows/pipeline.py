@@ -31,5 +31,7 @@ def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineReport:
     publish_pipeline(report, publish_attention(ws.engine), publish_run_steps())
     ws.engine.dispose()
     if ingest.failed:
-        raise IngestFailed("; ".join(ingest.failed.values()))
+        failed = IngestFailed("; ".join(ingest.failed.values()))
+        failed.report = report  # type: ignore[attr-defined]  # what the run did, for `leadflow run`'s summary
+        raise failed
     return report

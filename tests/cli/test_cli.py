@@ -103,3 +103,21 @@ def test_a_run_from_the_cli_carries_the_tags_automations_look_for(tmp_path: Path
     body = {"flows": {"name": {"any_": ["handoff"]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 1}
     [newest] = httpx.post(f"{PREFECT_API_URL.value()}/flow_runs/filter", json=body).json()
     assert {"leadflow", "handoff", "sales", "cli"} <= set(newest["tags"]), newest["tags"]
+
+
+def test_a_run_with_a_failing_source_shows_what_it_did_then_why_it_failed(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["demo", "--workspace", str(tmp_path), "--leads", "100"]).exit_code == 0
+    config = tmp_path / "leadflow.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "    path: data/activity.jsonl\n",
+            "    path: data/activity.jsonl\n  - name: partner-feed\n    kind: file\n    path: data/missing.jsonl\n",
+        )
+    )
+    result = runner.invoke(app, ["run", "--workspace", str(tmp_path)])
+    assert result.exit_code == 1
+    out = result.output
+    # The rest of the pipeline ran: its summary is there, then the source that stopped, then the failure.
+    assert "leadflow run summary" in out and "Sales handoff" in out
+    assert "source partner-feed stopped" in out and "missing.jsonl" in out
+    assert out.index("leadflow run summary") < out.index("the pipeline run failed:")
