@@ -79,12 +79,12 @@ def _automatic(session: Session, name: str, now: datetime) -> Start:
     last = None if own else session.execute(select(func.max(HandoffOutbox.transition_id))).scalar()
     session.add(DestinationStart(name=name, after_transition=last, recorded_at=now))
     session.flush()
-    left_out = 0 if last is None else _left_out(session, name, last)
+    left_out = 0 if last is None else _left_out(session, last)
     return Start(after=last, recorded=True, left_out=left_out)
 
 
-def _left_out(session: Session, name: str, last: int) -> int:
-    """SQLs up to `last` that another destination has and this one will not get."""
+def _left_out(session: Session, last: int) -> int:
+    """SQLs up to `last` that some destination has: a destination starting after `last` will not get them."""
     handed = exists().where(HandoffOutbox.transition_id == StageTransition.id)
     return int(
         session.execute(
