@@ -90,49 +90,32 @@ def queue_new_sqls_for(
     queued = dict.fromkeys(destinations, 0)
     if not destinations:
         return queued
-    starts = {name: (starts or {}).get(name, Start()) for name in destinations}
-    missing_somewhere = or_(
-        *(
-            and_(
-                ~exists().where(HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == name),
-                starts[name].condition(),
-            )
-            for name in destinations
+    starts = starts or {}
+    # Per destination: it lacks the transition and the transition is one it receives (handoff/starts.py).
+    wanted = [
+        and_(
+            ~exists().where(HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == name),
+            starts.get(name, Start()).condition(),
         )
-    )
+        for name in destinations
+    ]
     pending = session.execute(
-        select(StageTransition, Lead)
+        select(StageTransition, Lead, *(w.label(f"wanted_{n}") for n, w in enumerate(wanted)))
         .join(Lead, Lead.id == StageTransition.lead_id)
         .where(
             StageTransition.to_stage == Stage.sql.value,
-            missing_somewhere,
+            or_(*wanted),
             assigned_transitions() if config.handoff.teams else true(),  # waiting leads are not handed off yet
         )
         .order_by(StageTransition.id)
     ).all()
-    if not pending:
-        return queued
-    have: set[tuple[int, str]] = set()  # (transition, destination) rows already written, for any destination
-    ids = [t.id for t, _ in pending]
-    for start in range(0, len(ids), 5000):
-        have.update(
-            (transition_id, name)
-            for transition_id, name in session.execute(
-                select(HandoffOutbox.transition_id, HandoffOutbox.destination).where(
-                    HandoffOutbox.transition_id.in_(ids[start : start + 5000])
-                )
-            )
-        )
-    handed = {transition_id for transition_id, _ in have}
     rows = []
-    for t, lead in pending:
-        takers = [n for n in destinations if (t.id, n) not in have and starts[n].takes(t, t.id in handed)]
-        if not takers:
-            continue
+    for t, lead, *flags in pending:
         payload = build_payload(session, config, lead, t)
-        for name in takers:
-            queued[name] += 1
-            rows.append(pending_row(handoff_key(t.id, name), lead.id, t.id, name, payload, now))
+        for name, flag in zip(destinations, flags, strict=True):
+            if flag:
+                queued[name] += 1
+                rows.append(pending_row(handoff_key(t.id, name), lead.id, t.id, name, payload, now))
     queue_pending(session, rows)
     return queued
 

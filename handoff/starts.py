@@ -40,19 +40,12 @@ class Start:
     left_out: int = 0
 
     def condition(self) -> ColumnElement[bool]:
-        """The same as `takes`, in SQL over StageTransition."""
+        """Whether this destination receives a transition, in SQL over StageTransition."""
         if self.since is not None:
             return StageTransition.at >= self.since
         if self.after is None:
             return true()
         return or_(StageTransition.id > self.after, ~exists().where(HandoffOutbox.transition_id == StageTransition.id))
-
-    def takes(self, transition: StageTransition, handed_to_anyone: bool) -> bool:
-        if self.since is not None:
-            return transition.at >= self.since
-        if self.after is None:
-            return True
-        return transition.id is not None and (transition.id > self.after or not handed_to_anyone)
 
 
 def destination_starts(session: Session, destinations: Iterable[tuple[str, Since]], now: datetime) -> dict[str, Start]:

@@ -20,11 +20,11 @@ from itertools import compress
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from leads.bulkload import BULK_LOAD, activity_rows
 from leads.models import (
+    EVERY_EMAIL,
     Activity,
     ActivityType,
     ConnectorCursor,
@@ -52,7 +52,6 @@ CHUNK = 2000  # values per IN (...) list: well under SQLite's and PostgreSQL's p
 _LEAD = Lead.__table__
 _ACTIVITY = Activity.__table__
 _SUPPRESSION = Suppression.__table__
-_EVERY_EMAIL = "all"  # the suppression scope of every marketing email (nurture.suppression.ALL)
 SQLITE_CACHE_KIB = 256 * 1024
 _ACTIVITY_COLUMNS = ("lead_id", "type", "occurred_at", "source", "source_id", "target", "properties", "ingested_at")
 
@@ -427,18 +426,19 @@ def _set_first(connection: Connection, new: Any, types: set[ActivityType], sourc
         logged = select(
             _LEAD.c.email,
             _LEAD.c.id,
-            literal(_EVERY_EMAIL),
+            literal(EVERY_EMAIL),
             literal(reason.value),
             literal(source[:100]),
             literal(f"{kind.value} activity from {source}"[:500]),
             first.c.at,
         ).join_from(first, _LEAD, _LEAD.c.id == first.c.lead_id)
-        insert_ = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(_SUPPRESSION)
         connection.execute(
-            insert_.from_select(
+            upsert_insert(connection, _SUPPRESSION)
+            .from_select(
                 ["email", "lead_id", "scope", "reason", "source", "detail", "created_at"],
                 logged.where(first.c.at.is_not(None)),  # a WHERE: SQLite reads ON CONFLICT after a bare JOIN … ON
-            ).on_conflict_do_nothing(index_elements=["email", "scope"])
+            )
+            .on_conflict_do_nothing(index_elements=["email", "scope"])
         )
 
 

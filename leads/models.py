@@ -283,6 +283,9 @@ class SuppressionReason(StrEnum):
     manual = "manual"
 
 
+EVERY_EMAIL = "all"  # the scope of a suppression from all marketing email (else: one sequence's name)
+
+
 class Suppression(SQLModel, table=True):
     """Who must not get marketing email, why, since when, and from which channel; the audit log too."""
 
@@ -292,7 +295,7 @@ class Suppression(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, index=True)
     lead_id: int | None = Field(default=None, foreign_key="lead.id", index=True)
-    scope: str = Field(default="all", max_length=100, description='"all", or the one sequence it applies to.')
+    scope: str = Field(default=EVERY_EMAIL, max_length=100, description='"all", or the one sequence it applies to.')
     reason: SuppressionReason = Field(sa_type=String(20))
     source: str = Field(max_length=100, description="Where it came from: web, smtp, import, cli, ...")
     detail: str | None = Field(default=None, max_length=500)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from leads.ingest import mark_due
 from leads.models import (
+    EVERY_EMAIL,
     Activity,
     ActivityType,
     EnrollmentStatus,
@@ -27,7 +28,7 @@ from leads.models import (
 )
 from leads.sql import upsert_insert
 
-ALL = "all"
+ALL = EVERY_EMAIL
 
 # What each reason means for the lead's own state, and the activity it leaves (a scoring signal).
 _ACTIVITY = {

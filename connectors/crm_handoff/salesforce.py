@@ -144,12 +144,18 @@ class SalesforceSink(CrmSink):
 
     def _contact(self, email: str) -> tuple[str, str | None] | None:
         """The oldest Contact with this email, and its owner."""
-        soql = f"SELECT Id, OwnerId FROM Contact WHERE Email = {soql_string(email)} ORDER BY CreatedDate ASC"
-        records = self.client.request_json("GET", f"{self.api}/query", params={"q": soql}).get("records") or []
-        if not records:
+        contact = self._first(
+            f"SELECT Id, OwnerId FROM Contact WHERE Email = {soql_string(email)} ORDER BY CreatedDate ASC"
+        )
+        if contact is None:
             return None
-        owner = records[0].get("OwnerId")
-        return str(records[0]["Id"]), str(owner) if owner else None
+        owner = contact.get("OwnerId")
+        return str(contact["Id"]), str(owner) if owner else None
+
+    def _first(self, soql: str) -> dict[str, Any] | None:
+        """The first record a SOQL query returns, or None."""
+        records = self.client.request_json("GET", f"{self.api}/query", params={"q": soql}).get("records") or []
+        return records[0] if records else None
 
     def _stored_lead_id(self, email: str) -> str | None:
         stored = self.ledger.lead_crm_id(email, self.name)
@@ -206,12 +212,10 @@ class SalesforceSink(CrmSink):
         return str(existing["Id"])
 
     def _find(self, email: str) -> str | None:
-        soql = (
+        lead = self._first(
             f"SELECT Id FROM Lead WHERE Email = {soql_string(email)} AND IsConverted = false ORDER BY CreatedDate ASC"
         )
-        body = self.client.request_json("GET", f"{self.api}/query", params={"q": soql})
-        records = body.get("records") or []
-        return str(records[0]["Id"]) if records else None
+        return str(lead["Id"]) if lead else None
 
     def _create(self, fields: dict[str, Any]) -> str:
         body = self.client.request_json_once("POST", f"{self.api}/sobjects/Lead", json=self._for_create(fields))
@@ -226,9 +230,10 @@ class SalesforceSink(CrmSink):
         title = subject(payload, key)
 
         def find() -> str | None:
-            soql = f"SELECT Id FROM Task WHERE WhoId = {soql_string(who_id)} AND Subject = {soql_string(title)}"
-            records = self.client.request_json("GET", f"{self.api}/query", params={"q": soql}).get("records") or []
-            return str(records[0]["Id"]) if records else None
+            task = self._first(
+                f"SELECT Id FROM Task WHERE WhoId = {soql_string(who_id)} AND Subject = {soql_string(title)}"
+            )
+            return str(task["Id"]) if task else None
 
         def create() -> str:
             task: dict[str, Any] = {
