@@ -3,6 +3,7 @@
 - `leadflow serve` serves every deployment from one process (single machine, no work pool).
 - `leadflow ops limits` creates the Prefect global concurrency limits the flows take slots of.
 - `leadflow ops dead-letters` lists dead handoffs and emails and the quarantine; `retry-dead` requeues.
+- `leadflow ops leases` lists the single-writer leases and their holders; `--release NAME` frees one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlmodel import Session
 from leads.models import EmailOutbox, HandoffOutbox, OutboxStatus, Quarantine, utcnow
 from leads.settings import load_settings
 
-ops_app = typer.Typer(help="Operations: concurrency limits, dead letters.", no_args_is_help=True)
+ops_app = typer.Typer(help="Operations: concurrency limits, dead letters, leases.", no_args_is_help=True)
 console = Console()
 Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
 
@@ -245,3 +246,65 @@ def serve(workspace: Path | None, pipeline_schedule: bool, limit: int | None) ->
     from flows.deployments import runner_deployments
 
     prefect_serve(*runner_deployments(folder, pipeline_schedule=pipeline_schedule), limit=limit)
+
+
+@ops_app.command("leases")
+def leases(
+    workspace: Workspace = None,
+    release: Annotated[str | None, typer.Option("--release", metavar="NAME", help="Free this lease.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Release even if its holder is alive.")] = False,
+) -> None:
+    """Leases (one writer at a time per step): who holds each, its heartbeat, alive or not; --release frees one.
+
+    A dead holder's lease is taken over by the next run by itself (at once on the same machine, after its
+    heartbeat goes stale elsewhere); releasing by hand is for when no run should wait even that long.
+    """
+    from leads.leases import LeaseHeld, LeaseNotFound, read_leases, release_for_admin
+
+    engine = _engine(workspace)
+    try:
+        now = utcnow()
+        if release is None:
+            rows = read_leases(engine)
+            if not rows:
+                console.print("leases: none taken yet")
+                return
+            out = Table(title="leases (work_lease)", title_justify="left")
+            for column in ("name", "state", "run", "host", "pid", "since (UTC)", "last heartbeat"):
+                out.add_column(column)
+            for info in rows:
+                beat = f"{(now - info.heartbeat_at).total_seconds():.0f} s ago" if info.heartbeat_at else "-"
+                since = f"{info.since:%Y-%m-%d %H:%M:%S}" if info.since and info.holder else "-"
+                out.add_row(
+                    info.name, info.state(now).value, info.holder or "-", info.host or "-",
+                    str(info.pid) if info.pid is not None else "-", since, beat,
+                )  # fmt: skip
+            console.print(out)
+            console.print(
+                "dead or stale leases are taken over by the next run; `leadflow ops leases --release NAME` frees one",
+                highlight=False,
+            )
+            return
+        try:
+            freed = release_for_admin(engine, release, force=force)
+        except LeaseNotFound:
+            names = ", ".join(info.name for info in read_leases(engine)) or "none"
+            console.print(f"no lease named {release!r} (leases: {names})", highlight=False)
+            raise typer.Exit(1) from None
+        except LeaseHeld as held:
+            info = held.lease
+            why = "its process runs on this machine" if info.here else "its heartbeat is fresh"
+            console.print(
+                f"not released: {release} is held by {info.describe(now)}, which is alive ({why}). Releasing it "
+                "lets another run do the same step alongside it; add --force if you are sure",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
+        if freed.holder is None:
+            console.print(f"{release} is not held; nothing to release", highlight=False)
+        else:
+            console.print(
+                f"released {release} (was held by {freed.describe(now)}, {freed.state(now).value})", highlight=False
+            )
+    finally:
+        engine.dispose()

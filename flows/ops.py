@@ -9,20 +9,22 @@ Events live in flows/events.py.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from leads.claims import holding
+from leads.leases import holding
 from leads.models import (
     EmailOutbox,
     HandoffOutbox,
@@ -49,12 +51,24 @@ def wait_until(done: Callable[[], bool], *, timeout: float, what: str, poll: flo
     return True
 
 
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run's logger inside a flow or task, else the module's (a step called from plain code)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
 @contextmanager
-def single_writer(
-    engine: Engine, name: str, *, wait: float = 600.0, ttl: timedelta = timedelta(hours=1)
-) -> Iterator[None]:
-    """One run at a time for a step, across processes and machines (see leads.claims.holding)."""
-    with holding(engine, f"leadflow:{name}", holder=worker_id(), wait=wait, ttl=ttl):
+def single_writer(engine: Engine, name: str, *, wait: float = 600.0, poll: float = 1.0) -> Iterator[None]:
+    """One run at a time for a step, across processes and machines (see leads.leases).
+
+    A live holder is waited for up to `wait` seconds (it is doing the same step; this run then finds it
+    done); a dead one is taken over as soon as it is seen: at once on the same machine, within
+    leads.leases.STALE_AFTER of its last heartbeat from another one.
+    """
+    logger = _logger()
+    with holding(engine, f"leadflow:{name}", holder=worker_id(), wait=wait, poll=poll, notify=logger.warning):
         yield
 
 

@@ -14,9 +14,7 @@ together share one plan instead of making two.
   A worker whose claim was taken over (its lease ran out) finds the mark refused and rolls back.
 - The last worker out closes the round, and only one does (a compare-and-set on the round).
 
-A *lease* is a named lock with an expiry, for steps that must have one writer at a time (reading a
-source, enrolling leads in nurture, queueing handoffs): two runs never do them at once, and a holder
-that died frees the name when its lease runs out.
+Named leases for single-writer steps live in leads.leases.
 
 Timestamps here are wall-clock (`utcnow`), never a run's `as_of`: a replay of last month still
 holds its claims for real minutes.
@@ -24,9 +22,7 @@ holds its claims for real minutes.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,8 +30,7 @@ from sqlalchemy import Engine, and_, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from leads.models import ShardStatus, WorkLease, WorkRound, WorkShard, utcnow
-from leads.sql import upsert_insert
+from leads.models import ShardStatus, WorkRound, WorkShard, utcnow
 
 CLAIM_LEASE = timedelta(minutes=15)
 Clock = Callable[[], datetime]
@@ -248,62 +243,3 @@ def round_totals(session: Session, round_id: int) -> RoundTotals:
         changes=sum(r.changes for r in done),
         workers=len({r.claimed_by for r in done}),
     )
-
-
-# -- leases -------------------------------------------------------------------------------------
-
-
-class LeaseBusy(RuntimeError):
-    """The named step is held by another run for longer than this run would wait."""
-
-
-def acquire_lease(engine: Engine, name: str, *, holder: str, ttl: timedelta, clock: Clock = utcnow) -> bool:
-    """Take the lease if it is free, expired, or already ours (then it is extended)."""
-    with Session(engine) as session:
-        session.execute(upsert_insert(session, WorkLease).values(name=name).on_conflict_do_nothing())
-        now = clock()
-        taken = session.execute(
-            update(WorkLease)
-            .where(
-                WorkLease.name == name,
-                or_(WorkLease.holder.is_(None), WorkLease.expires_at < now, WorkLease.holder == holder),
-            )
-            .values(holder=holder, acquired_at=now, expires_at=now + ttl)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        session.commit()
-        return taken == 1
-
-
-def release_lease(engine: Engine, name: str, *, holder: str) -> None:
-    with Session(engine) as session:
-        session.execute(
-            update(WorkLease)
-            .where(WorkLease.name == name, WorkLease.holder == holder)
-            .values(holder=None, expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-
-
-@contextmanager
-def holding(
-    engine: Engine,
-    name: str,
-    *,
-    holder: str,
-    ttl: timedelta = timedelta(minutes=30),
-    wait: float = 0.0,
-    poll: float = 0.25,
-    clock: Clock = utcnow,
-) -> Iterator[None]:
-    """Run the block as the lease's only holder, waiting up to `wait` seconds for it; else LeaseBusy."""
-    deadline = time.monotonic() + wait
-    while not acquire_lease(engine, name, holder=holder, ttl=ttl, clock=clock):
-        if time.monotonic() >= deadline:
-            raise LeaseBusy(f"{name} is held by another run (waited {wait:.0f} s)")
-        time.sleep(poll)
-    try:
-        yield
-    finally:
-        release_lease(engine, name, holder=holder)

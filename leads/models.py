@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 # Named constraints, so later SQLite batch migrations can drop or alter them by name.
@@ -468,7 +468,11 @@ class WorkShard(SQLModel, table=True):
 
 
 class WorkLease(SQLModel, table=True):
-    """A named lease: a step that must have one writer at a time across processes and machines."""
+    """A named lease: a step that must have one writer at a time across processes and machines.
+
+    The holder's process (host, pid, pid scope and start) lets a run on the same machine see at once
+    that it died; its heartbeat keeps `expires_at` ahead of now while it lives (see leads.leases).
+    """
 
     __tablename__ = "work_lease"
 
@@ -476,3 +480,8 @@ class WorkLease(SQLModel, table=True):
     holder: str | None = Field(default=None, max_length=64)
     acquired_at: datetime | None = Field(default=None, sa_type=DateTime())
     expires_at: datetime | None = Field(default=None, sa_type=DateTime())
+    host: str | None = Field(default=None, max_length=255)
+    pid: int | None = None
+    pid_scope: str | None = Field(default=None, max_length=200)
+    pid_start: int | None = Field(default=None, sa_type=BigInteger())
+    heartbeat_at: datetime | None = Field(default=None, sa_type=DateTime())

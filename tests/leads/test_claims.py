@@ -1,4 +1,7 @@
-"""Shared work without doing any of it twice: requalify rounds, shard claims and leases, on SQLite and PostgreSQL."""
+"""Shared work without doing any of it twice: requalify rounds and shard claims, on SQLite and PostgreSQL.
+
+Leases: tests/leads/test_leases.py.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,10 @@ from sqlalchemy import Engine, func, insert, select
 from sqlmodel import Session
 
 from leads.claims import (
-    LeaseBusy,
-    acquire_lease,
     claim_shard,
     close_round,
     finish_shard,
-    holding,
     open_round,
-    release_lease,
     round_totals,
 )
 from leads.db import make_engine, session_scope, upgrade
@@ -148,21 +147,3 @@ def test_plan_for_a_million_leads_is_twenty_shards_and_due_leads_come_in_lists(e
     assert plan.mode == "full" and len(plan.shards) == 20
     assert (plan.shards[0].lo, plan.shards[-1].hi) == (1, 1_000_000)
     assert all(s.size == 50_000 and s.ids is None for s in plan.shards)
-
-
-def test_a_lease_has_one_holder_until_released_or_expired(engine: Engine) -> None:
-    ttl = timedelta(minutes=5)
-    assert acquire_lease(engine, "ingest:web", holder="a", ttl=ttl)
-    assert not acquire_lease(engine, "ingest:web", holder="b", ttl=ttl)
-    assert acquire_lease(engine, "ingest:crm", holder="b", ttl=ttl)  # another name is another lease
-    with pytest.raises(LeaseBusy, match="ingest:web"):
-        with holding(engine, "ingest:web", holder="b", wait=0.3, poll=0.1):
-            pass
-    release_lease(engine, "ingest:web", holder="b")  # not b's to release
-    assert not acquire_lease(engine, "ingest:web", holder="b", ttl=ttl)
-    later = lambda: utcnow() + ttl + timedelta(seconds=1)  # noqa: E731
-    assert acquire_lease(engine, "ingest:web", holder="b", ttl=ttl, clock=later)  # a died: its lease ran out
-    release_lease(engine, "ingest:web", holder="b")
-    with holding(engine, "ingest:web", holder="c"):
-        assert not acquire_lease(engine, "ingest:web", holder="a", ttl=ttl)
-    assert acquire_lease(engine, "ingest:web", holder="a", ttl=ttl)  # released when the block ended

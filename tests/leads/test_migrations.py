@@ -24,7 +24,7 @@ from leads.db import (
 )
 from leads.models import Activity, Lead, Stage
 
-HEAD = "0008"
+HEAD = "0009"
 
 
 def _schema(engine: Engine) -> dict[str, object]:
