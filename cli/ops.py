@@ -270,7 +270,8 @@ def leases(
                 console.print("leases: none taken yet")
                 return
             out = Table(title="leases (work_lease)", title_justify="left")
-            for column in ("name", "state", "run", "host", "pid", "since (UTC)", "last heartbeat"):
+            out.add_column("name", no_wrap=True, min_width=max(len(info.name) for info in rows))  # for --release
+            for column in ("state", "run", "host", "pid", "since (UTC)", "last heartbeat"):
                 out.add_column(column)
             for info in rows:
                 beat = f"{(now - info.heartbeat_at).total_seconds():.0f} s ago" if info.heartbeat_at else "-"
