@@ -271,7 +271,9 @@ def leases(
                 return
             out = Table(title="leases (work_lease)", title_justify="left")
             out.add_column("name", no_wrap=True, min_width=max(len(info.name) for info in rows))  # for --release
-            for column in ("state", "run", "host", "pid", "since (UTC)", "last heartbeat"):
+            out.add_column("state")
+            out.add_column("run", no_wrap=True, min_width=max(len(info.holder or "-") for info in rows))  # Prefect's id
+            for column in ("host", "pid", "since (UTC)", "last heartbeat"):
                 out.add_column(column)
             for info in rows:
                 beat = f"{(now - info.heartbeat_at).total_seconds():.0f} s ago" if info.heartbeat_at else "-"
