@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlmodel import Session
 
+from leads.leases import LeaseHeld, LeaseInfo, LeaseNotFound, LeaseState, read_leases, release_for_admin
 from leads.models import EmailOutbox, HandoffOutbox, OutboxStatus, Quarantine, utcnow
 from leads.settings import load_settings
 
@@ -248,6 +250,50 @@ def serve(workspace: Path | None, pipeline_schedule: bool, limit: int | None) ->
     prefect_serve(*runner_deployments(folder, pipeline_schedule=pipeline_schedule), limit=limit)
 
 
+def _lease_table(rows: list[LeaseInfo], now: datetime) -> Table:
+    """One row per lease; names and run ids are never cut (an admin copies them)."""
+    out = Table(title="leases (work_lease)", title_justify="left")
+    out.add_column("name", no_wrap=True, min_width=max(len(info.name) for info in rows))
+    out.add_column("state")
+    out.add_column("run", no_wrap=True, min_width=max(len(info.holder or "-") for info in rows))
+    for column in ("host", "pid", "since (UTC)", "last heartbeat"):
+        out.add_column(column)
+    for info in rows:
+        state = info.state(now)
+        late = state is LeaseState.alive and info.expires_at is not None and info.expires_at < now  # kept: it runs
+        out.add_row(
+            info.name,
+            state.value + (" (heartbeat late)" if late else ""),
+            info.holder or "-",
+            info.host or "-",
+            str(info.pid) if info.pid is not None else "-",
+            f"{info.since:%Y-%m-%d %H:%M:%S}" if info.since and info.holder else "-",
+            f"{(now - info.heartbeat_at).total_seconds():.0f} s ago" if info.heartbeat_at else "-",
+        )
+    return out
+
+
+def _release(engine: Engine, name: str, *, force: bool, now: datetime) -> None:
+    try:
+        freed = release_for_admin(engine, name, force=force)
+    except LeaseNotFound:
+        names = ", ".join(info.name for info in read_leases(engine)) or "none"
+        console.print(f"no lease named {name!r} (leases: {names})", highlight=False)
+        raise typer.Exit(1) from None
+    except LeaseHeld as held:
+        why = "its process runs on this machine" if held.lease.here else "its heartbeat is fresh"
+        console.print(
+            f"not released: {name} is held by {held.lease.describe(now)}, which is alive ({why}). Releasing it "
+            "lets another run do the same step alongside it; add --force if you are sure",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+    if freed.holder is None:
+        console.print(f"{name} is not held; nothing to release", highlight=False)
+    else:
+        console.print(f"released {name} (was held by {freed.describe(now)}, {freed.state(now).value})", highlight=False)
+
+
 @ops_app.command("leases")
 def leases(
     workspace: Workspace = None,
@@ -259,55 +305,20 @@ def leases(
     A dead holder's lease is taken over by the next run by itself (at once on the same machine, after its
     heartbeat goes stale elsewhere); releasing by hand is for when no run should wait even that long.
     """
-    from leads.leases import LeaseHeld, LeaseNotFound, read_leases, release_for_admin
-
     engine = _engine(workspace)
     try:
         now = utcnow()
-        if release is None:
-            rows = read_leases(engine)
-            if not rows:
-                console.print("leases: none taken yet")
-                return
-            out = Table(title="leases (work_lease)", title_justify="left")
-            out.add_column("name", no_wrap=True, min_width=max(len(info.name) for info in rows))  # for --release
-            out.add_column("state")
-            out.add_column("run", no_wrap=True, min_width=max(len(info.holder or "-") for info in rows))  # Prefect's id
-            for column in ("host", "pid", "since (UTC)", "last heartbeat"):
-                out.add_column(column)
-            for info in rows:
-                beat = f"{(now - info.heartbeat_at).total_seconds():.0f} s ago" if info.heartbeat_at else "-"
-                since = f"{info.since:%Y-%m-%d %H:%M:%S}" if info.since and info.holder else "-"
-                out.add_row(
-                    info.name, info.state(now).value, info.holder or "-", info.host or "-",
-                    str(info.pid) if info.pid is not None else "-", since, beat,
-                )  # fmt: skip
-            console.print(out)
-            console.print(
-                "dead or stale leases are taken over by the next run; `leadflow ops leases --release NAME` frees one",
-                highlight=False,
-            )
+        if release is not None:
+            _release(engine, release, force=force, now=now)
             return
-        try:
-            freed = release_for_admin(engine, release, force=force)
-        except LeaseNotFound:
-            names = ", ".join(info.name for info in read_leases(engine)) or "none"
-            console.print(f"no lease named {release!r} (leases: {names})", highlight=False)
-            raise typer.Exit(1) from None
-        except LeaseHeld as held:
-            info = held.lease
-            why = "its process runs on this machine" if info.here else "its heartbeat is fresh"
-            console.print(
-                f"not released: {release} is held by {info.describe(now)}, which is alive ({why}). Releasing it "
-                "lets another run do the same step alongside it; add --force if you are sure",
-                highlight=False,
-            )
-            raise typer.Exit(1) from None
-        if freed.holder is None:
-            console.print(f"{release} is not held; nothing to release", highlight=False)
-        else:
-            console.print(
-                f"released {release} (was held by {freed.describe(now)}, {freed.state(now).value})", highlight=False
-            )
+        rows = read_leases(engine)
+        if not rows:
+            console.print("leases: none taken yet")
+            return
+        console.print(_lease_table(rows, now))
+        console.print(
+            "dead or stale leases are taken over by the next run; `leadflow ops leases --release NAME` frees one",
+            highlight=False,
+        )
     finally:
         engine.dispose()

@@ -266,7 +266,7 @@ class _Heartbeat(threading.Thread):
             except DBAPIError as exc:  # the database is away for a moment: the next beat tries again
                 self.notify(f"lease {self.lease}: heartbeat failed ({type(exc).__name__}); trying again")
                 continue
-            if not kept:
+            if not kept and not self.done.is_set():  # (after the block ended, the lease was let go on purpose)
                 self.lost = True
                 self.notify(
                     f"lease {self.lease} is no longer held by this run (released by an admin, or taken over after "
@@ -332,5 +332,5 @@ def holding(
         yield Lease(name, holder, pulse)
     finally:
         pulse.done.set()
-        pulse.join()
+        pulse.join(timeout=60)  # a beat waits for the database at most its busy timeout; never hang a run here
         release_lease(engine, name, holder=holder)
