@@ -317,8 +317,9 @@ def holding(
         assert seen is not None
         if time.monotonic() >= deadline:
             raise LeaseBusy(
-                f"{name} is held by {seen.describe(clock())}; waited {wait:.0f} s. `leadflow ops leases` lists "
-                f"leases; if that run is gone, `leadflow ops leases --release {name}` frees it"
+                f"{name} is held by {seen.describe(clock())}, which is alive; waited {wait:.0f} s. `leadflow ops "
+                f"leases` shows it; if that run hangs, stop its process or run "
+                f"`leadflow ops leases --release {name} --force`"
             )
         if not told:
             notify(f"{name} is held by {seen.describe(clock())}; waiting up to {wait:.0f} s for it")

@@ -13,8 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from leads.db import make_engine, upgrade
 from leads.leases import (
     HEARTBEAT,
     STALE_AFTER,
@@ -97,11 +98,11 @@ def test_a_holder_killed_on_this_machine_is_taken_over_at_once(engine: Engine) -
 
 
 def test_a_holder_on_another_machine_keeps_its_lease_while_it_beats_and_loses_it_once_killed(engine: Engine) -> None:
-    args = ("--elsewhere", "box-2", "--heartbeat", "0.2", "--stale", "2")
+    args = ("--elsewhere", "box-2", "--heartbeat", "0.2", "--stale", "3")
     with holder(_url(engine), NAME, "run-1", *args) as proc:
         first = _lease(engine).heartbeat_at
-        with pytest.raises(LeaseBusy, match="held by run run-1"):  # twice the staleness limit: it keeps beating
-            with holding(engine, NAME, holder="run-2", wait=4, poll=0.1):
+        with pytest.raises(LeaseBusy, match="held by run run-1"):  # longer than the staleness limit: it keeps beating
+            with holding(engine, NAME, holder="run-2", wait=5, poll=0.1):
                 pass
         info = _lease(engine)
         assert info.host == "box-2" and info.state(utcnow()) is LeaseState.alive and not info.here
@@ -184,3 +185,29 @@ def test_a_lease_released_by_an_admin_is_lost_by_its_holder(engine: Engine) -> N
         assert acquire_lease(engine, NAME, holder="run-2")
     assert _lease(engine).holder == "run-2"  # the old holder's exit did not free the new holder's lease
     assert any("no longer held by this run" in line for line in said)
+
+
+def test_a_lease_held_before_the_upgrade_keeps_its_expiry_then_is_taken_over(db_url: str) -> None:
+    """Rows of 0008 have no process or heartbeat: their old expiry still says when they may be taken."""
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0008")
+        now = utcnow()
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO work_lease (name, holder, acquired_at, expires_at) VALUES (:n, :h, :a, :e)"),
+                [
+                    {"n": "leadflow:ingest:web", "h": "old-run", "a": now, "e": now + timedelta(minutes=30)},
+                    {"n": "leadflow:handoff:queue", "h": "older-run", "a": now, "e": now - timedelta(minutes=1)},
+                ],
+            )
+        upgrade(engine)
+        states = {info.name: (info.holder, info.state(utcnow())) for info in read_leases(engine)}
+        assert states == {
+            "leadflow:ingest:web": ("old-run", LeaseState.alive),
+            "leadflow:handoff:queue": ("older-run", LeaseState.stale),
+        }
+        assert not acquire_lease(engine, "leadflow:ingest:web", holder="new")
+        assert acquire_lease(engine, "leadflow:handoff:queue", holder="new")
+    finally:
+        engine.dispose()
