@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, func, select, update
@@ -252,23 +253,25 @@ def serve(workspace: Path | None, pipeline_schedule: bool, limit: int | None) ->
 
 def _lease_table(rows: list[LeaseInfo], now: datetime) -> Table:
     """One row per lease; names and run ids are never cut (an admin copies them)."""
-    out = Table(title="leases (work_lease)", title_justify="left")
+    out = Table(title="leases (work_lease)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     out.add_column("name", no_wrap=True, min_width=max(len(info.name) for info in rows))
-    out.add_column("state")
-    out.add_column("run", no_wrap=True, min_width=max(len(info.holder or "-") for info in rows))
-    for column in ("host", "pid", "since (UTC)", "last heartbeat"):
-        out.add_column(column)
+    out.add_column("state", min_width=5)
+    out.add_column("pid", no_wrap=True)
+    out.add_column("host", overflow="fold")
+    out.add_column("since (UTC)")
+    out.add_column("heartbeat")
+    out.add_column("run", overflow="fold")  # last: a narrow terminal wraps the run id instead of cutting it
     for info in rows:
         state = info.state(now)
         late = state is LeaseState.alive and info.expires_at is not None and info.expires_at < now  # kept: it runs
         out.add_row(
             info.name,
             state.value + (" (heartbeat late)" if late else ""),
-            info.holder or "-",
-            info.host or "-",
             str(info.pid) if info.pid is not None else "-",
+            info.host or "-",
             f"{info.since:%Y-%m-%d %H:%M:%S}" if info.since and info.holder else "-",
             f"{(now - info.heartbeat_at).total_seconds():.0f} s ago" if info.heartbeat_at else "-",
+            info.holder or "-",
         )
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -73,8 +74,13 @@ def test_a_holder_elsewhere_is_refused_while_it_beats_and_force_releases_it(
         assert read_leases(engine)[0].holder is None
 
 
-def test_releasing_an_unknown_lease_names_the_ones_there_are(workspace: Path, db_url: str) -> None:
-    with holder(db_url, NAME, "run-9"):
+def test_a_live_holder_that_stopped_beating_is_flagged_and_an_unknown_name_is_refused(
+    workspace: Path, db_url: str
+) -> None:
+    with holder(db_url, NAME, "run-9", "--heartbeat", "3600", "--stale", "0.3"):
+        time.sleep(0.5)
+        row = next(line for line in _leases(workspace).output.splitlines() if NAME in line)
+        assert "alive (heartbeat late)" in row  # kept (its process runs here), but worth a look
         missing = _leases(workspace, "--release", "leadflow:nope")
     assert missing.exit_code == 1
     assert f"no lease named 'leadflow:nope' (leases: {NAME})" in missing.output
