@@ -144,7 +144,7 @@ def try_acquire(
     process: ProcessId | None = None,
     stale_after: timedelta = STALE_AFTER,
     clock: Clock = utcnow,
-) -> tuple[bool, LeaseInfo | None]:
+) -> tuple[bool, LeaseInfo]:
     """Take the lease if it is free, ours, or its holder is dead or stale. Returns (taken, what was seen)."""
     seen = _read(engine, name)
     if seen is None:
@@ -314,7 +314,6 @@ def holding(
         taken, seen = try_acquire(engine, name, holder=holder, process=process, stale_after=stale_after, clock=clock)
         if taken:
             break
-        assert seen is not None
         if time.monotonic() >= deadline:
             raise LeaseBusy(
                 f"{name} is held by {seen.describe(clock())}, which is alive; waited {wait:.0f} s. `leadflow ops "
@@ -325,7 +324,7 @@ def holding(
             notify(f"{name} is held by {seen.describe(clock())}; waiting up to {wait:.0f} s for it")
             told = True
         time.sleep(poll)
-    if seen is not None and seen.holder not in (None, holder):
+    if seen.holder not in (None, holder):
         notify(f"took over {name} from {seen.describe(clock())}, which is {seen.state(clock()).value}")
     pulse = _Heartbeat(engine, name, holder, heartbeat, stale_after, clock, notify)
     pulse.start()
