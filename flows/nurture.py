@@ -54,7 +54,8 @@ class TemplatesHeld(RuntimeError):
         lines = [f"  {where}: {n} email(s) held" for where, n in held.items()]
         super().__init__(
             f"{len(held)} nurture step(s) held because their templates fail; {emails} email(s) wait, none are lost. "
-            "Fix the template (`leadflow check` shows the same errors), then run nurture again:\n" + "\n".join(lines)
+            "Fix the template (`leadflow check` shows the same errors); the next nurture run sends them:\n"
+            + "\n".join(lines)
         )
 
 

@@ -117,7 +117,8 @@ class TemplateGate:
                     renderer.render(template=step.template, subject=step.subject, context=context)
             except Exception as exc:  # noqa: BLE001 - any failure to render holds the step
                 where, error = self._locate(step.template, step.subject, context, exc)
-                return HeldStep(sequence, index, step.key, where, f"{error} (sample lead: {label})")
+                sample = "" if label == "full profile" else f" (for a lead like the sample {label!r})"
+                return HeldStep(sequence, index, step.key, where, error + sample)
         return None
 
     def _locate(self, template: str, subject: str, context: dict[str, Any], exc: BaseException) -> tuple[str, str]:
