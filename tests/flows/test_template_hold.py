@@ -199,3 +199,39 @@ def test_retry_dead_requeues_emails_an_earlier_version_failed_on_a_template_erro
     again = CliRunner().invoke(app, ["ops", "retry-dead", "--workspace", str(folder), "--no-handoffs"])
     assert "requeued 0 email_outbox rows" in again.output
     engine.dispose()
+
+
+def test_leadflow_run_names_file_and_line_then_sends_the_held_emails_after_the_fix(
+    tmp_path: Path, sqlite_url: str, smtp_server: tuple[Any, int]
+) -> None:
+    """What marketing ops see on the command line: the summary, the held step with file:line, exit code 1."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    mailbox, port = smtp_server
+    folder = make_workspace(
+        tmp_path / "ws", sqlite_url, leads=200, extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\n"
+    )
+    welcome = folder / "templates" / "warm-up" / "1-welcome.html"
+    source = welcome.read_text()
+    welcome.write_text(source.replace("{{ lead.first_name", "{{ lead.frist_name", 1))
+
+    first = CliRunner().invoke(app, ["run", "--workspace", str(folder)], terminal_width=200)
+    assert first.exit_code == 1, first.output
+    assert "Leads by stage" in first.output  # the summary of what did happen comes first
+    assert "the pipeline run failed" in first.output
+    assert "templates/warm-up/1-welcome.html:3: 'dict object' has no attribute 'frist_name'" in first.output
+    assert "Traceback" not in first.output
+    greeted = [m for m in mailbox.messages if "three signs a lead is ready" in str(m.message["Subject"])]
+    assert greeted == []
+
+    welcome.write_text(source)
+    second = CliRunner().invoke(app, ["run", "nurture", "--workspace", str(folder)], terminal_width=200)
+    assert second.exit_code == 0, second.output
+    greeted = [
+        str(m.message["To"]) for m in mailbox.messages if "three signs a lead is ready" in str(m.message["Subject"])
+    ]
+    assert greeted and len(greeted) == len(set(greeted))
+    held = int(first.output.split("email(s) wait")[0].split()[-1])
+    assert len(greeted) == held
