@@ -141,6 +141,7 @@ def dry_run(ws: Workspace, now: datetime, batch_size: int) -> NurtureReport:
                 now=now,
                 batch_size=batch_size,
                 limit=PREVIEW_LIMIT,
+                gate=TemplateGate(ws.config, ws.path(ws.config.templates_dir)),
             )
         finally:
             session.rollback()
@@ -152,6 +153,7 @@ def dry_run(ws: Workspace, now: datetime, batch_size: int) -> NurtureReport:
         skipped=dict(preview.skipped),
         deferred=dict(preview.deferred),
         failed=dict(preview.failed),
+        held=dict(preview.held),
         outbox=public_mail_url(ws.settings.mail_url),
         dry_run=True,
         would_send=preview.would_send,

@@ -233,6 +233,7 @@ def publish_nurture_dry_run(report: NurtureReport) -> None:
                 _counts("would skip", report.skipped),
                 _counts("would defer", report.deferred),
                 _counts("would fail", report.failed),
+                _counts("would hold (template error; sent once it is fixed)", report.held),
                 f"- in flight from a dead sender (would be settled as unconfirmed): {report.unconfirmed}",
             ]
         ),
