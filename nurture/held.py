@@ -101,8 +101,11 @@ class TemplateGate:
         step = self._steps[sequence].steps[index]
         where, error = self._locate(step.template, step.subject, context, exc)
         held = HeldStep(sequence, index, step.key, where, error)
-        with self._lock:
-            return self._checked.setdefault((sequence, index), held) or held
+        with self._lock:  # the samples may have passed (None): a real lead's failure holds the step all the same
+            first = self._checked.get((sequence, index))
+            if first is None:
+                self._checked[(sequence, index)] = first = held
+            return first
 
     def _check(self, sequence: str, index: int) -> HeldStep | None:
         found = self._steps.get(sequence)

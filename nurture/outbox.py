@@ -60,6 +60,8 @@ from nurture.render import RenderedEmail, TemplateRenderer
 from nurture.suppression import ALL, suppress
 
 LEASE = timedelta(minutes=10)
+# A held row is due again just after this run's clock: a later run takes it, this one never spins on it.
+HOLD_PAUSE = timedelta(seconds=1)
 MAX_ATTEMPTS = 6
 # Statuses that count as "emailed" for the frequency cap.
 DELIVERED = (OutboxStatus.sent.value, OutboxStatus.in_flight.value, OutboxStatus.unconfirmed.value)
@@ -484,7 +486,7 @@ def _send_one(
         return Outcome.deferred, verdict.reason
     gate = composer.gate
     if gate is not None and gate.is_held(due.sequence, due.step):
-        marks.later("defer", due, until=now, err="held: the step's template fails; sent once it is fixed")
+        marks.later("defer", due, until=now + HOLD_PAUSE, err="held: the step's template fails; sent once it is fixed")
         return Outcome.held, f"{due.sequence} step {due.step + 1}"
     try:
         envelope = composer.envelope(due)
@@ -492,7 +494,7 @@ def _send_one(
         marks.later("finish", due, st=OutboxStatus.skipped.value, err=str(exc))
         return Outcome.skipped, str(exc)
     except Exception as exc:  # a broken template holds its email (and step), never consumes it
-        marks.later("defer", due, until=now, err=held_error(composer, due, exc)[:2000])
+        marks.later("defer", due, until=now + HOLD_PAUSE, err=held_error(composer, due, exc)[:2000])
         return Outcome.held, f"{due.sequence} step {due.step + 1}"
     try:
         provider_id = transport.deliver(envelope, before_data=lambda: marks.in_flight(due, envelope, now))

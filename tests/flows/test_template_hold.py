@@ -22,7 +22,7 @@ from flows.nurture import TemplatesHeld, nurture_flow
 from flows.params import NurtureParams
 from leads.config import load_config
 from leads.db import make_engine, session_scope
-from leads.models import EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
+from leads.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus
 from nurture.enrollment import queue_due_steps
 from tests.flows.test_pipeline import END, make_workspace, run
 
@@ -235,3 +235,57 @@ def test_leadflow_run_names_file_and_line_then_sends_the_held_emails_after_the_f
     assert greeted and len(greeted) == len(set(greeted))
     held = int(first.output.split("email(s) wait")[0].split()[-1])
     assert len(greeted) == held
+
+
+def test_a_template_that_fails_only_for_a_real_lead_holds_the_rest_of_its_step(
+    tmp_path: Path, sqlite_url: str, smtp_server: tuple[Any, int]
+) -> None:
+    """The samples render, one real lead's email does not: what went out stays sent, the rest of the step waits."""
+    mailbox, port = smtp_server
+    folder = make_workspace(
+        tmp_path / "ws", sqlite_url, leads=300, extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\n"
+    )
+    run(folder)
+    engine = make_engine(sqlite_url)
+    waiting = _warm_up_at(engine, 1)
+    with session_scope(engine) as session:  # a lead in the middle of the send order
+        ids = (
+            session.execute(
+                select(NurtureEnrollment.lead_id)
+                .where(NurtureEnrollment.sequence == "warm-up", NurtureEnrollment.step == 1)
+                .order_by(NurtureEnrollment.id)
+            )
+            .scalars()
+            .all()
+        )
+        odd = session.execute(select(Lead.email).where(Lead.id == ids[len(ids) // 2])).scalar_one()
+    source = (folder / TEMPLATE).read_text()
+    (folder / TEMPLATE).write_text(
+        source.replace(
+            "{% block content %}\n",
+            f'{{% block content %}}\n{{% if lead.email == "{odd}" %}}{{{{ lead.nope }}}}{{% endif %}}\n',
+            1,
+        )
+    )
+
+    state = _nurture(folder, 5)
+    assert state.is_failed()
+    with pytest.raises(TemplatesHeld, match=rf"{TEMPLATE}:3: 'dict object' has no attribute 'nope'"):
+        state.result()
+    early = _case_studies(mailbox)
+    assert 0 < len(early) < waiting and odd not in early
+    with session_scope(engine) as session:
+        rows = dict(
+            session.execute(
+                select(EmailOutbox.status, func.count())
+                .where(EmailOutbox.sequence == "warm-up", EmailOutbox.step == 1)
+                .group_by(EmailOutbox.status)
+            ).all()
+        )
+    assert rows == {OutboxStatus.sent.value: len(early), OutboxStatus.pending.value: waiting - len(early)}
+
+    (folder / TEMPLATE).write_text(source)
+    assert _nurture(folder, 5.1).is_completed()
+    received = _case_studies(mailbox)
+    assert len(received) == waiting == len(set(received)) and odd in received
+    engine.dispose()

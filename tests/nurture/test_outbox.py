@@ -388,7 +388,8 @@ def test_a_broken_template_holds_its_row_and_step_and_the_batch_goes_on(
     with session_scope(engine) as session:  # while the step is held, a sender leaves them alone ...
         assert claim(session=session, now=now, limit=100, held=gate.held_steps()) == []
     waiting = {rows[ids[a]].id for a in ("unsized@example.com", "later@example.com")}
-    assert set(_claim(engine, now)) == waiting  # ... once it is not, they are due at once
+    assert _claim(engine, now) == []  # ... the run that held them never takes them again ...
+    assert set(_claim(engine, now + timedelta(seconds=1))) == waiting  # ... the next run, after the fix, does
 
 
 # --- after the in-flight mark: a refusal is retried, silence is unconfirmed -------------------------
