@@ -34,7 +34,7 @@ from flows.workspace import Workspace, open_workspace, run_time
 from leads.db import session_scope
 from nurture.dry_run import preview_sends
 from nurture.enrollment import enroll, exit_finished, queue_due_steps
-from nurture.held import TemplateGate, count_held, outbox_due_steps
+from nurture.held import TemplateGate, count_held
 from nurture.outbox import LinkSigner, SendReport, claim, send_claimed_over, settle_in_flight
 from nurture.render import TemplateRenderer
 
@@ -98,7 +98,7 @@ def send_outbox(ws: Workspace, now: datetime, batch_size: int, gate: TemplateGat
     total = SendReport()
     with session_scope(ws.engine) as session:
         total.unconfirmed += settle_in_flight(session=session, now=now)
-        gate.check_all(outbox_due_steps(session=session, now=now))  # emails queued by earlier runs too
+    gate.check_all()  # emails queued by earlier runs too: their steps are held before the first claim
     transport = transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
     with ExitStack() as stack:
         # smtp://…?connections=N: N connections side by side (a file outbox is always one).

@@ -1,11 +1,12 @@
 """Holding nurture steps whose templates fail, so a template typo delays emails instead of losing them.
 
-Before a run queues or sends a step, the step's subject and templates are rendered for the sample
-leads of `leadflow check`: as written (so an error names the line of the file the marketer edits),
-then as sent (stylesheet inlined). A step that fails is held for the run: leads at it, or headed
-for it, stay where they are; its queued emails stay pending with no attempt counted. A template
-that renders for the samples but fails for a real lead holds its step when that email is rendered.
-The run then fails, naming file and line; after the fix the next run sends what waited, once each.
+Before a run queues or sends anything, every step's subject and templates are rendered for the
+sample leads of `leadflow check` (a few milliseconds a step): as written, so an error names the line
+of the file the marketer edits, then as sent (stylesheet inlined). A step that fails is held for
+the run: leads at it, or headed for it, stay where they are; its queued emails stay pending with no
+attempt counted. A template that renders for the samples but fails for a real lead holds its step
+when that email is rendered. If a held step held anything back, the run then fails, naming file and
+line; after the fix the next run sends what waited, once each.
 """
 
 from __future__ import annotations
@@ -76,9 +77,14 @@ class TemplateGate:
                 self._checked[key] = self._check(sequence, index)
             return self._checked[key]
 
-    def check_all(self, steps: Iterable[Step]) -> None:
-        for sequence, index in steps:
-            self.problem(sequence, index)
+    def check_all(self) -> None:
+        """Check every configured step (a few renders each, done once): cheaper than finding the due ones first.
+
+        A broken step nothing is due for holds nothing, and `count_held` leaves it out.
+        """
+        for sequence in self._steps.values():
+            for index in range(len(sequence.steps)):
+                self.problem(sequence.name, index)
 
     def held(self) -> list[HeldStep]:
         with self._lock:
@@ -145,30 +151,9 @@ class TemplateGate:
         return where[len(root) :] if where.startswith(root) else where
 
 
-def due_steps(*, session: Session, now: datetime) -> set[Step]:
-    """The steps with work due: enrollments due for their next step, and queued emails waiting to go."""
-    E = NurtureEnrollment
-    enrollments = session.execute(
-        select(E.sequence, E.step).where(E.status == EnrollmentStatus.active, E.next_due_at <= now).distinct()
-    ).all()
-    return {(name, index) for name, index in enrollments} | outbox_due_steps(session=session, now=now)
-
-
-def outbox_due_steps(*, session: Session, now: datetime) -> set[Step]:
-    """The steps of queued emails due now (pending, or claimed by a sender whose lease ran out)."""
-    rows = session.execute(
-        select(EmailOutbox.sequence, EmailOutbox.step)
-        .where(
-            EmailOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
-            EmailOutbox.next_attempt_at <= now,
-        )
-        .distinct()
-    ).all()
-    return {(name, index) for name, index in rows}
-
-
 def count_held(*, session: Session, gate: TemplateGate, now: datetime) -> list[HeldStep]:
-    """The held steps with `emails` filled in: leads due at (or headed for) them, and their queued emails."""
+    """The held steps that held emails back, with `emails` filled in: leads due at (or headed for) them, and
+    their queued emails. A broken step with nothing due is left out: it failed no one yet."""
     held = gate.held()
     if not held:
         return []
@@ -193,4 +178,4 @@ def count_held(*, session: Session, gate: TemplateGate, now: datetime) -> list[H
         counts[(name, index)] += n
     for step in held:
         step.emails = counts[(step.sequence, step.index)]
-    return held
+    return [step for step in held if step.emails]

@@ -22,7 +22,7 @@ from leads.config import WorkspaceConfig
 from leads.models import Activity, EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
 from leads.nurture_config import END, ENGAGEMENT_ACTIVITY, NurtureStep, Sequence
 from leads.sql import upsert_insert
-from nurture.held import TemplateGate, at_steps, due_steps
+from nurture.held import TemplateGate, at_steps
 
 E = NurtureEnrollment
 EMAIL_ENGAGEMENT = ("opened", "clicked")  # engagement with an email, which names its sequence
@@ -105,8 +105,7 @@ def queue_due_steps(
         wake_waiting(session=session, config=config, now=now)
     query = select(E.id, E.lead_id, E.sequence, E.step).where(E.status == EnrollmentStatus.active, E.next_due_at <= now)
     if gate is not None:
-        if wake:
-            gate.check_all(due_steps(session=session, now=now))
+        gate.check_all()  # once per gate: a step found broken is left out in SQL from the first batch
         query = query.where(~at_steps(E.sequence, E.step, gate.held_steps()))
         if gate.jumped:
             query = query.where(E.id.not_in(sorted(gate.jumped)))

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
 from leads.config import WorkspaceConfig
 from leads.db import session_scope
-from leads.models import Activity, EmailOutbox, Lead, NurtureEnrollment, Stage
+from leads.models import Activity, EmailOutbox, Lead, NurtureEnrollment, OutboxStatus, Stage
 from nurture.enrollment import enroll, queue_due_steps
 from nurture.held import TemplateGate, count_held
 
@@ -69,19 +69,22 @@ def test_a_lead_a_branch_sends_to_a_held_step_waits_where_it_is(tmp_path: Path, 
         session.add_all([Lead(email=f"{n}@example.com", stage=Stage.prospect) for n in ("clicker", "quiet")])
     with session_scope(engine) as session:
         enroll(session=session, config=config, now=T0)
-        assert queue_due_steps(session=session, config=config, now=T0) == 2  # the intro for both
+        assert queue_due_steps(session=session, config=config, now=T0) == 2  # the intro for both ...
+        session.execute(update(EmailOutbox).values(status=OutboxStatus.sent.value))  # ... sent
         clicker = session.scalar(select(Lead.id).where(Lead.email == "clicker@example.com"))
         session.add(
             Activity(lead_id=clicker, type="email_click", occurred_at=T0 + timedelta(hours=2), source="test",
                      source_id="1", target="https://acme.example/x", properties={"sequence": "seq", "step": 0})
         )  # fmt: skip
-    broken = _templates(tmp_path / "templates", demo='{% extends "base.html" %}{% block content %}{{ x }{% endblock %}')
+    typo = '{% extends "base.html" %}{% block content %}{{ x }{% endblock %}'
+    broken = _templates(tmp_path / "templates", demo=typo, intro=typo)  # nobody is due for the intro any more
     gate = TemplateGate(config, broken)
     now = T0 + timedelta(days=1)
     with session_scope(engine) as session:  # the nudge is due: the clicker would jump to the (broken) demo
         assert queue_due_steps(session=session, config=config, now=now, gate=gate) == 1
         assert list(gate.jumped.values()) == [("seq", 2)]
-        assert [h.emails for h in count_held(session=session, gate=gate, now=now)] == [1]
+        held = count_held(session=session, gate=gate, now=now)
+        assert [(h.index, h.emails) for h in held] == [(2, 1)]  # the intro held no one back: not reported
     with Session(engine) as session:
         rows = session.execute(select(EmailOutbox.lead_id, EmailOutbox.step).where(EmailOutbox.step > 0)).all()
         waiting = session.execute(select(NurtureEnrollment).where(NurtureEnrollment.lead_id == clicker)).scalar_one()
