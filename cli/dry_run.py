@@ -20,6 +20,8 @@ def print_dry_run(console: Console, report: Any) -> None:
     console.print(f"would skip: {_counts(report.skipped)}")
     console.print(f"would defer: {_counts(report.deferred)}")
     console.print(f"would fail: {_counts(report.failed)}")
+    if report.held:
+        console.print(f"would hold until the template is fixed: {_counts(report.held)}", soft_wrap=True)
     if report.unconfirmed:
         console.print(f"{report.unconfirmed} emails a stopped sender left in flight would be recorded as unconfirmed")
     if not report.preview:

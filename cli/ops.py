@@ -19,7 +19,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlmodel import Session
 
 from leads.leases import LeaseHeld, LeaseInfo, LeaseNotFound, LeaseState, read_leases, release_for_admin
@@ -141,6 +141,15 @@ def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
     return engine
 
 
+# Emails worth sending again once the cause is fixed: dead ones (the mail server kept refusing), and
+# those that earlier versions marked failed on a template error (now such emails are held, never failed).
+# A bounce ("permanent: …") stays failed: its address is suppressed.
+EMAILS_TO_RETRY = or_(
+    EmailOutbox.status == OutboxStatus.dead.value,
+    and_(EmailOutbox.status == OutboxStatus.failed.value, EmailOutbox.last_error.startswith("template ")),
+)
+
+
 @ops_app.command("dead-letters")
 def dead_letters(
     workspace: Workspace = None,
@@ -150,10 +159,14 @@ def dead_letters(
     engine = _engine(workspace)
     try:
         with Session(engine) as session:
-            for title, table in (("dead handoffs", HandoffOutbox), ("dead emails", EmailOutbox)):
+            kinds = (
+                ("dead handoffs", HandoffOutbox, HandoffOutbox.status == OutboxStatus.dead.value),
+                ("emails to retry (dead, or failed on a template error)", EmailOutbox, EMAILS_TO_RETRY),
+            )
+            for title, table, which in kinds:
                 rows = session.execute(
                     select(table.id, table.idempotency_key, table.attempts, table.last_error)
-                    .where(table.status == OutboxStatus.dead.value)
+                    .where(which)
                     .order_by(table.id.desc())
                     .limit(limit)
                 ).all()
@@ -193,6 +206,8 @@ def retry_dead(
 ) -> None:
     """Queue dead rows once more (after fixing the cause); their idempotency keys stay, so nothing doubles.
 
+    Emails that failed on a template error (before such emails were held) are queued again too.
+
     Handoffs (and owner notifications) go through `leadflow handoff retry --all --notifications`'s code, which
     also restarts their dead-letter horizon; `leadflow handoff retry` picks single ids or one destination.
     """
@@ -209,10 +224,12 @@ def retry_dead(
             if emails:
                 count = session.execute(
                     update(EmailOutbox)
-                    .where(EmailOutbox.status == OutboxStatus.dead.value)
+                    .where(EMAILS_TO_RETRY)
                     .values(status=OutboxStatus.pending.value, attempts=0, next_attempt_at=utcnow())
                 ).rowcount
-                console.print(f"requeued {count} email_outbox rows", highlight=False)
+                console.print(
+                    f"requeued {count} email_outbox rows (dead, or failed on a template error)", highlight=False
+                )
             session.commit()
     finally:
         engine.dispose()

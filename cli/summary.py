@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import func, select
 
@@ -97,6 +98,12 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
         + (f", {nurture.unconfirmed} unconfirmed" if nurture.unconfirmed else "")
         + ")"
     )
+    for where, count in nurture.held.items():  # a template error: these wait for the fix, none are lost
+        console.print(
+            f"  [red]held[/] {count} email(s) until the template is fixed: {escape(where)}",
+            soft_wrap=True,
+            highlight=False,
+        )
     per_destination = report.handoff.destinations
     console.print(
         f"[bold]Sales handoff[/]: {report.handoff.delivered} new SQLs handed to sales"

@@ -2,6 +2,9 @@
 
 With `dry_run`, the same decisions are made in one transaction that is rolled back, and every due
 email is judged and rendered but not sent: the report says per lead what would go, and why not.
+
+The templates of every due step are checked before anything is queued or sent; a step whose
+template fails is held (nurture/held.py), the rest goes out, and the run then fails naming file and line.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from flows.workspace import Workspace, open_workspace, run_time
 from leads.db import session_scope
 from nurture.dry_run import preview_sends
 from nurture.enrollment import enroll, exit_finished, queue_due_steps
+from nurture.held import TemplateGate, count_held
 from nurture.outbox import LinkSigner, SendReport, claim, send_claimed_over, settle_in_flight
 from nurture.render import TemplateRenderer
 
@@ -39,6 +43,20 @@ PREVIEW_LIMIT = 1000  # emails listed one by one in a dry run's report (all are 
 
 class MissingSecretKey(RuntimeError):
     """Unsubscribe links cannot be signed without a key; sending without them is not allowed."""
+
+
+class TemplatesHeld(RuntimeError):
+    """Steps whose templates fail were held; raised after everything else in the run went out."""
+
+    def __init__(self, held: dict[str, int]) -> None:
+        """`held`: the report's held steps, where the error is → emails waiting."""
+        emails = sum(held.values())
+        lines = [f"  {where}: {n} email(s) held" for where, n in held.items()]
+        super().__init__(
+            f"{len(held)} nurture step(s) held because their templates fail; {emails} email(s) wait, none are lost. "
+            "Fix the template (`leadflow check` shows the same errors); the next nurture run sends them:\n"
+            + "\n".join(lines)
+        )
 
 
 def _links(ws: Workspace) -> LinkSigner:
@@ -60,32 +78,34 @@ def _decide(session: Session, ws: Workspace, now: datetime) -> tuple[Counter[str
 
 
 @task(task_run_name="update enrollments", cache_policy=NONE)
-def update_enrollments(ws: Workspace, now: datetime) -> tuple[Counter[str], Counter[str], int]:
+def update_enrollments(ws: Workspace, now: datetime, gate: TemplateGate) -> tuple[Counter[str], Counter[str], int]:
     with session_scope(ws.engine) as session:
         enrolled, exited = _decide(session, ws, now)
-    queued = 0
+    queued, first = 0, True
     while True:
+        holds = gate.holds()
         with session_scope(ws.engine) as session:  # steps waiting for an event are woken with the first batch
-            batch = queue_due_steps(session=session, config=ws.config, now=now, wake=queued == 0)
-        queued += batch
-        if batch == 0:
+            batch = queue_due_steps(session=session, config=ws.config, now=now, wake=first, gate=gate)
+        queued, first = queued + batch, False
+        if batch == 0 and gate.holds() == holds:  # a batch that only held leads back is progress too
             return enrolled, exited, queued
 
 
 @task(task_run_name="send emails", cache_policy=NONE)
-def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
+def send_outbox(ws: Workspace, now: datetime, batch_size: int, gate: TemplateGate) -> SendReport:
     links = _links(ws)
     renderer = TemplateRenderer(ws.path(ws.config.templates_dir))
     total = SendReport()
     with session_scope(ws.engine) as session:
         total.unconfirmed += settle_in_flight(session=session, now=now)
+    gate.check_all()  # emails queued by earlier runs too: their steps are held before the first claim
     transport = transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
     with ExitStack() as stack:
         # smtp://…?connections=N: N connections side by side (a file outbox is always one).
         transports = [stack.enter_context(t) for t in transport.copies()]
         while True:
             with session_scope(ws.engine) as session:
-                ids = claim(session=session, now=now, limit=batch_size)
+                ids = claim(session=session, now=now, limit=batch_size, held=gate.held_steps())
             if not ids:
                 return total
             total.add(
@@ -97,6 +117,7 @@ def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
                     renderer=renderer,
                     links=links,
                     now=now,
+                    gate=gate,
                 )
             )
 
@@ -120,6 +141,7 @@ def dry_run(ws: Workspace, now: datetime, batch_size: int) -> NurtureReport:
                 now=now,
                 batch_size=batch_size,
                 limit=PREVIEW_LIMIT,
+                gate=TemplateGate(ws.config, ws.path(ws.config.templates_dir)),
             )
         finally:
             session.rollback()
@@ -131,6 +153,7 @@ def dry_run(ws: Workspace, now: datetime, batch_size: int) -> NurtureReport:
         skipped=dict(preview.skipped),
         deferred=dict(preview.deferred),
         failed=dict(preview.failed),
+        held=dict(preview.held),
         outbox=public_mail_url(ws.settings.mail_url),
         dry_run=True,
         would_send=preview.would_send,
@@ -148,10 +171,13 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         report = dry_run(ws, now, params.batch_size)
         publish_nurture(report)
         return report
+    gate = TemplateGate(ws.config, ws.path(ws.config.templates_dir))
     with single_writer(ws.engine, "nurture:enrollments"):  # sends are shared through the outbox claim
-        enrolled, exited, queued = update_enrollments(ws, now)
+        enrolled, exited, queued = update_enrollments(ws, now, gate)
     with slot(mail_limit(ws.settings.mail_url)):
-        sent = send_outbox(ws, now, params.batch_size)
+        sent = send_outbox(ws, now, params.batch_size, gate)
+    with session_scope(ws.engine) as session:
+        held = count_held(session=session, gate=gate, now=now)
     report = NurtureReport(
         enrolled=dict(enrolled),
         exited=dict(exited),
@@ -161,6 +187,7 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         skipped=dict(sent.skipped),
         deferred=dict(sent.deferred),
         failed=dict(sent.failed),
+        held={h.describe(): h.emails for h in held},
         outbox=public_mail_url(ws.settings.mail_url),
     )
     publish_nurture(report)
@@ -168,4 +195,6 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
     publish_run_steps()
     if top_level():
         publish_attention(ws.engine)
+    if held and params.fail_on_held_templates:
+        raise TemplatesHeld(report.held)
     return report

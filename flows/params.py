@@ -65,6 +65,11 @@ class NurtureParams(RunParams):
         description="Report what would be sent to whom, and why anything would not be, without sending or "
         "changing anything (enrollments are decided and then rolled back).",
     )
+    fail_on_held_templates: bool = Field(
+        default=True,
+        description="End the run Failed when a step was held because its template fails (after the other "
+        "emails went out); the held emails go out on the first run after the template is fixed.",
+    )
 
 
 class HandoffParams(RunParams):

@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.handoff import handoff_flow
 from flows.ingest import IngestFailed, ingest_flow
-from flows.nurture import nurture_flow
+from flows.nurture import TemplatesHeld, nurture_flow
 from flows.ops import publish_attention, publish_run_steps
 from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
 from flows.reports import PipelineReport, publish_pipeline
@@ -24,7 +24,7 @@ def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineReport:
     report = PipelineReport(
         ingest=ingest,
         requalify=requalify_flow(RequalifyParams(**shared, shard_size=params.shard_size, processes=params.processes)),
-        nurture=nurture_flow(NurtureParams(**shared)),
+        nurture=nurture_flow(NurtureParams(**shared, fail_on_held_templates=False)),  # handoff still runs
         handoff=handoff_flow(HandoffParams(**shared)),
     )
     ws = open_workspace(params.workspace)
@@ -34,4 +34,8 @@ def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineReport:
         failed = IngestFailed("; ".join(ingest.failed.values()))
         failed.report = report  # type: ignore[attr-defined]  # what the run did, for `leadflow run`'s summary
         raise failed
+    if report.nurture.held:
+        held = TemplatesHeld(report.nurture.held)
+        held.report = report  # type: ignore[attr-defined]
+        raise held
     return report

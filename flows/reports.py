@@ -80,6 +80,7 @@ class NurtureReport(BaseModel):
     skipped: dict[str, int] = Field(default_factory=dict)
     deferred: dict[str, int] = Field(default_factory=dict)
     failed: dict[str, int] = Field(default_factory=dict)
+    held: dict[str, int] = Field(default_factory=dict)  # emails waiting for a template fix, by where the error is
     outbox: str = ""
     dry_run: bool = False
     would_send: int = 0  # dry run only
@@ -131,6 +132,16 @@ def _counts(title: str, counts: dict[str, int]) -> str:
     if not counts:
         return f"- {title}: none"
     return f"- {title}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _held_lines(held: dict[str, int]) -> list[str]:
+    """Steps held because their templates fail: where the error is, and how many emails wait for the fix."""
+    if not held:
+        return ["- held (template errors): none"]
+    return [
+        "- **held until their template is fixed** (not sent, not failed; they go out on the first run after the fix):",
+        *(f"  - `{where}`: {emails} email(s)" for where, emails in held.items()),
+    ]
 
 
 def publish_ingest(report: IngestReport) -> None:
@@ -200,6 +211,7 @@ def publish_nurture(report: NurtureReport) -> None:
                 _counts("skipped at send time", report.skipped),
                 _counts("deferred", report.deferred),
                 _counts("failed", report.failed),
+                *_held_lines(report.held),
             ]
         ),
         description="Nurture sends this run",
@@ -221,6 +233,7 @@ def publish_nurture_dry_run(report: NurtureReport) -> None:
                 _counts("would skip", report.skipped),
                 _counts("would defer", report.deferred),
                 _counts("would fail", report.failed),
+                _counts("would hold (template error; sent once it is fixed)", report.held),
                 f"- in flight from a dead sender (would be settled as unconfirmed): {report.unconfirmed}",
             ]
         ),

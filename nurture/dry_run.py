@@ -2,8 +2,9 @@
 
 The caller runs exits, enrollment and queuing in one transaction and rolls it back afterwards;
 `preview_sends` then walks every due outbox row in that same transaction through the same gate
-and the same templates as a real send (so a template error or a missing field shows up here), but
-never claims a row or touches a transport.
+and the same templates as a real send (so a template error or a missing field shows up here, as
+the hold a real run would put on that step, with file and line), but never claims a row or
+touches a transport.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from sqlalchemy.orm import Session
 from leads.config import WorkspaceConfig
 from leads.models import EmailOutbox, OutboxStatus
 from nurture import compliance
-from nurture.outbox import Composer, LinkSigner, StepGone, load_due, template_error
+from nurture.held import TemplateGate
+from nurture.outbox import Composer, LinkSigner, StepGone, held_error, load_due
 from nurture.render import TemplateRenderer
 
 
 @dataclass(frozen=True)
 class PreviewRow:
-    """One email: `send`, or `skip`/`defer`/`fail` with the reason (and, for defer, when it would go)."""
+    """One email: `send`, or `skip`/`defer`/`hold` with the reason (and, for defer, when it would go)."""
 
     email: str
     sequence: str
@@ -42,6 +44,7 @@ class Preview:
     skipped: Counter[str] = field(default_factory=Counter)
     deferred: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    held: Counter[str] = field(default_factory=Counter)  # by where the template fails, as a real run would hold
     rows: list[PreviewRow] = field(default_factory=list)  # the first `limit` emails, in outbox order
     more: int = 0  # emails beyond `limit`, counted above but not listed
 
@@ -55,10 +58,11 @@ def preview_sends(
     now: datetime,
     batch_size: int = 1000,
     limit: int = 1000,
+    gate: TemplateGate | None = None,
 ) -> Preview:
     """Every email due at `now`, judged as a send at `now` would judge it; reads only."""
     preview = Preview()
-    composer = Composer(config, renderer, links)
+    composer = Composer(config, renderer, links, gate)
     preview.unconfirmed = (
         session.scalar(
             select(func.count())
@@ -93,10 +97,10 @@ def preview_sends(
                 except StepGone as exc:
                     preview.skipped[str(exc)] += 1
                     row = PreviewRow(item.recipient.email, item.sequence, item.step, "skip", str(exc))
-                except Exception as exc:  # reported per email, as a real send would fail it
-                    preview.failed["template error"] += 1
-                    reason = template_error(composer, item, exc)
-                    row = PreviewRow(item.recipient.email, item.sequence, item.step, "fail", reason)
+                except Exception as exc:  # reported per email: a real run holds it until the template is fixed
+                    reason = held_error(composer, item, exc).removeprefix("held: ")
+                    preview.held[reason] += 1
+                    row = PreviewRow(item.recipient.email, item.sequence, item.step, "hold", reason)
                 else:
                     preview.would_send += 1
                     planned[item.lead_id].append(now)

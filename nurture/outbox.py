@@ -13,13 +13,16 @@ Each (enrollment, step) row produces at most one email, even across crashes:
 
 The Message-ID is fixed by the idempotency key, so even the file outbox (which needs no in-flight
 mark: writing a message again replaces its file) never holds two copies.
+
+A row whose template fails to render is held, never consumed: it goes back to pending without
+counting an attempt, and its step is held for the rest of the run (nurture/held.py).
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -51,11 +54,14 @@ from leads.outbox import claim_due
 from leads.records import PROFILE_FIELDS
 from nurture import compliance, tokens
 from nurture import links as tracked_links
+from nurture.held import Step, TemplateGate, at_steps
 from nurture.message import compose
 from nurture.render import RenderedEmail, TemplateRenderer
 from nurture.suppression import ALL, suppress
 
 LEASE = timedelta(minutes=10)
+# A held row is due again just after this run's clock: a later run takes it, this one never spins on it.
+HOLD_PAUSE = timedelta(seconds=1)
 MAX_ATTEMPTS = 6
 # Statuses that count as "emailed" for the frequency cap.
 DELIVERED = (OutboxStatus.sent.value, OutboxStatus.in_flight.value, OutboxStatus.unconfirmed.value)
@@ -69,6 +75,7 @@ class Outcome(StrEnum):
     skipped = "skipped"
     deferred = "deferred"
     failed = "failed"
+    held = "held"  # its template failed: back to pending, no attempt counted
 
 
 @dataclass
@@ -78,6 +85,7 @@ class SendReport:
     skipped: Counter[str] = field(default_factory=Counter)
     deferred: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    held: Counter[str] = field(default_factory=Counter)  # by where the template error is
 
     def count(self, outcome: Outcome, reason: str = "") -> None:
         if outcome == Outcome.sent:
@@ -93,6 +101,7 @@ class SendReport:
         self.skipped.update(other.skipped)
         self.deferred.update(other.deferred)
         self.failed.update(other.failed)
+        self.held.update(other.held)
 
 
 @dataclass(frozen=True)
@@ -125,14 +134,18 @@ class LinkSigner:
         return tracked_links.add_open_pixel(html, self.open_url(lead_id, sequence, step)) if self.track_opens else html
 
 
-def claim(*, session: Session, now: datetime, limit: int) -> list[int]:
-    """Take up to `limit` due rows (pending, or sending with an expired lease) for this sender."""
+def claim(*, session: Session, now: datetime, limit: int, held: Collection[Step] = ()) -> list[int]:
+    """Take up to `limit` due rows (pending, or sending with an expired lease) for this sender.
+
+    Rows of `held` steps (sequence, step index) stay where they are: their templates fail.
+    """
     return claim_due(
         session=session,
         table=EmailOutbox,
         now=now,
         limit=limit,
         lease=LEASE,
+        where=[~at_steps(EmailOutbox.sequence, EmailOutbox.step, held)] if held else (),
         order_by=[EmailOutbox.next_attempt_at, EmailOutbox.id],
     )
 
@@ -261,6 +274,7 @@ class Composer:
     config: WorkspaceConfig
     renderer: TemplateRenderer
     links: LinkSigner
+    gate: TemplateGate | None = None  # holds a step whose template fails for a lead
 
     def __post_init__(self) -> None:
         self._steps: dict[str, list[Any]] = {s.name: list(s.steps) for s in self.config.nurture.sequences}
@@ -276,10 +290,15 @@ class Composer:
         """The finished message; raises StepGone, or whatever a broken template raises."""
         return self.message(due)[1]
 
+    def context(self, due: Due) -> dict[str, Any]:
+        """What the templates see for this row."""
+        unsubscribe = self.links.unsubscribe_url(due.lead_id, due.sequence)
+        return {"lead": due.lead, "sender": self._sender, "unsubscribe_url": unsubscribe}
+
     def message(self, due: Due) -> tuple[RenderedEmail, Envelope]:
         step = self.step(due)
-        unsubscribe = self.links.unsubscribe_url(due.lead_id, due.sequence)
-        context = {"lead": due.lead, "sender": self._sender, "unsubscribe_url": unsubscribe}
+        context = self.context(due)
+        unsubscribe = context["unsubscribe_url"]
         rendered = self.renderer.render(template=step.template, subject=step.subject, context=context)
         html = self.links.track(
             rendered.html, lead_id=due.lead_id, sequence=due.sequence, step=due.step, unsubscribe_url=unsubscribe
@@ -296,6 +315,13 @@ class Composer:
 
 def template_error(composer: Composer, due: Due, exc: Exception) -> str:
     return f"template {composer.step(due).template}: {type(exc).__name__}: {exc}"
+
+
+def held_error(composer: Composer, due: Due, exc: Exception) -> str:
+    """Why a row waits: where its template fails (file:line when the gate can tell)."""
+    if composer.gate is None:
+        return f"held: {template_error(composer, due, exc)}"
+    return f"held: {composer.gate.hold(due.sequence, due.step, exc, composer.context(due)).describe()}"
 
 
 # --- sending ---------------------------------------------------------------------------------------
@@ -394,10 +420,14 @@ def send_claimed(
     transport: MailTransport,
     links: LinkSigner,
     now: datetime,
+    gate: TemplateGate | None = None,
 ) -> SendReport:
-    """Send the claimed rows through an open transport, one at a time, in the order claimed."""
+    """Send the claimed rows through an open transport, one at a time, in the order claimed.
+
+    With `gate`, rows of held steps go back to pending unsent, and a template that fails holds its step.
+    """
     report = SendReport()
-    composer = Composer(config, renderer, links)
+    composer = Composer(config, renderer, links, gate)
     # A plain connection, not an ORM session: a fifth of the cost per statement, and the send loop
     # runs two of them per email.
     with engine.connect() as connection:
@@ -454,14 +484,18 @@ def _send_one(
     if verdict.action == "defer":
         marks.later("defer", due, until=verdict.until, err=f"deferred: {verdict.reason}")
         return Outcome.deferred, verdict.reason
+    gate = composer.gate
+    if gate is not None and gate.is_held(due.sequence, due.step):
+        marks.later("defer", due, until=now + HOLD_PAUSE, err="held: the step's template fails; sent once it is fixed")
+        return Outcome.held, f"{due.sequence} step {due.step + 1}"
     try:
         envelope = composer.envelope(due)
     except StepGone as exc:
         marks.later("finish", due, st=OutboxStatus.skipped.value, err=str(exc))
         return Outcome.skipped, str(exc)
-    except Exception as exc:  # one broken template must not hold back the rest of the batch
-        marks.later("finish", due, st=OutboxStatus.failed.value, err=template_error(composer, due, exc)[:2000])
-        return Outcome.failed, "template error"
+    except Exception as exc:  # a broken template holds its email (and step), never consumes it
+        marks.later("defer", due, until=now + HOLD_PAUSE, err=held_error(composer, due, exc)[:2000])
+        return Outcome.held, f"{due.sequence} step {due.step + 1}"
     try:
         provider_id = transport.deliver(envelope, before_data=lambda: marks.in_flight(due, envelope, now))
     except LeaseLost:

@@ -5,6 +5,8 @@ ahead, so an enrollment queues each index at most once and the outbox key
 `nurture:<enrollment id>:<step index>` stays unique per (enrollment, step); a skipped step
 simply has no row. Engagement counts from `waiting_since`, when the previous step was queued.
 Queuing writes the outbox rows and advances the enrollments in the caller's transaction.
+With a template gate (nurture/held.py), a lead at or headed for a step whose templates fail is
+left where it is: no row, no advance, so it gets that step once the template is fixed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from leads.config import WorkspaceConfig
 from leads.models import Activity, EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
 from leads.nurture_config import END, ENGAGEMENT_ACTIVITY, NurtureStep, Sequence
 from leads.sql import upsert_insert
+from nurture.held import TemplateGate, at_steps
 
 E = NurtureEnrollment
 EMAIL_ENGAGEMENT = ("opened", "clicked")  # engagement with an email, which names its sequence
@@ -82,22 +85,31 @@ def wake_waiting(*, session: Session, config: WorkspaceConfig, now: datetime) ->
 
 
 def queue_due_steps(
-    *, session: Session, config: WorkspaceConfig, now: datetime, limit: int = 5000, wake: bool = True
+    *,
+    session: Session,
+    config: WorkspaceConfig,
+    now: datetime,
+    limit: int = 5000,
+    wake: bool = True,
+    gate: TemplateGate | None = None,
 ) -> int:
     """Write an outbox row for each due step (after its branches) and advance its enrollment; the caller commits.
 
     `wake=False` skips waking steps that wait for an event: a caller that queues in batches at
-    one `now` wakes them with the first batch only.
+    one `now` wakes them with the first batch only (which also checks the due steps' templates).
+    With `gate`, enrollments at a held step are left out in SQL; those a branch sends to a held
+    step are left where they are and remembered in `gate.jumped`, so later batches skip them.
     """
     sequences = {s.name: s for s in config.nurture.sequences}
     if wake:
         wake_waiting(session=session, config=config, now=now)
-    due = session.execute(
-        select(E.id, E.lead_id, E.sequence, E.step)
-        .where(E.status == EnrollmentStatus.active, E.next_due_at <= now)
-        .order_by(E.next_due_at, E.id)
-        .limit(limit)
-    ).all()
+    query = select(E.id, E.lead_id, E.sequence, E.step).where(E.status == EnrollmentStatus.active, E.next_due_at <= now)
+    if gate is not None:
+        gate.check_all()  # once per gate: a step found broken is left out in SQL from the first batch
+        query = query.where(~at_steps(E.sequence, E.step, gate.held_steps()))
+        if gate.jumped:
+            query = query.where(E.id.not_in(sorted(gate.jumped)))
+    due = session.execute(query.order_by(E.next_due_at, E.id).limit(limit)).all()
     # Where each due enrollment goes: a step index to send, END, or None (sequence gone from config).
     target: dict[int, int | str | None] = {}
     for enrollment_id, _, name, step in due:
@@ -106,8 +118,10 @@ def queue_due_steps(
     _follow_branches(session, sequences, {row.id: row.sequence for row in due}, target, now)
 
     rows, advances = [], []
-    for enrollment_id, lead_id, name, _ in due:
+    for enrollment_id, lead_id, name, current in due:
         where = target[enrollment_id]
+        if gate is not None and _waits(gate, enrollment_id, name, current, where):
+            continue
         if where is None:
             advances.append(_finish(enrollment_id, now, "sequence removed from config"))
             continue
@@ -140,6 +154,16 @@ def queue_due_steps(
     for batch in shapes.values():
         session.execute(update(E), batch)
     return len(rows)
+
+
+def _waits(gate: TemplateGate, enrollment_id: int, name: str, current: int, where: int | str | None) -> bool:
+    """Whether the enrollment stays where it is: its step, or the step a branch sends it to, is held."""
+    if gate.problem(name, current) is not None:
+        return True  # later batches leave it out in SQL
+    if isinstance(where, int) and where != current and gate.problem(name, where) is not None:
+        gate.jumped[enrollment_id] = (name, where)
+        return True
+    return False
 
 
 def _follow_branches(

@@ -40,7 +40,7 @@ def test_dead_letters_lists_dead_rows_and_quarantine_then_retry_requeues_them_on
     assert shown.exit_code == 0, shown.output
     assert "handoff:3:webhook:crm.example" in shown.output and "410 Gone" in shown.output
     assert "handoff:2:" not in shown.output  # delivered rows are not dead letters
-    assert "dead emails: none" in shown.output
+    assert "emails to retry (dead, or failed on a template error): none" in shown.output
     assert "quarantine by reason: bad_json 1" in shown.output and "activity.jsonl:4" in shown.output
 
     retried = runner.invoke(app, ["ops", "retry-dead", "--workspace", str(workspace), "--no-emails"])

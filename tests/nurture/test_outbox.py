@@ -36,6 +36,7 @@ from leads.models import (
 )
 from nurture import tokens
 from nurture.enrollment import enroll, queue_due_steps
+from nurture.held import TemplateGate
 from nurture.message import message_id_for
 from nurture.outbox import LEASE, MAX_ATTEMPTS, LinkSigner, SendReport, claim, send_claimed
 from nurture.render import TemplateRenderer
@@ -342,27 +343,53 @@ def test_a_row_deferred_too_often_is_dead(
     assert _claim(engine, now + timedelta(days=30)) == []
 
 
-def test_a_broken_template_fails_its_row_and_the_batch_goes_on(
+def test_a_broken_template_holds_its_row_and_step_and_the_batch_goes_on(
     engine: Engine, config: WorkspaceConfig, tmp_path: Path
 ) -> None:
-    """A template that breaks for one lead (here: arithmetic on an empty field) fails only that email."""
+    """A template that breaks for one lead (arithmetic on an empty field) holds that email, and its step, unsent.
+
+    The row goes back to pending with no attempt counted and the error's file and line; with the
+    run's gate the step is held, so later rows of it wait too, unrendered, until the fix.
+    """
     templates = tmp_path / "templates" / "warm-up"
     templates.mkdir(parents=True)
-    (templates / "1-welcome.html").write_text(
-        '{% extends "base.html" %}{% block content %}{{ 1000 // lead.company_size }}{% endblock %}'
-    )
-    (templates / "1-welcome.txt").write_text(
-        '{% extends "base.txt" %}{% block content %}{{ 1000 // lead.company_size }}{% endblock %}'
-    )
+    for part in ("html", "txt"):
+        (templates / f"1-welcome.{part}").write_text(
+            f'{{% extends "base.{part}" %}}{{% block content %}}\n{{{{ 1000 // lead.company_size }}}}{{% endblock %}}'
+        )
     now = utcnow()
-    ids = _queue(engine, config, now, "sized@example.com", "unsized@example.com")
+    ids = _queue(engine, config, now, "sized@example.com", "unsized@example.com", "later@example.com")
     with session_scope(engine) as session:
         session.get(Lead, ids["sized@example.com"]).company_size = 50  # type: ignore[union-attr]
+        session.get(Lead, ids["later@example.com"]).company_size = 80  # type: ignore[union-attr]
+    gate = TemplateGate(config, tmp_path / "templates")
     with FileOutbox(tmp_path / "outbox") as transport:
-        report = _send(engine, _claim(engine, now), config, TemplateRenderer(tmp_path / "templates"), transport, now)
-    assert report.sent == 1 and report.failed == Counter({"template error": 1})
-    broken = _rows(engine)[ids["unsized@example.com"]]
-    assert broken.status == OutboxStatus.failed and "warm-up/1-welcome" in (broken.last_error or "")
+        report = send_claimed(
+            engine=engine,
+            ids=_claim(engine, now),
+            config=config,
+            renderer=TemplateRenderer(tmp_path / "templates"),
+            transport=transport,
+            links=LINKS,
+            now=now,
+            gate=gate,
+        )
+    assert report.sent == 1 and not report.failed and report.held == Counter({"warm-up step 1": 2})
+    rows = _rows(engine)
+    assert rows[ids["sized@example.com"]].status == OutboxStatus.sent
+    for address in ("unsized@example.com", "later@example.com"):
+        held = rows[ids[address]]
+        assert (held.status, held.attempts, held.sent_at) == (OutboxStatus.pending, 0, None)
+        assert held.last_error is not None and held.last_error.startswith("held: ")
+    assert "templates/warm-up/1-welcome.html:2: " in (rows[ids["unsized@example.com"]].last_error or "")
+    assert [(h.sequence, h.index, h.where) for h in gate.held()] == [
+        ("warm-up", 0, "templates/warm-up/1-welcome.html:2")
+    ]
+    with session_scope(engine) as session:  # while the step is held, a sender leaves them alone ...
+        assert claim(session=session, now=now, limit=100, held=gate.held_steps()) == []
+    waiting = {rows[ids[a]].id for a in ("unsized@example.com", "later@example.com")}
+    assert _claim(engine, now) == []  # ... the run that held them never takes them again ...
+    assert set(_claim(engine, now + timedelta(seconds=1))) == waiting  # ... the next run, after the fix, does
 
 
 # --- after the in-flight mark: a refusal is retried, silence is unconfirmed -------------------------
