@@ -27,11 +27,11 @@ from flows.ops import (
 )
 from flows.params import NurtureParams
 from flows.reports import NurtureReport, PreviewEmail, publish_nurture
-from flows.workspace import Workspace, open_workspace, run_time
+from flows.workspace import Workspace, open_workspace, run_clock, run_time
 from leads.db import session_scope
 from nurture.dry_run import preview_sends
 from nurture.enrollment import enroll, exit_finished, queue_due_steps
-from nurture.outbox import LinkSigner, SendReport, claim, send_claimed_over, settle_in_flight
+from nurture.outbox import Clock, LinkSigner, SendReport, send_due, settle_in_flight
 from nurture.render import TemplateRenderer
 
 PREVIEW_LIMIT = 1000  # emails listed one by one in a dry run's report (all are counted)
@@ -73,32 +73,29 @@ def update_enrollments(ws: Workspace, now: datetime) -> tuple[Counter[str], Coun
 
 
 @task(task_run_name="send emails", cache_policy=NONE)
-def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
+def send_outbox(ws: Workspace, clock: Clock, batch_size: int) -> SendReport:
+    """Send what is due by the wall clock at each claim, so runs side by side share the outbox."""
     links = _links(ws)
     renderer = TemplateRenderer(ws.path(ws.config.templates_dir))
     total = SendReport()
     with session_scope(ws.engine) as session:
-        total.unconfirmed += settle_in_flight(session=session, now=now)
+        total.unconfirmed += settle_in_flight(session=session, now=clock())
     transport = transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
     with ExitStack() as stack:
         # smtp://…?connections=N: N connections side by side (a file outbox is always one).
         transports = [stack.enter_context(t) for t in transport.copies()]
-        while True:
-            with session_scope(ws.engine) as session:
-                ids = claim(session=session, now=now, limit=batch_size)
-            if not ids:
-                return total
-            total.add(
-                send_claimed_over(
-                    engine=ws.engine,
-                    ids=ids,
-                    transports=transports,
-                    config=ws.config,
-                    renderer=renderer,
-                    links=links,
-                    now=now,
-                )
+        total.add(
+            send_due(
+                engine=ws.engine,
+                transports=transports,
+                clock=clock,
+                batch_size=batch_size,
+                config=ws.config,
+                renderer=renderer,
+                links=links,
             )
+        )
+    return total
 
 
 @task(task_run_name="dry run", cache_policy=NONE)
@@ -151,7 +148,7 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
     with single_writer(ws.engine, "nurture:enrollments"):  # sends are shared through the outbox claim
         enrolled, exited, queued = update_enrollments(ws, now)
     with slot(mail_limit(ws.settings.mail_url)):
-        sent = send_outbox(ws, now, params.batch_size)
+        sent = send_outbox(ws, run_clock(params.as_of), params.batch_size)
     report = NurtureReport(
         enrolled=dict(enrolled),
         exited=dict(exited),

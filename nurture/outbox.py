@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -57,6 +57,7 @@ from nurture.suppression import ALL, suppress
 
 LEASE = timedelta(minutes=10)
 MAX_ATTEMPTS = 6
+Clock = Callable[[], datetime]  # naive UTC; a run's sender reads it at each claim and each server answer
 # Statuses that count as "emailed" for the frequency cap.
 DELIVERED = (OutboxStatus.sent.value, OutboxStatus.in_flight.value, OutboxStatus.unconfirmed.value)
 
@@ -393,23 +394,29 @@ def send_claimed(
     renderer: TemplateRenderer,
     transport: MailTransport,
     links: LinkSigner,
-    now: datetime,
+    now: datetime | None = None,
+    clock: Clock | None = None,
 ) -> SendReport:
-    """Send the claimed rows through an open transport, one at a time, in the order claimed."""
+    """Send the claimed rows through an open transport, one at a time, in the order claimed.
+
+    Times come from `clock` (a run passes the wall clock): the send window is judged when the row
+    is sent and `sent_at` is when the server accepted the message. Without one, `now` stands still.
+    """
+    clock = clock or fixed_clock(now)
     report = SendReport()
     composer = Composer(config, renderer, links)
     # A plain connection, not an ORM session: a fifth of the cost per statement, and the send loop
     # runs two of them per email.
     with engine.connect() as connection:
         claimed = and_(EmailOutbox.id.in_(ids), EmailOutbox.status == OutboxStatus.sending)
-        batch, history = load_due(connection, claimed, config.compliance, now)
+        batch, history = load_due(connection, claimed, config.compliance, clock())
         connection.commit()
         marks = _Marks(connection)
         try:
             for due in batch:
-                outcome, reason = _send_one(marks, composer, transport, due, history.get(due.lead_id, ()), now)
+                outcome, reason, at = _send_one(marks, composer, transport, due, history.get(due.lead_id, ()), clock)
                 if outcome in (Outcome.sent, Outcome.unconfirmed):
-                    history[due.lead_id].append(now)  # counts for the cap within this batch
+                    history[due.lead_id].append(at)  # counts for the cap within this batch
                 report.count(outcome, reason)
         finally:
             marks.flush()  # what waited for the next commit: the last confirmations, skips, deferrals
@@ -443,29 +450,59 @@ def send_claimed_over(
     return total
 
 
+def fixed_clock(now: datetime | None) -> Clock:
+    """A clock that stands at `now` (for callers that decide time themselves, as tests do)."""
+    if now is None:
+        raise TypeError("send_claimed needs `now` or `clock`")
+    return lambda: now
+
+
+def send_due(
+    *,
+    engine: Engine,
+    transports: list[MailTransport],
+    clock: Clock,
+    batch_size: int,
+    **kwargs: Any,
+) -> SendReport:
+    """Claim what is due by `clock` at each claim and send it, batch after batch, until nothing is due.
+
+    Reading the clock at each claim (not once per run) lets runs side by side share the outbox: rows
+    another run queued a moment ago are due for this one too. `kwargs` go to `send_claimed`.
+    """
+    total = SendReport()
+    while True:
+        with Session(engine) as session:
+            ids = claim(session=session, now=clock(), limit=batch_size)  # commits the claim
+        if not ids:
+            return total
+        total.add(send_claimed_over(engine=engine, ids=ids, transports=transports, clock=clock, **kwargs))
+
+
 def _send_one(
-    marks: _Marks, composer: Composer, transport: MailTransport, due: Due, sent: Any, now: datetime
-) -> tuple[Outcome, str]:
-    """Judge, render and deliver one row; returns what became of it, and why (for all but sent)."""
+    marks: _Marks, composer: Composer, transport: MailTransport, due: Due, sent: Any, clock: Clock
+) -> tuple[Outcome, str, datetime]:
+    """Judge, render and deliver one row; returns what became of it, why (for all but sent), and when."""
+    now = clock()
     verdict = compliance.check(composer.config.compliance, due.recipient, sent, now)
     if verdict.action == "skip":
         marks.later("finish", due, st=OutboxStatus.skipped.value, err=verdict.reason)
-        return Outcome.skipped, verdict.reason
+        return Outcome.skipped, verdict.reason, now
     if verdict.action == "defer":
         marks.later("defer", due, until=verdict.until, err=f"deferred: {verdict.reason}")
-        return Outcome.deferred, verdict.reason
+        return Outcome.deferred, verdict.reason, now
     try:
         envelope = composer.envelope(due)
     except StepGone as exc:
         marks.later("finish", due, st=OutboxStatus.skipped.value, err=str(exc))
-        return Outcome.skipped, str(exc)
+        return Outcome.skipped, str(exc), now
     except Exception as exc:  # one broken template must not hold back the rest of the batch
         marks.later("finish", due, st=OutboxStatus.failed.value, err=template_error(composer, due, exc)[:2000])
-        return Outcome.failed, "template error"
+        return Outcome.failed, "template error", now
     try:
-        provider_id = transport.deliver(envelope, before_data=lambda: marks.in_flight(due, envelope, now))
+        provider_id = transport.deliver(envelope, before_data=lambda: marks.in_flight(due, envelope, clock()))
     except LeaseLost:
-        return Outcome.skipped, "lease taken over by another sender"
+        return Outcome.skipped, "lease taken over by another sender", now
     except PermanentMailError as exc:
         marks.connection.rollback()
         with Session(bind=marks.connection) as session:
@@ -475,20 +512,22 @@ def _send_one(
                 scope=ALL,
                 reason=SuppressionReason.bounced,
                 source="smtp",
-                now=now,
+                now=clock(),
                 detail=str(exc),
             )
             session.commit()
         marks.now("finish", due, st=OutboxStatus.failed.value, err=f"permanent: {exc}"[:2000])
-        return Outcome.failed, "bounced"
+        return Outcome.failed, "bounced", now
     except UnconfirmedMailError as exc:
-        marks.now("unconfirmed", due, at=now, mid=envelope.message_id, err=str(exc)[:2000])
-        return Outcome.unconfirmed, ""
+        at = clock()
+        marks.now("unconfirmed", due, at=at, mid=envelope.message_id, err=str(exc)[:2000])
+        return Outcome.unconfirmed, "", at
     except TransientMailError as exc:
-        _retry_later(marks, due, str(exc), now)
-        return Outcome.deferred, "transient mail error"
-    marks.later("sent", due, at=now, mid=envelope.message_id, pid=provider_id[:300])
-    return Outcome.sent, ""
+        _retry_later(marks, due, str(exc), clock())
+        return Outcome.deferred, "transient mail error", now
+    accepted = clock()  # the server has answered: this is when it took the message
+    marks.later("sent", due, at=accepted, mid=envelope.message_id, pid=provider_id[:300])
+    return Outcome.sent, "", accepted
 
 
 def _retry_later(marks: _Marks, due: Due, error: str, now: datetime) -> None:
