@@ -26,6 +26,7 @@ from flows.ops import (
     top_level,
 )
 from flows.params import NurtureParams
+from flows.problems import Problem, finish
 from flows.reports import NurtureReport, PreviewEmail, publish_nurture
 from flows.workspace import Workspace, open_workspace, run_clock, run_time
 from leads.db import session_scope
@@ -160,9 +161,12 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         failed=dict(sent.failed),
         outbox=public_mail_url(ws.settings.mail_url),
     )
+    report.problems = [
+        Problem(step="nurture", what=f"{n} email(s) failed: {reason}") for reason, n in sorted(sent.failed.items())
+    ]
     publish_nurture(report)
     emit_finished_sequences(ws.engine, now=now, cap=500)
     publish_run_steps()
     if top_level():
         publish_attention(ws.engine)
-    return report
+    return finish(report)

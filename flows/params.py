@@ -68,7 +68,12 @@ class NurtureParams(RunParams):
 
 
 class HandoffParams(RunParams):
-    pass
+    max_deliveries: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many deliveries per destination (and notifications) in a run; empty: the whole "
+        "backlog, in batches. What is left shows in the report and as a leadflow.handoff.backlog event.",
+    )
 
 
 class PipelineParams(RunParams):

@@ -9,7 +9,7 @@ so concurrent senders never wait for each other nor claim the same row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,15 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from leads.models import OutboxStatus
+
+Clock = Callable[[], datetime]  # naive UTC; senders read it at each claim and each peer's answer
+
+
+def fixed_clock(now: datetime | None) -> Clock:
+    """A clock that stands at `now`, for callers that decide the time themselves (tests, replays)."""
+    if now is None:
+        raise TypeError("a sender needs `now` or `clock`")
+    return lambda: now
 
 
 def claim_due(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -47,7 +47,7 @@ from leads.models import (
     Suppression,
     SuppressionReason,
 )
-from leads.outbox import claim_due
+from leads.outbox import Clock, claim_due, fixed_clock
 from leads.records import PROFILE_FIELDS
 from nurture import compliance, tokens
 from nurture import links as tracked_links
@@ -57,7 +57,6 @@ from nurture.suppression import ALL, suppress
 
 LEASE = timedelta(minutes=10)
 MAX_ATTEMPTS = 6
-Clock = Callable[[], datetime]  # naive UTC; a run's sender reads it at each claim and each server answer
 # Statuses that count as "emailed" for the frequency cap.
 DELIVERED = (OutboxStatus.sent.value, OutboxStatus.in_flight.value, OutboxStatus.unconfirmed.value)
 
@@ -450,13 +449,6 @@ def send_claimed_over(
     return total
 
 
-def fixed_clock(now: datetime | None) -> Clock:
-    """A clock that stands at `now` (for callers that decide time themselves, as tests do)."""
-    if now is None:
-        raise TypeError("send_claimed needs `now` or `clock`")
-    return lambda: now
-
-
 def send_due(
     *,
     engine: Engine,
@@ -523,17 +515,19 @@ def _send_one(
         marks.now("unconfirmed", due, at=at, mid=envelope.message_id, err=str(exc)[:2000])
         return Outcome.unconfirmed, "", at
     except TransientMailError as exc:
-        _retry_later(marks, due, str(exc), clock())
-        return Outcome.deferred, "transient mail error", now
+        if _retry_later(marks, due, str(exc), clock()):
+            return Outcome.deferred, "transient mail error", now
+        return Outcome.failed, "gave up after retries", now
     accepted = clock()  # the server has answered: this is when it took the message
     marks.later("sent", due, at=accepted, mid=envelope.message_id, pid=provider_id[:300])
     return Outcome.sent, "", accepted
 
 
-def _retry_later(marks: _Marks, due: Due, error: str, now: datetime) -> None:
-    """Exponential backoff with jitter; after MAX_ATTEMPTS the row is dead and shown in the report."""
+def _retry_later(marks: _Marks, due: Due, error: str, now: datetime) -> bool:
+    """Exponential backoff with jitter; after MAX_ATTEMPTS the row is dead (returns False) and shown in the report."""
     if due.attempts >= MAX_ATTEMPTS:
         marks.now("finish", due, st=OutboxStatus.dead.value, err=error[:2000])
-        return
+        return False
     delay = min(3600.0, 30.0 * 2 ** (due.attempts - 1)) * random.uniform(0.8, 1.2)
     marks.now("retry", due, until=now + timedelta(seconds=delay), err=error[:2000])
+    return True
