@@ -85,7 +85,9 @@ def check_slas(ws: Workspace, now: datetime) -> SlaReport:
 
 
 @task(task_run_name="deliver handoffs to {destination}", cache_policy=NONE)
-def deliver_handoffs(ws: Workspace, destination: str, clock: Clock, limit: int | None) -> HandoffReport:
+def deliver_handoffs(
+    ws: Workspace, destination: str, clock: Clock, limit: int | None, batch_size: int
+) -> HandoffReport:
     """The destination's whole backlog, in batches (up to `limit` rows); rows are claimed by the wall clock."""
     spec = next(d for d in destinations(ws) if d.name == destination)
     with session_scope(ws.engine) as session:
@@ -108,6 +110,7 @@ def deliver_handoffs(ws: Workspace, destination: str, clock: Clock, limit: int |
             destination=destination,
             clock=clock,
             limit=limit,
+            batch_size=batch_size,
             dead_letter=ws.config.handoff.dead_letter_after,
         )
     if report.gone:
@@ -117,11 +120,19 @@ def deliver_handoffs(ws: Workspace, destination: str, clock: Clock, limit: int |
 
 
 @task(task_run_name="notify owners", cache_policy=NONE)
-def notify_owners(ws: Workspace, clock: Clock, limit: int | None) -> NotifyReport:
+def notify_owners(ws: Workspace, clock: Clock, limit: int | None, batch_size: int) -> NotifyReport:
     """Notification URLs may say ${NAME}: filled from the environment, else the workspace .env."""
     env = environment(ws.settings.workspace)
     notifier = AppriseNotifier()
-    return send_notifications(engine=ws.engine, config=ws.config, notifier=notifier, env=env, clock=clock, limit=limit)
+    return send_notifications(
+        engine=ws.engine,
+        config=ws.config,
+        notifier=notifier,
+        env=env,
+        clock=clock,
+        limit=limit,
+        batch_size=batch_size,
+    )
 
 
 @flow(name="handoff")
@@ -147,7 +158,7 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
         counts = DestinationCounts(kind=spec.kind, queued=queued.queued[spec.name])
         try:
             with slot(vendor_limit(spec.kind)):
-                delivered = deliver_handoffs(ws, spec.name, clock, params.max_deliveries)
+                delivered = deliver_handoffs(ws, spec.name, clock, params.max_deliveries, params.batch_size)
         except Exception as exc:  # one destination's failure must not stop the others
             counts.error = str(exc)
         else:
@@ -160,7 +171,7 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
         report.delivered += counts.delivered
         report.retried += counts.retried
         report.dead += counts.dead
-    notified = notify_owners(ws, clock, params.max_deliveries)
+    notified = notify_owners(ws, clock, params.max_deliveries, params.batch_size)
     report.notified = dict(notified.sent)
     report.notify_retried, report.notify_dead, report.notify_skipped = notified.retried, notified.dead, notified.skipped
     report.notify_stopped = notified.stopped

@@ -68,6 +68,7 @@ class NurtureParams(RunParams):
 
 
 class HandoffParams(RunParams):
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="Handoffs (and notifications) claimed per batch.")
     max_deliveries: int | None = Field(
         default=None,
         ge=1,
