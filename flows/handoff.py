@@ -34,8 +34,8 @@ from handoff.assignment import AssignReport, assign_new_sqls
 from handoff.crm_ledger import DatabaseLedger
 from handoff.deadletters import dead_counts
 from handoff.destinations import disable, disabled_reason
-from handoff.notify import NotifyReport, environment, send_notifications, waiting_notifications
-from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls_for, waiting
+from handoff.notify import NotifyReport, environment, send_notifications, unsent_notifications
+from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls_for, undelivered
 from handoff.sla import SlaReport, check_sla
 from handoff.starts import destination_starts, left_out_message
 from leads.db import session_scope
@@ -178,11 +178,11 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     with session_scope(ws.engine) as session:
         report.dead_letters = dead_counts(session)
         for spec in specs:
-            report.destinations[spec.name].backlog = waiting(session, spec.name)
+            report.destinations[spec.name].backlog = undelivered(session, spec.name)
             reason = disabled_reason(session, spec.name, destination_address(spec))
             if reason:
                 report.disabled[spec.name] = reason
-        report.notify_backlog = waiting_notifications(session)
+        report.notify_backlog = unsent_notifications(session)
     report.problems = handoff_problems(report)
     publish_handoff(report)
     for name, counts in report.destinations.items():

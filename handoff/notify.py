@@ -162,7 +162,7 @@ def send_notifications(
             return report
 
 
-def waiting_notifications(session: Session) -> int:
+def unsent_notifications(session: Session) -> int:
     """Notifications not sent yet (queued, waiting for a retry, or being sent)."""
     return session.execute(
         select(func.count())

@@ -230,7 +230,7 @@ def _deliver_batch(
             session.commit()
 
 
-def waiting(session: Session, destination: str) -> int:
+def undelivered(session: Session, destination: str) -> int:
     """Rows of this destination not delivered yet (queued, waiting for a retry, or being sent)."""
     return session.execute(
         select(func.count())
