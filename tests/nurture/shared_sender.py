@@ -4,7 +4,7 @@
 
 opens the workspace and starts its run clock as the nurture flow does (so the run is older than
 anything queued after this point), waits until GO_FILE exists, then runs the flow's send task and
-writes how many emails it sent to RESULT_FILE.
+writes how many emails it sent to RESULT_FILE and what it skipped, by reason, to RESULT_FILE.skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main(workspace: str, go: str, result: str, batch_size: str) -> None:
         time.sleep(0.01)
     report = send_outbox.fn(ws, clock, int(batch_size))
     Path(result).write_text(str(report.sent))
+    Path(result + ".skipped").write_text(repr(dict(report.skipped)))
     ws.engine.dispose()
 
 

@@ -73,6 +73,8 @@ def test_runs_side_by_side_share_sending_and_each_email_goes_once(
         assert process.wait(timeout=300) == 0, process.stderr.read().decode() if process.stderr else ""
 
     sent = {name: int((tmp_path / name).read_text()) for name in ("older", "younger")}
+    for name in ("older", "younger"):  # each claim was the run's own: no row claimed by both, no lease taken over
+        assert (tmp_path / f"{name}.skipped").read_text() == "{}"
     assert sent["older"] > 0 and sent["younger"] > 0  # both took part
     assert sent["older"] + sent["younger"] == EMAILS
     keys = [m.message["X-Leadflow-Key"] for m in smtp.messages]
