@@ -255,7 +255,7 @@ def publish_nurture_dry_run(report: NurtureReport) -> None:
 
 
 def publish_handoff(report: HandoffRunReport) -> None:
-    scalars = {k: v for k, v in report.model_dump().items() if not isinstance(v, dict)}
+    scalars = {k: v for k, v in report.model_dump().items() if not isinstance(v, (dict, list))}
     create_table_artifact(key="leadflow-handoff", table=[scalars], description="SQLs handed to sales")
     rows = [{"destination": name, **c.model_dump(exclude={"error"}), "error": c.error or ""}
             for name, c in report.destinations.items()]  # fmt: skip
