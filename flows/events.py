@@ -137,3 +137,14 @@ def emit_finished_sequences(engine: Engine, *, now: datetime, cap: int) -> dict[
         payload={"ended": ended_counts, "finished_events": len(rows), "finished_left_out": completed - len(rows)},
     )
     return ended_counts
+
+
+def emit_backlog(*, kind: str, name: str, backlog: int, reason: str | None) -> None:
+    """`leadflow.<kind>.backlog` when a run leaves rows undelivered (a per-run limit, a failing peer)."""
+    if backlog <= 0:
+        return
+    emit_event(
+        event=f"leadflow.{kind}.backlog",
+        resource={"prefect.resource.id": f"leadflow.{kind}.{name}", "prefect.resource.name": name},
+        payload={"backlog": backlog, "reason": reason or "waiting for a retry"},
+    )

@@ -16,7 +16,7 @@ from prefect.cache_policies import NONE
 
 from connectors.destinations import open_sink
 from connectors.notify import AppriseNotifier
-from flows.events import emit_dead_letters
+from flows.events import emit_backlog, emit_dead_letters
 from flows.ingest import vendor_rate_limit, workspace_secret
 from flows.ops import (
     publish_attention,
@@ -27,18 +27,20 @@ from flows.ops import (
     vendor_limit,
 )
 from flows.params import HandoffParams
+from flows.problems import Problem, finish
 from flows.reports import DestinationCounts, HandoffRunReport, publish_handoff
-from flows.workspace import Workspace, open_workspace, run_time
+from flows.workspace import Workspace, open_workspace, run_clock, run_time
 from handoff.assignment import AssignReport, assign_new_sqls
 from handoff.crm_ledger import DatabaseLedger
 from handoff.deadletters import dead_counts
 from handoff.destinations import disable, disabled_reason
-from handoff.notify import NotifyReport, environment, send_notifications
-from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls_for
+from handoff.notify import NotifyReport, environment, send_notifications, unsent_notifications
+from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls_for, undelivered
 from handoff.sla import SlaReport, check_sla
 from handoff.starts import destination_starts, left_out_message
 from leads.db import session_scope
 from leads.handoff_config import CRM_KINDS, HandoffDestination, legacy_name
+from leads.outbox import Clock
 
 
 class HandoffFailed(RuntimeError):
@@ -83,7 +85,10 @@ def check_slas(ws: Workspace, now: datetime) -> SlaReport:
 
 
 @task(task_run_name="deliver handoffs to {destination}", cache_policy=NONE)
-def deliver_handoffs(ws: Workspace, destination: str, now: datetime) -> HandoffReport:
+def deliver_handoffs(
+    ws: Workspace, destination: str, clock: Clock, limit: int | None, batch_size: int
+) -> HandoffReport:
+    """The destination's whole backlog, in batches (up to `limit` rows); rows are claimed by the wall clock."""
     spec = next(d for d in destinations(ws) if d.name == destination)
     with session_scope(ws.engine) as session:
         if disabled_reason(session, destination, destination_address(spec)):
@@ -103,27 +108,38 @@ def deliver_handoffs(ws: Workspace, destination: str, now: datetime) -> HandoffR
             engine=ws.engine,
             sink=sink,
             destination=destination,
-            now=now,
+            clock=clock,
+            limit=limit,
+            batch_size=batch_size,
             dead_letter=ws.config.handoff.dead_letter_after,
         )
     if report.gone:
         with session_scope(ws.engine) as session:
-            disable(session, destination, destination_address(spec), report.gone, now)
+            disable(session, destination, destination_address(spec), report.gone, clock())
     return report
 
 
 @task(task_run_name="notify owners", cache_policy=NONE)
-def notify_owners(ws: Workspace, now: datetime) -> NotifyReport:
+def notify_owners(ws: Workspace, clock: Clock, limit: int | None, batch_size: int) -> NotifyReport:
     """Notification URLs may say ${NAME}: filled from the environment, else the workspace .env."""
     env = environment(ws.settings.workspace)
-    return send_notifications(engine=ws.engine, config=ws.config, notifier=AppriseNotifier(), env=env, now=now)
+    notifier = AppriseNotifier()
+    return send_notifications(
+        engine=ws.engine,
+        config=ws.config,
+        notifier=notifier,
+        env=env,
+        clock=clock,
+        limit=limit,
+        batch_size=batch_size,
+    )
 
 
 @flow(name="handoff")
 def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     """Hand every new SQL to sales, exactly once per destination, with an owner, an SLA and a notification."""
     ws = open_workspace(params.workspace)
-    now = run_time(params.as_of)
+    now, clock = run_time(params.as_of), run_clock(params.as_of)
     specs = destinations(ws)
     with single_writer(ws.engine, "handoff:queue"):  # deliveries are shared through the outbox claim
         queued = queue_handoffs(ws, specs, now)
@@ -142,11 +158,12 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
         counts = DestinationCounts(kind=spec.kind, queued=queued.queued[spec.name])
         try:
             with slot(vendor_limit(spec.kind)):
-                delivered = deliver_handoffs(ws, spec.name, now)
+                delivered = deliver_handoffs(ws, spec.name, clock, params.max_deliveries, params.batch_size)
         except Exception as exc:  # one destination's failure must not stop the others
             counts.error = str(exc)
         else:
             counts.delivered, counts.retried, counts.dead = delivered.delivered, delivered.retried, delivered.dead
+            counts.stopped = delivered.stopped
             for owner, n in delivered.by_owner.items():
                 report.delivered_by_owner[owner] = report.delivered_by_owner.get(owner, 0) + n
         report.destinations[spec.name] = counts
@@ -154,25 +171,56 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
         report.delivered += counts.delivered
         report.retried += counts.retried
         report.dead += counts.dead
-    notified = notify_owners(ws, now)
+    notified = notify_owners(ws, clock, params.max_deliveries, params.batch_size)
     report.notified = dict(notified.sent)
     report.notify_retried, report.notify_dead, report.notify_skipped = notified.retried, notified.dead, notified.skipped
+    report.notify_stopped = notified.stopped
     with session_scope(ws.engine) as session:
         report.dead_letters = dead_counts(session)
         for spec in specs:
+            report.destinations[spec.name].backlog = undelivered(session, spec.name)
             reason = disabled_reason(session, spec.name, destination_address(spec))
             if reason:
                 report.disabled[spec.name] = reason
+        report.notify_backlog = unsent_notifications(session)
+    report.problems = handoff_problems(report)
     publish_handoff(report)
-    for spec in specs:
-        emit_dead_letters(ws.engine, kind="handoff", destination=spec.name, dead=report.destinations[spec.name].dead)
+    for name, counts in report.destinations.items():
+        emit_dead_letters(ws.engine, kind="handoff", destination=name, dead=counts.dead)
+        why = counts.error or report.disabled.get(name) or counts.stopped
+        emit_backlog(kind="handoff", name=name, backlog=counts.backlog, reason=why)
+    emit_backlog(kind="notify", name="notifications", backlog=report.notify_backlog, reason=report.notify_stopped)
     publish_run_steps()
     if top_level():
         publish_attention(ws.engine)
     failed = {name: c.error for name, c in report.destinations.items() if c.error}
     if failed:
-        raise HandoffFailed("; ".join(str(error) for error in failed.values()))
-    return report
+        error = HandoffFailed("; ".join(str(error) for error in failed.values()))
+        error.report = report  # type: ignore[attr-defined]  # what the run did, for the caller
+        raise error
+    return finish(report)
+
+
+def handoff_problems(report: HandoffRunReport) -> list[Problem]:
+    """What an admin must look at after this run: stopped or switched-off destinations, dead letters,
+    and a backlog the run left behind on purpose (its limit, a peer failing a whole batch)."""
+    problems = []
+    for name, c in report.destinations.items():
+        left = f"; {c.backlog} not delivered yet" if c.backlog else ""
+        if c.error:
+            problems.append(Problem(step="handoff", what=f"{name} stopped: {c.error}{left}"))
+        elif name in report.disabled:
+            problems.append(Problem(step="handoff", what=f"{name} is switched off ({report.disabled[name]}){left}"))
+        elif c.stopped and c.backlog:
+            problems.append(Problem(step="handoff", what=f"{name}: {c.backlog} not delivered yet: {c.stopped}"))
+        if c.dead:
+            problems.append(Problem(step="handoff", what=f"{name}: {c.dead} dead-lettered this run"))
+    if report.notify_dead:
+        problems.append(Problem(step="notifications", what=f"{report.notify_dead} dead-lettered this run"))
+    if report.notify_stopped and report.notify_backlog:
+        what = f"{report.notify_backlog} not sent yet: {report.notify_stopped}"
+        problems.append(Problem(step="notifications", what=what))
+    return problems
 
 
 def sink_name(url: str) -> str:

@@ -26,6 +26,7 @@ from connectors.sources import open_source
 from connectors.sync import SyncTotals, sync_source
 from flows.ops import publish_attention, publish_run_steps, single_writer, top_level
 from flows.params import IngestParams
+from flows.problems import Problem, finish
 from flows.reports import IngestReport, SourceCounts, publish_ingest
 from flows.workspace import Workspace, open_workspace, run_time
 from leads.config import FileSource, SourceConfig
@@ -147,10 +148,13 @@ def ingest_flow(params: IngestParams = IngestParams()) -> IngestReport:
         )
         reasons.update(totals.reasons)
     report.quarantine_by_reason = dict(reasons)
+    report.problems = [
+        Problem(step="ingest", what=f"source {name} stopped: {why}") for name, why in report.failed.items()
+    ]
     publish_ingest(report)
     publish_run_steps()
     if top_level():
         publish_attention(ws.engine)
     if report.failed and params.fail_on_source_error:
         raise IngestFailed("; ".join(f"{error}" for error in report.failed.values()))
-    return report
+    return finish(report)  # a failed source that did not fail the run (the pipeline goes on) still shows

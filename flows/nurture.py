@@ -29,13 +29,14 @@ from flows.ops import (
     top_level,
 )
 from flows.params import NurtureParams
+from flows.problems import Problem, finish
 from flows.reports import NurtureReport, PreviewEmail, publish_nurture
-from flows.workspace import Workspace, open_workspace, run_time
+from flows.workspace import Workspace, open_workspace, run_clock, run_time
 from leads.db import session_scope
 from nurture.dry_run import preview_sends
 from nurture.enrollment import enroll, exit_finished, queue_due_steps
 from nurture.held import TemplateGate, count_held
-from nurture.outbox import LinkSigner, SendReport, claim, send_claimed_over, settle_in_flight
+from nurture.outbox import Clock, LinkSigner, SendReport, send_due, settle_in_flight
 from nurture.render import TemplateRenderer
 
 PREVIEW_LIMIT = 1000  # emails listed one by one in a dry run's report (all are counted)
@@ -92,34 +93,31 @@ def update_enrollments(ws: Workspace, now: datetime, gate: TemplateGate) -> tupl
 
 
 @task(task_run_name="send emails", cache_policy=NONE)
-def send_outbox(ws: Workspace, now: datetime, batch_size: int, gate: TemplateGate) -> SendReport:
+def send_outbox(ws: Workspace, clock: Clock, batch_size: int, gate: TemplateGate) -> SendReport:
+    """Send what is due by the wall clock at each claim, so runs side by side share the outbox."""
     links = _links(ws)
     renderer = TemplateRenderer(ws.path(ws.config.templates_dir))
     total = SendReport()
     with session_scope(ws.engine) as session:
-        total.unconfirmed += settle_in_flight(session=session, now=now)
+        total.unconfirmed += settle_in_flight(session=session, now=clock())
     gate.check_all()  # emails queued by earlier runs too: their steps are held before the first claim
     transport = transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
     with ExitStack() as stack:
         # smtp://…?connections=N: N connections side by side (a file outbox is always one).
         transports = [stack.enter_context(t) for t in transport.copies()]
-        while True:
-            with session_scope(ws.engine) as session:
-                ids = claim(session=session, now=now, limit=batch_size, held=gate.held_steps())
-            if not ids:
-                return total
-            total.add(
-                send_claimed_over(
-                    engine=ws.engine,
-                    ids=ids,
-                    transports=transports,
-                    config=ws.config,
-                    renderer=renderer,
-                    links=links,
-                    now=now,
-                    gate=gate,
-                )
+        total.add(
+            send_due(
+                engine=ws.engine,
+                transports=transports,
+                clock=clock,
+                batch_size=batch_size,
+                gate=gate,
+                config=ws.config,
+                renderer=renderer,
+                links=links,
             )
+        )
+    return total
 
 
 @task(task_run_name="dry run", cache_policy=NONE)
@@ -175,7 +173,7 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
     with single_writer(ws.engine, "nurture:enrollments"):  # sends are shared through the outbox claim
         enrolled, exited, queued = update_enrollments(ws, now, gate)
     with slot(mail_limit(ws.settings.mail_url)):
-        sent = send_outbox(ws, now, params.batch_size, gate)
+        sent = send_outbox(ws, run_clock(params.as_of), params.batch_size, gate)
     with session_scope(ws.engine) as session:
         held = count_held(session=session, gate=gate, now=now)
     report = NurtureReport(
@@ -190,6 +188,9 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         held={h.describe(): h.emails for h in held},
         outbox=public_mail_url(ws.settings.mail_url),
     )
+    report.problems = [
+        Problem(step="nurture", what=f"{n} email(s) failed: {reason}") for reason, n in sorted(sent.failed.items())
+    ] + [Problem(step="nurture", what=f"{n} email(s) held: {where}") for where, n in report.held.items()]
     publish_nurture(report)
     emit_finished_sequences(ws.engine, now=now, cap=500)
     publish_run_steps()
@@ -197,4 +198,4 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         publish_attention(ws.engine)
     if held and params.fail_on_held_templates:
         raise TemplatesHeld(report.held)
-    return report
+    return finish(report)

@@ -28,6 +28,7 @@ from leads.leases import holding
 from leads.models import (
     EmailOutbox,
     HandoffOutbox,
+    NotificationOutbox,
     OutboxStatus,
     Quarantine,
 )
@@ -192,7 +193,16 @@ def attention_counts(engine: Engine) -> dict[str, int]:
             select(func.count()).select_from(HandoffOutbox).where(HandoffOutbox.status == OutboxStatus.dead.value)
         ).scalar_one()
         quarantined = session.execute(select(func.count()).select_from(Quarantine)).scalar_one()
+        waiting = [OutboxStatus.pending.value, OutboxStatus.sending.value]
+        handoffs_waiting = session.execute(
+            select(func.count()).select_from(HandoffOutbox).where(HandoffOutbox.status.in_(waiting))
+        ).scalar_one()
+        notifications_waiting = session.execute(
+            select(func.count()).select_from(NotificationOutbox).where(NotificationOutbox.status.in_(waiting))
+        ).scalar_one()
     return {
+        "handoffs_waiting": handoffs_waiting,
+        "notifications_waiting": notifications_waiting,
         "emails_dead": email.get(OutboxStatus.dead.value, 0),
         "emails_failed": email.get(OutboxStatus.failed.value, 0),
         "handoffs_dead": handoff,
@@ -216,12 +226,17 @@ def publish_attention(engine: Engine) -> dict[str, int]:
         "template errors) |",
         f"| quarantined records | {counts['quarantined']} | `leadflow ops dead-letters`, table `quarantine` "
         "(`location`, `reason`, `raw`) |",
+        f"| handoffs not delivered yet | {counts['handoffs_waiting']} | `leadflow handoff status`; the next handoff "
+        "run goes on with them |",
+        f"| notifications not sent yet | {counts['notifications_waiting']} | table `notification_outbox` "
+        "(`status = 'pending'`) |",
         "",
         "Dead rows are not retried again; fix the cause and run `leadflow ops retry-dead` to queue them once more.",
     ]
     summary = (
         f"Dead letters and quarantine: {counts['handoffs_dead']} dead handoffs, {counts['emails_dead']} dead emails, "
-        f"{counts['emails_failed']} failed emails, {counts['quarantined']} quarantined records"
+        f"{counts['emails_failed']} failed emails, {counts['quarantined']} quarantined records, "
+        f"{counts['handoffs_waiting']} handoffs and {counts['notifications_waiting']} notifications not delivered yet"
     )
     create_markdown_artifact(key="leadflow-attention", markdown="\n".join(lines), description=summary)
     return counts

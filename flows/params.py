@@ -73,7 +73,13 @@ class NurtureParams(RunParams):
 
 
 class HandoffParams(RunParams):
-    pass
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="Handoffs (and notifications) claimed per batch.")
+    max_deliveries: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many deliveries per destination (and notifications) in a run; empty: the whole "
+        "backlog, in batches. What is left shows in the report and as a leadflow.handoff.backlog event.",
+    )
 
 
 class PipelineParams(RunParams):

@@ -9,6 +9,7 @@ from flows.ingest import IngestFailed, ingest_flow
 from flows.nurture import TemplatesHeld, nurture_flow
 from flows.ops import publish_attention, publish_run_steps
 from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
+from flows.problems import finish, summary
 from flows.reports import PipelineReport, publish_pipeline
 from flows.requalify import requalify_flow
 from flows.workspace import open_workspace, run_time
@@ -27,15 +28,16 @@ def pipeline_flow(params: PipelineParams = PipelineParams()) -> PipelineReport:
         nurture=nurture_flow(NurtureParams(**shared, fail_on_held_templates=False)),  # handoff still runs
         handoff=handoff_flow(HandoffParams(**shared)),
     )
+    report.problems = [*report.ingest.problems, *report.nurture.problems, *report.handoff.problems]
     ws = open_workspace(params.workspace)
     publish_pipeline(report, publish_attention(ws.engine), publish_run_steps())
     ws.engine.dispose()
     if ingest.failed:
-        failed = IngestFailed("; ".join(ingest.failed.values()))
+        failed = IngestFailed(summary(report.problems))
         failed.report = report  # type: ignore[attr-defined]  # what the run did, for `leadflow run`'s summary
         raise failed
     if report.nurture.held:
         held = TemplatesHeld(report.nurture.held)
         held.report = report  # type: ignore[attr-defined]
         raise held
-    return report
+    return finish(report)

@@ -11,6 +11,8 @@ from datetime import datetime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, Field
 
+from flows.problems import Problem
+
 
 class SourceCounts(BaseModel):
     kind: str = "file"
@@ -29,6 +31,7 @@ class SourceCounts(BaseModel):
 class IngestReport(BaseModel):
     sources: dict[str, SourceCounts] = Field(default_factory=dict)
     quarantine_by_reason: dict[str, int] = Field(default_factory=dict)
+    problems: list[Problem] = Field(default_factory=list)
 
     @property
     def failed(self) -> dict[str, str]:
@@ -86,6 +89,7 @@ class NurtureReport(BaseModel):
     would_send: int = 0  # dry run only
     preview: list[PreviewEmail] = Field(default_factory=list)  # dry run only: the first emails, per lead
     preview_more: int = 0  # dry run only: emails beyond the listed ones
+    problems: list[Problem] = Field(default_factory=list)
 
 
 class DestinationCounts(BaseModel):
@@ -95,6 +99,8 @@ class DestinationCounts(BaseModel):
     retried: int = 0
     dead: int = 0
     error: str | None = None
+    backlog: int = 0  # not delivered yet after this run: queued, waiting for a retry, or being sent
+    stopped: str | None = None  # why this run left due rows for the next one
 
 
 class HandoffRunReport(BaseModel):
@@ -116,9 +122,12 @@ class HandoffRunReport(BaseModel):
     notify_retried: int = 0
     notify_dead: int = 0
     notify_skipped: int = 0
+    notify_backlog: int = 0  # notifications not sent yet after this run
+    notify_stopped: str | None = None  # why this run left due notifications for the next one
     dead_letters: dict[str, int] = Field(default_factory=dict)  # dead handoffs now, per destination
     disabled: dict[str, str] = Field(default_factory=dict)  # destinations off after a 410 Gone, with why
     started: dict[str, str] = Field(default_factory=dict)  # new destinations that leave out earlier SQLs, with how many
+    problems: list[Problem] = Field(default_factory=list)
 
 
 class PipelineReport(BaseModel):
@@ -126,6 +135,15 @@ class PipelineReport(BaseModel):
     requalify: RequalifyReport
     nurture: NurtureReport
     handoff: HandoffRunReport
+    problems: list[Problem] = Field(default_factory=list)  # every step's, in order
+
+
+def _problem_lines(problems: list[Problem]) -> list[str]:
+    if not problems:
+        return []
+    return ["", '## Problems this run (the run ends "Completed with problems" or Failed)', ""] + [
+        f"- {p}" for p in problems
+    ]
 
 
 def _counts(title: str, counts: dict[str, int]) -> str:
@@ -212,6 +230,7 @@ def publish_nurture(report: NurtureReport) -> None:
                 _counts("deferred", report.deferred),
                 _counts("failed", report.failed),
                 *_held_lines(report.held),
+                *_problem_lines(report.problems),
             ]
         ),
         description="Nurture sends this run",
@@ -249,7 +268,7 @@ def publish_nurture_dry_run(report: NurtureReport) -> None:
 
 
 def publish_handoff(report: HandoffRunReport) -> None:
-    scalars = {k: v for k, v in report.model_dump().items() if not isinstance(v, dict)}
+    scalars = {k: v for k, v in report.model_dump().items() if not isinstance(v, (dict, list))}
     create_table_artifact(key="leadflow-handoff", table=[scalars], description="SQLs handed to sales")
     rows = [{"destination": name, **c.model_dump(exclude={"error"}), "error": c.error or ""}
             for name, c in report.destinations.items()]  # fmt: skip
@@ -292,7 +311,19 @@ def handoff_markdown(report: HandoffRunReport) -> str:
     if report.started:
         lines += ["", "## New destinations", ""]
         lines += [f"- {message}" for _, message in sorted(report.started.items())]
-    return "\n".join(lines)
+    backlog = [
+        f"- {name}: {c.backlog}" + (f" ({c.stopped})" if c.stopped else "")
+        for name, c in report.destinations.items()
+        if c.backlog
+    ]
+    if report.notify_backlog:
+        backlog.append(
+            f"- notifications: {report.notify_backlog}"
+            + (f" ({report.notify_stopped})" if report.notify_stopped else "")
+        )
+    if backlog:
+        lines += ["", "## Not delivered yet (the next run goes on with them)", "", *backlog]
+    return "\n".join(lines + _problem_lines(report.problems))
 
 
 def publish_pipeline(report: PipelineReport, attention: dict[str, int], steps: list[dict[str, object]]) -> None:
@@ -302,6 +333,12 @@ def publish_pipeline(report: PipelineReport, attention: dict[str, int], steps: l
     moves = [f"| {m.from_stage} | {m.to_stage} | {m.leads} |" for m in report.requalify.moves]
     slow = [f"| {s['step']} | {s['seconds']} |" for s in steps[:5]]
     failed = report.ingest.failed
+    handoff = report.handoff
+    delivered = ", ".join(
+        f"{name} {c.delivered}" + (f" (stopped: {c.error})" if c.error else "")
+        for name, c in handoff.destinations.items()
+    )
+    waiting = sum(c.backlog for c in handoff.destinations.values())
     lines = [
         "# leadflow pipeline run",
         "",
@@ -313,8 +350,9 @@ def publish_pipeline(report: PipelineReport, attention: dict[str, int], steps: l
         f"| requalify | {report.requalify.leads} leads scored ({report.requalify.mode}), "
         f"{report.requalify.changed} stage changes |",
         f"| nurture | {report.nurture.sent} emails sent, {report.nurture.queued} queued |",
-        f"| handoff | {report.handoff.delivered} SQLs delivered to {report.handoff.destination}, "
-        f"{report.handoff.dead} dead |",
+        f"| handoff | {handoff.delivered} SQLs delivered ({delivered or 'no destination'}), {handoff.dead} dead"
+        + (f", {waiting} not delivered yet" if waiting else "")
+        + " |",
         "",
         "## Stage changes",
         "",
@@ -339,12 +377,17 @@ def publish_pipeline(report: PipelineReport, attention: dict[str, int], steps: l
         "",
         f"- dead handoffs: {attention.get('handoffs_dead', 0)}, dead emails: {attention.get('emails_dead', 0)}, "
         f"failed emails: {attention.get('emails_failed', 0)}, quarantined records: {attention.get('quarantined', 0)}",
+        f"- not delivered yet: {attention.get('handoffs_waiting', 0)} handoffs, "
+        f"{attention.get('notifications_waiting', 0)} notifications",
         "- details: the `leadflow-attention` artifact and `leadflow ops dead-letters`",
+        *_problem_lines(report.problems),
     ]
     dead = report.handoff.dead + attention.get("emails_dead", 0)
     headline = (
         f"{report.requalify.leads} leads scored, {report.requalify.changed} stage changes, "
         f"{report.nurture.sent} emails sent, {report.handoff.delivered} SQLs handed off, "
         f"{dead} dead letters, {quarantined} quarantined"
+        + (f"; failed sources: {', '.join(failed)}" if failed else "")
+        + (f"; {len(report.problems)} problem(s): {report.problems[0]}" if report.problems else "")
     )  # the run page shows an artifact's description, so the headline numbers go there too
     create_markdown_artifact(key="leadflow-pipeline", markdown="\n".join(lines), description=headline)

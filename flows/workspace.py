@@ -6,8 +6,10 @@ run with a clear message and changes nothing.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -46,3 +48,15 @@ def run_time(as_of: datetime | None) -> datetime:
     if as_of.tzinfo is None:
         return as_of
     return as_of.astimezone(UTC).replace(tzinfo=None)
+
+
+def run_clock(as_of: datetime | None) -> Callable[[], datetime]:
+    """The clock senders read at each claim and each server answer: the wall clock, naive UTC.
+
+    With `as_of` (a replay, a test) it starts at `as_of` and runs at wall-clock pace, so what the run
+    queued at `as_of` is due for it. Scoring and queueing keep `run_time`'s fixed moment.
+    """
+    if as_of is None:
+        return utcnow
+    start, began = run_time(as_of), time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - began)

@@ -18,16 +18,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from dotenv import dotenv_values
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from connectors.notify import FatalNotifyError, Notifier, RetriableNotifyError
 from handoff.retry import backoff, past_horizon
 from leads.config import WorkspaceConfig
-from leads.models import Lead, LeadAssignment, NotificationOutbox, OutboxStatus, StageTransition, utcnow
-from leads.outbox import claim_due
+from leads.models import Lead, LeadAssignment, NotificationOutbox, OutboxStatus, StageTransition
+from leads.outbox import Clock, claim_due, fixed_clock
 
 LEASE = timedelta(minutes=10)
+BATCH = 500  # notifications claimed at a time; a run takes batch after batch until none is due
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -38,6 +39,12 @@ class NotifyReport:
     dead: int = 0
     skipped: int = 0  # nobody to tell: no notify URL for that owner or team
     errors: list[str] = field(default_factory=list)
+    last_error: str | None = None  # the newest failure's message, for `stopped`
+    stopped: str | None = None  # why due notifications were left for the next run
+
+    @property
+    def failures(self) -> int:
+        return self.retried + self.dead
 
 
 @dataclass(frozen=True)
@@ -122,18 +129,46 @@ def send_notifications(
     config: WorkspaceConfig,
     notifier: Notifier,
     env: Mapping[str, str],
-    now: datetime,
-    limit: int = 1000,
+    now: datetime | None = None,
+    clock: Clock | None = None,
+    batch_size: int = BATCH,
+    limit: int | None = None,
 ) -> NotifyReport:
-    """Claim due notifications and send each, committing each outcome on its own."""
-    report = NotifyReport()
-    with Session(engine) as session:
-        ids = claim_due(session=session, table=NotificationOutbox, now=now, limit=limit, lease=LEASE)
-    for row_id in ids:
+    """Send due notifications, batch after batch, until none is due; each outcome commits alone.
+
+    Claimed by `clock` at each claim (a fixed `now` without one). Stops early, leaving the rest queued
+    and saying why in `report.stopped`, after `limit` notifications or a whole batch without one sent.
+    """
+    clock = clock or fixed_clock(now)
+    report, tried = NotifyReport(), 0
+    while True:
+        take = batch_size if limit is None else min(batch_size, limit - tried)
+        if take <= 0:
+            report.stopped = f"the limit of {limit} notifications per run was reached"
+            return report
         with Session(engine) as session:
-            _send_one(session, row_id, config, notifier, env, now, report)
-            session.commit()
-    return report
+            ids = claim_due(session=session, table=NotificationOutbox, now=clock(), limit=take, lease=LEASE)
+        if not ids:
+            return report
+        tried += len(ids)
+        sent, failures = sum(report.sent.values()), report.failures
+        for row_id in ids:
+            with Session(engine) as session:
+                _send_one(session, row_id, config, notifier, env, clock, report)
+                session.commit()
+        if sum(report.sent.values()) == sent and report.failures > failures:
+            last = report.last_error or "no answer"
+            report.stopped = f"a whole batch of {len(ids)} failed ({last[:200]}); the rest waits for the next run"
+            return report
+
+
+def unsent_notifications(session: Session) -> int:
+    """Notifications not sent yet (queued, waiting for a retry, or being sent)."""
+    return session.execute(
+        select(func.count())
+        .select_from(NotificationOutbox)
+        .where(NotificationOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]))
+    ).scalar_one()
 
 
 def _send_one(
@@ -142,7 +177,7 @@ def _send_one(
     config: WorkspaceConfig,
     notifier: Notifier,
     env: Mapping[str, str],
-    now: datetime,
+    clock: Clock,
     report: NotifyReport,
 ) -> None:
     row = session.get(NotificationOutbox, row_id)
@@ -163,10 +198,11 @@ def _send_one(
     message = render(config, row, assignment, lead, transition)
     try:
         notifier.send(url=expand(url, env), title=message.title, body=message.body)
-        row.status, row.sent_at, row.last_error = OutboxStatus.sent, utcnow(), None
+        row.status, row.sent_at, row.last_error = OutboxStatus.sent, clock(), None
         report.sent[row.kind] += 1
     except RetriableNotifyError as exc:
-        row.last_error = f"{row.recipient}: {exc}"[:2000]
+        now = clock()
+        row.last_error = report.last_error = f"{row.recipient}: {exc}"[:2000]
         next_try = now + timedelta(seconds=backoff(row.attempts))
         horizon = config.handoff.dead_letter_after
         queued_at = row.requeued_at or row.created_at
@@ -178,6 +214,7 @@ def _send_one(
             report.retried += 1
     except FatalNotifyError as exc:
         row.status, row.last_error = OutboxStatus.dead, f"{row.recipient}: {exc}"[:2000]
+        report.last_error = row.last_error
         report.dead += 1
         report.errors.append(row.last_error)
     session.add(row)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, or_, select, true, update
+from sqlalchemy import Engine, and_, exists, func, or_, select, true, update
 from sqlmodel import Session
 
 from connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
@@ -23,12 +23,13 @@ from handoff.starts import Start
 from leads.assignment_config import DeadLetterConfig
 from leads.config import WorkspaceConfig
 from leads.explain import as_payload, explain_lead
-from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition, utcnow
-from leads.outbox import claim_due
+from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition
+from leads.outbox import Clock, claim_due, fixed_clock
 from leads.records import PROFILE_FIELDS
 from leads.sql import upsert_insert
 
 LEASE = timedelta(minutes=10)
+BATCH = 500  # rows claimed at a time; a run takes batch after batch until none is due
 
 
 @dataclass
@@ -39,6 +40,8 @@ class HandoffReport:
     errors: Counter[str] = field(default_factory=Counter)
     gone: str | None = None  # the 410 Gone message, if the destination retired itself this run
     by_owner: Counter[str] = field(default_factory=Counter)  # delivered, by owner id ("-" for none)
+    last_error: str | None = None  # the newest failure's message, for `stopped`
+    stopped: str | None = None  # why due rows were left for the next run (a per-run limit, a failing peer)
 
 
 def handoff_key(transition_id: int, destination: str) -> str:
@@ -150,25 +153,56 @@ def deliver_pending(
     engine: Engine,
     sink: HandoffSink,
     destination: str,
-    now: datetime,
-    limit: int = 1000,
+    now: datetime | None = None,
+    clock: Clock | None = None,
+    batch_size: int = BATCH,
+    limit: int | None = None,
     dead_letter: DeadLetterConfig = DeadLetterConfig(),
 ) -> HandoffReport:
-    """Claim due rows for this destination and deliver each, committing each outcome on its own.
+    """Deliver this destination's due rows, batch after batch, until none is due; each outcome commits alone.
 
-    A 410 Gone stops the batch: that row and the rest go back to pending, untouched, and
-    `report.gone` tells the caller to switch the destination off.
+    Rows are claimed by `clock` at each claim (a fixed `now` without one). The run stops early, leaving
+    the rest queued and saying why in `report.stopped`, when `limit` rows were tried or when a whole
+    batch failed without one delivery (the peer is down: hammering it with the backlog helps nobody).
+    A 410 Gone stops too: that row and the rest go back to pending, untouched, and `report.gone`
+    tells the caller to switch the destination off.
     """
-    report = HandoffReport()
-    with Session(engine) as session:
-        ids = claim_due(
-            session=session,
-            table=HandoffOutbox,
-            now=now,
-            limit=limit,
-            lease=LEASE,
-            where=[HandoffOutbox.destination == destination],
-        )
+    clock = clock or fixed_clock(now)
+    report, tried = HandoffReport(), 0
+    while not report.gone:
+        take = batch_size if limit is None else min(batch_size, limit - tried)
+        if take <= 0:
+            report.stopped = f"the limit of {limit} deliveries per run was reached"
+            break
+        with Session(engine) as session:
+            ids = claim_due(
+                session=session,
+                table=HandoffOutbox,
+                now=clock(),
+                limit=take,
+                lease=LEASE,
+                where=[HandoffOutbox.destination == destination],
+            )
+        if not ids:
+            break
+        tried += len(ids)
+        delivered, failed = report.delivered, report.retried + report.dead
+        _deliver_batch(engine, sink, ids, clock, dead_letter, report)
+        if report.delivered == delivered and report.retried + report.dead > failed and not report.gone:
+            last = report.last_error or "no answer"
+            report.stopped = f"a whole batch of {len(ids)} failed ({last[:200]}); the rest waits for the next run"
+            break
+    return report
+
+
+def _deliver_batch(
+    engine: Engine,
+    sink: HandoffSink,
+    ids: list[int],
+    clock: Clock,
+    dead_letter: DeadLetterConfig,
+    report: HandoffReport,
+) -> None:
     for index, row_id in enumerate(ids):
         with Session(engine) as session:
             row = session.get(HandoffOutbox, row_id)
@@ -176,23 +210,36 @@ def deliver_pending(
                 continue
             try:
                 row.provider_id = sink.deliver(idempotency_key=row.idempotency_key, payload=row.payload)
-                row.status, row.delivered_at, row.last_error = OutboxStatus.sent, utcnow(), None
+                row.status, row.delivered_at, row.last_error = OutboxStatus.sent, clock(), None
                 report.delivered += 1
                 report.by_owner[(row.payload.get("owner") or {}).get("id") or "-"] += 1
             except RetriableHandoffError as exc:
-                _retry_or_die(row, str(exc), exc.retry_after, report, now, dead_letter)
+                report.last_error = str(exc)
+                _retry_or_die(row, str(exc), exc.retry_after, report, clock(), dead_letter)
             except DestinationGoneError as exc:
                 report.gone = str(exc)[:500]
-                _release(session, ids[index:], now)
+                _release(session, ids[index:], clock())
                 session.commit()
-                break
+                return
             except FatalHandoffError as exc:
                 row.status, row.last_error = OutboxStatus.dead, str(exc)[:2000]
+                report.last_error = str(exc)
                 report.dead += 1
                 report.errors[type(exc).__name__] += 1
             session.add(row)
             session.commit()
-    return report
+
+
+def undelivered(session: Session, destination: str) -> int:
+    """Rows of this destination not delivered yet (queued, waiting for a retry, or being sent)."""
+    return session.execute(
+        select(func.count())
+        .select_from(HandoffOutbox)
+        .where(
+            HandoffOutbox.destination == destination,
+            HandoffOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
+        )
+    ).scalar_one()
 
 
 def _release(session: Session, ids: list[int], now: datetime) -> None:

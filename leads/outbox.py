@@ -9,7 +9,7 @@ so concurrent senders never wait for each other nor claim the same row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,15 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from leads.models import OutboxStatus
+
+Clock = Callable[[], datetime]  # naive UTC; senders read it at each claim and each peer's answer
+
+
+def fixed_clock(now: datetime | None) -> Clock:
+    """A clock that stands at `now`, for callers that decide the time themselves (tests, replays)."""
+    if now is None:
+        raise TypeError("a sender needs `now` or `clock`")
+    return lambda: now
 
 
 def claim_due(
@@ -31,8 +40,8 @@ def claim_due(
 ) -> list[int]:
     """Take up to `limit` due rows of `table` (also matching `where`) and commit the claim; returns their ids.
 
-    `table` is an outbox model with `id`, `status`, `next_attempt_at` and `attempts`; rows are taken
-    in `order_by` (default: by id).
+    `table` is an outbox model with `id`, `status`, `next_attempt_at` and `attempts`; the rows chosen
+    are the first in `order_by` (default: by id), returned by id.
     """
     due = (
         select(table.id)
@@ -46,13 +55,15 @@ def claim_due(
     )
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
-    ids = list(session.execute(due).scalars())
-    if ids:
-        session.execute(
-            update(table)
-            .where(table.id.in_(ids))
-            .values(status=OutboxStatus.sending.value, next_attempt_at=now + lease, attempts=table.attempts + 1)
-            .execution_options(synchronize_session=False)
-        )
+    # One statement: on SQLite a select and then an update let two processes read the same due rows
+    # before either writes, and both would claim them.
+    claimed = session.execute(
+        update(table)
+        .where(table.id.in_(due.scalar_subquery()))
+        .values(status=OutboxStatus.sending.value, next_attempt_at=now + lease, attempts=table.attempts + 1)
+        .returning(table.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = sorted(claimed.scalars())
     session.commit()
     return ids

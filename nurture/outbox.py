@@ -50,7 +50,7 @@ from leads.models import (
     Suppression,
     SuppressionReason,
 )
-from leads.outbox import claim_due
+from leads.outbox import Clock, claim_due, fixed_clock
 from leads.records import PROFILE_FIELDS
 from nurture import compliance, tokens
 from nurture import links as tracked_links
@@ -419,27 +419,31 @@ def send_claimed(
     renderer: TemplateRenderer,
     transport: MailTransport,
     links: LinkSigner,
-    now: datetime,
+    now: datetime | None = None,
+    clock: Clock | None = None,
     gate: TemplateGate | None = None,
 ) -> SendReport:
     """Send the claimed rows through an open transport, one at a time, in the order claimed.
 
+    Times come from `clock` (a run passes the wall clock): the send window is judged when the row
+    is sent and `sent_at` is when the server accepted the message. Without one, `now` stands still.
     With `gate`, rows of held steps go back to pending unsent, and a template that fails holds its step.
     """
+    clock = clock or fixed_clock(now)
     report = SendReport()
     composer = Composer(config, renderer, links, gate)
     # A plain connection, not an ORM session: a fifth of the cost per statement, and the send loop
     # runs two of them per email.
     with engine.connect() as connection:
         claimed = and_(EmailOutbox.id.in_(ids), EmailOutbox.status == OutboxStatus.sending)
-        batch, history = load_due(connection, claimed, config.compliance, now)
+        batch, history = load_due(connection, claimed, config.compliance, clock())
         connection.commit()
         marks = _Marks(connection)
         try:
             for due in batch:
-                outcome, reason = _send_one(marks, composer, transport, due, history.get(due.lead_id, ()), now)
+                outcome, reason, at = _send_one(marks, composer, transport, due, history.get(due.lead_id, ()), clock)
                 if outcome in (Outcome.sent, Outcome.unconfirmed):
-                    history[due.lead_id].append(now)  # counts for the cap within this batch
+                    history[due.lead_id].append(at)  # counts for the cap within this batch
                 report.count(outcome, reason)
         finally:
             marks.flush()  # what waited for the next commit: the last confirmations, skips, deferrals
@@ -473,33 +477,59 @@ def send_claimed_over(
     return total
 
 
+def send_due(
+    *,
+    engine: Engine,
+    transports: list[MailTransport],
+    clock: Clock,
+    batch_size: int,
+    gate: TemplateGate | None = None,
+    **kwargs: Any,
+) -> SendReport:
+    """Claim what is due by `clock` at each claim and send it, batch after batch, until nothing is due.
+
+    Reading the clock at each claim (not once per run) lets runs side by side share the outbox: rows
+    another run queued a moment ago are due for this one too. Rows of steps `gate` holds are left
+    where they are. `kwargs` go to `send_claimed`.
+    """
+    total = SendReport()
+    while True:
+        held = gate.held_steps() if gate is not None else frozenset()
+        with Session(engine) as session:
+            ids = claim(session=session, now=clock(), limit=batch_size, held=held)  # commits the claim
+        if not ids:
+            return total
+        total.add(send_claimed_over(engine=engine, ids=ids, transports=transports, clock=clock, gate=gate, **kwargs))
+
+
 def _send_one(
-    marks: _Marks, composer: Composer, transport: MailTransport, due: Due, sent: Any, now: datetime
-) -> tuple[Outcome, str]:
-    """Judge, render and deliver one row; returns what became of it, and why (for all but sent)."""
+    marks: _Marks, composer: Composer, transport: MailTransport, due: Due, sent: Any, clock: Clock
+) -> tuple[Outcome, str, datetime]:
+    """Judge, render and deliver one row; returns what became of it, why (for all but sent), and when."""
+    now = clock()
     verdict = compliance.check(composer.config.compliance, due.recipient, sent, now)
     if verdict.action == "skip":
         marks.later("finish", due, st=OutboxStatus.skipped.value, err=verdict.reason)
-        return Outcome.skipped, verdict.reason
+        return Outcome.skipped, verdict.reason, now
     if verdict.action == "defer":
         marks.later("defer", due, until=verdict.until, err=f"deferred: {verdict.reason}")
-        return Outcome.deferred, verdict.reason
+        return Outcome.deferred, verdict.reason, now
     gate = composer.gate
     if gate is not None and gate.is_held(due.sequence, due.step):
         marks.later("defer", due, until=now + HOLD_PAUSE, err="held: the step's template fails; sent once it is fixed")
-        return Outcome.held, f"{due.sequence} step {due.step + 1}"
+        return Outcome.held, f"{due.sequence} step {due.step + 1}", now
     try:
         envelope = composer.envelope(due)
     except StepGone as exc:
         marks.later("finish", due, st=OutboxStatus.skipped.value, err=str(exc))
-        return Outcome.skipped, str(exc)
+        return Outcome.skipped, str(exc), now
     except Exception as exc:  # a broken template holds its email (and step), never consumes it
         marks.later("defer", due, until=now + HOLD_PAUSE, err=held_error(composer, due, exc)[:2000])
-        return Outcome.held, f"{due.sequence} step {due.step + 1}"
+        return Outcome.held, f"{due.sequence} step {due.step + 1}", now
     try:
-        provider_id = transport.deliver(envelope, before_data=lambda: marks.in_flight(due, envelope, now))
+        provider_id = transport.deliver(envelope, before_data=lambda: marks.in_flight(due, envelope, clock()))
     except LeaseLost:
-        return Outcome.skipped, "lease taken over by another sender"
+        return Outcome.skipped, "lease taken over by another sender", now
     except PermanentMailError as exc:
         marks.connection.rollback()
         with Session(bind=marks.connection) as session:
@@ -509,26 +539,30 @@ def _send_one(
                 scope=ALL,
                 reason=SuppressionReason.bounced,
                 source="smtp",
-                now=now,
+                now=clock(),
                 detail=str(exc),
             )
             session.commit()
         marks.now("finish", due, st=OutboxStatus.failed.value, err=f"permanent: {exc}"[:2000])
-        return Outcome.failed, "bounced"
+        return Outcome.failed, "bounced", now
     except UnconfirmedMailError as exc:
-        marks.now("unconfirmed", due, at=now, mid=envelope.message_id, err=str(exc)[:2000])
-        return Outcome.unconfirmed, ""
+        at = clock()
+        marks.now("unconfirmed", due, at=at, mid=envelope.message_id, err=str(exc)[:2000])
+        return Outcome.unconfirmed, "", at
     except TransientMailError as exc:
-        _retry_later(marks, due, str(exc), now)
-        return Outcome.deferred, "transient mail error"
-    marks.later("sent", due, at=now, mid=envelope.message_id, pid=provider_id[:300])
-    return Outcome.sent, ""
+        if _retry_later(marks, due, str(exc), clock()):
+            return Outcome.deferred, "transient mail error", now
+        return Outcome.failed, "gave up after retries", now
+    accepted = clock()  # the server has answered: this is when it took the message
+    marks.later("sent", due, at=accepted, mid=envelope.message_id, pid=provider_id[:300])
+    return Outcome.sent, "", accepted
 
 
-def _retry_later(marks: _Marks, due: Due, error: str, now: datetime) -> None:
-    """Exponential backoff with jitter; after MAX_ATTEMPTS the row is dead and shown in the report."""
+def _retry_later(marks: _Marks, due: Due, error: str, now: datetime) -> bool:
+    """Exponential backoff with jitter; after MAX_ATTEMPTS the row is dead (returns False) and shown in the report."""
     if due.attempts >= MAX_ATTEMPTS:
         marks.now("finish", due, st=OutboxStatus.dead.value, err=error[:2000])
-        return
+        return False
     delay = min(3600.0, 30.0 * 2 ** (due.attempts - 1)) * random.uniform(0.8, 1.2)
     marks.now("retry", due, until=now + timedelta(seconds=delay), err=error[:2000])
+    return True

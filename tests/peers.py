@@ -15,6 +15,7 @@ import socket
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +40,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    accepted_at: datetime | None = None  # naive UTC, taken just before the server answers 250 to DATA
 
 
 @dataclass
@@ -67,7 +69,8 @@ class RecordingHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
-        self.messages.append(Received(session.peer, envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        accepted = datetime.now(UTC).replace(tzinfo=None)
+        self.messages.append(Received(session.peer, envelope.mail_from, list(envelope.rcpt_tos), parsed, accepted))
         if self.drop_after_data:
             self.drop_after_data = False
             # Close after the 250 has gone out, like a server's idle timeout between messages.

@@ -21,7 +21,7 @@ from cli.main import app
 from flows.nurture import nurture_flow
 from flows.params import NurtureParams
 from leads.db import make_engine
-from leads.models import EnrollmentStatus, Lead, NurtureEnrollment, Stage, Suppression
+from leads.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, Stage, Suppression
 from tests.flows.test_pipeline import END, make_workspace, run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -97,7 +97,16 @@ def test_dry_run_reports_per_lead_and_changes_nothing(
     assert "three signs a lead is ready for sales" in newcomer_row.subject
     held = [row for row in report.preview if row.outcome == "defer"]
     assert {(row.step, row.reason) for row in held} == {(1, "frequency cap")}
-    assert {row.until for row in held} == {END.replace(tzinfo=None) + timedelta(days=7)}
+    # Each waits until a week after its first email went: when the SMTP server accepted it (the first
+    # run's clock started at END and ran on with the wall clock).
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        first_sent = dict(
+            conn.execute(sa.select(Lead.email, EmailOutbox.sent_at).join(Lead, Lead.id == EmailOutbox.lead_id)).all()
+        )
+    engine.dispose()
+    assert {row.until - first_sent[row.email] for row in held} == {timedelta(days=7)}
+    assert min(first_sent.values()) >= END.replace(tzinfo=None)
 
     # With the shipped cap (3 a week), and a typo in step 2's template: each of those emails would be held, by line.
     config.write_text(shipped)

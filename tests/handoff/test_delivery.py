@@ -162,3 +162,26 @@ def test_private_addresses_are_refused_before_any_request(webhook_receiver: tupl
         with WebhookSink(target, SECRET) as sink, pytest.raises(FatalHandoffError, match="non-public"):
             sink.deliver(idempotency_key="k", payload={"x": 1})
     assert state.requests == []
+
+
+def test_a_run_drains_the_backlog_batch_after_batch_up_to_its_limit(
+    engine: Engine, webhook_receiver: tuple[ServerState, str]
+) -> None:
+    state, url = webhook_receiver
+    for n in range(9):
+        add_sql(engine, f"l{n}@nl.example")
+    run_queue(engine, config())
+    ticks = iter(T0 + timedelta(seconds=s) for s in range(1000))
+
+    with WebhookSink(url, SECRET, allow_private=True, timeout=5) as sink:
+        first = deliver_pending(
+            engine=engine, sink=sink, destination=DEST, clock=lambda: next(ticks), batch_size=2, limit=5
+        )
+        assert first.delivered == 5 and first.stopped == "the limit of 5 deliveries per run was reached"
+        rest = deliver_pending(engine=engine, sink=sink, destination=DEST, clock=lambda: next(ticks), batch_size=2)
+    assert rest.delivered == 4 and rest.stopped is None  # two more batches, then nothing is due
+    assert len(effects(state)) == len(state.requests) == 9
+    rows = outbox(engine)
+    assert {r.status for r in rows} == {OutboxStatus.sent}
+    delivered_at = sorted(r.delivered_at for r in rows)
+    assert len(set(delivered_at)) == 9 and delivered_at[0] > T0  # each when the receiver took it, by the clock

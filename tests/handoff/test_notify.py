@@ -10,7 +10,7 @@ from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
 from connectors.notify import AppriseNotifier
-from handoff.notify import NotifyReport, send_notifications
+from handoff.notify import NotifyReport, send_notifications, unsent_notifications
 from leads.config import WorkspaceConfig
 from leads.db import session_scope
 from leads.models import Lead, NotificationOutbox, OutboxStatus
@@ -155,3 +155,33 @@ def test_the_next_owner_hears_why_it_was_reassigned(engine: Engine) -> None:
         assert bram.path == "/team-benelux" and bram.body["title"] == "New SQL for you: First (Acme)"
         assert "Reassigned to you: SLA of 24 h missed by anna; round robin in team benelux" in bram.body["message"]
         assert "Owner: Bram Peeters" in bram.body["message"]
+
+
+def test_a_run_sends_every_due_notification_in_batches_or_says_why_not(engine: Engine) -> None:
+    with NotifyServer() as server:
+        cfg = notify_config(server.port)
+        for n in range(9):
+            add_sql(engine, f"l{n}@nl.example")
+        run_queue(engine, cfg)
+
+        def run(**kwargs: Any) -> NotifyReport:
+            env = {"TEAM_PATH": "team-benelux"}
+            clock = lambda: T0  # noqa: E731  (a clock that stands still: the test decides when it is)
+            return send_notifications(
+                engine=engine, config=cfg, notifier=AppriseNotifier(), env=env, clock=clock, **kwargs
+            )
+
+        capped = run(batch_size=2, limit=3)
+        assert (
+            capped.sent == Counter({"assigned": 3})
+            and capped.stopped == "the limit of 3 notifications per run was reached"
+        )
+        server.inbox.script.extend([503, 503])  # the next batch fails whole: the run stops there
+        failing = run(batch_size=2)
+        assert (failing.sent, failing.retried) == (Counter(), 2) and failing.stopped
+        assert "a whole batch of 2 failed" in failing.stopped and "owner:" in failing.stopped
+        rest = run(batch_size=2)  # the peer is back: the rest (not the two waiting for their retry) in two batches
+        assert rest.sent == Counter({"assigned": 4}) and rest.stopped is None
+        with Session(engine) as session:
+            assert unsent_notifications(session) == 2  # the two to retry after their backoff
+        assert len(server.inbox.posts) == 3 + 2 + 4
