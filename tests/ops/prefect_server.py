@@ -47,7 +47,7 @@ class PrefectServer:
                 break
             time.sleep(0.5)
         assert response.is_success, f"{method} {path}: {response.status_code} {response.text[:2000]}"
-        return response.json()
+        return response.json() if response.content else None
 
     def get(self, path: str) -> Any:
         return self._send("GET", path)
@@ -56,8 +56,7 @@ class PrefectServer:
         return self._send("POST", path, body)
 
     def delete(self, path: str) -> None:
-        response = httpx.delete(f"{self.api}{path}", timeout=30)
-        assert response.is_success or response.status_code == 404, f"DELETE {path}: {response.status_code}"
+        self._send("DELETE", path)
 
     def run(
         self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
