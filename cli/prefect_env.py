@@ -43,9 +43,10 @@ def ephemeral_timeout_hint(exc: BaseException, environ: MutableMapping[str, str]
         return None
     budget = environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_SECONDS))
     return (
-        f"the temporary Prefect server did not start within {budget} s (a busy machine?). Either run a Prefect "
-        "server and point leadflow at it:\n"
+        f"the temporary Prefect server did not start within {budget} s (a busy machine?).\n"
+        "Either run a Prefect server and point leadflow at it:\n"
         "  prefect server start            # in another shell\n"
         "  export PREFECT_API_URL=http://127.0.0.1:4200/api\n"
-        "or give the temporary server longer, e.g. export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300"
+        "or give the temporary server longer:\n"
+        "  export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300"
     )
