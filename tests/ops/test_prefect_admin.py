@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -194,10 +195,12 @@ def test_prefect_deploy_all_deploys_prefect_yaml_and_its_ingest_deployment_runs_
 
 DEPLOY_SLEEPY = """
 from cli.prefect_env import RUN_ENV
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.deployments.runner import EntrypointType
 from tests.ops.sleepy import sleepy_flow
 sleepy_flow.to_deployment(
     name="doomed", tags=["leadflow"], entrypoint_type=EntrypointType.MODULE_PATH,
+    concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy="ENQUEUE"),
     job_variables={{"env": RUN_ENV, "working_dir": {root!r}}},
 ).apply(work_pool_name="doomed")
 """
@@ -221,15 +224,16 @@ def _family(pid: int) -> list[int]:
     return family
 
 
-def test_a_run_whose_worker_is_killed_ends_crashed_and_the_failed_run_automation_reports_it(admin: Admin) -> None:
-    """kill -9 of a worker and its flow run (a lost machine): only the missing heartbeats tell."""
+@contextmanager
+def _doomed_run(admin: Admin) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A run of a flow that never ends (deployment limit 1) on a worker of its own, once it has sent a heartbeat."""
     server = admin.server
-    server.run("prefect", "work-pool", "create", "doomed", "--type", "process")
+    server.run("prefect", "work-pool", "create", "doomed", "--type", "process", "--overwrite")
     server.run("python", "-c", DEPLOY_SLEEPY.format(root=str(ROOT)))
     run_id = server.start_flow_run("sleepy/doomed", {})
-    with (admin.folder / "doomed-worker.log").open("wb") as log:
+    with (admin.folder / "doomed-worker.log").open("ab") as log:
         worker = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", "doomed", "--name", "doomed"],
+            [str(BIN / "prefect"), "worker", "start", "--pool", "doomed", "--name", f"doomed-{run_id[:8]}"],
             env=server.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
@@ -242,30 +246,57 @@ def test_a_run_whose_worker_is_killed_ends_crashed_and_the_failed_run_automation
         }
         _until("the run's first heartbeat", lambda: server.post("/events/filter", heartbeats)["events"], timeout=120)
         assert server.get(f"/flow_runs/{run_id}")["state"]["type"] == "RUNNING"
-        family = _family(worker.pid)
-        assert len(family) >= 2, "the flow run's process is not the worker's child"
-        for pid in family:
-            os.kill(pid, signal.SIGKILL)
-        killed = time.monotonic()
-        worker.wait(10)
-
-        state = _until(
-            "the killed run marked Crashed",
-            lambda: (s := server.get(f"/flow_runs/{run_id}")["state"])["type"] == "CRASHED" and s,
-            timeout=200,
-        )
-        print(f"Crashed {time.monotonic() - killed:.0f} s after kill -9")
-        assert "No heartbeat for 90 s" in state["message"]
-
-        run_name = server.get(f"/flow_runs/{run_id}")["name"]
-        subject = f"leadflow: sleepy run {run_name} Crashed"
-        _until(
-            "the failed-run notification",
-            lambda: [n for n in admin.notifications.received if n["subject"] == subject],
-            timeout=60,
-        )
+        yield run_id, worker
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(10)
         server.delete(f"/deployments/{server.get('/deployments/name/sleepy/doomed')['id']}")
+
+
+def _crashed_and_reported(admin: Admin, run_id: str, timeout: float) -> dict[str, Any]:
+    """Wait until the run is Crashed and the failed-run automation's notification about it arrived."""
+    server = admin.server
+    state = _until(
+        "the killed run marked Crashed",
+        lambda: (s := server.get(f"/flow_runs/{run_id}")["state"])["type"] == "CRASHED" and s,
+        timeout=timeout,
+    )
+    subject = f"leadflow: sleepy run {server.get(f'/flow_runs/{run_id}')['name']} Crashed"
+    _until(
+        "the failed-run notification",
+        lambda: [n for n in admin.notifications.received if n["subject"] == subject],
+        timeout=60,
+    )
+    return state  # type: ignore[no-any-return]
+
+
+def _slots_in_use(server: PrefectServer) -> int:
+    return int(server.get("/deployments/name/sleepy/doomed")["global_concurrency_limit"]["active_slots"])
+
+
+def test_a_run_killed_on_a_live_worker_ends_crashed_and_the_failed_run_automation_reports_it(admin: Admin) -> None:
+    with _doomed_run(admin) as (run_id, worker):
+        family = _family(worker.pid)
+        assert len(family) >= 2, "the flow run's process is not the worker's child"
+        for pid in family[1:]:  # the flow run's process (and anything it started), not the worker
+            os.kill(pid, signal.SIGKILL)
+        state = _crashed_and_reported(admin, run_id, timeout=120)
+        assert "exited with status code: -9" in state["message"]  # the worker saw it die
+        assert _slots_in_use(admin.server) == 0
+
+
+def test_a_run_whose_worker_is_killed_too_ends_crashed_and_the_failed_run_automation_reports_it(
+    admin: Admin,
+) -> None:
+    """kill -9 of a worker and its flow run (a lost machine): only the missing heartbeats tell."""
+    with _doomed_run(admin) as (run_id, worker):
+        assert _slots_in_use(admin.server) == 1
+        for pid in _family(worker.pid):
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        worker.wait(10)
+        state = _crashed_and_reported(admin, run_id, timeout=200)
+        print(f"Crashed and reported {time.monotonic() - killed:.0f} s after kill -9")
+        assert "No heartbeat for 90 s" in state["message"]
+        assert _slots_in_use(admin.server) == 0  # the deployment's next run may start
