@@ -180,7 +180,8 @@ def test_prefect_deploy_all_deploys_prefect_yaml_and_its_ingest_deployment_runs_
             assert f"Deployment '{name}/{name}' successfully created" in out.stdout, out.stdout
             deployment = server.get(f"/deployments/name/{name}/{name}")
             assert deployment["entrypoint"] == f"flows.{name}.{name}_flow" and deployment["pull_steps"] == []
-            assert deployment["job_variables"]["env"]["LEADFLOW_WORKSPACE"] == str(workspace)
+            env = deployment["job_variables"]["env"]
+            assert env["LEADFLOW_WORKSPACE"] == str(workspace) and env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
 
         run_id = server.start_flow_run("ingest/ingest", {"params": {"workspace": str(workspace)}})
         run = server.wait_for([run_id], timeout=180)[run_id]
