@@ -46,7 +46,9 @@ class FlowName(StrEnum):
 
 def _quiet_prefect(verbose: bool) -> None:
     """Prefect logs every task; a marketer wants the summary. Set before Prefect is imported."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from cli.prefect_env import apply_defaults
+
+    apply_defaults()  # heartbeats, a longer start budget for the temporary server, no analytics
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -139,6 +141,10 @@ def _run_flow(flow: FlowName, folder: Path, **params: Any) -> Any:
     try:
         return registry.run(flow.value, str(folder), **params)
     except Exception as exc:  # the run's own report and logs are in Prefect; say what failed, briefly
+        from cli.prefect_env import ephemeral_timeout_hint
+
+        if hint := ephemeral_timeout_hint(exc):
+            raise _fail(hint) from None
         report = getattr(exc, "report", None)
         if flow == FlowName.pipeline and report is not None:  # it went on past a failing source: show what it did
             from cli.summary import print_pipeline_summary

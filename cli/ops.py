@@ -238,15 +238,16 @@ def retry_dead(
 def deploy(pool: str, workspace: Path | None, pipeline_schedule: bool, only: list[str] | None = None) -> list[str]:
     """Create or update every deployment on a work pool (what `prefect deploy --all` does with prefect.yaml).
 
-    Prefect 3.8.8's `prefect deploy` stops after the first deployment on its own server (its final
-    worker check sends a null `limit` that the server refuses with 422); applying the deployments
-    directly avoids that check. Returns the deployment names.
+    Each run's environment gets the workspace and Prefect's heartbeats (cli/prefect_env.py), so a run
+    whose process dies is marked Crashed. Returns the deployment names.
     """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from cli.prefect_env import RUN_ENV, apply_defaults
+
+    apply_defaults()
     folder = str((workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve())
     from flows.deployments import runner_deployments
 
-    env = {"LEADFLOW_WORKSPACE": folder, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {"LEADFLOW_WORKSPACE": folder, **RUN_ENV}
     names = []
     for deployment in runner_deployments(folder, pipeline_schedule=pipeline_schedule, job_variables={"env": env}):
         if only and deployment.name not in only:
@@ -257,8 +258,10 @@ def deploy(pool: str, workspace: Path | None, pipeline_schedule: bool, only: lis
 
 
 def serve(workspace: Path | None, pipeline_schedule: bool, limit: int | None) -> None:
-    """Serve every deployment from this process until interrupted."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    """Serve every deployment from this process until interrupted (its flow runs inherit its environment)."""
+    from cli.prefect_env import apply_defaults
+
+    apply_defaults()  # heartbeats from every flow run it starts
     folder = str((workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve())
     os.environ["LEADFLOW_WORKSPACE"] = folder  # flow runs started by serve read their workspace from here
     from prefect import serve as prefect_serve

@@ -104,8 +104,7 @@ def mail_limit(mail_url: str) -> str | None:
 
 
 def _post(client: Any, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    # Straight to the REST API: Prefect 3.8.8's client sends nulls for unset filter fields, which its
-    # own server refuses (422).
+    # Straight to the REST API: small filter bodies, answers read as plain JSON.
     response = client.request("POST", path, json=body)
     response.raise_for_status()
     return response.json()

@@ -4,8 +4,10 @@ Not the temporary test server: its own PREFECT_HOME and database in a temporary 
 port, with the full UI. Workers are `prefect worker start` processes on a process work pool, so
 every flow run is a process of its own, as on an admin's machines.
 
-Reads go straight to the REST API: Prefect 3.8.8's client sends nulls for unset filter fields,
-which its own server refuses (422).
+The server runs as an admin's does: its scheduler on (on a short loop, so a test sees scheduled runs
+within seconds), and the event triggers that automations (heartbeat-based crash detection included)
+need. Only the late-runs, foreman and vacuum services are off, to spare the CPU. Tests read the REST
+API directly (what the UI reads); Prefect's own CLI works against it too (tests/ops/test_prefect_admin.py).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class PrefectServer:
     env: dict[str, str]
     logs: Path
 
-    def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _send(self, method: str, path: str, body: Any = None) -> Any:
         # A server on SQLite answers 503 while its database is busy (workers poll every second): try again.
         for _ in range(10):
             response = httpx.request(method, f"{self.api}{path}", json=body, timeout=30)
@@ -45,18 +47,28 @@ class PrefectServer:
                 break
             time.sleep(0.5)
         assert response.is_success, f"{method} {path}: {response.status_code} {response.text[:2000]}"
-        return response.json()
+        return response.json() if response.content else None
 
     def get(self, path: str) -> Any:
         return self._send("GET", path)
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any] | list[Any]) -> Any:
         return self._send("POST", path, body)
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def delete(self, path: str) -> None:
+        self._send("DELETE", path)
+
+    def run(
+        self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """A command (prefect, leadflow) against this server; fails the test with its output if it fails."""
         done = subprocess.run(
-            [str(BIN / args[0]), *args[1:]], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+            [str(BIN / args[0]), *args[1:]],
+            env={**self.env, **(env or {})},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done
@@ -129,11 +141,11 @@ def prefect_server(folder: Path) -> Iterator[PrefectServer]:
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
-        # Services these tests do not use, off to spare the CPU (no schedules, no late runs, no vacuum).
-        **{
-            f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
-            for name in ("SCHEDULER", "LATE_RUNS", "FOREMAN", "DB_VACUUM")
-        },
+        # The scheduler stays on, as in production; it looks for deployments to schedule every 5 s, not 60.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+        # Services these tests do not use, off to spare the CPU (no late-run marking, no worker checks, no vacuum).
+        **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in ("LATE_RUNS", "FOREMAN", "DB_VACUUM")},
     }
     logs = folder / "server.log"
     with logs.open("wb") as log:
