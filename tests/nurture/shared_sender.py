@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flows.nurture import send_outbox
 from flows.workspace import open_workspace, run_clock
+from nurture.held import TemplateGate
 
 
 def main(workspace: str, go: str, result: str, batch_size: str) -> None:
@@ -26,7 +27,8 @@ def main(workspace: str, go: str, result: str, batch_size: str) -> None:
         if time.monotonic() > deadline:
             sys.exit("no go signal")
         time.sleep(0.01)
-    report = send_outbox.fn(ws, clock, int(batch_size))
+    gate = TemplateGate(ws.config, ws.path(ws.config.templates_dir))
+    report = send_outbox.fn(ws, clock, int(batch_size), gate)
     Path(result).write_text(str(report.sent))
     Path(result + ".skipped").write_text(repr(dict(report.skipped)))
     ws.engine.dispose()
