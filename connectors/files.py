@@ -15,6 +15,7 @@ was parsed, and the caller (`sync_source`) stores each page with its cursor as b
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import hashlib
@@ -22,12 +23,17 @@ import json
 import marshal
 import multiprocessing
 import os
+import pickle
+import signal
+import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
+from multiprocessing import connection as mp_connection
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -300,8 +306,21 @@ def _text_item(line: bytes, n: int, read: Callable[[str], dict[str, Any]], parse
         return (None, n, exc.reason, exc.detail, text)
 
 
-# Worker processes: forked, so they inherit the parser's settings through `_init_worker`.
+# Worker processes: forked, so they inherit the parser's settings and the open file. leadflow runs them
+# itself rather than through `multiprocessing.Pool`: a Pool stops its workers with SIGTERM and then waits
+# for each without a bound, and a forked worker inherits the parent's signal handlers. Under a Prefect
+# flow run that handler is Prefect's (it raises `TerminationSignal`), so SIGTERM no longer ended a worker:
+# it ran Python's exit path instead (a traceback to stderr, stream flushes), and a lock another thread of
+# the parent held at fork time (a stream's, a logger's) could block that path for good, with the
+# parent waiting in the Pool's teardown. Here a worker restores the default handlers, ends with
+# `os._exit` (no exit path at all), and the parent waits for it a bounded time, then kills it.
 _worker: dict[str, Any] = {}
+WORKER_SILENCE_SECONDS = 300.0  # a chunk takes well under a second; no word for this long is a stuck worker
+WORKER_EXIT_SECONDS = 10.0
+
+
+class ParsingStopped(RuntimeError):
+    """A parsing process died or went silent: the run stops here and the next one resumes at the cursor."""
 
 
 def _init_worker(now: datetime, plus_addressing: PlusAddressing, header: list[str] | None) -> None:
@@ -328,6 +347,103 @@ def _pread(fd: int, start: int, end: int) -> bytes:
     return b"".join(parts)
 
 
+def _worker_main(
+    tasks: Connection, results: Connection, others: list[Connection], fd: int, settings: tuple[Any, ...]
+) -> None:
+    """A parsing process: (start, end) ranges in, one `marshal` blob (b"+" chunk, or b"-" pickled error)
+    out per range, in order; None or the parent gone (EOF) ends it."""
+    code = 1
+    try:
+        # Inherited handlers are the parent's (Prefect's SIGTERM bridge, say): a SIGTERM ends a worker at
+        # once, and Ctrl-C in a terminal is the parent's to handle (it then stops the workers).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for connection in others:  # the parent's ends: with them closed here, EOF says the parent is gone
+            connection.close()
+        _init_worker(*settings)
+        while (task := tasks.recv()) is not None:
+            try:
+                blob = b"+" + _parse_in_worker(fd, *task)
+            except Exception as exc:
+                blob = b"-" + pickle.dumps(exc)
+            results.send_bytes(blob)
+        code = 0
+    except EOFError:
+        code = 0
+    finally:
+        os._exit(code)  # nothing of the parent's exit path runs here: no flush, no atexit, no lock
+
+
+class _Workers:
+    """A few forked parsing processes, each fed ranges through its own pipe and read back in order."""
+
+    def __init__(self, fd: int, settings: tuple[Any, ...], count: int) -> None:
+        context = multiprocessing.get_context("fork")
+        pipes = [(context.Pipe(duplex=False), context.Pipe(duplex=False)) for _ in range(count)]
+        # (the parent's task sender, the worker's task reader, the parent's result reader, the worker's sender)
+        self.ends = [(task_w, task_r, result_r, result_w) for (task_r, task_w), (result_r, result_w) in pipes]
+        self.processes: list[Any] = []
+        try:
+            for n, (_, task_r, _, result_w) in enumerate(self.ends):
+                others = [c for m, ends in enumerate(self.ends) for c in ends if m != n or c in (ends[0], ends[2])]
+                process = context.Process(
+                    target=_worker_main,
+                    args=(task_r, result_w, others, fd, settings),
+                    name=f"leadflow-parse-{n}",
+                    daemon=True,
+                )
+                process.start()
+                self.processes.append(process)
+        except BaseException:
+            self.stop(finished=False)
+            raise
+        for _, task_r, _, result_w in self.ends:
+            task_r.close()
+            result_w.close()
+
+    def send(self, n: int, start: int, end: int) -> None:
+        self.ends[n][0].send((start, end))
+
+    def receive(self, n: int, start: int, end: int) -> Chunk:
+        """The chunk worker `n` parsed from [start, end); a worker that died or went silent is an error."""
+        results, process = self.ends[n][2], self.processes[n]
+        ready = mp_connection.wait([results, process.sentinel], timeout=WORKER_SILENCE_SECONDS)
+        try:
+            blob = results.recv_bytes() if results in ready else None
+        except EOFError:
+            blob = None
+        if blob is None:
+            process.join(0.1)
+            why = (
+                f"ended (exit code {process.exitcode})"
+                if process.exitcode is not None
+                else f"gave no result in {WORKER_SILENCE_SECONDS:.0f} s"
+            )
+            raise ParsingStopped(f"a parsing process (pid {process.pid}) {why} on bytes {start}-{end}")
+        if blob[:1] == b"-":
+            raise pickle.loads(blob[1:])
+        with cycle_collector_paused():
+            chunk: Chunk = marshal.loads(memoryview(blob)[1:])
+        return chunk
+
+    def stop(self, *, finished: bool) -> None:
+        """Finished: ask each worker to end and wait a bounded time; else (or still running then) kill."""
+        if finished:
+            for sender, *_ in self.ends:
+                with contextlib.suppress(OSError):
+                    sender.send(None)
+            deadline = time.monotonic() + WORKER_EXIT_SECONDS
+            for process in self.processes:
+                process.join(max(deadline - time.monotonic(), 0))
+        for process in self.processes:
+            if process.exitcode is None:
+                process.kill()  # SIGKILL: cannot be caught, so this join ends
+                process.join()
+        for ends in self.ends:
+            for connection in ends:
+                connection.close()
+
+
 def _parsed_in_workers(
     fd: int,
     ranges: Iterator[tuple[int, int]],
@@ -336,22 +452,23 @@ def _parsed_in_workers(
     plus_addressing: PlusAddressing,
     workers: int,
 ) -> Iterator[tuple[int, Chunk]]:
-    """`_parse_chunk` of each range in a pool of forked processes, results in file order, a few ahead."""
-    context = multiprocessing.get_context("fork")
-    with context.Pool(workers, initializer=_init_worker, initargs=(now, plus_addressing, header)) as pool:
-        ahead: deque[tuple[int, Any]] = deque()
-        for start, end in ranges:
-            ahead.append((end, pool.apply_async(_parse_in_worker, (fd, start, end))))
+    """`_parse_chunk` of each range in forked processes (round robin), results in file order, a few ahead."""
+    pool = _Workers(fd, (now, plus_addressing, header), workers)
+    finished = False
+    try:
+        ahead: deque[tuple[int, int, int]] = deque()
+        for n, (start, end) in enumerate(ranges):
+            pool.send(n % workers, start, end)
+            ahead.append((n % workers, start, end))
             if len(ahead) > 2 * workers + 1:
-                yield _received(*ahead.popleft())
+                worker, first, last = ahead.popleft()
+                yield last, pool.receive(worker, first, last)
         while ahead:
-            yield _received(*ahead.popleft())
-
-
-def _received(end: int, result: Any) -> tuple[int, Chunk]:
-    blob = result.get()
-    with cycle_collector_paused():
-        return end, marshal.loads(blob)
+            worker, first, last = ahead.popleft()
+            yield last, pool.receive(worker, first, last)
+        finished = True
+    finally:
+        pool.stop(finished=finished)
 
 
 def _line_text(raw_line: bytes) -> str:
