@@ -27,6 +27,7 @@ from flows.ops import (
     vendor_limit,
 )
 from flows.params import HandoffParams
+from flows.progress import step_progress
 from flows.reports import DestinationCounts, HandoffRunReport, publish_handoff
 from flows.workspace import Workspace, open_workspace, run_time
 from handoff.assignment import AssignReport, assign_new_sqls
@@ -39,6 +40,8 @@ from handoff.sla import SlaReport, check_sla
 from handoff.starts import destination_starts, left_out_message
 from leads.db import session_scope
 from leads.handoff_config import CRM_KINDS, HandoffDestination, legacy_name
+from leads.models import HandoffOutbox
+from leads.outbox import count_due
 
 
 class HandoffFailed(RuntimeError):
@@ -98,13 +101,16 @@ def deliver_handoffs(ws: Workspace, destination: str, now: datetime) -> HandoffR
         allow_private=ws.config.handoff.allow_private_addresses,
         acquire=vendor_rate_limit(spec) if spec.kind in CRM_KINDS else None,  # type: ignore[arg-type]
     )
-    with sink:
+    with session_scope(ws.engine) as session:
+        due = count_due(session=session, table=HandoffOutbox, now=now, where=[HandoffOutbox.destination == destination])
+    with sink, step_progress(f"handoff to {destination}", unit="SQLs", total=due) as progress:
         report = deliver_pending(
             engine=ws.engine,
             sink=sink,
             destination=destination,
             now=now,
             dead_letter=ws.config.handoff.dead_letter_after,
+            progress=progress,
         )
     if report.gone:
         with session_scope(ws.engine) as session:

@@ -26,9 +26,12 @@ from flows.ops import (
     top_level,
 )
 from flows.params import NurtureParams
+from flows.progress import step_progress
 from flows.reports import NurtureReport, PreviewEmail, publish_nurture
 from flows.workspace import Workspace, open_workspace, run_time
 from leads.db import session_scope
+from leads.models import EmailOutbox
+from leads.outbox import count_due
 from nurture.dry_run import preview_sends
 from nurture.enrollment import enroll, exit_finished, queue_due_steps
 from nurture.outbox import LinkSigner, SendReport, claim, send_claimed_over, settle_in_flight
@@ -79,10 +82,12 @@ def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
     total = SendReport()
     with session_scope(ws.engine) as session:
         total.unconfirmed += settle_in_flight(session=session, now=now)
+        due = count_due(session=session, table=EmailOutbox, now=now)
     transport = transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
     with ExitStack() as stack:
         # smtp://…?connections=N: N connections side by side (a file outbox is always one).
         transports = [stack.enter_context(t) for t in transport.copies()]
+        progress = stack.enter_context(step_progress("send emails", unit="emails", total=due))
         while True:
             with session_scope(ws.engine) as session:
                 ids = claim(session=session, now=now, limit=batch_size)
@@ -97,6 +102,7 @@ def send_outbox(ws: Workspace, now: datetime, batch_size: int) -> SendReport:
                     renderer=renderer,
                     links=links,
                     now=now,
+                    progress=progress,
                 )
             )
 

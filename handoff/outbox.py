@@ -25,6 +25,7 @@ from leads.config import WorkspaceConfig
 from leads.explain import as_payload, explain_lead
 from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition, utcnow
 from leads.outbox import claim_due
+from leads.progress import Progress, advance
 from leads.records import PROFILE_FIELDS
 from leads.sql import upsert_insert
 
@@ -153,8 +154,10 @@ def deliver_pending(
     now: datetime,
     limit: int = 1000,
     dead_letter: DeadLetterConfig = DeadLetterConfig(),
+    progress: Progress | None = None,
 ) -> HandoffReport:
-    """Claim due rows for this destination and deliver each, committing each outcome on its own.
+    """Claim due rows for this destination and deliver each, committing each outcome on its own
+    (and advancing `progress`).
 
     A 410 Gone stops the batch: that row and the rest go back to pending, untouched, and
     `report.gone` tells the caller to switch the destination off.
@@ -192,6 +195,7 @@ def deliver_pending(
                 report.errors[type(exc).__name__] += 1
             session.add(row)
             session.commit()
+        advance(progress)
     return report
 
 

@@ -48,6 +48,7 @@ from leads.models import (
     SuppressionReason,
 )
 from leads.outbox import claim_due
+from leads.progress import Progress, advance
 from leads.records import PROFILE_FIELDS
 from nurture import compliance, tokens
 from nurture import links as tracked_links
@@ -394,8 +395,10 @@ def send_claimed(
     transport: MailTransport,
     links: LinkSigner,
     now: datetime,
+    progress: Progress | None = None,
 ) -> SendReport:
-    """Send the claimed rows through an open transport, one at a time, in the order claimed."""
+    """Send the claimed rows through an open transport, one at a time, in the order claimed (each one
+    advances `progress`)."""
     report = SendReport()
     composer = Composer(config, renderer, links)
     # A plain connection, not an ORM session: a fifth of the cost per statement, and the send loop
@@ -411,6 +414,7 @@ def send_claimed(
                 if outcome in (Outcome.sent, Outcome.unconfirmed):
                     history[due.lead_id].append(now)  # counts for the cap within this batch
                 report.count(outcome, reason)
+                advance(progress)
         finally:
             marks.flush()  # what waited for the next commit: the last confirmations, skips, deferrals
     return report
