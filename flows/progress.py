@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from leads.progress import Progress
@@ -47,7 +47,8 @@ class _Artifact:
     def _create(self, done: int, total: int | None) -> None:
         from prefect.artifacts import create_progress_artifact
 
-        self.id = create_progress_artifact(self._percent(done, total), description=self._describe(done, total))
+        made = create_progress_artifact(self._percent(done, total), description=self._describe(done, total))
+        self.id = cast(UUID, made)  # the sync call (the async one would return a coroutine)
 
     def update(self, done: int, total: int | None, finished: bool) -> None:
         if self.id is None or self.broken or (not finished and time.monotonic() - self.sent < ARTIFACT_SECONDS):
