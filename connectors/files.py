@@ -24,7 +24,9 @@ import marshal
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
+import threading
 import time
 from array import array
 from bisect import bisect_left, bisect_right
@@ -400,17 +402,31 @@ class _Workers:
         for _, task_r, _, result_w in self.ends:
             task_r.close()
             result_w.close()
+        self.received: list[queue.SimpleQueue[bytes | None]] = [queue.SimpleQueue() for _ in range(count)]
+        self.readers = [threading.Thread(target=self._read, args=(n,), daemon=True) for n in range(count)]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, n: int) -> None:
+        """Take worker `n`'s results off its pipe as they come (None: it ended), so it parses its next range
+        while this process stores, instead of waiting to hand its result over."""
+        results, process = self.ends[n][2], self.processes[n]
+        try:
+            while results in mp_connection.wait([results, process.sentinel]):
+                self.received[n].put(results.recv_bytes())
+        except (EOFError, OSError):
+            pass
+        self.received[n].put(None)
 
     def send(self, n: int, start: int, end: int) -> None:
         self.ends[n][0].send((start, end))
 
     def receive(self, n: int, start: int, end: int) -> Chunk:
         """The chunk worker `n` parsed from [start, end); a worker that died or went silent is an error."""
-        results, process = self.ends[n][2], self.processes[n]
-        ready = mp_connection.wait([results, process.sentinel], timeout=WORKER_SILENCE_SECONDS)
+        process = self.processes[n]
         try:
-            blob = results.recv_bytes() if results in ready else None
-        except EOFError:
+            blob = self.received[n].get(timeout=WORKER_SILENCE_SECONDS)
+        except queue.Empty:
             blob = None
         if blob is None:
             process.join(0.1)
@@ -439,6 +455,8 @@ class _Workers:
             if process.exitcode is None:
                 process.kill()  # SIGKILL: cannot be caught, so this join ends
                 process.join()
+        for reader in getattr(self, "readers", ()):
+            reader.join(WORKER_EXIT_SECONDS)  # its worker has ended: it stops at once
         for ends in self.ends:
             for connection in ends:
                 connection.close()
