@@ -145,7 +145,9 @@ class FileActivitySource:
             if self.workers > 0 and size - offset >= self.parallel_min_bytes:
                 # The workers read the open file (inherited across fork), not its path: a file replaced
                 # meanwhile cannot mix into this read.
-                chunks = _parsed_in_workers(handle.fileno(), ranges, header, now, self.plus_addressing, self.workers)
+                chunks = _parsed_in_workers(
+                    handle.fileno(), ranges, header, now, self.plus_addressing, self.workers, name=file.name
+                )
             else:
                 parse = ActivityParser(now=now, plus_addressing=self.plus_addressing)
                 chunks = (_parse_range(handle, start, end, header, parse) for start, end in ranges)
@@ -379,7 +381,8 @@ def _worker_main(
 class _Workers:
     """A few forked parsing processes, each fed ranges through its own pipe and read back in order."""
 
-    def __init__(self, fd: int, settings: tuple[Any, ...], count: int) -> None:
+    def __init__(self, fd: int, settings: tuple[Any, ...], count: int, *, name: str) -> None:
+        self.name = name  # the file's, for errors
         context = multiprocessing.get_context("fork")
         pipes = [(context.Pipe(duplex=False), context.Pipe(duplex=False)) for _ in range(count)]
         # (the parent's task sender, the worker's task reader, the parent's result reader, the worker's sender)
@@ -435,7 +438,7 @@ class _Workers:
                 if process.exitcode is not None
                 else f"gave no result in {WORKER_SILENCE_SECONDS:.0f} s"
             )
-            raise ParsingStopped(f"a parsing process (pid {process.pid}) {why} on bytes {start}-{end}")
+            raise ParsingStopped(f"a parsing process (pid {process.pid}) {why} on bytes {start}-{end} of {self.name}")
         if blob[:1] == b"-":
             raise pickle.loads(blob[1:])
         with cycle_collector_paused():
@@ -469,9 +472,11 @@ def _parsed_in_workers(
     now: datetime,
     plus_addressing: PlusAddressing,
     workers: int,
+    *,
+    name: str,
 ) -> Iterator[tuple[int, Chunk]]:
     """`_parse_chunk` of each range in forked processes (round robin), results in file order, a few ahead."""
-    pool = _Workers(fd, (now, plus_addressing, header), workers)
+    pool = _Workers(fd, (now, plus_addressing, header), workers, name=name)
     finished = False
     try:
         ahead: deque[tuple[int, int, int]] = deque()
