@@ -24,7 +24,6 @@ import marshal
 import multiprocessing
 import os
 import pickle
-import queue
 import signal
 import threading
 import time
@@ -351,25 +350,27 @@ def _pread(fd: int, start: int, end: int) -> bytes:
     return b"".join(parts)
 
 
-def _worker_main(
-    tasks: Connection, results: Connection, others: list[Connection], fd: int, settings: tuple[Any, ...]
-) -> None:
-    """A parsing process: (start, end) ranges in, one `marshal` blob (b"+" chunk, or b"-" pickled error)
-    out per range, in order; None or the parent gone (EOF) ends it."""
+def _worker_main(tasks: Any, results: Connection, others: list[Connection], fd: int, settings: tuple[Any, ...]) -> None:
+    """A parsing process: takes (number, start, end) ranges off the shared queue, answers each with
+    (number, ok) and one `marshal` blob (the chunk, or the pickled error); None or the parent gone (EOF)
+    ends it."""
     code = 1
     try:
         # Inherited handlers are the parent's (Prefect's SIGTERM bridge, say): a SIGTERM ends a worker at
         # once, and Ctrl-C in a terminal is the parent's to handle (it then stops the workers).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for connection in others:  # the parent's ends: with them closed here, EOF says the parent is gone
+        tasks._writer.close()  # with the parent's ends closed here, EOF says the parent is gone (as in Pool)
+        for connection in others:
             connection.close()
         _init_worker(*settings)
-        while (task := tasks.recv()) is not None:
+        while (task := tasks.get()) is not None:
+            number, start, end = task
             try:
-                blob = b"+" + _parse_in_worker(fd, *task)
+                blob, ok = _parse_in_worker(fd, start, end), True
             except Exception as exc:
-                blob = b"-" + pickle.dumps(exc)
+                blob, ok = pickle.dumps(exc), False
+            results.send((number, ok))
             results.send_bytes(blob)
         code = 0
     except EOFError:
@@ -379,21 +380,26 @@ def _worker_main(
 
 
 class _Workers:
-    """A few forked parsing processes, each fed ranges through its own pipe and read back in order."""
+    """A few forked parsing processes sharing one queue of ranges (the first free takes the next, as in a
+    Pool), each answering through its own pipe; a thread per worker takes the answers off as they come,
+    so a worker parses its next range while this process stores instead of waiting to hand over."""
 
     def __init__(self, fd: int, settings: tuple[Any, ...], count: int, *, name: str) -> None:
         self.name = name  # the file's, for errors
         context = multiprocessing.get_context("fork")
-        pipes = [(context.Pipe(duplex=False), context.Pipe(duplex=False)) for _ in range(count)]
-        # (the parent's task sender, the worker's task reader, the parent's result reader, the worker's sender)
-        self.ends = [(task_w, task_r, result_r, result_w) for (task_r, task_w), (result_r, result_w) in pipes]
+        self.tasks = context.SimpleQueue()
+        pipes = [context.Pipe(duplex=False) for _ in range(count)]  # (this process's reader, the worker's sender)
+        self.results = [reader for reader, _ in pipes]
         self.processes: list[Any] = []
+        self.answers: dict[int, tuple[bool, bytes]] = {}
+        self.ended: list[Any] = []  # workers gone (died, or stopped)
+        self.changed = threading.Condition()
         try:
-            for n, (_, task_r, _, result_w) in enumerate(self.ends):
-                others = [c for m, ends in enumerate(self.ends) for c in ends if m != n or c in (ends[0], ends[2])]
+            for n, (_, sender) in enumerate(pipes):
+                others = [c for m, pipe in enumerate(pipes) for c in pipe if m != n or c is pipe[0]]
                 process = context.Process(
                     target=_worker_main,
-                    args=(task_r, result_w, others, fd, settings),
+                    args=(self.tasks, sender, others, fd, settings),
                     name=f"leadflow-parse-{n}",
                     daemon=True,
                 )
@@ -402,55 +408,60 @@ class _Workers:
         except BaseException:
             self.stop(finished=False)
             raise
-        for _, task_r, _, result_w in self.ends:
-            task_r.close()
-            result_w.close()
-        self.received: list[queue.SimpleQueue[bytes | None]] = [queue.SimpleQueue() for _ in range(count)]
+        finally:
+            for _, sender in pipes:
+                sender.close()
+            self.tasks._reader.close()  # type: ignore[attr-defined]  # (Pool closes it the same way)
         self.readers = [threading.Thread(target=self._read, args=(n,), daemon=True) for n in range(count)]
         for reader in self.readers:
             reader.start()
 
     def _read(self, n: int) -> None:
-        """Take worker `n`'s results off its pipe as they come (None: it ended), so it parses its next range
-        while this process stores, instead of waiting to hand its result over."""
-        results, process = self.ends[n][2], self.processes[n]
+        results, process = self.results[n], self.processes[n]
         try:
             while results in mp_connection.wait([results, process.sentinel]):
-                self.received[n].put(results.recv_bytes())
+                number, ok = results.recv()
+                blob = results.recv_bytes()
+                with self.changed:
+                    self.answers[number] = (ok, blob)
+                    self.changed.notify_all()
         except (EOFError, OSError):
             pass
-        self.received[n].put(None)
+        with self.changed:
+            self.ended.append(process)
+            self.changed.notify_all()
 
-    def send(self, n: int, start: int, end: int) -> None:
-        self.ends[n][0].send((start, end))
+    def send(self, number: int, start: int, end: int) -> None:
+        self.tasks.put((number, start, end))
 
-    def receive(self, n: int, start: int, end: int) -> Chunk:
-        """The chunk worker `n` parsed from [start, end); a worker that died or went silent is an error."""
-        process = self.processes[n]
-        try:
-            blob = self.received[n].get(timeout=WORKER_SILENCE_SECONDS)
-        except queue.Empty:
-            blob = None
-        if blob is None:
-            process.join(0.1)
+    def receive(self, number: int, start: int, end: int) -> Chunk:
+        """The chunk parsed from [start, end) (range `number`); a worker that died or went silent is an error."""
+        with self.changed:
+            self.changed.wait_for(lambda: number in self.answers or self.ended, timeout=WORKER_SILENCE_SECONDS)
+            answer = self.answers.pop(number, None)
+            ended = list(self.ended)
+        if answer is None:
+            for process in ended:
+                process.join(1)
             why = (
-                f"ended (exit code {process.exitcode})"
-                if process.exitcode is not None
+                f"(pid {ended[0].pid}) ended (exit code {ended[0].exitcode})"
+                if ended
                 else f"gave no result in {WORKER_SILENCE_SECONDS:.0f} s"
             )
-            raise ParsingStopped(f"a parsing process (pid {process.pid}) {why} on bytes {start}-{end} of {self.name}")
-        if blob[:1] == b"-":
-            raise pickle.loads(blob[1:])
+            raise ParsingStopped(f"a parsing process {why} on bytes {start}-{end} of {self.name}")
+        ok, blob = answer
+        if not ok:
+            raise pickle.loads(blob)
         with cycle_collector_paused():
-            chunk: Chunk = marshal.loads(memoryview(blob)[1:])
+            chunk: Chunk = marshal.loads(blob)
         return chunk
 
     def stop(self, *, finished: bool) -> None:
         """Finished: ask each worker to end and wait a bounded time; else (or still running then) kill."""
         if finished:
-            for sender, *_ in self.ends:
+            for _ in self.processes:
                 with contextlib.suppress(OSError):
-                    sender.send(None)
+                    self.tasks.put(None)
             deadline = time.monotonic() + WORKER_EXIT_SECONDS
             for process in self.processes:
                 process.join(max(deadline - time.monotonic(), 0))
@@ -460,9 +471,9 @@ class _Workers:
                 process.join()
         for reader in getattr(self, "readers", ()):
             reader.join(WORKER_EXIT_SECONDS)  # its worker has ended: it stops at once
-        for ends in self.ends:
-            for connection in ends:
-                connection.close()
+        self.tasks.close()
+        for results in self.results:
+            results.close()
 
 
 def _parsed_in_workers(
@@ -475,20 +486,20 @@ def _parsed_in_workers(
     *,
     name: str,
 ) -> Iterator[tuple[int, Chunk]]:
-    """`_parse_chunk` of each range in forked processes (round robin), results in file order, a few ahead."""
+    """`_parse_chunk` of each range in forked processes, results in file order, a few ahead."""
     pool = _Workers(fd, (now, plus_addressing, header), workers, name=name)
     finished = False
     try:
         ahead: deque[tuple[int, int, int]] = deque()
         for n, (start, end) in enumerate(ranges):
-            pool.send(n % workers, start, end)
-            ahead.append((n % workers, start, end))
+            pool.send(n, start, end)
+            ahead.append((n, start, end))
             if len(ahead) > 2 * workers + 1:
-                worker, first, last = ahead.popleft()
-                yield last, pool.receive(worker, first, last)
+                number, first, last = ahead.popleft()
+                yield last, pool.receive(number, first, last)
         while ahead:
-            worker, first, last = ahead.popleft()
-            yield last, pool.receive(worker, first, last)
+            number, first, last = ahead.popleft()
+            yield last, pool.receive(number, first, last)
         finished = True
     finally:
         pool.stop(finished=finished)
