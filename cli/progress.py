@@ -26,8 +26,9 @@ class RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        if not speed and task.elapsed:  # a step that ended within one sample of the rate
-            speed = task.completed / task.elapsed
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not speed and elapsed:  # a step that ended within one sample of the rate
+            speed = task.completed / elapsed
         unit = task.fields.get("unit", "rows")
         return Text(f"{speed:,.0f} {unit}/s" if speed else f"- {unit}/s", style="progress.data.speed")
 
