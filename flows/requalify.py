@@ -47,9 +47,11 @@ def work_round(ws: Workspace, run: Round, me: str, params: RequalifyParams) -> t
         start_helpers(extra, workspace=params.workspace, round_id=run.id, now=run.as_of, worker=me) if extra > 0 else []
     )
 
+    round_id = run.id  # known here: a closure's reads are not narrowed
+
     def counted(progress: Progress) -> None:  # every worker's shards: the bar is the round's
         with session_scope(ws.engine) as session:
-            progress.advance(round_totals(session, run.id).done - progress.done)
+            progress.advance(round_totals(session, round_id).done - progress.done)
 
     def drained() -> bool:
         nonlocal total, mine
