@@ -6,6 +6,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,40 @@ def test_parsing_processes_end_at_once_on_sigterm_and_ignore_ctrl_c(tmp_path: Pa
         pages.close()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+KILLED_PARENT = """
+import multiprocessing, os, signal, sys
+from datetime import datetime
+from pathlib import Path
+import connectors.files
+from connectors.files import FileActivitySource
+connectors.files.CHUNK_BYTES = 7_000
+file = Path(sys.argv[1])
+source = FileActivitySource("web", file, batch_size=50, workers=2, parallel_min_bytes=0)
+pages = source.pages(file, None, now=datetime(2026, 10, 1))
+next(pages)
+print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
+def test_parsing_processes_end_when_the_run_is_killed(tmp_path: Path) -> None:
+    file = _messy_file(tmp_path / "activity.jsonl", events=6000)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = subprocess.run([sys.executable, "-c", KILLED_PARENT, str(file)], capture_output=True, text=True, env=env)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    workers = [int(pid) for pid in run.stdout.split()]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _running(pid)]  # no orphan left parsing or waiting for work
