@@ -56,6 +56,7 @@ from connectors.sync import sync_source  # noqa: E402
 from leads.bulkload import BULK_CACHE_KIB, SORT_CACHE_KIB, SORT_THREADS, worth_dropping  # noqa: E402
 from leads.db import SQLITE_PAGE_SIZE, make_engine, upgrade  # noqa: E402
 from leads.ingest import SQLITE_CACHE_KIB  # noqa: E402
+from leads.progress import Progress  # noqa: E402
 
 END = datetime(2026, 10, 1, 9, 0)
 TYPES = [("page_view", 60), ("email_open", 15), ("email_click", 8), ("download", 5), ("webinar", 2)]
@@ -209,14 +210,22 @@ def parse_cost(data: Path) -> tuple[float, float]:
     return decode, both
 
 
-def run_leadflow(db: Path, data: Path, batch: int, *, workers: int | None = None) -> tuple[float, float, float, int]:
-    """Seconds, CPU seconds of the storing process and of its parse workers, events stored."""
+def run_leadflow(
+    db: Path, data: Path, batch: int, *, workers: int | None = None, progress: bool = False
+) -> tuple[float, float, float, int]:
+    """Seconds, CPU seconds of the storing process and of its parse workers, events stored (with `progress`,
+    the run also reports its progress, as under a flow or `leadflow run --progress`, to a listener that
+    keeps every update)."""
     engine = make_engine(f"sqlite:///{db}")
     upgrade(engine)
     source = FileActivitySource("bench", data, batch_size=batch, workers=workers)
     children = os.times()
     started, cpu = time.perf_counter(), time.process_time()
-    totals = sync_source(engine=engine, source=source, now=END)
+    updates: list[tuple[int, int | None, bool]] = []
+    told = Progress(lambda *update: updates.append(update)) if progress else None
+    totals = sync_source(engine=engine, source=source, now=END, progress=told)
+    if told is not None:
+        told.finish()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     after = os.times()
     workers_cpu = (after.children_user + after.children_system) - (children.children_user + children.children_system)
@@ -289,6 +298,7 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of the fresh-workspace floors and leadflow; the median counts"
     )
+    parser.add_argument("--progress", action="store_true", help="leadflow's runs report their progress too")
     args = parser.parse_args()
     n, batch = args.events, args.batch_size
     seconds: dict[str, float] = {}
@@ -316,7 +326,7 @@ def main() -> None:
             db.unlink()
 
         def leadflow(key: str, db: Path, workers: int | None = None) -> None:
-            elapsed, used, in_workers, inserted = run_leadflow(db, data, batch, workers=workers)
+            elapsed, used, in_workers, inserted = run_leadflow(db, data, batch, workers=workers, progress=args.progress)
             if inserted != distinct:
                 raise SystemExit(f"leadflow stored {inserted} events, expected {distinct}")
             record(key, (elapsed, used, in_workers))

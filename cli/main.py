@@ -106,6 +106,13 @@ def run(
             help="requalify and pipeline: processes scoring shards side by side (default: one per core, at most 4).",
         ),
     ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bars for ingest, requalify and sending (default: when the output is a terminal).",
+        ),
+    ] = None,
 ) -> None:
     """Run one flow (default: the whole pipeline) against the workspace."""
     _quiet_prefect(verbose)
@@ -117,7 +124,10 @@ def run(
     params: dict[str, Any] = {"dry_run": True} if dry_run else {}
     if processes is not None:
         params["processes"] = processes
-    report = _run_flow(flow, folder, **params)
+    from cli.progress import progress_bars
+
+    with progress_bars(console, show=progress):
+        report = _run_flow(flow, folder, **params)
     from cli.summary import print_pipeline_summary, print_report
 
     if dry_run:

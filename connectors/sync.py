@@ -29,6 +29,7 @@ from leads.ingest import (
     load_cursor,
     store_batch,
 )
+from leads.progress import Progress, advance
 
 
 class ActivitySource(Protocol):
@@ -59,14 +60,17 @@ class SyncTotals:
         return self.streams
 
 
-def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> SyncTotals:
+def sync_source(
+    *, engine: Engine, source: ActivitySource, now: datetime, progress: Progress | None = None
+) -> SyncTotals:
     """Every stream of `source` from its saved cursor on.
 
     The leads' last activity times are caught up once at the end (also when a stream fails),
     not once per page; see `leads.ingest.defer_lead_activity`. An error that stops the sync
     carries the totals of the pages stored before it as `totals`. A source that can tell how
     many rows it is about to add (`estimated_rows(stream, cursor)`, files do) may get SQLite's
-    bulk-load mode for the run (`leads.bulkload`).
+    bulk-load mode for the run (`leads.bulkload`); with `progress`, that estimate is its total (else
+    none), and each stored page advances it by its lines.
     """
     totals = SyncTotals()
     cache = LeadCache()
@@ -79,6 +83,8 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
         ]
     estimate = getattr(source, "estimated_rows", None)
     new_rows = sum(estimate(stream, cursor) for stream, cursor in streams) if estimate is not None else 0
+    if progress is not None:
+        progress.expect(new_rows if estimate is not None else None)
     with lead_index_set_aside(engine, new_rows=new_rows) as set_aside, ExitStack() as held:
         # A bulk run also stores its pages without SQLite's per-row foreign-key check (see page_connection).
         bind = held.enter_context(page_connection(engine)) if set_aside else engine
@@ -112,6 +118,7 @@ def sync_source(*, engine: Engine, source: ActivitySource, now: datetime) -> Syn
                     totals.skipped += page.skipped
                     totals.quarantined += result.quarantined
                     totals.reasons.update(r.reason for r in page.rejected)
+                    advance(progress, len(page.records) + len(page.rejected) + len(page.profiles) + page.skipped)
         except BaseException as exc:
             with contextlib.suppress(Exception), session_scope(engine) as session:  # the next run catches up otherwise
                 apply_lead_activity(session, source=source.name, after_id=after_id)

@@ -28,6 +28,7 @@ from flows.ops import (
 )
 from flows.params import HandoffParams
 from flows.problems import Problem, finish
+from flows.progress import step_progress
 from flows.reports import DestinationCounts, HandoffRunReport, publish_handoff
 from flows.workspace import Workspace, open_workspace, run_clock, run_time
 from handoff.assignment import AssignReport, assign_new_sqls
@@ -40,7 +41,8 @@ from handoff.sla import SlaReport, check_sla
 from handoff.starts import destination_starts, left_out_message
 from leads.db import session_scope
 from leads.handoff_config import CRM_KINDS, HandoffDestination, legacy_name
-from leads.outbox import Clock
+from leads.models import HandoffOutbox
+from leads.outbox import Clock, count_due
 
 
 class HandoffFailed(RuntimeError):
@@ -103,7 +105,12 @@ def deliver_handoffs(
         allow_private=ws.config.handoff.allow_private_addresses,
         acquire=vendor_rate_limit(spec) if spec.kind in CRM_KINDS else None,  # type: ignore[arg-type]
     )
-    with sink:
+    with session_scope(ws.engine) as session:
+        mine = [HandoffOutbox.destination == destination]
+        due = count_due(session=session, table=HandoffOutbox, now=clock(), where=mine)
+    if limit is not None:
+        due = min(due, limit)  # the run stops at its limit: the bar ends there too
+    with sink, step_progress(f"handoff to {destination}", unit="SQLs", total=due) as progress:
         report = deliver_pending(
             engine=ws.engine,
             sink=sink,
@@ -112,6 +119,7 @@ def deliver_handoffs(
             limit=limit,
             batch_size=batch_size,
             dead_letter=ws.config.handoff.dead_letter_after,
+            progress=progress,
         )
     if report.gone:
         with session_scope(ws.engine) as session:

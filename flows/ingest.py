@@ -27,6 +27,7 @@ from connectors.sync import SyncTotals, sync_source
 from flows.ops import publish_attention, publish_run_steps, single_writer, top_level
 from flows.params import IngestParams
 from flows.problems import Problem, finish
+from flows.progress import step_progress
 from flows.reports import IngestReport, SourceCounts, publish_ingest
 from flows.workspace import Workspace, open_workspace, run_time
 from leads.config import FileSource, SourceConfig
@@ -65,7 +66,8 @@ def ingest_source(ws: Workspace, source_name: str, now: datetime, batch_size: in
         plus_addressing=ws.config.plus_addressing,
     )
     try:
-        return sync_source(engine=ws.engine, source=source, now=now)
+        with step_progress(f"ingest {source_name}") as progress:
+            return sync_source(engine=ws.engine, source=source, now=now, progress=progress)
     finally:
         close = getattr(source, "close", None)
         if close is not None:

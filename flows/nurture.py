@@ -30,9 +30,12 @@ from flows.ops import (
 )
 from flows.params import NurtureParams
 from flows.problems import Problem, finish
+from flows.progress import step_progress
 from flows.reports import NurtureReport, PreviewEmail, publish_nurture
 from flows.workspace import Workspace, open_workspace, run_clock, run_time
 from leads.db import session_scope
+from leads.models import EmailOutbox
+from leads.outbox import count_due
 from nurture.dry_run import preview_sends
 from nurture.enrollment import enroll, exit_finished, queue_due_steps
 from nurture.held import TemplateGate, count_held
@@ -100,11 +103,13 @@ def send_outbox(ws: Workspace, clock: Clock, batch_size: int, gate: TemplateGate
     total = SendReport()
     with session_scope(ws.engine) as session:
         total.unconfirmed += settle_in_flight(session=session, now=clock())
+        due = count_due(session=session, table=EmailOutbox, now=clock())
     gate.check_all()  # emails queued by earlier runs too: their steps are held before the first claim
     transport = transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
     with ExitStack() as stack:
         # smtp://…?connections=N: N connections side by side (a file outbox is always one).
         transports = [stack.enter_context(t) for t in transport.copies()]
+        progress = stack.enter_context(step_progress("send emails", unit="emails", total=due))
         total.add(
             send_due(
                 engine=ws.engine,
@@ -115,6 +120,7 @@ def send_outbox(ws: Workspace, clock: Clock, batch_size: int, gate: TemplateGate
                 config=ws.config,
                 renderer=renderer,
                 links=links,
+                progress=progress,
             )
         )
     return total

@@ -15,10 +15,12 @@ from prefect.cache_policies import NONE
 from flows.events import emit_stage_events
 from flows.ops import publish_run_steps, wait_until, worker_id
 from flows.params import RequalifyParams
+from flows.progress import step_progress
 from flows.reports import RequalifyReport, StageMove, publish_requalify
 from flows.workspace import Workspace, open_workspace, run_time
 from leads.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
 from leads.db import session_scope
+from leads.progress import Progress
 from leads.requalify import BatchResult
 from leads.requalify_helpers import default_processes, finish_helpers, start_helpers
 from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_shard
@@ -45,19 +47,27 @@ def work_round(ws: Workspace, run: Round, me: str, params: RequalifyParams) -> t
         start_helpers(extra, workspace=params.workspace, round_id=run.id, now=run.as_of, worker=me) if extra > 0 else []
     )
 
+    round_id = run.id  # known here: a closure's reads are not narrowed
+
+    def counted(progress: Progress) -> None:  # every worker's shards: the bar is the round's
+        with session_scope(ws.engine) as session:
+            progress.advance(round_totals(session, round_id).done - progress.done)
+
     def drained() -> bool:
         nonlocal total, mine
         while (shard := claim_shard(ws.engine, round_id=run.id, worker=me)) is not None:
             result = score(ws, shard, run.as_of, me)
             if result is not None:
                 total, mine = total.merge(result), mine + 1
+            counted(progress)
         if any(h.failed() for h in helpers):
             finish_helpers(helpers)  # raises, naming the helper and its last error line
         on_close = remember_full_round(ws.config, run.as_of) if run.mode == "full" else None
         return close_round(ws.engine, round_id=run.id, worker=me, on_close=on_close) is not None
 
     try:
-        wait_until(drained, timeout=params.wait_for_round_seconds, what=f"requalify round {run.id}")
+        with step_progress("requalify", unit="shards", total=run.shards) as progress:
+            wait_until(drained, timeout=params.wait_for_round_seconds, what=f"requalify round {run.id}")
     finally:
         helped, shards = finish_helpers(helpers)
     return total.merge(helped), mine + shards

@@ -25,6 +25,7 @@ from leads.config import WorkspaceConfig
 from leads.explain import as_payload, explain_lead
 from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition
 from leads.outbox import Clock, claim_due, fixed_clock
+from leads.progress import Progress, advance
 from leads.records import PROFILE_FIELDS
 from leads.sql import upsert_insert
 
@@ -158,6 +159,7 @@ def deliver_pending(
     batch_size: int = BATCH,
     limit: int | None = None,
     dead_letter: DeadLetterConfig = DeadLetterConfig(),
+    progress: Progress | None = None,
 ) -> HandoffReport:
     """Deliver this destination's due rows, batch after batch, until none is due; each outcome commits alone.
 
@@ -187,7 +189,7 @@ def deliver_pending(
             break
         tried += len(ids)
         delivered, failed = report.delivered, report.retried + report.dead
-        _deliver_batch(engine, sink, ids, clock, dead_letter, report)
+        _deliver_batch(engine, sink, ids, clock, dead_letter, report, progress)
         if report.delivered == delivered and report.retried + report.dead > failed and not report.gone:
             last = report.last_error or "no answer"
             report.stopped = f"a whole batch of {len(ids)} failed ({last[:200]}); the rest waits for the next run"
@@ -202,6 +204,7 @@ def _deliver_batch(
     clock: Clock,
     dead_letter: DeadLetterConfig,
     report: HandoffReport,
+    progress: Progress | None,
 ) -> None:
     for index, row_id in enumerate(ids):
         with Session(engine) as session:
@@ -228,6 +231,7 @@ def _deliver_batch(
                 report.errors[type(exc).__name__] += 1
             session.add(row)
             session.commit()
+        advance(progress)
 
 
 def undelivered(session: Session, destination: str) -> int:

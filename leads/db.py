@@ -6,6 +6,7 @@ flows can point at different databases in the same process.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,12 +118,17 @@ def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+# Alembic's command API sets module globals while it runs (`context.config`): two flow runs migrating in
+# threads of one process at once failed with KeyError('config'). One migration at a time per process.
+_UPGRADE_IN_PROCESS = threading.Lock()
+
+
 def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     """Migrate the database to `revision`, reusing the caller's engine when one is given."""
     owns_engine = not isinstance(engine_or_url, Engine)
     engine = make_engine(engine_or_url) if owns_engine else engine_or_url
     try:
-        with _sqlite_migration_lock(engine), engine.connect() as connection:
+        with _UPGRADE_IN_PROCESS, _sqlite_migration_lock(engine), engine.connect() as connection:
             if connection.dialect.name == "postgresql":
                 # Two workers' first runs may migrate at once; one at a time, the second finds it done.
                 connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from leads.models import OutboxStatus
@@ -67,3 +67,17 @@ def claim_due(
     ids = sorted(claimed.scalars())
     session.commit()
     return ids
+
+
+def count_due(*, session: Session, table: Any, now: datetime, where: Sequence[Any] = ()) -> int:
+    """How many rows `claim_due` could take now: what a sending step expects to get through (its progress)."""
+    due = (
+        select(func.count())
+        .select_from(table)
+        .where(
+            *where,
+            or_(table.status == OutboxStatus.pending, table.status == OutboxStatus.sending),
+            table.next_attempt_at <= now,
+        )
+    )
+    return int(session.execute(due).scalar_one())

@@ -51,6 +51,7 @@ from leads.models import (
     SuppressionReason,
 )
 from leads.outbox import Clock, claim_due, fixed_clock
+from leads.progress import Progress, advance
 from leads.records import PROFILE_FIELDS
 from nurture import compliance, tokens
 from nurture import links as tracked_links
@@ -422,12 +423,14 @@ def send_claimed(
     now: datetime | None = None,
     clock: Clock | None = None,
     gate: TemplateGate | None = None,
+    progress: Progress | None = None,
 ) -> SendReport:
     """Send the claimed rows through an open transport, one at a time, in the order claimed.
 
     Times come from `clock` (a run passes the wall clock): the send window is judged when the row
     is sent and `sent_at` is when the server accepted the message. Without one, `now` stands still.
     With `gate`, rows of held steps go back to pending unsent, and a template that fails holds its step.
+    Each row advances `progress`.
     """
     clock = clock or fixed_clock(now)
     report = SendReport()
@@ -445,6 +448,7 @@ def send_claimed(
                 if outcome in (Outcome.sent, Outcome.unconfirmed):
                     history[due.lead_id].append(at)  # counts for the cap within this batch
                 report.count(outcome, reason)
+                advance(progress)
         finally:
             marks.flush()  # what waited for the next commit: the last confirmations, skips, deferrals
     return report
