@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import sys
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -13,11 +13,28 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cli.workspace_setup import ensure_demo_data, init_workspace
+from cli.output import one_line, quiet_prefect_console, set_verbose, verbose
+from cli.workspace import errors, workspace_settings
+from cli.workspace_setup import SecretKeyMissing, ensure_demo_data, init_workspace
 from leads.config import ConfigError, load_config
-from leads.settings import load_settings
+from leads.demo_data import MAX_DEMO_LEADS
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The `leadflow` command: an unexpected error is one line naming its cause; --verbose shows the traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if verbose():
+                raise
+            errors.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
+            errors.print("Rerun with --verbose (or LEADFLOW_VERBOSE=1) for the traceback.", highlight=False)
+            sys.exit(1)
+
+
+app = _App(
     help="leadflow: lead scoring, nurture and sales handoff on Prefect.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals can hold secrets
@@ -33,7 +50,13 @@ app.add_typer(ops_app, name="ops")
 console = Console()
 
 Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs and full tracebacks.")]
+
+
+@app.callback()
+def _options(verbose: Verbose = False) -> None:
+    """leadflow: lead scoring, nurture and sales handoff on Prefect."""
+    set_verbose(verbose)
 
 
 class FlowName(StrEnum):
@@ -42,13 +65,6 @@ class FlowName(StrEnum):
     requalify = "requalify"
     nurture = "nurture"
     handoff = "handoff"
-
-
-def _quiet_prefect(verbose: bool) -> None:
-    """Prefect logs every task; a marketer wants the summary. Set before Prefect is imported."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -60,9 +76,7 @@ def _fail(message: str) -> typer.Exit:
 def init(workspace: Workspace = None) -> None:
     """Create leadflow.yaml, templates/ and a secret key in the workspace (never overwrites)."""
     folder = (workspace or Path(".")).resolve()
-    created = init_workspace(folder)
-    for item in created:
-        console.print(f"created {item}")
+    created = _init(folder)
     console.print(f"workspace ready in {folder}" if created else f"nothing to do: {folder} is already a workspace")
 
 
@@ -74,10 +88,14 @@ def demo(
     verbose: Verbose = False,
 ) -> None:
     """Set up a demo workspace here, run the whole pipeline once and show what happened."""
-    _quiet_prefect(verbose)
+    set_verbose(verbose)
+    if not 1 <= leads <= MAX_DEMO_LEADS:
+        raise _fail(
+            f"--leads {leads}: the demo makes 1 to {MAX_DEMO_LEADS:,} leads (it holds them all in memory, "
+            "about 20 KB each); for scale tests use bench/ (e.g. python bench/requalify_bench.py --leads 1000000)"
+        )
     folder = (workspace or Path(".")).resolve()
-    for item in init_workspace(folder):
-        console.print(f"created {item}")
+    _init(folder)
     generated = ensure_demo_data(folder, seed=seed, leads=leads)
     if generated:
         console.print(f"generated {leads} demo leads with 90 days of activity in {generated.relative_to(folder)}")
@@ -106,8 +124,8 @@ def run(
     ] = None,
 ) -> None:
     """Run one flow (default: the whole pipeline) against the workspace."""
-    _quiet_prefect(verbose)
-    folder = (workspace or Path(".")).resolve()
+    set_verbose(verbose)
+    folder = workspace_settings(workspace).workspace
     if dry_run and flow != FlowName.nurture:
         raise _fail("--dry-run applies to the nurture flow: leadflow run nurture --dry-run")
     if processes is not None and flow not in (FlowName.requalify, FlowName.pipeline):
@@ -116,7 +134,7 @@ def run(
     if processes is not None:
         params["processes"] = processes
     report = _run_flow(flow, folder, **params)
-    from cli.summary import print_pipeline_summary, print_report
+    from cli.summary import print_flow_summary, print_pipeline_summary
 
     if dry_run:
         from cli.dry_run import print_dry_run
@@ -125,16 +143,31 @@ def run(
     elif flow == FlowName.pipeline:
         print_pipeline_summary(console, folder, report)
     else:
-        print_report(console, flow.value, report)
+        print_flow_summary(console, flow.value, report)
+
+
+def _init(folder: Path) -> list[str]:
+    """`init_workspace`, telling the user what it made; a key that must be restored, not remade, stops here."""
+    try:
+        created = init_workspace(folder)
+    except SecretKeyMissing as exc:
+        for item in exc.created:
+            console.print(f"created {item}")
+        raise _fail(str(exc)) from None
+    for item in created:
+        console.print(f"created {item}")
+    return created
 
 
 def _run_flow(flow: FlowName, folder: Path, **params: Any) -> Any:
-    settings = load_settings(folder)
+    settings = workspace_settings(folder)
     try:
         load_config(settings.config_file)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     from flows import registry
+
+    quiet_prefect_console()
 
     try:
         return registry.run(flow.value, str(folder), **params)
@@ -152,9 +185,9 @@ def _run_flow(flow: FlowName, folder: Path, **params: Any) -> Any:
 
 @app.command()
 def check(workspace: Workspace = None) -> None:
-    """Validate leadflow.yaml and render every nurture email for a sample lead."""
-    folder = (workspace or Path(".")).resolve()
-    settings = load_settings(folder)
+    """Validate leadflow.yaml, render every nurture email, and check what a run needs: key, files, secrets, mail URL."""
+    settings = workspace_settings(workspace)
+    folder = settings.workspace
     try:
         config = load_config(settings.config_file)
     except ConfigError as exc:
@@ -165,6 +198,9 @@ def check(workspace: Workspace = None) -> None:
     from cli.handoff import notify_problems
 
     problems += notify_problems(config, folder)
+    from cli.preflight import run_problems
+
+    problems += run_problems(settings, config)
     for problem in problems:
         console.print(f"[red]✗[/] {escape(problem.replace(str(folder) + '/', ''))}", highlight=False, soft_wrap=True)
     for warning in engagement_warnings(config, track_opens=settings.track_opens):
@@ -172,7 +208,10 @@ def check(workspace: Workspace = None) -> None:
     if problems:
         raise typer.Exit(code=1)
     steps = sum(len(s.steps) for s in config.nurture.sequences)
-    console.print(f"[green]✓[/] {settings.config_file.name} is valid; {steps} email step(s) render cleanly")
+    console.print(
+        f"[green]✓[/] {settings.config_file.name} is valid; {steps} email step(s) render cleanly; "
+        "the secret key, sources, handoff secrets, mail URL and database are ready for a run"
+    )
 
 
 @app.command()
@@ -190,7 +229,7 @@ def preview(
     """Show one email of a sequence as it would be sent: subject, text part and HTML part."""
     from cli.preview import run_preview
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     try:
         config = load_config(settings.config_file)
     except ConfigError as exc:
@@ -212,7 +251,7 @@ def explain(
     from leads.explain import LeadNotFound, explain_lead, render_text
     from leads.models import utcnow
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     try:
         config = load_config(settings.config_file)
     except ConfigError as exc:
@@ -252,7 +291,7 @@ def backtest(
     from leads.backtest import BacktestError
     from leads.outcomes import OutcomesError
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     try:
         config = load_config(settings.config_file)
         other = load_config(compare) if compare is not None else None
@@ -274,7 +313,7 @@ def db_upgrade(workspace: Workspace = None) -> None:
     """Create or migrate the database schema to the latest version."""
     from leads.db import current_revision, make_engine, upgrade
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     engine = make_engine(settings.resolved_database_url)
     upgrade(engine)
     console.print(f"database at revision {current_revision(engine)}")
@@ -286,7 +325,7 @@ def status(workspace: Workspace = None) -> None:
     """Where leads stand: counts per stage, outboxes and quarantine."""
     from cli.summary import print_status
 
-    print_status(console, (workspace or Path(".")).resolve())
+    print_status(console, workspace_settings(workspace).workspace)
 
 
 @app.command()
@@ -304,6 +343,7 @@ def deploy(
     """Create or update every deployment on a work pool, for workers (`prefect worker start --pool leadflow`)."""
     from cli.ops import deploy as deploy_all
 
+    workspace = workspace_settings(workspace).workspace
     for deployed in deploy_all(pool, workspace, pipeline_schedule, name):
         console.print(f"deployed {deployed} on work pool {pool}", highlight=False)
 
@@ -320,6 +360,7 @@ def serve(
     """Serve every deployment (schedules, UI runs) from this one process: the single-machine install."""
     from cli.ops import serve as serve_all
 
+    workspace = workspace_settings(workspace).workspace
     serve_all(workspace, pipeline_schedule, limit)
 
 
@@ -335,7 +376,7 @@ def web(
     from leads.db import make_engine, upgrade
     from web.app import WebConfigError, create_app
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     try:
         application = create_app(settings)
     except (ConfigError, WebConfigError) as exc:

@@ -19,8 +19,8 @@ from rich.table import Table
 from sqlalchemy import func, select, update
 from sqlmodel import Session
 
+from cli.workspace import workspace_settings
 from leads.models import EmailOutbox, HandoffOutbox, OutboxStatus, Quarantine, utcnow
-from leads.settings import load_settings
 
 ops_app = typer.Typer(help="Operations: concurrency limits, dead letters.", no_args_is_help=True)
 console = Console()
@@ -132,7 +132,7 @@ def automations(
 def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
     from leads.db import make_engine, upgrade
 
-    engine = make_engine(load_settings(workspace).resolved_database_url)
+    engine = make_engine(workspace_settings(workspace).resolved_database_url)
     upgrade(engine)
     return engine
 

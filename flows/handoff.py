@@ -18,6 +18,7 @@ from connectors.destinations import open_sink
 from connectors.notify import AppriseNotifier
 from flows.events import emit_dead_letters
 from flows.ingest import vendor_rate_limit, workspace_secret
+from flows.logs import log_counts
 from flows.ops import (
     publish_attention,
     publish_run_steps,
@@ -164,6 +165,7 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
             if reason:
                 report.disabled[spec.name] = reason
     publish_handoff(report)
+    log_counts(report)
     for spec in specs:
         emit_dead_letters(ws.engine, kind="handoff", destination=spec.name, dead=report.destinations[spec.name].dead)
     publish_run_steps()
