@@ -114,7 +114,8 @@ def database_problems(settings: Settings) -> list[str]:
         with engine.connect():
             pass
     except SQLAlchemyError as exc:  # the driver's message names host and port, never the password
-        return [f"LEADFLOW_DATABASE_URL: cannot connect to {url.host or 'the server'}: {_first_line(exc.orig or exc)}"]
+        cause = _first_line(getattr(exc, "orig", None) or exc)
+        return [f"LEADFLOW_DATABASE_URL: cannot connect to {url.host or 'the server'}: {cause}"]
     finally:
         engine.dispose()
     return []
