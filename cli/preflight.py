@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from cli.workspace_setup import emails_sent, missing_key_message
-from connectors.mail import transport_from_url
+from connectors.mail import FileOutbox, transport_from_url
 from leads.config import FileSource, WorkspaceConfig
 from leads.handoff_config import FileDestination, HandoffDestination, WebhookDestination
 from leads.settings import Settings
@@ -28,6 +28,7 @@ def run_problems(settings: Settings, config: WorkspaceConfig) -> list[str]:
     problems += destination_problems(settings, config, env)
     problems += mail_problems(settings)
     problems += database_problems(settings)
+    problems += folder_problems(settings, config)
     return problems
 
 
@@ -119,6 +120,49 @@ def database_problems(settings: Settings) -> list[str]:
     finally:
         engine.dispose()
     return []
+
+
+def folder_problems(settings: Settings, config: WorkspaceConfig) -> list[str]:
+    """Folders a run writes to and could not make: the file outbox, file handoff destinations, the SQLite folder."""
+    from leads.db import normalize_url
+
+    folders: list[tuple[str, Path]] = []
+    try:
+        transport = transport_from_url(settings.mail_url, base_dir=settings.workspace)
+    except ValueError:
+        transport = None  # mail_problems names it
+    if isinstance(transport, FileOutbox):
+        folders.append(("LEADFLOW_MAIL_URL", transport.directory))
+    try:
+        specs = config.handoff.resolved(settings.handoff_url)
+    except ValueError:
+        specs = []  # destination_problems names it
+    for spec in specs:
+        if isinstance(spec, FileDestination):
+            path = Path(spec.path)
+            where = "LEADFLOW_HANDOFF_URL" if settings.handoff_url else f"handoff destination {spec.name}"
+            folders.append((where, path if path.is_absolute() else settings.workspace / path))
+    try:
+        url = normalize_url(settings.resolved_database_url)
+    except Exception:  # noqa: BLE001  (database_problems names it)
+        url = None
+    if url is not None and url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        folders.append(("LEADFLOW_DATABASE_URL", Path(url.database).parent))
+    return [
+        f"{where}: cannot create or write {folder}: {why}" for where, folder in folders if (why := _unwritable(folder))
+    ]
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why a run could not write into `folder` (made if missing), or None."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def _credential_problems(where: str, spec: object, env: dict[str, str]) -> list[str]:

@@ -68,7 +68,9 @@ def test_check_names_everything_a_run_would_fail_on_without_printing_secrets(
     broken = {
         "LEADFLOW_MAIL_URL": "smtp://mailer:s3cret-pw@mail.example:587?connections=99",
         "LEADFLOW_HANDOFF_URL": "https://hooks.example/inbound/t0ken-in-path",
+        "LEADFLOW_DATABASE_URL": "sqlite:///blocked/leadflow.db",
     }
+    (tmp_path / "blocked").write_text("a file where the database's folder should be")
     result = leadflow("check", cwd=tmp_path, env=env, **broken)
     out = said(result)
     assert result.returncode == 1, out
@@ -77,12 +79,14 @@ def test_check_names_everything_a_run_would_fail_on_without_printing_secrets(
     assert "sources[website].path: data/activity.jsonl does not exist" in out
     assert "LEADFLOW_WEBHOOK_SECRET is not set" in out and "hooks.example" in out
     assert "LEADFLOW_MAIL_URL: connections must be a whole number from 1 to 16" in out
+    assert "LEADFLOW_DATABASE_URL: cannot create or write blocked: blocked is a file, not a folder" in out
     assert "s3cret-pw" not in out and "t0ken-in-path" not in out and "mailer" not in out
 
     # The same mistakes fixed: a key (for a workspace that never sent email), the file, the secret, the URL.
     assert leadflow("init", cwd=tmp_path, env=env).returncode == 0
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "activity.jsonl").write_text("")
+    (tmp_path / "blocked").unlink()
     fixed = {**broken, "LEADFLOW_MAIL_URL": "smtp://mail.example?connections=4", "LEADFLOW_WEBHOOK_SECRET": "whsec_x"}
     ok = leadflow("check", cwd=tmp_path, env=env, **fixed)
     assert ok.returncode == 0 and "is valid" in said(ok), said(ok)
