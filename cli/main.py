@@ -96,6 +96,8 @@ def demo(
         )
     folder = (workspace or Path(".")).resolve()
     _init(folder)
+    if leads >= 10_000 and not (folder / "data" / "activity.jsonl").exists():  # say so before a minute's silence
+        console.print(f"generating {leads:,} demo leads (about a second per thousand) …", highlight=False)
     generated = ensure_demo_data(folder, seed=seed, leads=leads)
     if generated:
         console.print(f"generated {leads} demo leads with 90 days of activity in {generated.relative_to(folder)}")
