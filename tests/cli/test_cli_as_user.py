@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import Engine, insert
 
-from leads.db import make_engine, upgrade
 from leads.models import EmailOutbox, Lead, utcnow
 
 LEADFLOW = [sys.executable, "-c", "from cli.main import app; app()"]  # the console script's code, any venv
@@ -92,25 +91,19 @@ def test_check_names_everything_a_run_would_fail_on_without_printing_secrets(
     assert ok.returncode == 0 and "is valid" in said(ok), said(ok)
 
 
-def test_a_workspace_that_sent_email_never_gets_a_new_key(tmp_path: Path, env: dict[str, str]) -> None:
+def test_a_workspace_that_sent_email_never_gets_a_new_key(
+    tmp_path: Path, env: dict[str, str], db_url: str, engine: Engine
+) -> None:
+    env = {**env, "LEADFLOW_DATABASE_URL": db_url}  # SQLite in the workspace, or a PostgreSQL database
     assert leadflow("init", cwd=tmp_path, env=env).returncode == 0
-    engine = make_engine(f"sqlite:///{tmp_path}/leadflow.db")
-    upgrade(engine)
     with engine.begin() as conn:  # an email went out with the key in .env
         conn.execute(insert(Lead).values(id=1, email="anna@acme.example", crm_ids={}))
         conn.execute(
             insert(EmailOutbox).values(
-                idempotency_key="nurture:1:warm-up:1",
-                lead_id=1,
-                sequence="warm-up",
-                step=1,
-                status="sent",
-                next_attempt_at=utcnow(),
-                created_at=utcnow(),
-                sent_at=utcnow(),
-            )  # fmt: skip
-        )
-    engine.dispose()
+                idempotency_key="nurture:1:warm-up:1", lead_id=1, sequence="warm-up", step=1, status="sent",
+                next_attempt_at=utcnow(), created_at=utcnow(), sent_at=utcnow(),
+            )
+        )  # fmt: skip
     (tmp_path / ".env").unlink()  # lost in a move to a new server
 
     for command in (["init"], ["demo", "--leads", "50"]):
