@@ -345,7 +345,6 @@ def deploy(
     """Create or update every deployment on a work pool, for workers (`prefect worker start --pool leadflow`)."""
     from cli.ops import deploy as deploy_all
 
-    workspace = workspace_settings(workspace).workspace
     for deployed in deploy_all(pool, workspace, pipeline_schedule, name):
         console.print(f"deployed {deployed} on work pool {pool}", highlight=False)
 
