@@ -64,7 +64,7 @@ def emails_sent(settings: Settings) -> bool | None:
 
     Never creates the database: a SQLite file that does not exist means a workspace that sent nothing.
     """
-    from sqlalchemy import inspect, select
+    from sqlalchemy import inspect, literal, select
     from sqlalchemy.exc import SQLAlchemyError
 
     from leads.db import make_engine, normalize_url
@@ -82,7 +82,7 @@ def emails_sent(settings: Settings) -> bool | None:
             with engine.connect() as conn:
                 if not inspect(conn).has_table(EmailOutbox.__tablename__):
                     return False
-                return conn.execute(select(EmailOutbox.id).limit(1)).first() is not None
+                return conn.execute(select(literal(1)).select_from(EmailOutbox).limit(1)).first() is not None
         finally:
             engine.dispose()
     except (SQLAlchemyError, ImportError):
