@@ -70,12 +70,19 @@ def test_check_names_everything_a_run_would_fail_on_without_printing_secrets(
         "LEADFLOW_DATABASE_URL": "sqlite:///blocked/leadflow.db",
     }
     (tmp_path / "blocked").write_text("a file where the database's folder should be")
+    config = tmp_path / "leadflow.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "    path: data/activity.jsonl\n", "    path: data/activity.jsonl\n  - name: crm\n    kind: hubspot\n"
+        )
+    )
     result = leadflow("check", cwd=tmp_path, env=env, **broken)
     out = said(result)
     assert result.returncode == 1, out
     assert "LEADFLOW_SECRET_KEY is not set: there is no .env" in out
     assert "has sent no email yet, so a new key is safe: `leadflow init`" in out
     assert "sources[website].path: data/activity.jsonl does not exist" in out
+    assert "sources[crm]: HUBSPOT_TOKEN not set (environment or the workspace's .env)" in out
     assert "LEADFLOW_WEBHOOK_SECRET is not set" in out and "hooks.example" in out
     assert "LEADFLOW_MAIL_URL: connections must be a whole number from 1 to 16" in out
     assert "LEADFLOW_DATABASE_URL: cannot create or write blocked: blocked is a file, not a folder" in out
@@ -86,7 +93,12 @@ def test_check_names_everything_a_run_would_fail_on_without_printing_secrets(
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "activity.jsonl").write_text("")
     (tmp_path / "blocked").unlink()
-    fixed = {**broken, "LEADFLOW_MAIL_URL": "smtp://mail.example?connections=4", "LEADFLOW_WEBHOOK_SECRET": "whsec_x"}
+    fixed = {
+        **broken,
+        "HUBSPOT_TOKEN": "pat-eu1-x",
+        "LEADFLOW_MAIL_URL": "smtp://mail.example?connections=4",
+        "LEADFLOW_WEBHOOK_SECRET": "whsec_x",
+    }
     ok = leadflow("check", cwd=tmp_path, env=env, **fixed)
     assert ok.returncode == 0 and "is valid" in said(ok), said(ok)
 
