@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.workspace import workspace_settings
 from leads.config import WorkspaceConfig
 from leads.db import make_engine, session_scope, upgrade
 from leads.models import utcnow
-from leads.settings import load_settings
 
 handoff_app = typer.Typer(help="Sales handoff: dead letters, re-drives, disabled destinations.", no_args_is_help=True)
 console = Console()
@@ -21,7 +21,7 @@ Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Works
 
 
 def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
-    engine = make_engine(load_settings(workspace).resolved_database_url)
+    engine = make_engine(workspace_settings(workspace).resolved_database_url)
     upgrade(engine)
     return engine
 

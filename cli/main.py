@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import sys
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -13,11 +13,28 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cli.workspace_setup import ensure_demo_data, init_workspace
+from cli.output import one_line, quiet_prefect_console, set_verbose, verbose
+from cli.workspace import errors, workspace_settings
+from cli.workspace_setup import SecretKeyMissing, ensure_demo_data, init_workspace
 from leads.config import ConfigError, load_config
-from leads.settings import load_settings
+from leads.demo_data import MAX_DEMO_LEADS
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The `leadflow` command: an unexpected error is one line naming its cause; --verbose shows the traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if verbose():
+                raise
+            errors.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
+            errors.print("Rerun with --verbose (or LEADFLOW_VERBOSE=1) for the traceback.", highlight=False)
+            sys.exit(1)
+
+
+app = _App(
     help="leadflow: lead scoring, nurture and sales handoff on Prefect.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals can hold secrets
@@ -33,7 +50,13 @@ app.add_typer(ops_app, name="ops")
 console = Console()
 
 Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs and full tracebacks.")]
+
+
+@app.callback()
+def _options(verbose: Verbose = False) -> None:
+    """leadflow: lead scoring, nurture and sales handoff on Prefect."""
+    set_verbose(verbose)
 
 
 class FlowName(StrEnum):
@@ -42,15 +65,6 @@ class FlowName(StrEnum):
     requalify = "requalify"
     nurture = "nurture"
     handoff = "handoff"
-
-
-def _quiet_prefect(verbose: bool) -> None:
-    """Prefect logs every task; a marketer wants the summary. Set before Prefect is imported."""
-    from cli.prefect_env import apply_defaults
-
-    apply_defaults()  # heartbeats, a longer start budget for the temporary server, no analytics
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -62,9 +76,7 @@ def _fail(message: str) -> typer.Exit:
 def init(workspace: Workspace = None) -> None:
     """Create leadflow.yaml, templates/ and a secret key in the workspace (never overwrites)."""
     folder = (workspace or Path(".")).resolve()
-    created = init_workspace(folder)
-    for item in created:
-        console.print(f"created {item}")
+    created = _init(folder)
     console.print(f"workspace ready in {folder}" if created else f"nothing to do: {folder} is already a workspace")
 
 
@@ -76,10 +88,16 @@ def demo(
     verbose: Verbose = False,
 ) -> None:
     """Set up a demo workspace here, run the whole pipeline once and show what happened."""
-    _quiet_prefect(verbose)
+    set_verbose(verbose)
+    if not 1 <= leads <= MAX_DEMO_LEADS:
+        raise _fail(
+            f"--leads {leads}: the demo makes 1 to {MAX_DEMO_LEADS:,} leads (it holds them all in memory, "
+            "about 20 KB each); for scale tests use bench/ (e.g. python bench/requalify_bench.py --leads 1000000)"
+        )
     folder = (workspace or Path(".")).resolve()
-    for item in init_workspace(folder):
-        console.print(f"created {item}")
+    _init(folder)
+    if leads >= 10_000 and not (folder / "data" / "activity.jsonl").exists():  # say so before a minute's silence
+        console.print(f"generating {leads:,} demo leads (about a second per thousand) …", highlight=False)
     generated = ensure_demo_data(folder, seed=seed, leads=leads)
     if generated:
         console.print(f"generated {leads} demo leads with 90 days of activity in {generated.relative_to(folder)}")
@@ -115,8 +133,8 @@ def run(
     ] = None,
 ) -> None:
     """Run one flow (default: the whole pipeline) against the workspace."""
-    _quiet_prefect(verbose)
-    folder = (workspace or Path(".")).resolve()
+    set_verbose(verbose)
+    folder = workspace_settings(workspace).workspace
     if dry_run and flow != FlowName.nurture:
         raise _fail("--dry-run applies to the nurture flow: leadflow run nurture --dry-run")
     if processes is not None and flow not in (FlowName.requalify, FlowName.pipeline):
@@ -128,7 +146,7 @@ def run(
 
     with progress_bars(console, show=progress):
         report = _run_flow(flow, folder, **params)
-    from cli.summary import print_pipeline_summary, print_report
+    from cli.summary import print_flow_summary, print_pipeline_summary
 
     if dry_run:
         from cli.dry_run import print_dry_run
@@ -137,16 +155,31 @@ def run(
     elif flow == FlowName.pipeline:
         print_pipeline_summary(console, folder, report)
     else:
-        print_report(console, flow.value, report)
+        print_flow_summary(console, flow.value, report)
+
+
+def _init(folder: Path) -> list[str]:
+    """`init_workspace`, telling the user what it made; a key that must be restored, not remade, stops here."""
+    try:
+        created = init_workspace(folder)
+    except SecretKeyMissing as exc:
+        for item in exc.created:
+            console.print(f"created {item}")
+        raise _fail(str(exc)) from None
+    for item in created:
+        console.print(f"created {item}")
+    return created
 
 
 def _run_flow(flow: FlowName, folder: Path, **params: Any) -> Any:
-    settings = load_settings(folder)
+    settings = workspace_settings(folder)
     try:
         load_config(settings.config_file)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     from flows import registry
+
+    quiet_prefect_console()
 
     try:
         return registry.run(flow.value, str(folder), **params)
@@ -168,9 +201,9 @@ def _run_flow(flow: FlowName, folder: Path, **params: Any) -> Any:
 
 @app.command()
 def check(workspace: Workspace = None) -> None:
-    """Validate leadflow.yaml and render every nurture email for a sample lead."""
-    folder = (workspace or Path(".")).resolve()
-    settings = load_settings(folder)
+    """Validate leadflow.yaml, render every nurture email, and check what a run needs: key, files, secrets, mail URL."""
+    settings = workspace_settings(workspace)
+    folder = settings.workspace
     try:
         config = load_config(settings.config_file)
     except ConfigError as exc:
@@ -181,6 +214,9 @@ def check(workspace: Workspace = None) -> None:
     from cli.handoff import notify_problems
 
     problems += notify_problems(config, folder)
+    from cli.preflight import run_problems
+
+    problems += run_problems(settings, config)
     for problem in problems:
         console.print(f"[red]✗[/] {escape(problem.replace(str(folder) + '/', ''))}", highlight=False, soft_wrap=True)
     for warning in engagement_warnings(config, track_opens=settings.track_opens):
@@ -188,7 +224,10 @@ def check(workspace: Workspace = None) -> None:
     if problems:
         raise typer.Exit(code=1)
     steps = sum(len(s.steps) for s in config.nurture.sequences)
-    console.print(f"[green]✓[/] {settings.config_file.name} is valid; {steps} email step(s) render cleanly")
+    console.print(
+        f"[green]✓[/] {settings.config_file.name} is valid; {steps} email step(s) render cleanly; "
+        "the secret key, sources, handoff secrets, mail URL and database are ready for a run"
+    )
 
 
 @app.command()
@@ -206,7 +245,7 @@ def preview(
     """Show one email of a sequence as it would be sent: subject, text part and HTML part."""
     from cli.preview import run_preview
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     try:
         config = load_config(settings.config_file)
     except ConfigError as exc:
@@ -228,7 +267,7 @@ def explain(
     from leads.explain import LeadNotFound, explain_lead, render_text
     from leads.models import utcnow
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     try:
         config = load_config(settings.config_file)
     except ConfigError as exc:
@@ -268,7 +307,7 @@ def backtest(
     from leads.backtest import BacktestError
     from leads.outcomes import OutcomesError
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     try:
         config = load_config(settings.config_file)
         other = load_config(compare) if compare is not None else None
@@ -290,7 +329,7 @@ def db_upgrade(workspace: Workspace = None) -> None:
     """Create or migrate the database schema to the latest version."""
     from leads.db import current_revision, make_engine, upgrade
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     engine = make_engine(settings.resolved_database_url)
     upgrade(engine)
     console.print(f"database at revision {current_revision(engine)}")
@@ -302,7 +341,7 @@ def status(workspace: Workspace = None) -> None:
     """Where leads stand: counts per stage, outboxes and quarantine."""
     from cli.summary import print_status
 
-    print_status(console, (workspace or Path(".")).resolve())
+    print_status(console, workspace_settings(workspace).workspace)
 
 
 @app.command()
@@ -336,6 +375,7 @@ def serve(
     """Serve every deployment (schedules, UI runs) from this one process: the single-machine install."""
     from cli.ops import serve as serve_all
 
+    workspace = workspace_settings(workspace).workspace
     serve_all(workspace, pipeline_schedule, limit)
 
 
@@ -351,7 +391,7 @@ def web(
     from leads.db import make_engine, upgrade
     from web.app import WebConfigError, create_app
 
-    settings = load_settings(workspace)
+    settings = workspace_settings(workspace)
     try:
         application = create_app(settings)
     except (ConfigError, WebConfigError) as exc:

@@ -22,9 +22,9 @@ from rich.table import Table
 from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlmodel import Session
 
+from cli.workspace import workspace_settings
 from leads.leases import LeaseHeld, LeaseInfo, LeaseNotFound, LeaseState, read_leases, release_for_admin
 from leads.models import EmailOutbox, HandoffOutbox, OutboxStatus, Quarantine, utcnow
-from leads.settings import load_settings
 
 ops_app = typer.Typer(help="Operations: concurrency limits, dead letters, leases.", no_args_is_help=True)
 console = Console()
@@ -136,7 +136,7 @@ def automations(
 def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
     from leads.db import make_engine, upgrade
 
-    engine = make_engine(load_settings(workspace).resolved_database_url)
+    engine = make_engine(workspace_settings(workspace).resolved_database_url)
     upgrade(engine)
     return engine
 

@@ -168,9 +168,90 @@ def _an_sql_email(folder: Path) -> str | None:
         engine.dispose()
 
 
-def print_report(console: Console, name: str, report: Any) -> None:
-    console.print(f"[bold]{name}[/] finished")
-    console.print_json(report.model_dump_json())
+def print_flow_summary(console: Console, name: str, report: Any) -> None:
+    """What one flow (`leadflow run ingest|requalify|nurture|handoff`) did, in the pipeline summary's words."""
+    console.print()
+    console.rule(f"[bold]leadflow {name} summary")
+    if name == "ingest":
+        _print_ingest(console, report)
+    elif name == "requalify":
+        _print_requalify(console, report)
+    elif name == "nurture":
+        _print_nurture(console, report)
+    elif name == "handoff":
+        _print_handoff(console, report)
+
+
+def _print_ingest(console: Console, report: Any) -> None:
+    table = Table(title="Sources", title_justify="left")
+    for column in ("source", "new events", "duplicates", "new leads", "quarantined"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for name, c in report.sources.items():
+        table.add_row(name, str(c.inserted), str(c.duplicates), str(c.new_leads), str(c.quarantined))
+    console.print(table)
+    for name, why in report.failed.items():
+        console.print(f"  [red]source {name} stopped[/]: {escape(why)}", soft_wrap=True, highlight=False)
+    new_events = sum(c.inserted for c in report.sources.values())
+    new_leads = sum(c.new_leads for c in report.sources.values())
+    quarantined = sum(report.quarantine_by_reason.values())
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(report.quarantine_by_reason.items()))
+    console.print(
+        f"[bold]Activity[/]: {new_events} new events, {new_leads} new leads, {quarantined} records quarantined"
+        + (f" ({reasons})" if quarantined else ""),
+        highlight=False,
+    )
+    if quarantined:
+        console.print("  the quarantined records and why: `leadflow ops dead-letters`", highlight=False)
+
+
+def _print_requalify(console: Console, report: Any) -> None:
+    console.print(
+        f"[bold]Requalified[/]: {report.leads} leads ({report.rescored} rescored, rule set {report.ruleset_version})",
+        highlight=False,
+    )
+    if not report.moves:
+        console.print("Stage changes in this run: none")
+        return
+    changes = Table(title="Stage changes in this run", title_justify="left")
+    for column in ("from", "to", "leads"):
+        changes.add_column(column, justify="right" if column == "leads" else "left")
+    for move in sorted(report.moves, key=lambda m: -m.leads):
+        changes.add_row(_label(move.from_stage), _label(move.to_stage), str(move.leads))
+    console.print(changes)
+
+
+def _print_nurture(console: Console, report: Any) -> None:
+    failed = sum(report.failed.values())
+    console.print(
+        f"[bold]Nurture[/]: {report.sent} emails sent this run ({sum(report.enrolled.values())} leads enrolled, "
+        f"{sum(report.exited.values())} left a sequence, {report.queued} steps queued)",
+        highlight=False,
+    )
+    for label, counts in (("failed", report.failed), ("held back at send time", report.skipped),
+                          ("waiting", report.deferred)):  # fmt: skip
+        if counts:
+            detail = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+            colour = "red" if label == "failed" else "yellow"
+            console.print(f"  [{colour}]{sum(counts.values())} {label}[/]: {escape(detail)}", highlight=False)
+    if report.unconfirmed:
+        console.print(f"  {report.unconfirmed} unconfirmed (may have arrived; never sent again)", highlight=False)
+    if failed:
+        console.print("  the failed emails: `leadflow ops dead-letters`", highlight=False)
+    if report.outbox:
+        console.print(f"  sent through {report.outbox}", highlight=False)
+
+
+def _print_handoff(console: Console, report: Any) -> None:
+    console.print(
+        f"[bold]Sales handoff[/]: {report.delivered} new SQLs handed to sales"
+        + (f", {report.retried} to retry" if report.retried else "")
+        + (f", {report.dead} dead-lettered" if report.dead else ""),
+        highlight=False,
+    )
+    for name, c in report.destinations.items():
+        line = f"  {name}: {c.delivered} handed off of {c.queued} queued"
+        console.print(line + (f" [red]stopped: {escape(c.error)}[/]" if c.error else ""), highlight=False)
+    _print_owners(console, report)
 
 
 def print_status(console: Console, folder: Path) -> None:

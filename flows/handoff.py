@@ -18,6 +18,7 @@ from connectors.destinations import open_sink
 from connectors.notify import AppriseNotifier
 from flows.events import emit_backlog, emit_dead_letters
 from flows.ingest import vendor_rate_limit, workspace_secret
+from flows.logs import log_counts
 from flows.ops import (
     publish_attention,
     publish_run_steps,
@@ -193,6 +194,7 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
         report.notify_backlog = unsent_notifications(session)
     report.problems = handoff_problems(report)
     publish_handoff(report)
+    log_counts(report)
     for name, counts in report.destinations.items():
         emit_dead_letters(ws.engine, kind="handoff", destination=name, dead=counts.dead)
         why = counts.error or report.disabled.get(name) or counts.stopped

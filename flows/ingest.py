@@ -24,6 +24,7 @@ from prefect.tasks import exponential_backoff
 from connectors.http import RetriableAPIError
 from connectors.sources import open_source
 from connectors.sync import SyncTotals, sync_source
+from flows.logs import log_counts
 from flows.ops import publish_attention, publish_run_steps, single_writer, top_level
 from flows.params import IngestParams
 from flows.problems import Problem, finish
@@ -154,6 +155,7 @@ def ingest_flow(params: IngestParams = IngestParams()) -> IngestReport:
         Problem(step="ingest", what=f"source {name} stopped: {why}") for name, why in report.failed.items()
     ]
     publish_ingest(report)
+    log_counts(report)
     publish_run_steps()
     if top_level():
         publish_attention(ws.engine)

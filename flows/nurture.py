@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from connectors.mail import public_mail_url, transport_from_url
 from flows.events import emit_finished_sequences
+from flows.logs import log_counts
 from flows.ops import (
     mail_limit,
     publish_attention,
@@ -66,7 +67,7 @@ class TemplatesHeld(RuntimeError):
 def _links(ws: Workspace) -> LinkSigner:
     secret = ws.settings.secret_key
     if secret is None:
-        raise MissingSecretKey("LEADFLOW_SECRET_KEY is not set; `leadflow init` writes one to the workspace .env")
+        raise MissingSecretKey("LEADFLOW_SECRET_KEY is not set; `leadflow check` says how to restore it")
     return LinkSigner(
         secret_key=secret.get_secret_value(),
         public_base_url=ws.settings.public_base_url,
@@ -174,7 +175,13 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
     if params.dry_run:
         report = dry_run(ws, now, params.batch_size)
         publish_nurture(report)
+        log_counts(report)
         return report
+    _links(ws)  # a missing key or a bad mail URL stops the run here, before enrollments change
+    try:
+        transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
+    except ValueError as exc:  # the message never echoes the URL (it may hold a password)
+        raise ValueError(f"LEADFLOW_MAIL_URL: {exc}") from None
     gate = TemplateGate(ws.config, ws.path(ws.config.templates_dir))
     with single_writer(ws.engine, "nurture:enrollments"):  # sends are shared through the outbox claim
         enrolled, exited, queued = update_enrollments(ws, now, gate)
@@ -198,6 +205,7 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         Problem(step="nurture", what=f"{n} email(s) failed: {reason}") for reason, n in sorted(sent.failed.items())
     ] + [Problem(step="nurture", what=f"{n} email(s) held: {where}") for where, n in report.held.items()]
     publish_nurture(report)
+    log_counts(report)
     emit_finished_sequences(ws.engine, now=now, cap=500)
     publish_run_steps()
     if top_level():

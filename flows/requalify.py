@@ -13,6 +13,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from flows.events import emit_stage_events
+from flows.logs import log_counts
 from flows.ops import publish_run_steps, wait_until, worker_id
 from flows.params import RequalifyParams
 from flows.progress import step_progress
@@ -103,6 +104,7 @@ def requalify_flow(params: RequalifyParams = RequalifyParams()) -> RequalifyRepo
         moves=[StageMove(from_stage=f, to_stage=t, leads=n) for (f, t), n in sorted(total.moves.items())],
     )
     publish_requalify(report)
+    log_counts(report)
     emit_stage_events(ws.engine, run_id=me, cap=params.max_lead_events)
     publish_run_steps()
     return report

@@ -6,6 +6,7 @@ URL, or a `${NAME}` that is set nowhere.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import apprise
@@ -33,6 +34,17 @@ def check_notify_urls(config: AssignmentConfig, env: Mapping[str, str]) -> list[
         except FatalNotifyError as exc:  # the message names the missing variable
             problems.append(f"{where}: {exc}")
             continue
-        if apprise.Apprise.instantiate(expanded) is None:
+        if _quietly_instantiate(expanded) is None:
             problems.append(f"{where}: {describe(expanded)} is not a notification URL apprise supports")
     return problems
+
+
+def _quietly_instantiate(url: str) -> object | None:
+    """apprise logs an unsupported URL whole at ERROR (a token with it); the problem line says it without the URL."""
+    logger = logging.getLogger("apprise")
+    disabled = logger.disabled
+    logger.disabled = True
+    try:
+        return apprise.Apprise.instantiate(url)
+    finally:
+        logger.disabled = disabled

@@ -88,6 +88,8 @@ _STEMS_A = (
     "Nord Zee Alp Bright Blue Kes Lin Vel Ost Wester Sol Hav Berg Stern Lumen Cor Aur Fal Riv Tand Acme Gro Kvik Hel"
 ).split()
 _STEMS_B = ("vik tra ex ora io holm dal mark gate field wood bridge stone works ly haven point line").split()
+# Every "stem suffix" company name there is; past this many companies, names get a number.
+_PLAIN_NAMES = len({f"{a}{b} {s}" for a in _STEMS_A for b in _STEMS_B for v in _INDUSTRIES.values() for s in v[2]})
 # (title, seniority, weight): seniority drives fit, weight how common the title is
 _TITLES: list[tuple[str, float, float]] = [
     ("CEO", 1.0, 2),
@@ -148,6 +150,9 @@ _OFFICE_HOURS = (8, 9, 9, 10, 10, 11, 11, 12, 13, 14, 14, 15, 15, 16, 17)
 _UTC = UTC
 
 _Event = tuple[datetime, str, str | None, dict[str, Any]]
+# The demo holds every lead and event in memory (about 20 KB a lead, 23 events each) before writing
+# them; past this it takes gigabytes. Scale tests generate their own data (bench/).
+MAX_DEMO_LEADS = 100_000
 
 
 @dataclass(frozen=True)
@@ -191,12 +196,16 @@ def _companies(rng: random.Random, count: int) -> list[dict[str, Any]]:
     """Distinct companies, each with an industry, a banded size, a country and its own domain."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
+    numbered: dict[str, int] = {}  # once every plain name is taken: "Nordvik Software 2", "… 3", …
     while len(out) < count:
         industry = _pick(rng, ((i, v[0]) for i, v in _INDUSTRIES.items()))
         stem = f"{rng.choice(_STEMS_A)}{rng.choice(_STEMS_B)}"
         name = f"{stem} {rng.choice(_INDUSTRIES[industry][2])}"
         if name in seen:
-            continue
+            if len(seen) < _PLAIN_NAMES:
+                continue  # plain names left: draw again (the same draws as always, so small demos do not change)
+            numbered[name] = numbered.get(name, 1) + 1
+            name = f"{name} {numbered[name]}"  # plain names never end in a number, so this one is new
         seen.add(name)
         low, high, _ = _pick(rng, ((b, b[2]) for b in _SIZE_BANDS))
         size = int(math.exp(rng.uniform(math.log(low), math.log(high))))

@@ -30,7 +30,7 @@ def create_app(
 ) -> Starlette:
     """The public endpoint for a workspace. `config` defaults to the workspace's leadflow.yaml."""
     if settings.secret_key is None:
-        raise WebConfigError("LEADFLOW_SECRET_KEY is not set; `leadflow init` writes one to the workspace .env")
+        raise WebConfigError("LEADFLOW_SECRET_KEY is not set; `leadflow check` says how to restore it")
     inbound = None
     if settings.inbound_secret is not None and settings.inbound_secret.get_secret_value():  # empty means off
         try:

@@ -56,6 +56,8 @@ def test_demo_then_run_again_sends_nothing_twice(tmp_path: Path) -> None:
 
 def test_check_accepts_the_shipped_workspace_and_names_a_broken_template(tmp_path: Path) -> None:
     assert runner.invoke(app, ["init", "--workspace", str(tmp_path)]).exit_code == 0
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "activity.jsonl").write_text("")  # the source leadflow.yaml names
     ok = runner.invoke(app, ["check", "--workspace", str(tmp_path)])
     assert ok.exit_code == 0 and "valid" in ok.output, ok.output
 

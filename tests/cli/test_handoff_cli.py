@@ -15,6 +15,8 @@ runner = CliRunner()
 def test_check_names_unusable_notification_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLACK_TOKEN", raising=False)
     assert runner.invoke(app, ["init", "--workspace", str(tmp_path)]).exit_code == 0
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "activity.jsonl").write_text("")  # the source leadflow.yaml names
     config = tmp_path / "leadflow.yaml"
     text = config.read_text()
     text = text.replace(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from cli.main import app
+from cli.workspace_setup import EXAMPLE_CONFIG
 from leads.models import HandoffOutbox, Lead, OutboxStatus, Quarantine
 
 runner = CliRunner()
@@ -19,6 +21,7 @@ runner = CliRunner()
 def workspace(tmp_path: Path, db_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("LEADFLOW_DATABASE_URL", raising=False)
     (tmp_path / ".env").write_text(f"LEADFLOW_DATABASE_URL={db_url}\n")
+    shutil.copyfile(EXAMPLE_CONFIG, tmp_path / "leadflow.yaml")  # a workspace: commands refuse to run elsewhere
     with Session(engine) as session:
         session.execute(insert(Lead).values(id=1, email="anna@acme.example", crm_ids={}))
         rows = [

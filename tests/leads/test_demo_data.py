@@ -147,3 +147,17 @@ def test_hot_activity_ramps_up_late_in_the_window(demo: DemoData) -> None:
 def test_naive_end_is_rejected() -> None:
     with pytest.raises(ValueError):
         generate_demo(end=datetime(2026, 9, 30))
+
+
+def test_company_names_stay_unique_past_every_plain_name() -> None:
+    """--leads 100,000 asks for 50,000 companies, more than the 15,120 plain names (it hung at 30,242 leads)."""
+    import random
+
+    from leads.demo_data import _PLAIN_NAMES, _companies
+
+    companies = _companies(random.Random(7), 60_000)
+    names = [c["company"] for c in companies]
+    assert len(set(names)) == len(names) == 60_000 > _PLAIN_NAMES
+    assert len({c["domain"] for c in companies}) == 60_000
+    # The draws before the plain names run out are the ones a small demo always got.
+    assert names[:1500] == [c["company"] for c in _companies(random.Random(7), 1500)]

@@ -121,6 +121,8 @@ def test_check_warns_when_a_sequence_looks_at_opens_that_are_not_tracked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert runner.invoke(app, ["init", "--workspace", str(tmp_path)]).exit_code == 0
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "activity.jsonl").write_text("")  # the source leadflow.yaml names
     config = tmp_path / "leadflow.yaml"
     config.write_text(config.read_text().replace("- if: clicked ", "- if: opened "))
     monkeypatch.delenv("LEADFLOW_TRACK_OPENS", raising=False)
