@@ -156,6 +156,18 @@ def run(
         print_pipeline_summary(console, folder, report)
     else:
         print_flow_summary(console, flow.value, report)
+    _exit_on_problems(getattr(report, "problems", None) or [])
+
+
+def _exit_on_problems(problems: list[Any]) -> None:
+    """A run that finished but not all well ("Completed with problems" in Prefect) says what and exits 3."""
+    if not problems:
+        return
+    console.print()
+    console.print(f"[bold yellow]completed with problems[/] ({len(problems)}):", highlight=False)
+    for problem in problems:
+        console.print(f"  - {escape(str(problem))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=3)
 
 
 def _init(folder: Path) -> list[str]:

@@ -26,6 +26,8 @@ def log_counts(report: Report) -> None:
     logger = get_run_logger()
     for line in count_lines(report):
         logger.info(line)
+    for problem in getattr(report, "problems", None) or []:
+        logger.warning("problem: %s", problem)
 
 
 def _by(counts: Mapping[str, int]) -> str:

@@ -202,3 +202,25 @@ def test_an_unexpected_error_is_one_line_unless_verbose(tmp_path: Path, env: dic
     assert len(lines) == 2 and "--verbose" in lines[1] and "pa55word" not in said(result)
     loud = leadflow("--verbose", "status", cwd=tmp_path, env=env, **down)
     assert loud.returncode == 1 and "Traceback" in said(loud) and "pa55word" not in said(loud)
+
+
+def test_a_run_with_problems_lists_them_and_exits_3(
+    tmp_path: Path, env: dict[str, str], sqlite_url: str, webhook_receiver: tuple[object, str]
+) -> None:
+    from tests.flows.test_delivery_peers import webhook_workspace
+    from tests.flows.test_run_outcomes import sqls_ready
+
+    hook, url = webhook_receiver
+    folder = webhook_workspace(tmp_path / "ws", sqlite_url, url)
+    sqls_ready(folder)
+    hook.script.extend([(503, {})] * 1000)  # type: ignore[attr-defined]  # the sales hook is down all run
+
+    result = leadflow("run", "handoff", cwd=folder, env=env)
+    out = said(result)
+    assert result.returncode == 3, out
+    assert "completed with problems" in out and "a whole batch of" in out and "503" in out
+    assert "Traceback" not in out
+
+    hook.script.clear()  # type: ignore[attr-defined]
+    clean = leadflow("run", "requalify", cwd=folder, env=env)
+    assert clean.returncode == 0 and "completed with problems" not in said(clean)
