@@ -23,7 +23,9 @@ NAME = "leadflow:nurture:enrollments"
 @pytest.fixture
 def workspace(tmp_path: Path, db_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("LEADFLOW_DATABASE_URL", raising=False)
-    (tmp_path / ".env").write_text(f"LEADFLOW_DATABASE_URL={db_url}\n")
+    assert runner.invoke(app, ["init", "--workspace", str(tmp_path)]).exit_code == 0  # ops commands need one
+    with (tmp_path / ".env").open("a") as env:
+        env.write(f"LEADFLOW_DATABASE_URL={db_url}\n")
     monkeypatch.setattr(ops.console, "width", 250)  # one table row per line
     return tmp_path
 
