@@ -27,8 +27,21 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(connectors.files, "CHUNK_BYTES", 7_000)
 
 
+@pytest.fixture
+def slow_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each range takes a little while (the forked workers inherit the patch), so a worker killed after
+    the first page still had ranges to parse: on a busy machine they could otherwise all be done already."""
+    parse = connectors.files._parse_in_worker
+
+    def slowly(*args: object) -> bytes:
+        time.sleep(0.05)
+        return parse(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(connectors.files, "_parse_in_worker", slowly)
+
+
 def test_a_parsing_process_killed_midway_stops_the_read_with_an_error_naming_it(
-    tmp_path: Path, small_chunks: None
+    tmp_path: Path, small_chunks: None, slow_parsing: None
 ) -> None:
     file = _messy_file(tmp_path / "activity.jsonl", events=6000)
     source = FileActivitySource("web", file, batch_size=50, workers=2, parallel_min_bytes=0)
