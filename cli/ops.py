@@ -116,7 +116,7 @@ def automations(
     block_type: Annotated[str, typer.Option(help="Its block type slug.")] = "slack-webhook",
     print_only: Annotated[bool, typer.Option("--print", help="Print the JSON instead of creating them.")] = False,
 ) -> None:
-    """Create (or replace) the example automations: notify on dead-lettered handoffs and failed runs."""
+    """Create (or replace) the automations: notify on dead letters and failed runs; mark runs that died Crashed."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.client.orchestration import get_client
 
