@@ -153,11 +153,3 @@ def twin(db_url: str, tmp_path: Path) -> Iterator[Engine]:
             with admin.connect() as connection:
                 connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             admin.dispose()
-
-
-SLOW_FIRST = ("tests/ops/", "tests/flows/test_crm_handoff_flow.py")  # minutes each: start them before the rest
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slowest files first, so with a worker per core (`-n`) they do not run alone at the end."""
-    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FIRST))  # stable: the rest keep their order
