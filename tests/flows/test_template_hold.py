@@ -57,15 +57,28 @@ def _warm_up_at(engine: Any, step: int) -> int:
         ).scalar_one()
 
 
+def _live_campaign(tmp_path: Path, sqlite_url: str, port: int) -> tuple[Path, Any]:
+    """A workspace sending to the loopback SMTP server, after its first pipeline run: (folder, engine)."""
+    folder = make_workspace(
+        tmp_path / "ws", sqlite_url, leads=300, extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\n"
+    )
+    run(folder)
+    return folder, make_engine(sqlite_url)
+
+
+def _queue_case_studies(folder: Path, engine: Any) -> int:
+    """Queue the case studies due on day 5 as a run would before sending (the tests then stop it there)."""
+    config = load_config(folder / "leadflow.yaml")
+    with session_scope(engine) as session:
+        return queue_due_steps(session=session, config=config, now=(END + timedelta(days=5)).replace(tzinfo=None))
+
+
 def test_typo_mid_campaign_holds_the_step_fails_the_run_and_sends_once_after_the_fix(
     tmp_path: Path, sqlite_url: str, smtp_server: tuple[Any, int]
 ) -> None:
     mailbox, port = smtp_server
-    folder = make_workspace(
-        tmp_path / "ws", sqlite_url, leads=300, extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\n"
-    )
-    run(folder)  # the campaign is live: welcome emails (warm-up) and "still relevant" (re-engage) went out
-    engine = make_engine(sqlite_url)
+    # The campaign is live: welcome emails (warm-up) and "still relevant" (re-engage) went out.
+    folder, engine = _live_campaign(tmp_path, sqlite_url, port)
     waiting = _warm_up_at(engine, 1)
     assert waiting > 0 and not _case_studies(mailbox)
 
@@ -117,15 +130,8 @@ def test_emails_queued_before_the_typo_stay_pending_until_the_fix(
 ) -> None:
     """Rows an earlier run queued (then stopped before sending) are held at send time, not failed."""
     mailbox, port = smtp_server
-    folder = make_workspace(
-        tmp_path / "ws", sqlite_url, leads=300, extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\n"
-    )
-    run(folder)
-    engine = make_engine(sqlite_url)
-    config = load_config(folder / "leadflow.yaml")
-    at = (END + timedelta(days=5)).replace(tzinfo=None)
-    with session_scope(engine) as session:  # a run queued the case studies, then died before sending
-        queued = queue_due_steps(session=session, config=config, now=at)
+    folder, engine = _live_campaign(tmp_path, sqlite_url, port)
+    queued = _queue_case_studies(folder, engine)  # a run queued the case studies, then died before sending
     assert queued > 0
 
     source = (folder / TEMPLATE).read_text()
@@ -158,15 +164,9 @@ def test_retry_dead_requeues_emails_an_earlier_version_failed_on_a_template_erro
     from cli.main import app
 
     mailbox, port = smtp_server
-    folder = make_workspace(
-        tmp_path / "ws", sqlite_url, leads=300, extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\n"
-    )
-    run(folder)
-    engine = make_engine(sqlite_url)
-    config = load_config(folder / "leadflow.yaml")
-    at = (END + timedelta(days=5)).replace(tzinfo=None)
+    folder, engine = _live_campaign(tmp_path, sqlite_url, port)
+    queued = _queue_case_studies(folder, engine)
     with session_scope(engine) as session:  # what the old sender wrote for each case study it could not render
-        queued = queue_due_steps(session=session, config=config, now=at)
         session.execute(
             update(EmailOutbox)
             .where(EmailOutbox.status == OutboxStatus.pending.value)
@@ -242,11 +242,7 @@ def test_a_template_that_fails_only_for_a_real_lead_holds_the_rest_of_its_step(
 ) -> None:
     """The samples render, one real lead's email does not: what went out stays sent, the rest of the step waits."""
     mailbox, port = smtp_server
-    folder = make_workspace(
-        tmp_path / "ws", sqlite_url, leads=300, extra_env=f"LEADFLOW_MAIL_URL=smtp://127.0.0.1:{port}\n"
-    )
-    run(folder)
-    engine = make_engine(sqlite_url)
+    folder, engine = _live_campaign(tmp_path, sqlite_url, port)
     waiting = _warm_up_at(engine, 1)
     with session_scope(engine) as session:  # a lead in the middle of the send order
         ids = (
