@@ -12,14 +12,21 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from cli.summary import STAGE_LABELS
-from leads.backtest import THRESHOLDS, BacktestReport, run_backtest
-from leads.backtest_metrics import Population, StageMetrics
-from leads.config import WorkspaceConfig
-from leads.db import make_engine, session_scope, upgrade
-from leads.outcomes import DECIDED, OutcomeKind, Outcomes, lead_labels, load_outcomes, outcomes_from_crm
-from leads.predictive import train_and_store
-from leads.settings import Settings
+from leadflow.cli.summary import STAGE_LABELS
+from leadflow.leads.backtest.metrics import Population, StageMetrics
+from leadflow.leads.backtest.outcomes import (
+    DECIDED,
+    OutcomeKind,
+    Outcomes,
+    lead_labels,
+    load_outcomes,
+    outcomes_from_crm,
+)
+from leadflow.leads.backtest.predictive import train_and_store
+from leadflow.leads.backtest.replay import THRESHOLDS, BacktestReport, run_backtest
+from leadflow.leads.config.settings import Settings
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
 
 RULE_KEYS = ("scoring", "stages", "recycle", "disqualify")
 DEFAULT_OUTCOMES = Path("data/outcomes.csv")

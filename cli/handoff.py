@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.workspace import workspace_settings
-from leads.config import WorkspaceConfig
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import utcnow
+from leadflow.cli.workspace import workspace_settings
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import utcnow
 
 handoff_app = typer.Typer(help="Sales handoff: dead letters, re-drives, disabled destinations.", no_args_is_help=True)
 console = Console()
@@ -28,8 +28,8 @@ def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
 
 def notify_problems(config: WorkspaceConfig, folder: Path) -> list[str]:
     """For `leadflow check`: notification URLs that would fail, with ${NAME} read as a run reads it."""
-    from handoff.checks import check_notify_urls
-    from handoff.notify import environment
+    from leadflow.handoff.checks import check_notify_urls
+    from leadflow.handoff.notify import environment
 
     return check_notify_urls(config.handoff, environment(folder))
 
@@ -37,8 +37,8 @@ def notify_problems(config: WorkspaceConfig, folder: Path) -> list[str]:
 @handoff_app.command("status")
 def status(workspace: Workspace = None) -> None:
     """Dead letters (with their last error) and destinations switched off by a 410 Gone."""
-    from handoff.deadletters import dead_handoffs
-    from handoff.destinations import all_disabled
+    from leadflow.handoff.deadletters import dead_handoffs
+    from leadflow.handoff.destinations import all_disabled
 
     engine = _engine(workspace)
     try:
@@ -77,7 +77,7 @@ def retry(
     workspace: Workspace = None,
 ) -> None:
     """Put dead handoffs back in the queue; the next handoff run delivers them (same idempotency key)."""
-    from handoff.deadletters import redrive
+    from leadflow.handoff.deadletters import redrive
 
     if not (ids or destination or all_):
         console.print("[bold red]error:[/] name handoff ids, --destination NAME or --all", highlight=False)
@@ -97,7 +97,7 @@ def enable(
     workspace: Workspace = None,
 ) -> None:
     """Switch a destination back on after its receiver answered 410 Gone (a changed URL does this too)."""
-    from handoff.destinations import enable as switch_on
+    from leadflow.handoff.destinations import enable as switch_on
 
     engine = _engine(workspace)
     try:

@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from cli.output import one_line, quiet_prefect_console, set_verbose, verbose
-from cli.workspace import errors, workspace_settings
-from cli.workspace_setup import SecretKeyMissing, ensure_demo_data, init_workspace
-from leads.config import ConfigError, load_config
-from leads.demo_data import MAX_DEMO_LEADS
+from leadflow.cli.output import one_line, quiet_prefect_console, set_verbose, verbose
+from leadflow.cli.workspace import errors, workspace_settings
+from leadflow.cli.workspace_setup import SecretKeyMissing, ensure_demo_data, init_workspace
+from leadflow.demo.data import MAX_DEMO_LEADS
+from leadflow.leads.config.workspace import ConfigError, load_config
 
 
 class _App(typer.Typer):
@@ -41,10 +41,10 @@ app = _App(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-from cli.handoff import handoff_app  # noqa: E402  (the `leadflow handoff` commands)
+from leadflow.cli.handoff import handoff_app  # noqa: E402  (the `leadflow handoff` commands)
 
 app.add_typer(handoff_app, name="handoff")
-from cli.ops import ops_app  # noqa: E402  (after the app it joins)
+from leadflow.cli.ops import ops_app  # noqa: E402  (after the app it joins)
 
 app.add_typer(ops_app, name="ops")
 console = Console()
@@ -102,7 +102,7 @@ def demo(
     if generated:
         console.print(f"generated {leads} demo leads with 90 days of activity in {generated.relative_to(folder)}")
     report = _run_flow(FlowName.pipeline, folder)
-    from cli.summary import print_pipeline_summary
+    from leadflow.cli.summary import print_pipeline_summary
 
     print_pipeline_summary(console, folder, report)
 
@@ -142,14 +142,14 @@ def run(
     params: dict[str, Any] = {"dry_run": True} if dry_run else {}
     if processes is not None:
         params["processes"] = processes
-    from cli.progress import progress_bars
+    from leadflow.cli.progress import progress_bars
 
     with progress_bars(console, show=progress):
         report = _run_flow(flow, folder, **params)
-    from cli.summary import print_flow_summary, print_pipeline_summary
+    from leadflow.cli.summary import print_flow_summary, print_pipeline_summary
 
     if dry_run:
-        from cli.dry_run import print_dry_run
+        from leadflow.cli.dry_run import print_dry_run
 
         print_dry_run(console, report)
     elif flow == FlowName.pipeline:
@@ -189,20 +189,20 @@ def _run_flow(flow: FlowName, folder: Path, **params: Any) -> Any:
         load_config(settings.config_file)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    from flows import registry
+    from leadflow.flows import registry
 
     quiet_prefect_console()
 
     try:
         return registry.run(flow.value, str(folder), **params)
     except Exception as exc:  # the run's own report and logs are in Prefect; say what failed, briefly
-        from cli.prefect_env import ephemeral_timeout_hint
+        from leadflow.cli.prefect_env import ephemeral_timeout_hint
 
         if hint := ephemeral_timeout_hint(exc):
             raise _fail(hint) from None
         report = getattr(exc, "report", None)
         if flow == FlowName.pipeline and report is not None:  # it went on past a failing source: show what it did
-            from cli.summary import print_pipeline_summary
+            from leadflow.cli.summary import print_pipeline_summary
 
             print_pipeline_summary(console, folder, report)
             console.print()
@@ -220,13 +220,13 @@ def check(workspace: Workspace = None) -> None:
         config = load_config(settings.config_file)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    from nurture.checks import check_templates, engagement_warnings
+    from leadflow.nurture.checks import check_templates, engagement_warnings
 
     problems = check_templates(config, settings.config_file.parent / config.templates_dir)
-    from cli.handoff import notify_problems
+    from leadflow.cli.handoff import notify_problems
 
     problems += notify_problems(config, folder)
-    from cli.preflight import run_problems
+    from leadflow.cli.preflight import run_problems
 
     problems += run_problems(settings, config)
     for problem in problems:
@@ -255,7 +255,7 @@ def preview(
     workspace: Workspace = None,
 ) -> None:
     """Show one email of a sequence as it would be sent: subject, text part and HTML part."""
-    from cli.preview import run_preview
+    from leadflow.cli.preview import run_preview
 
     settings = workspace_settings(workspace)
     try:
@@ -275,9 +275,9 @@ def explain(
     as_of: Annotated[datetime | None, typer.Option(help="Explain as of this UTC time (default: now).")] = None,
 ) -> None:
     """Why a lead stands where it does: score parts, rules and events, what it still lacks."""
-    from leads.db import make_engine, session_scope, upgrade
-    from leads.explain import LeadNotFound, explain_lead, render_text
-    from leads.models import utcnow
+    from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+    from leadflow.leads.db.models import utcnow
+    from leadflow.leads.requalify.explain import LeadNotFound, explain_lead, render_text
 
     settings = workspace_settings(workspace)
     try:
@@ -315,9 +315,9 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Replay the history under the rules and hold them against won and lost deals, beside a learned baseline."""
-    from cli.backtest import BacktestRequest, backtest_workspace, print_backtest, report_as_json
-    from leads.backtest import BacktestError
-    from leads.outcomes import OutcomesError
+    from leadflow.cli.backtest import BacktestRequest, backtest_workspace, print_backtest, report_as_json
+    from leadflow.leads.backtest.outcomes import OutcomesError
+    from leadflow.leads.backtest.replay import BacktestError
 
     settings = workspace_settings(workspace)
     try:
@@ -339,7 +339,7 @@ def backtest(
 @db_app.command("upgrade")
 def db_upgrade(workspace: Workspace = None) -> None:
     """Create or migrate the database schema to the latest version."""
-    from leads.db import current_revision, make_engine, upgrade
+    from leadflow.leads.db.engine import current_revision, make_engine, upgrade
 
     settings = workspace_settings(workspace)
     engine = make_engine(settings.resolved_database_url)
@@ -351,7 +351,7 @@ def db_upgrade(workspace: Workspace = None) -> None:
 @app.command()
 def status(workspace: Workspace = None) -> None:
     """Where leads stand: counts per stage, outboxes and quarantine."""
-    from cli.summary import print_status
+    from leadflow.cli.summary import print_status
 
     print_status(console, workspace_settings(workspace).workspace)
 
@@ -369,7 +369,7 @@ def deploy(
     name: Annotated[list[str] | None, typer.Option("--name", "-n", help="Only this deployment (repeatable).")] = None,
 ) -> None:
     """Create or update every deployment on a work pool, for workers (`prefect worker start --pool leadflow`)."""
-    from cli.ops import deploy as deploy_all
+    from leadflow.cli.ops import deploy as deploy_all
 
     for deployed in deploy_all(pool, workspace, pipeline_schedule, name):
         console.print(f"deployed {deployed} on work pool {pool}", highlight=False)
@@ -385,7 +385,7 @@ def serve(
     limit: Annotated[int | None, typer.Option(help="Flow runs at most at once in this process.")] = None,
 ) -> None:
     """Serve every deployment (schedules, UI runs) from this one process: the single-machine install."""
-    from cli.ops import serve as serve_all
+    from leadflow.cli.ops import serve as serve_all
 
     workspace = workspace_settings(workspace).workspace
     serve_all(workspace, pipeline_schedule, limit)
@@ -400,8 +400,8 @@ def web(
     """Serve the public endpoint: unsubscribe pages, click tracking and signed inbound events."""
     import uvicorn
 
-    from leads.db import make_engine, upgrade
-    from web.app import WebConfigError, create_app
+    from leadflow.leads.db.engine import make_engine, upgrade
+    from leadflow.web.app import WebConfigError, create_app
 
     settings = workspace_settings(workspace)
     try:

@@ -22,9 +22,9 @@ from rich.table import Table
 from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlmodel import Session
 
-from cli.workspace import workspace_settings
-from leads.leases import LeaseHeld, LeaseInfo, LeaseNotFound, LeaseState, read_leases, release_for_admin
-from leads.models import EmailOutbox, HandoffOutbox, OutboxStatus, Quarantine, utcnow
+from leadflow.cli.workspace import workspace_settings
+from leadflow.leads.db.models import EmailOutbox, HandoffOutbox, OutboxStatus, Quarantine, utcnow
+from leadflow.leads.work.leases import LeaseHeld, LeaseInfo, LeaseNotFound, LeaseState, read_leases, release_for_admin
 
 ops_app = typer.Typer(help="Operations: concurrency limits, dead letters, leases.", no_args_is_help=True)
 console = Console()
@@ -134,7 +134,7 @@ def automations(
 
 
 def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
-    from leads.db import make_engine, upgrade
+    from leadflow.leads.db.engine import make_engine, upgrade
 
     engine = make_engine(workspace_settings(workspace).resolved_database_url)
     upgrade(engine)
@@ -211,7 +211,7 @@ def retry_dead(
     Handoffs (and owner notifications) go through `leadflow handoff retry --all --notifications`'s code, which
     also restarts their dead-letter horizon; `leadflow handoff retry` picks single ids or one destination.
     """
-    from handoff.deadletters import redrive
+    from leadflow.handoff.deadletters import redrive
 
     engine = _engine(workspace)
     try:
@@ -241,11 +241,11 @@ def deploy(pool: str, workspace: Path | None, pipeline_schedule: bool, only: lis
     Each run's environment gets the workspace and Prefect's heartbeats (cli/prefect_env.py), so a run
     whose process dies is marked Crashed. Returns the deployment names.
     """
-    from cli.prefect_env import RUN_ENV, apply_defaults
+    from leadflow.cli.prefect_env import RUN_ENV, apply_defaults
 
     apply_defaults()
     folder = str((workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve())
-    from flows.deployments import runner_deployments
+    from leadflow.flows.deployments import runner_deployments
 
     env = {"LEADFLOW_WORKSPACE": folder, **RUN_ENV}
     names = []
@@ -259,14 +259,14 @@ def deploy(pool: str, workspace: Path | None, pipeline_schedule: bool, only: lis
 
 def serve(workspace: Path | None, pipeline_schedule: bool, limit: int | None) -> None:
     """Serve every deployment from this process until interrupted (its flow runs inherit its environment)."""
-    from cli.prefect_env import apply_defaults
+    from leadflow.cli.prefect_env import apply_defaults
 
     apply_defaults()  # heartbeats from every flow run it starts
     folder = str((workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve())
     os.environ["LEADFLOW_WORKSPACE"] = folder  # flow runs started by serve read their workspace from here
     from prefect import serve as prefect_serve
 
-    from flows.deployments import runner_deployments
+    from leadflow.flows.deployments import runner_deployments
 
     prefect_serve(*runner_deployments(folder, pipeline_schedule=pipeline_schedule), limit=limit)
 

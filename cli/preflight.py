@@ -13,11 +13,11 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from cli.workspace_setup import emails_sent, missing_key_message
-from connectors.mail import FileOutbox, transport_from_url
-from leads.config import FileSource, WorkspaceConfig
-from leads.handoff_config import FileDestination, HandoffDestination, WebhookDestination
-from leads.settings import Settings
+from leadflow.cli.workspace_setup import emails_sent, missing_key_message
+from leadflow.connectors.mail import FileOutbox, transport_from_url
+from leadflow.leads.config.handoff import FileDestination, HandoffDestination, WebhookDestination
+from leadflow.leads.config.settings import Settings
+from leadflow.leads.config.workspace import FileSource, WorkspaceConfig
 
 
 def run_problems(settings: Settings, config: WorkspaceConfig) -> list[str]:
@@ -99,7 +99,7 @@ def database_problems(settings: Settings) -> list[str]:
     """The database answers (a SQLite file that does not exist yet is fine: the run creates it)."""
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from leads.db import make_engine, normalize_url
+    from leadflow.leads.db.engine import make_engine, normalize_url
 
     try:
         url = normalize_url(settings.resolved_database_url)
@@ -124,7 +124,7 @@ def database_problems(settings: Settings) -> list[str]:
 
 def folder_problems(settings: Settings, config: WorkspaceConfig) -> list[str]:
     """Folders a run writes to and could not make: the file outbox, file handoff destinations, the SQLite folder."""
-    from leads.db import normalize_url
+    from leadflow.leads.db.engine import normalize_url
 
     folders: list[tuple[str, Path]] = []
     try:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from leads.config import WorkspaceConfig
-from leads.settings import Settings
-from nurture.preview import preview_step
+from leadflow.leads.config.settings import Settings
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.nurture.preview import preview_step
 
 
 def run_preview(
@@ -49,8 +49,8 @@ def run_preview(
 
 
 def _stored_lead(settings: Settings, email: str) -> dict[str, object]:
-    from leads.db import make_engine, session_scope, upgrade
-    from nurture.preview import lead_fields
+    from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+    from leadflow.nurture.preview import lead_fields
 
     engine = make_engine(settings.resolved_database_url)
     try:

@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import func, select
 
-from leads.db import make_engine, upgrade
-from leads.models import FUNNEL, EmailOutbox, HandoffOutbox, Lead, OutboxStatus, Quarantine, Stage
-from leads.settings import load_settings
+from leadflow.leads.config.settings import load_settings
+from leadflow.leads.db.engine import make_engine, upgrade
+from leadflow.leads.db.models import FUNNEL, EmailOutbox, HandoffOutbox, Lead, OutboxStatus, Quarantine, Stage
 
 STAGE_LABELS = {
     Stage.suspect: "suspect",

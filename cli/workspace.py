@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from leads.settings import Settings, load_settings
+from leadflow.leads.config.settings import Settings, load_settings
 
 errors = Console(stderr=True)
 

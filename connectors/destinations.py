@@ -12,14 +12,14 @@ from pathlib import Path
 
 import httpx
 
-from connectors.crm_handoff.common import CredentialsRefused, DeliveryLedger
-from connectors.crm_handoff.hubspot import HubSpotSink
-from connectors.crm_handoff.pipedrive import PipedriveSink
-from connectors.crm_handoff.salesforce import SalesforceSink
-from connectors.handoff import MISSING_SECRET_MESSAGE, FileInbox, WebhookSink
-from connectors.http import RetryPolicy
-from connectors.secrets import SecretLookup, client_credentials, required_token
-from leads.handoff_config import (
+from leadflow.connectors.crm_handoff.common import CredentialsRefused, DeliveryLedger
+from leadflow.connectors.crm_handoff.hubspot import HubSpotSink
+from leadflow.connectors.crm_handoff.pipedrive import PipedriveSink
+from leadflow.connectors.crm_handoff.salesforce import SalesforceSink
+from leadflow.connectors.handoff import MISSING_SECRET_MESSAGE, FileInbox, WebhookSink
+from leadflow.connectors.http import RetryPolicy
+from leadflow.connectors.secrets import SecretLookup, client_credentials, required_token
+from leadflow.leads.config.handoff import (
     CrmDestination,
     FileDestination,
     HandoffDestination,

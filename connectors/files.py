@@ -40,9 +40,8 @@ from typing import Any
 
 import orjson
 
-from connectors.pages import Page
-from leads.gc_pause import cycle_collector_paused
-from leads.records import (
+from leadflow.connectors.pages import Page
+from leadflow.leads.ingest.records import (
     PROFILE_FIELDS,
     ActivityColumns,
     ActivityParser,
@@ -50,6 +49,7 @@ from leads.records import (
     RecordError,
     Rejected,
 )
+from leadflow.leads.work.gc_pause import cycle_collector_paused
 
 __all__ = ["FileActivitySource", "Page"]
 

@@ -22,8 +22,8 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from connectors.http import parse_retry_after
-from connectors.keyed_files import atomic_write, file_stem
+from leadflow.connectors.http import parse_retry_after
+from leadflow.connectors.keyed_files import atomic_write, file_stem
 
 __all__ = [
     "DestinationGoneError",

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from connectors.http import (
+from leadflow.connectors.http import (
     ApiClient,
     APIError,
     AuthenticationError,
@@ -33,8 +33,8 @@ from connectors.http import (
     RetryPolicy,
     classify_status,
 )
-from connectors.paginators import CursorPaginator, HasMorePaginator, PageRequest, Paginator, dig
-from connectors.streams import (
+from leadflow.connectors.paginators import CursorPaginator, HasMorePaginator, PageRequest, Paginator, dig
+from leadflow.connectors.streams import (
     EmailsById,
     Mapped,
     RestSource,
@@ -47,8 +47,8 @@ from connectors.streams import (
     pick,
     profile_from,
 )
-from leads.records import PlusAddressing
-from leads.source_config import HubSpotSource
+from leadflow.leads.config.sources import HubSpotSource
+from leadflow.leads.ingest.records import PlusAddressing
 
 SEARCH_LIMIT = 10_000  # results one search query can page through
 BATCH_READ_LIMIT = 100

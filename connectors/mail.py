@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from connectors.keyed_files import atomic_write, file_stem
+from leadflow.connectors.keyed_files import atomic_write, file_stem
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from connectors.http import ApiClient, APIError, HeaderToken, RetryPolicy, classify_status, parse_retry_after
-from connectors.paginators import CursorPaginator, PageRequest, Paginator, dig
-from connectors.streams import (
+from leadflow.connectors.http import ApiClient, APIError, HeaderToken, RetryPolicy, classify_status, parse_retry_after
+from leadflow.connectors.paginators import CursorPaginator, PageRequest, Paginator, dig
+from leadflow.connectors.streams import (
     EmailsById,
     Mapped,
     RestSource,
@@ -31,8 +31,8 @@ from connectors.streams import (
     parse_moment,
     profile_from,
 )
-from leads.records import PlusAddressing
-from leads.source_config import PipedriveSource
+from leadflow.leads.config.sources import PipedriveSource
+from leadflow.leads.ingest.records import PlusAddressing
 
 PERSON_FIELDS = {"first_name": "first_name", "last_name": "last_name", "title": "job_title"}
 ACTIVITY_TYPES = {

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from connectors.http import (
+from leadflow.connectors.http import (
     ApiClient,
     APIError,
     AuthenticationError,
@@ -31,8 +31,8 @@ from connectors.http import (
     classify_status,
     parse_retry_after,
 )
-from connectors.paginators import NextUrlPaginator, PageRequest, Paginator, dig
-from connectors.streams import (
+from leadflow.connectors.paginators import NextUrlPaginator, PageRequest, Paginator, dig
+from leadflow.connectors.streams import (
     Mapped,
     RestSource,
     RestStream,
@@ -44,8 +44,8 @@ from connectors.streams import (
     pick,
     profile_from,
 )
-from leads.records import PlusAddressing
-from leads.source_config import SalesforceSource
+from leadflow.leads.config.sources import SalesforceSource
+from leadflow.leads.ingest.records import PlusAddressing
 
 # leadflow profile field -> Salesforce Lead field: what the source reads and the handoff sink writes.
 LEAD_FIELDS = {

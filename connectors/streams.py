@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from connectors.http import ApiClient
-from connectors.pages import Page
-from connectors.paginators import PageRequest, Paginator
-from leads.records import (
+from leadflow.connectors.http import ApiClient
+from leadflow.connectors.pages import Page
+from leadflow.connectors.paginators import PageRequest, Paginator
+from leadflow.leads.ingest.records import (
     PROFILE_FIELDS,
     ActivityParser,
     ActivityRecord,

@@ -17,11 +17,10 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
-from connectors.pages import Page
-from leads.bulkload import lead_index_set_aside, page_connection
-from leads.db import session_scope
-from leads.gc_pause import cycle_collector_paused
-from leads.ingest import (
+from leadflow.connectors.pages import Page
+from leadflow.leads.db.bulkload import lead_index_set_aside, page_connection
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.ingest.store import (
     DEFERRED_STREAM,
     LeadCache,
     apply_lead_activity,
@@ -29,7 +28,8 @@ from leads.ingest import (
     load_cursor,
     store_batch,
 )
-from leads.progress import Progress, advance
+from leadflow.leads.work.gc_pause import cycle_collector_paused
+from leadflow.leads.work.progress import Progress, advance
 
 
 class ActivitySource(Protocol):
@@ -66,10 +66,10 @@ def sync_source(
     """Every stream of `source` from its saved cursor on.
 
     The leads' last activity times are caught up once at the end (also when a stream fails),
-    not once per page; see `leads.ingest.defer_lead_activity`. An error that stops the sync
+    not once per page; see `leadflow.leads.ingest.store.defer_lead_activity`. An error that stops the sync
     carries the totals of the pages stored before it as `totals`. A source that can tell how
     many rows it is about to add (`estimated_rows(stream, cursor)`, files do) may get SQLite's
-    bulk-load mode for the run (`leads.bulkload`); with `progress`, that estimate is its total (else
+    bulk-load mode for the run (`leadflow.leads.db.bulkload`); with `progress`, that estimate is its total (else
     none), and each stored page advances it by its lines.
     """
     totals = SyncTotals()

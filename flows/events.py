@@ -13,7 +13,7 @@ from prefect.events import emit_event
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from leads.models import (
+from leadflow.leads.db.models import (
     EmailOutbox,
     EnrollmentStatus,
     HandoffOutbox,

@@ -14,12 +14,12 @@ from datetime import datetime
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from connectors.destinations import open_sink
-from connectors.notify import AppriseNotifier
-from flows.events import emit_backlog, emit_dead_letters
-from flows.ingest import vendor_rate_limit, workspace_secret
-from flows.logs import log_counts
-from flows.ops import (
+from leadflow.connectors.destinations import open_sink
+from leadflow.connectors.notify import AppriseNotifier
+from leadflow.flows.events import emit_backlog, emit_dead_letters
+from leadflow.flows.ingest import vendor_rate_limit, workspace_secret
+from leadflow.flows.logs import log_counts
+from leadflow.flows.ops import (
     publish_attention,
     publish_run_steps,
     single_writer,
@@ -27,23 +27,23 @@ from flows.ops import (
     top_level,
     vendor_limit,
 )
-from flows.params import HandoffParams
-from flows.problems import Problem, finish
-from flows.progress import step_progress
-from flows.reports import DestinationCounts, HandoffRunReport, publish_handoff
-from flows.workspace import Workspace, open_workspace, run_clock, run_time
-from handoff.assignment import AssignReport, assign_new_sqls
-from handoff.crm_ledger import DatabaseLedger
-from handoff.deadletters import dead_counts
-from handoff.destinations import disable, disabled_reason
-from handoff.notify import NotifyReport, environment, send_notifications, unsent_notifications
-from handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls_for, undelivered
-from handoff.sla import SlaReport, check_sla
-from handoff.starts import destination_starts, left_out_message
-from leads.db import session_scope
-from leads.handoff_config import CRM_KINDS, HandoffDestination, legacy_name
-from leads.models import HandoffOutbox
-from leads.outbox import Clock, count_due
+from leadflow.flows.params import HandoffParams
+from leadflow.flows.problems import Problem, finish
+from leadflow.flows.progress import step_progress
+from leadflow.flows.reports import DestinationCounts, HandoffRunReport, publish_handoff
+from leadflow.flows.workspace import Workspace, open_workspace, run_clock, run_time
+from leadflow.handoff.assignment import AssignReport, assign_new_sqls
+from leadflow.handoff.crm_ledger import DatabaseLedger
+from leadflow.handoff.deadletters import dead_counts
+from leadflow.handoff.destinations import disable, disabled_reason
+from leadflow.handoff.notify import NotifyReport, environment, send_notifications, unsent_notifications
+from leadflow.handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls_for, undelivered
+from leadflow.handoff.sla import SlaReport, check_sla
+from leadflow.handoff.starts import destination_starts, left_out_message
+from leadflow.leads.config.handoff import CRM_KINDS, HandoffDestination, legacy_name
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import HandoffOutbox
+from leadflow.leads.work.outbox import Clock, count_due
 
 
 class HandoffFailed(RuntimeError):

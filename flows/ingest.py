@@ -21,17 +21,17 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
-from connectors.http import RetriableAPIError
-from connectors.sources import open_source
-from connectors.sync import SyncTotals, sync_source
-from flows.logs import log_counts
-from flows.ops import publish_attention, publish_run_steps, single_writer, top_level
-from flows.params import IngestParams
-from flows.problems import Problem, finish
-from flows.progress import step_progress
-from flows.reports import IngestReport, SourceCounts, publish_ingest
-from flows.workspace import Workspace, open_workspace, run_time
-from leads.config import FileSource, SourceConfig
+from leadflow.connectors.http import RetriableAPIError
+from leadflow.connectors.sources import open_source
+from leadflow.connectors.sync import SyncTotals, sync_source
+from leadflow.flows.logs import log_counts
+from leadflow.flows.ops import publish_attention, publish_run_steps, single_writer, top_level
+from leadflow.flows.params import IngestParams
+from leadflow.flows.problems import Problem, finish
+from leadflow.flows.progress import step_progress
+from leadflow.flows.reports import IngestReport, SourceCounts, publish_ingest
+from leadflow.flows.workspace import Workspace, open_workspace, run_time
+from leadflow.leads.config.workspace import FileSource, SourceConfig
 
 
 class IngestFailed(RuntimeError):

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from prefect import get_run_logger
 
-from flows.reports import HandoffRunReport, IngestReport, NurtureReport, RequalifyReport
+from leadflow.flows.reports import HandoffRunReport, IngestReport, NurtureReport, RequalifyReport
 
 Report = IngestReport | RequalifyReport | NurtureReport | HandoffRunReport
 

@@ -18,10 +18,10 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from sqlalchemy.orm import Session
 
-from connectors.mail import public_mail_url, transport_from_url
-from flows.events import emit_finished_sequences
-from flows.logs import log_counts
-from flows.ops import (
+from leadflow.connectors.mail import public_mail_url, transport_from_url
+from leadflow.flows.events import emit_finished_sequences
+from leadflow.flows.logs import log_counts
+from leadflow.flows.ops import (
     mail_limit,
     publish_attention,
     publish_run_steps,
@@ -29,19 +29,19 @@ from flows.ops import (
     slot,
     top_level,
 )
-from flows.params import NurtureParams
-from flows.problems import Problem, finish
-from flows.progress import step_progress
-from flows.reports import NurtureReport, PreviewEmail, publish_nurture
-from flows.workspace import Workspace, open_workspace, run_clock, run_time
-from leads.db import session_scope
-from leads.models import EmailOutbox
-from leads.outbox import count_due
-from nurture.dry_run import preview_sends
-from nurture.enrollment import enroll, exit_finished, queue_due_steps
-from nurture.held import TemplateGate, count_held
-from nurture.outbox import Clock, LinkSigner, SendReport, send_due, settle_in_flight
-from nurture.render import TemplateRenderer
+from leadflow.flows.params import NurtureParams
+from leadflow.flows.problems import Problem, finish
+from leadflow.flows.progress import step_progress
+from leadflow.flows.reports import NurtureReport, PreviewEmail, publish_nurture
+from leadflow.flows.workspace import Workspace, open_workspace, run_clock, run_time
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import EmailOutbox
+from leadflow.leads.work.outbox import count_due
+from leadflow.nurture.dry_run import preview_sends
+from leadflow.nurture.enrollment import enroll, exit_finished, queue_due_steps
+from leadflow.nurture.held import TemplateGate, count_held
+from leadflow.nurture.outbox import Clock, LinkSigner, SendReport, send_due, settle_in_flight
+from leadflow.nurture.render import TemplateRenderer
 
 PREVIEW_LIMIT = 1000  # emails listed one by one in a dry run's report (all are counted)
 

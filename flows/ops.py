@@ -24,14 +24,14 @@ from prefect.runtime import flow_run
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from leads.leases import holding
-from leads.models import (
+from leadflow.leads.db.models import (
     EmailOutbox,
     HandoffOutbox,
     NotificationOutbox,
     OutboxStatus,
     Quarantine,
 )
+from leadflow.leads.work.leases import holding
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.handoff import handoff_flow
-from flows.ingest import IngestFailed, ingest_flow
-from flows.nurture import TemplatesHeld, nurture_flow
-from flows.ops import publish_attention, publish_run_steps
-from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
-from flows.problems import finish, summary
-from flows.reports import PipelineReport, publish_pipeline
-from flows.requalify import requalify_flow
-from flows.workspace import open_workspace, run_time
+from leadflow.flows.handoff import handoff_flow
+from leadflow.flows.ingest import IngestFailed, ingest_flow
+from leadflow.flows.nurture import TemplatesHeld, nurture_flow
+from leadflow.flows.ops import publish_attention, publish_run_steps
+from leadflow.flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
+from leadflow.flows.problems import finish, summary
+from leadflow.flows.reports import PipelineReport, publish_pipeline
+from leadflow.flows.requalify import requalify_flow
+from leadflow.flows.workspace import open_workspace, run_time
 
 
 @flow(name="pipeline")

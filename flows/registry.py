@@ -6,12 +6,12 @@ from typing import Any
 
 from prefect import tags
 
-from flows.handoff import handoff_flow
-from flows.ingest import ingest_flow
-from flows.nurture import nurture_flow
-from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
-from flows.pipeline import pipeline_flow
-from flows.requalify import requalify_flow
+from leadflow.flows.handoff import handoff_flow
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.nurture import nurture_flow
+from leadflow.flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
+from leadflow.flows.pipeline import pipeline_flow
+from leadflow.flows.requalify import requalify_flow
 
 FLOWS: dict[str, tuple[Any, type]] = {
     "pipeline": (pipeline_flow, PipelineParams),

@@ -11,7 +11,7 @@ from datetime import datetime
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, Field
 
-from flows.problems import Problem
+from leadflow.flows.problems import Problem
 
 
 class SourceCounts(BaseModel):
@@ -51,7 +51,7 @@ class RequalifyReport(BaseModel):
     leads: int = 0
     rescored: int = 0
     moves: list[StageMove] = Field(default_factory=list)
-    round_id: int | None = None  # the shared round this run worked on (see leads/claims.py)
+    round_id: int | None = None  # the shared round this run worked on (see leads/work/claims.py)
     round_shards: int = 0  # shards in that round, across every worker
     joined: bool = False  # True: another run planned the round and this one helped
     round_leads: int = 0  # leads scored in the whole round so far, by every worker

@@ -1,6 +1,6 @@
 """Requalify flow: rescore the leads that need it (or all of them) and move stages by the rules.
 
-The work is a round of shards in the database (`leads.claims`): this run joins the open round or
+The work is a round of shards in the database (`leadflow.leads.work.claims`): this run joins the open round or
 plans one, then claims shards one at a time until none is left, one task run per shard. Runs on
 other workers do the same, so they share the round and no lead is scored twice in it.
 """
@@ -12,19 +12,19 @@ from datetime import datetime
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from flows.events import emit_stage_events
-from flows.logs import log_counts
-from flows.ops import publish_run_steps, wait_until, worker_id
-from flows.params import RequalifyParams
-from flows.progress import step_progress
-from flows.reports import RequalifyReport, StageMove, publish_requalify
-from flows.workspace import Workspace, open_workspace, run_time
-from leads.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
-from leads.db import session_scope
-from leads.progress import Progress
-from leads.requalify import BatchResult
-from leads.requalify_helpers import default_processes, finish_helpers, start_helpers
-from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_shard
+from leadflow.flows.events import emit_stage_events
+from leadflow.flows.logs import log_counts
+from leadflow.flows.ops import publish_run_steps, wait_until, worker_id
+from leadflow.flows.params import RequalifyParams
+from leadflow.flows.progress import step_progress
+from leadflow.flows.reports import RequalifyReport, StageMove, publish_requalify
+from leadflow.flows.workspace import Workspace, open_workspace, run_time
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.requalify.helpers import default_processes, finish_helpers, start_helpers
+from leadflow.leads.requalify.rounds import JOB, plan_round, remember_full_round, score_shard
+from leadflow.leads.requalify.run import BatchResult
+from leadflow.leads.work.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
+from leadflow.leads.work.progress import Progress
 
 
 @task(task_run_name="score shard {shard.label}", cache_policy=NONE)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from leads.config import WorkspaceConfig, load_config
-from leads.db import make_engine, upgrade
-from leads.models import utcnow
-from leads.settings import Settings, load_settings
+from leadflow.leads.config.settings import Settings, load_settings
+from leadflow.leads.config.workspace import WorkspaceConfig, load_config
+from leadflow.leads.db.engine import make_engine, upgrade
+from leadflow.leads.db.models import utcnow
 
 
 @dataclass(frozen=True)

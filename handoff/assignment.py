@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlmodel import Session
 
-from leads.assignment_config import CRM_VENDORS, AssignmentConfig, Owner, Team
-from leads.models import (
+from leadflow.leads.config.assignment import CRM_VENDORS, AssignmentConfig, Owner, Team
+from leadflow.leads.db.models import (
     AssignmentStatus,
     HandoffOutbox,
     Lead,
@@ -28,7 +28,7 @@ from leads.models import (
     StageTransition,
     TeamRotation,
 )
-from leads.sql import upsert_insert
+from leadflow.leads.db.sql import upsert_insert
 
 NO_TEAM = "-"  # the rotation row locked while recording leads no team takes (it has no pointer to move)
 

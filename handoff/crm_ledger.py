@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from leads.models import HandoffCrmRecord, Lead, utcnow
-from leads.sql import upsert_insert
+from leadflow.leads.db.models import HandoffCrmRecord, Lead, utcnow
+from leadflow.leads.db.sql import upsert_insert
 
 
 class DatabaseLedger:

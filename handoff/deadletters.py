@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlmodel import Session
 
-from leads.models import HandoffOutbox, NotificationOutbox, OutboxStatus
+from leadflow.leads.db.models import HandoffOutbox, NotificationOutbox, OutboxStatus
 
 
 def dead_handoffs(session: Session, *, destination: str | None = None) -> list[HandoffOutbox]:

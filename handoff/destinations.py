@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlmodel import Session
 
-from leads.models import DisabledDestination
+from leadflow.leads.db.models import DisabledDestination
 
 
 def url_hash(url: str) -> str:

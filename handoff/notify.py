@@ -21,11 +21,11 @@ from dotenv import dotenv_values
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from connectors.notify import FatalNotifyError, Notifier, RetriableNotifyError
-from handoff.retry import backoff, past_horizon
-from leads.config import WorkspaceConfig
-from leads.models import Lead, LeadAssignment, NotificationOutbox, OutboxStatus, StageTransition
-from leads.outbox import Clock, claim_due, fixed_clock
+from leadflow.connectors.notify import FatalNotifyError, Notifier, RetriableNotifyError
+from leadflow.handoff.retry import backoff, past_horizon
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import Lead, LeadAssignment, NotificationOutbox, OutboxStatus, StageTransition
+from leadflow.leads.work.outbox import Clock, claim_due, fixed_clock
 
 LEASE = timedelta(minutes=10)
 BATCH = 500  # notifications claimed at a time; a run takes batch after batch until none is due

@@ -16,18 +16,18 @@ from typing import Any
 from sqlalchemy import Engine, and_, exists, func, or_, select, true, update
 from sqlmodel import Session
 
-from connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
-from handoff.assignment import assigned_transitions, owner_payload
-from handoff.retry import backoff, past_horizon
-from handoff.starts import Start
-from leads.assignment_config import DeadLetterConfig
-from leads.config import WorkspaceConfig
-from leads.explain import as_payload, explain_lead
-from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition
-from leads.outbox import Clock, claim_due, fixed_clock
-from leads.progress import Progress, advance
-from leads.records import PROFILE_FIELDS
-from leads.sql import upsert_insert
+from leadflow.connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
+from leadflow.handoff.assignment import assigned_transitions, owner_payload
+from leadflow.handoff.retry import backoff, past_horizon
+from leadflow.handoff.starts import Start
+from leadflow.leads.config.assignment import DeadLetterConfig
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition
+from leadflow.leads.db.sql import upsert_insert
+from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.leads.requalify.explain import as_payload, explain_lead
+from leadflow.leads.work.outbox import Clock, claim_due, fixed_clock
+from leadflow.leads.work.progress import Progress, advance
 
 LEASE = timedelta(minutes=10)
 BATCH = 500  # rows claimed at a time; a run takes batch after batch until none is due

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from leads.assignment_config import DeadLetterConfig
+from leadflow.leads.config.assignment import DeadLetterConfig
 
 BASE_DELAY = 30.0
 MAX_DELAY = 3600.0

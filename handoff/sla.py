@@ -18,10 +18,18 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlmodel import Session
 
-from handoff.assignment import Choice, choose, open_sqls, owner_payload, queue_notification, record, settle
-from handoff.outbox import pending_row, queue_pending
-from leads.assignment_config import AssignmentConfig, SlaConfig
-from leads.models import Activity, AssignmentStatus, HandoffOutbox, Lead, LeadAssignment, OutboxStatus, Stage
+from leadflow.handoff.assignment import Choice, choose, open_sqls, owner_payload, queue_notification, record, settle
+from leadflow.handoff.outbox import pending_row, queue_pending
+from leadflow.leads.config.assignment import AssignmentConfig, SlaConfig
+from leadflow.leads.db.models import (
+    Activity,
+    AssignmentStatus,
+    HandoffOutbox,
+    Lead,
+    LeadAssignment,
+    OutboxStatus,
+    Stage,
+)
 
 
 @dataclass

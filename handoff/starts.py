@@ -22,8 +22,8 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, exists, func, or_, select, true
 from sqlalchemy.orm import Session
 
-from leads.handoff_config import ALL_SQLS
-from leads.models import DestinationStart, HandoffOutbox, Stage, StageTransition
+from leadflow.leads.config.handoff import ALL_SQLS
+from leadflow.leads.db.models import DestinationStart, HandoffOutbox, Stage, StageTransition
 
 Since = datetime | str | None  # a destination's `since`: a moment, "all", or unset
 

@@ -16,12 +16,12 @@ from datetime import datetime
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from leads.config import WorkspaceConfig
-from leads.models import EmailOutbox, OutboxStatus
-from nurture import compliance
-from nurture.held import TemplateGate
-from nurture.outbox import Composer, LinkSigner, StepGone, held_error, load_due
-from nurture.render import TemplateRenderer
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import EmailOutbox, OutboxStatus
+from leadflow.nurture import compliance
+from leadflow.nurture.held import TemplateGate
+from leadflow.nurture.outbox import Composer, LinkSigner, StepGone, held_error, load_due
+from leadflow.nurture.render import TemplateRenderer
 
 
 @dataclass(frozen=True)

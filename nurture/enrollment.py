@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from leads.config import WorkspaceConfig
-from leads.models import (
+from leadflow.leads.config.nurture import FitCriterion, Sequence
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import (
     FUNNEL,
     Activity,
     ActivityType,
@@ -24,9 +25,8 @@ from leads.models import (
     Stage,
     funnel_rank,
 )
-from leads.nurture_config import FitCriterion, Sequence
-from nurture.steps import first_due, outbox_key, queue_due_steps
-from nurture.suppression import suppressed
+from leadflow.nurture.steps import first_due, outbox_key, queue_due_steps
+from leadflow.nurture.suppression import suppressed
 
 __all__ = ["enroll", "exit_finished", "outbox_key", "queue_due_steps"]
 

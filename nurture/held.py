@@ -22,10 +22,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session
 
-from leads.config import WorkspaceConfig
-from leads.models import EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
-from nurture.checks import SAMPLE_LEADS, SAMPLE_UNSUBSCRIBE_URL, describe_error, where_in_template
-from nurture.render import TemplateRenderer
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
+from leadflow.nurture.checks import SAMPLE_LEADS, SAMPLE_UNSUBSCRIBE_URL, describe_error, where_in_template
+from leadflow.nurture.render import TemplateRenderer
 
 Step = tuple[str, int]  # (sequence name, index of the step in its list)
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from nurture import tokens
-from nurture.tokens import BadToken
+from leadflow.nurture import tokens
+from leadflow.nurture.tokens import BadToken
 
 UNSUBSCRIBE = "unsubscribe"
 CLICK = "click"

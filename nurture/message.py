@@ -19,9 +19,9 @@ from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
-from connectors.mail import Envelope
-from leads.config import Sender
-from nurture.render import RenderedEmail
+from leadflow.connectors.mail import Envelope
+from leadflow.leads.config.workspace import Sender
+from leadflow.nurture.render import RenderedEmail
 
 _CRLF = "\r\n"
 

@@ -32,16 +32,16 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from connectors.mail import (
+from leadflow.connectors.mail import (
     Envelope,
     MailTransport,
     PermanentMailError,
     TransientMailError,
     UnconfirmedMailError,
 )
-from leads.compliance_config import ComplianceConfig
-from leads.config import WorkspaceConfig
-from leads.models import (
+from leadflow.leads.config.compliance import ComplianceConfig
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import (
     EmailOutbox,
     EnrollmentStatus,
     Lead,
@@ -50,15 +50,15 @@ from leads.models import (
     Suppression,
     SuppressionReason,
 )
-from leads.outbox import Clock, claim_due, fixed_clock
-from leads.progress import Progress, advance
-from leads.records import PROFILE_FIELDS
-from nurture import compliance, tokens
-from nurture import links as tracked_links
-from nurture.held import Step, TemplateGate, at_steps
-from nurture.message import compose
-from nurture.render import RenderedEmail, TemplateRenderer
-from nurture.suppression import ALL, suppress
+from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.leads.work.outbox import Clock, claim_due, fixed_clock
+from leadflow.leads.work.progress import Progress, advance
+from leadflow.nurture import compliance, tokens
+from leadflow.nurture import links as tracked_links
+from leadflow.nurture.held import Step, TemplateGate, at_steps
+from leadflow.nurture.message import compose
+from leadflow.nurture.render import RenderedEmail, TemplateRenderer
+from leadflow.nurture.suppression import ALL, suppress
 
 LEASE = timedelta(minutes=10)
 # A held row is due again just after this run's clock: a later run takes it, this one never spins on it.

@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from leads.config import WorkspaceConfig
-from leads.models import Lead
-from leads.records import PROFILE_FIELDS
-from nurture.checks import FULL_LEAD, describe_error, where_in_template
-from nurture.render import RenderedEmail, TemplateRenderer
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import Lead
+from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.nurture.checks import FULL_LEAD, describe_error, where_in_template
+from leadflow.nurture.render import RenderedEmail, TemplateRenderer
 
 
 class PreviewError(ValueError):

@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from leads.config import WorkspaceConfig
-from leads.models import Activity, EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
-from leads.nurture_config import END, ENGAGEMENT_ACTIVITY, NurtureStep, Sequence
-from leads.sql import upsert_insert
-from nurture.held import TemplateGate, at_steps
+from leadflow.leads.config.nurture import END, ENGAGEMENT_ACTIVITY, NurtureStep, Sequence
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import Activity, EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
+from leadflow.leads.db.sql import upsert_insert
+from leadflow.nurture.held import TemplateGate, at_steps
 
 E = NurtureEnrollment
 EMAIL_ENGAGEMENT = ("opened", "clicked")  # engagement with an email, which names its sequence

@@ -15,8 +15,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from leads.ingest import mark_due
-from leads.models import (
+from leadflow.leads.db.models import (
     EVERY_EMAIL,
     Activity,
     ActivityType,
@@ -26,7 +25,8 @@ from leads.models import (
     Suppression,
     SuppressionReason,
 )
-from leads.sql import upsert_insert
+from leadflow.leads.db.sql import upsert_insert
+from leadflow.leads.ingest.store import mark_due
 
 ALL = EVERY_EMAIL
 

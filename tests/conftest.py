@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from leads.db import make_engine, normalize_url, upgrade
+from leadflow.leads.db.engine import make_engine, normalize_url, upgrade
 
 # The sandbox has no internet; keep Prefect from phoning home when a test imports it.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

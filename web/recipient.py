@@ -18,16 +18,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from leads.db import session_scope
-from leads.ingest import store_batch
-from leads.models import ActivityType, Lead, SuppressionReason
-from leads.records import ActivityRecord
-from nurture.links import CLICK, OPEN, UNSUBSCRIBE, SignedLink, read_token
-from nurture.suppression import ALL, is_suppressed, suppress
-from nurture.tokens import BadToken
-from web.body import TooLarge, form_fields, read_limited
-from web.context import WebContext, context
-from web.render import PAGE_HEADERS, masked
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import ActivityType, Lead, SuppressionReason
+from leadflow.leads.ingest.records import ActivityRecord
+from leadflow.leads.ingest.store import store_batch
+from leadflow.nurture.links import CLICK, OPEN, UNSUBSCRIBE, SignedLink, read_token
+from leadflow.nurture.suppression import ALL, is_suppressed, suppress
+from leadflow.nurture.tokens import BadToken
+from leadflow.web.body import TooLarge, form_fields, read_limited
+from leadflow.web.context import WebContext, context
+from leadflow.web.render import PAGE_HEADERS, masked
 
 MAX_FORM_BYTES = 4096
 REDIRECT_HEADERS = {"cache-control": "no-store", "referrer-policy": "no-referrer"}

@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.responses import HTMLResponse
 
-from leads.config import Sender
+from leadflow.leads.config.workspace import Sender
 
 PAGE_HEADERS = {
     "cache-control": "no-store",

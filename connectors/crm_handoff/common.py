@@ -21,8 +21,8 @@ from typing import Any, Protocol, Self
 
 import httpx
 
-from connectors.handoff import FatalHandoffError, RetriableHandoffError
-from connectors.http import (
+from leadflow.connectors.handoff import FatalHandoffError, RetriableHandoffError
+from leadflow.connectors.http import (
     ApiClient,
     AuthenticationError,
     Classifier,

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from connectors.crm_handoff.common import (
+from leadflow.connectors.crm_handoff.common import (
     CrmSink,
     DeliveryLedger,
     create_once,
@@ -35,9 +35,9 @@ from connectors.crm_handoff.common import (
     reference,
     subject,
 )
-from connectors.http import FatalAPIError, HeaderToken, RetryPolicy
-from connectors.hubspot import classify
-from leads.handoff_config import HubSpotDestination
+from leadflow.connectors.http import FatalAPIError, HeaderToken, RetryPolicy
+from leadflow.connectors.hubspot import classify
+from leadflow.leads.config.handoff import HubSpotDestination
 
 CONTACT_FIELDS = {
     "first_name": "firstname",

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from connectors.crm_handoff.common import (
+from leadflow.connectors.crm_handoff.common import (
     CrmSink,
     DeliveryLedger,
     create_once,
@@ -35,9 +35,9 @@ from connectors.crm_handoff.common import (
     reference,
     subject,
 )
-from connectors.http import FatalAPIError, HeaderToken, RetryPolicy
-from connectors.pipedrive import classify
-from leads.handoff_config import PipedriveDestination
+from leadflow.connectors.http import FatalAPIError, HeaderToken, RetryPolicy
+from leadflow.connectors.pipedrive import classify
+from leadflow.leads.config.handoff import PipedriveDestination
 
 # Persons are found by email through Pipedrive's search, which indexes new persons with a delay, and
 # Pipedrive allows two persons with one email: after a lost answer to a create, look again no sooner.

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.crm_handoff.common import (
+from leadflow.connectors.crm_handoff.common import (
     CrmSink,
     DeliveryLedger,
     create_once,
@@ -41,9 +41,9 @@ from connectors.crm_handoff.common import (
     owner_crm_id,
     subject,
 )
-from connectors.http import FatalAPIError, RetryPolicy
-from connectors.salesforce import LEAD_FIELDS, classify, salesforce_auth
-from leads.handoff_config import SalesforceDestination
+from leadflow.connectors.http import FatalAPIError, RetryPolicy
+from leadflow.connectors.salesforce import LEAD_FIELDS, classify, salesforce_auth
+from leadflow.leads.config.handoff import SalesforceDestination
 
 NOT_PROVIDED = "[not provided]"  # what Web-to-Lead writes into required fields it has no value for
 

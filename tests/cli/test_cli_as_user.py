@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, insert
 
-from leads.models import EmailOutbox, Lead, utcnow
+from leadflow.leads.db.models import EmailOutbox, Lead, utcnow
 
 LEADFLOW = [sys.executable, "-c", "from cli.main import app; app()"]  # the console script's code, any venv
 

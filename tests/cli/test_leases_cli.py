@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from cli import ops
-from cli.main import app
-from leads.leases import read_leases
+from leadflow.cli import ops
+from leadflow.cli.main import app
+from leadflow.leads.work.leases import read_leases
 from tests.leads.holders import holder
 
 runner = CliRunner()

@@ -10,9 +10,9 @@ from sqlalchemy import Engine, insert, select
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from cli.main import app
-from cli.workspace_setup import EXAMPLE_CONFIG
-from leads.models import HandoffOutbox, Lead, OutboxStatus, Quarantine
+from leadflow.cli.main import app
+from leadflow.cli.workspace_setup import EXAMPLE_CONFIG
+from leadflow.leads.db.models import HandoffOutbox, Lead, OutboxStatus, Quarantine
 
 runner = CliRunner()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.crm_handoff.common import MemoryLedger
+from leadflow.connectors.crm_handoff.common import MemoryLedger
 
 
 def payload(

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.destinations import open_sink
-from connectors.handoff import (
+from leadflow.connectors.destinations import open_sink
+from leadflow.connectors.handoff import (
     DestinationGoneError,
     FatalHandoffError,
     FileInbox,
@@ -25,7 +25,7 @@ from connectors.handoff import (
     parse_retry_after,
     sink_from_url,
 )
-from leads.handoff_config import WebhookDestination
+from leadflow.leads.config.handoff import WebhookDestination
 from tests.peers import SECRET, SLOW, ServerState
 
 

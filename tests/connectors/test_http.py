@@ -7,7 +7,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from connectors.http import (
+from leadflow.connectors.http import (
     ApiClient,
     AuthenticationError,
     FatalAPIError,

@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from connectors.mail import (
+from leadflow.connectors.mail import (
     Envelope,
     FileOutbox,
     MailError,

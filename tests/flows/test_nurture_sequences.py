@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from flows.nurture import nurture_flow
-from flows.params import NurtureParams
-from leads.db import make_engine, session_scope
-from leads.models import Activity, EnrollmentStatus, Lead, NurtureEnrollment
+from leadflow.flows.nurture import nurture_flow
+from leadflow.flows.params import NurtureParams
+from leadflow.leads.db.engine import make_engine, session_scope
+from leadflow.leads.db.models import Activity, EnrollmentStatus, Lead, NurtureEnrollment
 from tests.flows.test_pipeline import END, emails_in, make_workspace, run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

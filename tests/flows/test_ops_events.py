@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.handoff import handoff_flow
-from flows.ingest import ingest_flow
-from flows.params import HandoffParams, IngestParams, RequalifyParams
-from flows.requalify import requalify_flow
+from leadflow.flows.handoff import handoff_flow
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.params import HandoffParams, IngestParams, RequalifyParams
+from leadflow.flows.requalify import requalify_flow
 from tests.flows.test_delivery_peers import webhook_workspace
 from tests.flows.test_pipeline import END, make_workspace
 
@@ -96,8 +96,8 @@ def test_the_example_automation_notifies_an_admin_of_dead_letters(tmp_path: Path
     from prefect.events import emit_event
     from typer.testing import CliRunner
 
-    from cli.main import app
-    from cli.ops import load_automations
+    from leadflow.cli.main import app
+    from leadflow.cli.ops import load_automations
 
     received: list[dict[str, Any]] = []
 
@@ -159,8 +159,8 @@ def test_smtp_sends_take_a_slot_of_the_leadflow_smtp_limit(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from flows.nurture import nurture_flow
-    from flows.params import NurtureParams
+    from leadflow.flows.nurture import nurture_flow
+    from leadflow.flows.params import NurtureParams
 
     handler, port = smtp_server
     folder = make_workspace(
@@ -202,8 +202,8 @@ def test_finished_sequences_emit_one_event_each_up_to_the_cap_and_a_summary(engi
     from sqlalchemy import insert
     from sqlmodel import Session
 
-    from flows.events import emit_finished_sequences
-    from leads.models import Lead, NurtureEnrollment
+    from leadflow.flows.events import emit_finished_sequences
+    from leadflow.leads.db.models import Lead, NurtureEnrollment
 
     now = datetime(2031, 3, 4, 5, 6, 7)  # unique to this test: it names the enrollments' end
     with Session(engine) as session:

@@ -16,16 +16,16 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cli.workspace_setup import init_workspace
-from flows.handoff import handoff_flow
-from flows.ingest import ingest_flow
-from flows.nurture import nurture_flow
-from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
-from flows.pipeline import pipeline_flow
-from flows.problems import PROBLEMS_STATE
-from flows.requalify import requalify_flow
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import EmailOutbox, Lead, OutboxStatus, Stage
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.flows.handoff import handoff_flow
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.nurture import nurture_flow
+from leadflow.flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
+from leadflow.flows.pipeline import pipeline_flow
+from leadflow.flows.problems import PROBLEMS_STATE
+from leadflow.flows.requalify import requalify_flow
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import EmailOutbox, Lead, OutboxStatus, Stage
 from tests.flows.test_delivery_peers import webhook_workspace
 from tests.flows.test_ops_events import events_of
 from tests.flows.test_pipeline import END, make_workspace
@@ -237,7 +237,7 @@ def test_the_shipped_failed_run_automation_hears_of_a_run_with_problems(
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from leadflow.cli.main import app
     from tests.flows.test_ops_events import _delete_automations
 
     received: list[dict[str, Any]] = []

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from leads.config import HandoffConfig, WorkspaceConfig, load_config
-from leads.models import HandoffOutbox, Lead, LeadAssignment, Stage, StageTransition
+from leadflow.leads.config.workspace import HandoffConfig, WorkspaceConfig, load_config
+from leadflow.leads.db.models import HandoffOutbox, Lead, LeadAssignment, Stage, StageTransition
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 T0 = datetime(2026, 10, 1, 9, 0)
 
 OWNERS: list[dict[str, Any]] = [

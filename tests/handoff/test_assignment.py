@@ -8,11 +8,11 @@ from collections import Counter
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from handoff.assignment import AssignReport, assign_new_sqls
-from handoff.outbox import queue_new_sqls
-from leads.config import WorkspaceConfig
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import Lead, NotificationOutbox, Stage, TeamRotation
+from leadflow.handoff.assignment import AssignReport, assign_new_sqls
+from leadflow.handoff.outbox import queue_new_sqls
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import Lead, NotificationOutbox, Stage, TeamRotation
 from tests.handoff.helpers import OWNERS, T0, TEAMS, add_sql, assignments, config, outbox, owners_by_email
 
 

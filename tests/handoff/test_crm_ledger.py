@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, select
 
-from connectors.crm_handoff.hubspot import HubSpotSink
-from connectors.handoff import RetriableHandoffError
-from connectors.http import RetryPolicy
-from handoff.crm_ledger import DatabaseLedger
-from leads.db import session_scope
-from leads.handoff_config import HubSpotDestination
-from leads.models import HandoffCrmRecord, Lead
+from leadflow.connectors.crm_handoff.hubspot import HubSpotSink
+from leadflow.connectors.handoff import RetriableHandoffError
+from leadflow.connectors.http import RetryPolicy
+from leadflow.handoff.crm_ledger import DatabaseLedger
+from leadflow.leads.config.handoff import HubSpotDestination
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import HandoffCrmRecord, Lead
 from tests.connectors.handoff_payloads import Sleeps, payload
 from tests.fakes.hubspot import FakeHubSpot, throttled
 

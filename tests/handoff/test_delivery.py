@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from connectors.handoff import FatalHandoffError, WebhookSink
-from handoff.deadletters import dead_counts, redrive
-from handoff.outbox import HandoffReport, deliver_pending
-from leads.assignment_config import DeadLetterConfig
-from leads.db import session_scope
-from leads.models import HandoffOutbox, OutboxStatus
+from leadflow.connectors.handoff import FatalHandoffError, WebhookSink
+from leadflow.handoff.deadletters import dead_counts, redrive
+from leadflow.handoff.outbox import HandoffReport, deliver_pending
+from leadflow.leads.config.assignment import DeadLetterConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import HandoffOutbox, OutboxStatus
 from tests.handoff.helpers import T0, add_sql, config, outbox
 from tests.handoff.test_assignment import run_queue
 from tests.peers import SECRET, SLOW, ServerState, WebhookServer

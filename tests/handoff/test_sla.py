@@ -9,10 +9,18 @@ from datetime import timedelta
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from handoff.sla import SlaReport, check_sla
-from leads.config import WorkspaceConfig
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import Activity, HandoffOutbox, Lead, NotificationOutbox, OutboxStatus, Stage, TeamRotation
+from leadflow.handoff.sla import SlaReport, check_sla
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import (
+    Activity,
+    HandoffOutbox,
+    Lead,
+    NotificationOutbox,
+    OutboxStatus,
+    Stage,
+    TeamRotation,
+)
 from tests.handoff.helpers import OWNERS, T0, TEAMS, add_sql, assignments, config, outbox, owners_by_email
 from tests.handoff.test_assignment import run_queue
 

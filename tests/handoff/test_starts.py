@@ -7,12 +7,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from handoff.assignment import assign_new_sqls
-from handoff.outbox import queue_new_sqls_for
-from handoff.starts import Since, Start, destination_starts, left_out_message
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import DestinationStart, HandoffOutbox, Lead, Stage
+from leadflow.handoff.assignment import assign_new_sqls
+from leadflow.handoff.outbox import queue_new_sqls_for
+from leadflow.handoff.starts import Since, Start, destination_starts, left_out_message
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import DestinationStart, HandoffOutbox, Lead, Stage
 from tests.handoff.helpers import OWNERS, T0, add_sql, config
 
 

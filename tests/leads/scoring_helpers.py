@@ -9,12 +9,12 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.ingest import store_batch
-from leads.models import Lead, Stage, StageTransition, utcnow
-from leads.records import parse_activity, parse_profile
-from leads.requalify import ShardResult, due_lead_ids, plan_shards, requalify_batch, requalify_shard
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Lead, Stage, StageTransition, utcnow
+from leadflow.leads.ingest.records import parse_activity, parse_profile
+from leadflow.leads.ingest.store import store_batch
+from leadflow.leads.requalify.run import ShardResult, due_lead_ids, plan_shards, requalify_batch, requalify_shard
 
 NOW = datetime(2026, 10, 1, 12, 0)
 # A run time after the real clock: ingest stamps its "due" marks (rescore_at) with the real time, so an

@@ -13,17 +13,17 @@ import pytest
 from sqlalchemy import Engine, func, insert, select
 from sqlmodel import Session
 
-from leads.claims import (
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import Lead, ShardStatus, StageTransition, WorkRound, WorkShard, utcnow
+from leadflow.leads.requalify.rounds import JOB, plan_round, remember_full_round, score_shard
+from leadflow.leads.requalify.run import needs_full_recompute
+from leadflow.leads.work.claims import (
     claim_shard,
     close_round,
     finish_shard,
     open_round,
     round_totals,
 )
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import Lead, ShardStatus, StageTransition, WorkRound, WorkShard, utcnow
-from leads.requalify import needs_full_recompute
-from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_shard
 from tests.leads.scoring_helpers import CONFIG, NOW, store
 
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from leads.db import session_scope
-from leads.models import Lead, Stage
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Lead, Stage
 from tests.leads.scoring_helpers import NOW, PRICING_BURST, make_config, requalify, scores, stage, store
 
 DAY = timedelta(days=1)

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from cli.main import app
-from cli.workspace_setup import init_workspace
-from leads.config import load_config
-from leads.db import session_scope
-from leads.explain import Explanation, LeadNotFound, as_payload, explain_lead, render_text
-from leads.models import Stage
+from leadflow.cli.main import app
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Stage
+from leadflow.leads.requalify.explain import Explanation, LeadNotFound, as_payload, explain_lead, render_text
 from tests.leads.scoring_helpers import NOW, lead, make_config, requalify, store
 
 DAY = timedelta(days=1)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from leads.db import make_engine, upgrade
-from leads.leases import (
+from leadflow.leads.db.engine import make_engine, upgrade
+from leadflow.leads.db.models import utcnow
+from leadflow.leads.work.leases import (
     HEARTBEAT,
     STALE_AFTER,
     LeaseBusy,
@@ -28,7 +29,6 @@ from leads.leases import (
     release_for_admin,
     release_lease,
 )
-from leads.models import utcnow
 from tests.leads.holders import holder, start, wait_held
 
 NAME = "leadflow:nurture:enrollments"
@@ -160,7 +160,7 @@ def test_contending_processes_never_hold_it_together(engine: Engine, tmp_path: P
 
 def test_a_flow_step_killed_mid_way_is_taken_over_by_the_next_run(engine: Engine) -> None:
     """flows.ops.single_writer: the next nurture run gets the step at once instead of waiting 600 s."""
-    from flows.ops import single_writer
+    from leadflow.flows.ops import single_writer
 
     with holder(_url(engine), "nurture:enrollments", "-", "--flows") as proc:
         info = _lease(engine)

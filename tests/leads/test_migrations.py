@@ -13,8 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 from sqlmodel import SQLModel, select
 
-import leads.models  # noqa: F401  (registers the tables)
-from leads.db import (
+import leadflow.leads.db.models  # noqa: F401  (registers the tables)
+from leadflow.leads.db.engine import (
     alembic_config,
     current_revision,
     make_engine,
@@ -22,7 +22,7 @@ from leads.db import (
     session_scope,
     upgrade,
 )
-from leads.models import Activity, Lead, Stage
+from leadflow.leads.db.models import Activity, Lead, Stage
 
 HEAD = "0009"
 
@@ -156,7 +156,7 @@ def test_foreign_keys_are_enforced(engine: Engine) -> None:
             )
 
 
-# --- leads.db helpers -------------------------------------------------------------------------
+# --- leadflow.leads.db.engine helpers -------------------------------------------------------------------------
 
 
 def test_sqlite_engine_pragmas_and_parent_folder(tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_a_new_sqlite_workspace_gets_16_kb_pages_and_an_existing_one_keeps_its_o
     """Bulk writes pay per page written to the WAL; the size can only be chosen before the first table."""
     import sqlite3
 
-    from leads.db import SQLITE_PAGE_SIZE
+    from leadflow.leads.db.engine import SQLITE_PAGE_SIZE
 
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as raw:  # a workspace made before: SQLite's 4 KB default

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import ActivityType, Lead, Stage, StageTransition
-from leads.requalify import plan_shards, requalify_shard
-from leads.scoring import Contribution, LeadSignals, ScoreParts, Scorer
-from leads.stages import decide
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import ActivityType, Lead, Stage, StageTransition
+from leadflow.leads.requalify.run import plan_shards, requalify_shard
+from leadflow.leads.scoring.rules import Contribution, LeadSignals, ScoreParts, Scorer
+from leadflow.leads.scoring.stages import decide
 from tests.leads.scoring_helpers import CONFIG, NOW, lead, make_config, requalify, scores, set_stage, store, transitions
 
 # --- the rules on their own -------------------------------------------------------------------------

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from flows.nurture import send_outbox
-from flows.workspace import open_workspace, run_clock
-from nurture.held import TemplateGate
+from leadflow.flows.nurture import send_outbox
+from leadflow.flows.workspace import open_workspace, run_clock
+from leadflow.nurture.held import TemplateGate
 
 
 def main(workspace: str, go: str, result: str, batch_size: str) -> None:

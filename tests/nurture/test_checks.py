@@ -7,11 +7,11 @@ from typing import Any
 
 import yaml
 
-from leads.config import WorkspaceConfig, load_config
-from nurture.checks import check_templates
-from nurture.render import SHIPPED_TEMPLATES
+from leadflow.leads.config.workspace import WorkspaceConfig, load_config
+from leadflow.nurture.checks import check_templates
+from leadflow.nurture.render import SHIPPED_TEMPLATES
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 TEXT = '{% extends "base.txt" %}\n{% block content %}Hi {{ lead.first_name or "there" }},{% endblock %}\n'
 
 

@@ -13,18 +13,18 @@ import pytest
 from sqlalchemy import Engine, insert, select
 from sqlmodel import Session
 
-from connectors.mail import SMTPTransport
-from leads.compliance_config import ComplianceConfig, ConsentRule, FrequencyCap, SendWindow
-from leads.config import ConfigError, WorkspaceConfig, load_config
-from leads.db import session_scope
-from leads.ingest import store_batch
-from leads.models import EmailOutbox, Lead, OutboxStatus, SuppressionReason
-from leads.records import RecordError, parse_activity
-from nurture import compliance
-from nurture.compliance import Recipient, cap_frees_at, next_window_opening
-from nurture.outbox import claim, send_claimed
-from nurture.render import TemplateRenderer
-from nurture.suppression import suppress
+from leadflow.connectors.mail import SMTPTransport
+from leadflow.leads.config.compliance import ComplianceConfig, ConsentRule, FrequencyCap, SendWindow
+from leadflow.leads.config.workspace import ConfigError, WorkspaceConfig, load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import EmailOutbox, Lead, OutboxStatus, SuppressionReason
+from leadflow.leads.ingest.records import RecordError, parse_activity
+from leadflow.leads.ingest.store import store_batch
+from leadflow.nurture import compliance
+from leadflow.nurture.compliance import Recipient, cap_frees_at, next_window_opening
+from leadflow.nurture.outbox import claim, send_claimed
+from leadflow.nurture.render import TemplateRenderer
+from leadflow.nurture.suppression import suppress
 from tests.nurture.test_outbox import EXAMPLE, LINKS, _queue
 from tests.peers import RecordingHandler
 

@@ -14,13 +14,13 @@ import yaml
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import Activity, EmailOutbox, Lead, NurtureEnrollment, OutboxStatus, Stage
-from nurture.enrollment import enroll, queue_due_steps
-from nurture.held import TemplateGate, count_held
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Activity, EmailOutbox, Lead, NurtureEnrollment, OutboxStatus, Stage
+from leadflow.nurture.enrollment import enroll, queue_due_steps
+from leadflow.nurture.held import TemplateGate, count_held
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 T0 = datetime(2026, 11, 2, 9, 0, 0)
 GOOD = '{{% extends "base.{part}" %}}{{% block content %}}Hi {{{{ lead.first_name or "there" }}}}{{% endblock %}}'
 STEPS = [

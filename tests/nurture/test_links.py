@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from leads.config import load_config
-from leads.db import session_scope
-from leads.models import Lead, Stage
-from nurture import links, tokens
-from nurture.enrollment import enroll, queue_due_steps
-from nurture.outbox import LinkSigner
-from nurture.tokens import BadToken
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Lead, Stage
+from leadflow.nurture import links, tokens
+from leadflow.nurture.enrollment import enroll, queue_due_steps
+from leadflow.nurture.outbox import LinkSigner
+from leadflow.nurture.tokens import BadToken
 from tests.sending import send_due
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 KEY = "links-test-secret"
 BASE = "https://mail.acme.example"
 SIGNER = LinkSigner(secret_key=KEY, public_base_url=BASE)

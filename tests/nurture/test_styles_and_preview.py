@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import nurture.render
-from cli.main import app
-from leads.config import load_config
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import Lead
-from nurture.checks import check_templates
-from nurture.render import TemplateRenderer, inline_css
+import leadflow.nurture.render
+from leadflow.cli.main import app
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import Lead
+from leadflow.nurture.checks import check_templates
+from leadflow.nurture.render import TemplateRenderer, inline_css
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 SENDER = {"from_name": "Acme", "from_email": "hello@acme.example", "postal_address": "Acme B.V., Keizersgracht 123"}
 runner = CliRunner()
 
@@ -53,7 +53,7 @@ def test_css_is_inlined_once_per_template_not_per_send(tmp_path: Path, monkeypat
         calls.append(1)
         return inline_css(source, css)
 
-    monkeypatch.setattr(nurture.render, "inline_css", counting)
+    monkeypatch.setattr(leadflow.nurture.render, "inline_css", counting)
     renderer = TemplateRenderer(tmp_path)
     for name in ("Anna", "Bo", None, "Chris") * 25:
         renderer.render(template="warm-up/1-welcome", subject="Hi", context=_context(name))
@@ -61,7 +61,7 @@ def test_css_is_inlined_once_per_template_not_per_send(tmp_path: Path, monkeypat
 
 
 def test_check_refuses_a_layout_without_unsubscribe_link_or_address(tmp_path: Path) -> None:
-    shipped = Path(nurture.render.SHIPPED_TEMPLATES / "base.html").read_text()
+    shipped = Path(leadflow.nurture.render.SHIPPED_TEMPLATES / "base.html").read_text()
     (tmp_path / "base.html").write_text(
         shipped.replace('<a href="{{ unsubscribe_url }}">Unsubscribe</a>', "Unsubscribe")
     )

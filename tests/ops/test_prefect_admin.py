@@ -195,7 +195,7 @@ def test_prefect_deploy_all_deploys_prefect_yaml_and_its_ingest_deployment_runs_
 
 
 DEPLOY_SLEEPY = """
-from cli.prefect_env import RUN_ENV
+from leadflow.cli.prefect_env import RUN_ENV
 from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.deployments.runner import EntrypointType
 from tests.ops.sleepy import sleepy_flow

@@ -13,15 +13,15 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from leads.config import WorkspaceConfig, load_config
-from leads.db import session_scope
-from leads.models import Lead, Stage
-from leads.settings import Settings
-from nurture.enrollment import enroll
-from nurture.outbox import LinkSigner
-from web.app import create_app
+from leadflow.leads.config.settings import Settings
+from leadflow.leads.config.workspace import WorkspaceConfig, load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Lead, Stage
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.outbox import LinkSigner
+from leadflow.web.app import create_app
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 KEY = "web-test-secret-key"
 INBOUND_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 BASE = "https://mail.acme.example"
