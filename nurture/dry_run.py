@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import EmailOutbox, OutboxStatus
 from leadflow.nurture import compliance
+from leadflow.nurture.composer import Composer, StepGone, held_error
+from leadflow.nurture.due import load_due
 from leadflow.nurture.held import TemplateGate
-from leadflow.nurture.outbox import Composer, LinkSigner, StepGone, held_error, load_due
+from leadflow.nurture.links import LinkSigner
 from leadflow.nurture.render import TemplateRenderer
 
 

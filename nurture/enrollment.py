@@ -25,10 +25,8 @@ from leadflow.leads.db.models import (
     Stage,
     funnel_rank,
 )
-from leadflow.nurture.steps import first_due, outbox_key, queue_due_steps
+from leadflow.nurture.steps import first_due
 from leadflow.nurture.suppression import suppressed
-
-__all__ = ["enroll", "exit_finished", "outbox_key", "queue_due_steps"]
 
 E = NurtureEnrollment
 # The activity that ends an enrollment for each optional exit (only if it happened after enrolling).
