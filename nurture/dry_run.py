@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import EmailOutbox, OutboxStatus
@@ -69,18 +70,18 @@ def preview_sends(
         session.scalar(
             select(func.count())
             .select_from(EmailOutbox)
-            .where(EmailOutbox.status == OutboxStatus.in_flight, EmailOutbox.next_attempt_at <= now)
+            .where(col(EmailOutbox.status) == OutboxStatus.in_flight, col(EmailOutbox.next_attempt_at) <= now)
         )
         or 0
     )
     due = and_(
-        or_(EmailOutbox.status == OutboxStatus.pending, EmailOutbox.status == OutboxStatus.sending),
-        EmailOutbox.next_attempt_at <= now,
+        or_(col(EmailOutbox.status) == OutboxStatus.pending, col(EmailOutbox.status) == OutboxStatus.sending),
+        col(EmailOutbox.next_attempt_at) <= now,
     )
     planned: dict[int, list[datetime]] = defaultdict(list)  # sends this run would make, for the cap
     last_id = 0
     while True:
-        batch, history = load_due(session, and_(due, EmailOutbox.id > last_id), config.compliance, now, batch_size)
+        batch, history = load_due(session, and_(due, col(EmailOutbox.id) > last_id), config.compliance, now, batch_size)
         if not batch:
             return preview
         last_id = batch[-1].row_id

@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, Engine, and_, update
+from sqlalchemy import Engine, and_, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -71,20 +71,14 @@ def settle_in_flight(*, session: Session, now: datetime) -> int:
 
     The server may have accepted such a message, so it counts as sent and is never sent again.
     """
-    # Session.execute is typed as returning any Result; an UPDATE's is a CursorResult, which has the rowcount.
-    result = cast(
-        "CursorResult[Any]",
-        session.execute(
-            update(EmailOutbox)
-            .where(col(EmailOutbox.status) == OutboxStatus.in_flight, col(EmailOutbox.next_attempt_at) <= now)
-            .values(
-                status=OutboxStatus.unconfirmed.value,
-                last_error=STOPPED_IN_FLIGHT,
-            )
-            .execution_options(synchronize_session=False, preserve_rowcount=True)
-        ),
+    result = session.execute(
+        update(EmailOutbox)
+        .where(col(EmailOutbox.status) == OutboxStatus.in_flight, col(EmailOutbox.next_attempt_at) <= now)
+        .values(status=OutboxStatus.unconfirmed.value, last_error=STOPPED_IN_FLIGHT)
+        .execution_options(synchronize_session=False, preserve_rowcount=True)
     )
-    return result.rowcount or 0
+    # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
+    return result.rowcount or 0  # type: ignore[attr-defined]
 
 
 def send_claimed(
