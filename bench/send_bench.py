@@ -205,9 +205,10 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
     from leadflow.leads.config.workspace import load_config
     from leadflow.leads.db.engine import make_engine, session_scope
     from leadflow.leads.db.models import EmailOutbox, OutboxStatus
-    from leadflow.nurture.enrollment import queue_due_steps
-    from leadflow.nurture.outbox import LinkSigner, claim, send_claimed_over, settle_in_flight
+    from leadflow.nurture.links import LinkSigner
+    from leadflow.nurture.outbox import claim, send_claimed_over, settle_in_flight
     from leadflow.nurture.render import TemplateRenderer
+    from leadflow.nurture.steps import queue_due_steps
 
     url = fresh_database(args.database_url, "send-throughput")
     build(url, leads=args.emails, due=args.emails, new=0)

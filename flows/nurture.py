@@ -36,12 +36,15 @@ from leadflow.flows.reports import NurtureReport, PreviewEmail, publish_nurture
 from leadflow.flows.workspace import Workspace, open_workspace, run_clock, run_time
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import EmailOutbox
-from leadflow.leads.work.outbox import count_due
+from leadflow.leads.work.outbox import Clock, count_due
 from leadflow.nurture.dry_run import preview_sends
-from leadflow.nurture.enrollment import enroll, exit_finished, queue_due_steps
+from leadflow.nurture.enrollment import enroll, exit_finished
 from leadflow.nurture.held import TemplateGate, count_held
-from leadflow.nurture.outbox import Clock, LinkSigner, SendReport, send_due, settle_in_flight
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.outbox import send_due, settle_in_flight
+from leadflow.nurture.outcomes import SendReport
 from leadflow.nurture.render import TemplateRenderer
+from leadflow.nurture.steps import queue_due_steps
 
 PREVIEW_LIMIT = 1000  # emails listed one by one in a dry run's report (all are counted)
 

@@ -15,12 +15,15 @@ from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import EmailOutbox, OutboxStatus
 from leadflow.nurture import compliance
+from leadflow.nurture.composer import Composer, StepGone, held_error
+from leadflow.nurture.due import load_due
 from leadflow.nurture.held import TemplateGate
-from leadflow.nurture.outbox import Composer, LinkSigner, StepGone, held_error, load_due
+from leadflow.nurture.links import LinkSigner
 from leadflow.nurture.render import TemplateRenderer
 
 
@@ -67,18 +70,18 @@ def preview_sends(
         session.scalar(
             select(func.count())
             .select_from(EmailOutbox)
-            .where(EmailOutbox.status == OutboxStatus.in_flight, EmailOutbox.next_attempt_at <= now)
+            .where(col(EmailOutbox.status) == OutboxStatus.in_flight, col(EmailOutbox.next_attempt_at) <= now)
         )
         or 0
     )
     due = and_(
-        or_(EmailOutbox.status == OutboxStatus.pending, EmailOutbox.status == OutboxStatus.sending),
-        EmailOutbox.next_attempt_at <= now,
+        or_(col(EmailOutbox.status) == OutboxStatus.pending, col(EmailOutbox.status) == OutboxStatus.sending),
+        col(EmailOutbox.next_attempt_at) <= now,
     )
     planned: dict[int, list[datetime]] = defaultdict(list)  # sends this run would make, for the cap
     last_id = 0
     while True:
-        batch, history = load_due(session, and_(due, EmailOutbox.id > last_id), config.compliance, now, batch_size)
+        batch, history = load_due(session, and_(due, col(EmailOutbox.id) > last_id), config.compliance, now, batch_size)
         if not batch:
             return preview
         last_id = batch[-1].row_id

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import Lead
@@ -36,7 +37,7 @@ class Preview:
 
 def lead_fields(*, session: Session, email: str) -> dict[str, Any]:
     """What a template sees of the stored lead with this email (the same fields the sender passes)."""
-    lead = session.scalars(select(Lead).where(Lead.email == email.strip().lower())).first()
+    lead = session.scalars(select(Lead).where(col(Lead.email) == email.strip().lower())).first()
     if lead is None:
         raise PreviewError(f"no lead with email {email!r} in the database")
     return {"email": lead.email, **{name: getattr(lead, name) for name in PROFILE_FIELDS}}

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.config.nurture import END, ENGAGEMENT_ACTIVITY, NurtureStep, Sequence
 from leadflow.leads.config.workspace import WorkspaceConfig
@@ -49,15 +50,15 @@ def engaged(event: str, page: str | None, now: datetime) -> ColumnElement[bool]:
     record the sequence in the activity's properties. A lead in two sequences who clicks in one does not
     move the other on."""
     conditions = [
-        Activity.lead_id == E.lead_id,
-        Activity.type == ENGAGEMENT_ACTIVITY[event],
-        Activity.occurred_at > func.coalesce(E.waiting_since, E.enrolled_at),
-        Activity.occurred_at <= now,
+        col(Activity.lead_id) == col(E.lead_id),
+        col(Activity.type) == ENGAGEMENT_ACTIVITY[event],
+        col(Activity.occurred_at) > func.coalesce(E.waiting_since, E.enrolled_at),
+        col(Activity.occurred_at) <= now,
     ]
     if event in EMAIL_ENGAGEMENT:
-        conditions.append(Activity.properties["sequence"].as_string() == E.sequence)
+        conditions.append(col(Activity.properties)["sequence"].as_string() == col(E.sequence))
     if page is not None:
-        conditions.append(Activity.target.contains(page, autoescape=True))
+        conditions.append(col(Activity.target).contains(page, autoescape=True))
     return exists().where(*conditions)
 
 
@@ -71,15 +72,16 @@ def wake_waiting(*, session: Session, config: WorkspaceConfig, now: datetime) ->
             result = session.execute(
                 update(E)
                 .where(
-                    E.status == EnrollmentStatus.active,
-                    E.sequence == sequence.name,
-                    E.step == index,
-                    E.next_due_at > now,
+                    col(E.status) == EnrollmentStatus.active,
+                    col(E.sequence) == sequence.name,
+                    col(E.step) == index,
+                    col(E.next_due_at) > now,
                     engaged(step.wait_for.event, step.wait_for.page, now),
                 )
                 .values(next_due_at=now)
                 .execution_options(synchronize_session=False)
             )
+            # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
             woken += result.rowcount or 0  # type: ignore[attr-defined]
     return woken
 
@@ -103,13 +105,15 @@ def queue_due_steps(
     sequences = {s.name: s for s in config.nurture.sequences}
     if wake:
         wake_waiting(session=session, config=config, now=now)
-    query = select(E.id, E.lead_id, E.sequence, E.step).where(E.status == EnrollmentStatus.active, E.next_due_at <= now)
+    query = select(col(E.id), col(E.lead_id), col(E.sequence), col(E.step)).where(
+        col(E.status) == EnrollmentStatus.active, col(E.next_due_at) <= now
+    )
     if gate is not None:
         gate.check_all()  # once per gate: a step found broken is left out in SQL from the first batch
         query = query.where(~at_steps(E.sequence, E.step, gate.held_steps()))
         if gate.jumped:
-            query = query.where(E.id.not_in(sorted(gate.jumped)))
-    due = session.execute(query.order_by(E.next_due_at, E.id).limit(limit)).all()
+            query = query.where(col(E.id).not_in(sorted(gate.jumped)))
+    due = session.execute(query.order_by(col(E.next_due_at), col(E.id)).limit(limit)).all()
     # Where each due enrollment goes: a step index to send, END, or None (sequence gone from config).
     target: dict[int, int | str | None] = {}
     for enrollment_id, _, name, step in due:
@@ -189,13 +193,13 @@ def _follow_branches(
             for branch in sequence.steps[index].branches:
                 if not undecided:
                     break
-                hit = set(
-                    session.execute(
-                        select(E.id).where(E.id.in_(sorted(undecided)), engaged(branch.if_, branch.page, now))
-                    ).scalars()
+                engaging = select(col(E.id)).where(
+                    col(E.id).in_(sorted(undecided)), engaged(branch.if_, branch.page, now)
                 )
+                # Ids are never NULL (the model types them optional for rows not yet inserted).
+                hit = cast("set[int]", set(session.scalars(engaging)))
                 undecided -= hit
-                jump: int | str = END if branch.goto == END else sequence.step_index(branch.goto)  # type: ignore[assignment]
+                jump = END if branch.goto == END else sequence.step_index(branch.goto)  # the config checks goto
                 for enrollment_id in hit:
                     target[enrollment_id] = jump
                     if isinstance(jump, int) and sequence.steps[jump].branches:

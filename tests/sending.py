@@ -10,7 +10,9 @@ from sqlalchemy import Engine
 from leadflow.connectors.mail import FileOutbox
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.engine import session_scope
-from leadflow.nurture.outbox import LinkSigner, SendReport, claim, send_claimed
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.outbox import claim, send_claimed
+from leadflow.nurture.outcomes import SendReport
 from leadflow.nurture.render import TemplateRenderer
 
 

@@ -28,7 +28,7 @@ class Pages:
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
         self.env = Environment(
-            loader=PackageLoader("web", "pages"),
+            loader=PackageLoader("leadflow.web", "pages"),
             autoescape=select_autoescape(default=True, default_for_string=True),
             undefined=StrictUndefined,
             auto_reload=False,

@@ -23,7 +23,7 @@ from leadflow.flows.params import NurtureParams
 from leadflow.leads.config.workspace import load_config
 from leadflow.leads.db.engine import make_engine, session_scope
 from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus
-from leadflow.nurture.enrollment import queue_due_steps
+from leadflow.nurture.steps import queue_due_steps
 from tests.flows.test_pipeline import END, make_workspace, run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

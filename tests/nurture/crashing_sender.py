@@ -20,7 +20,8 @@ from typing import Any
 from leadflow.connectors.mail import Envelope, SMTPTransport
 from leadflow.leads.config.workspace import load_config
 from leadflow.leads.db.engine import make_engine, session_scope
-from leadflow.nurture.outbox import LinkSigner, claim, send_claimed
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.outbox import claim, send_claimed
 from leadflow.nurture.render import TemplateRenderer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"

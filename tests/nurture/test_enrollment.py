@@ -14,7 +14,8 @@ from sqlmodel import Session
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus, Stage
-from leadflow.nurture.enrollment import enroll, exit_finished, outbox_key, queue_due_steps
+from leadflow.nurture.enrollment import enroll, exit_finished
+from leadflow.nurture.steps import outbox_key, queue_due_steps
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 T0 = datetime(2026, 11, 2, 9, 0, 0)

@@ -17,8 +17,9 @@ from sqlmodel import Session
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import Activity, EmailOutbox, Lead, NurtureEnrollment, OutboxStatus, Stage
-from leadflow.nurture.enrollment import enroll, queue_due_steps
+from leadflow.nurture.enrollment import enroll
 from leadflow.nurture.held import TemplateGate, count_held
+from leadflow.nurture.steps import queue_due_steps
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 T0 = datetime(2026, 11, 2, 9, 0, 0)

@@ -17,8 +17,9 @@ from leadflow.leads.config.workspace import load_config
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import Lead, Stage
 from leadflow.nurture import links, tokens
-from leadflow.nurture.enrollment import enroll, queue_due_steps
-from leadflow.nurture.outbox import LinkSigner
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.steps import queue_due_steps
 from leadflow.nurture.tokens import BadToken
 from tests.sending import send_due
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from leadflow.leads.config.workspace import Sender
 from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.nurture.links import LinkSigner
 from leadflow.nurture.message import build_message, message_id_for
-from leadflow.nurture.outbox import LinkSigner
 from leadflow.nurture.render import TemplateRenderer
 
 SENDER = Sender(

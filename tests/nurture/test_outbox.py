@@ -35,11 +35,15 @@ from leadflow.leads.db.models import (
     utcnow,
 )
 from leadflow.nurture import tokens
-from leadflow.nurture.enrollment import enroll, queue_due_steps
+from leadflow.nurture.delivery import MAX_ATTEMPTS
+from leadflow.nurture.enrollment import enroll
 from leadflow.nurture.held import TemplateGate
+from leadflow.nurture.links import LinkSigner
 from leadflow.nurture.message import message_id_for
-from leadflow.nurture.outbox import LEASE, MAX_ATTEMPTS, LinkSigner, SendReport, claim, send_claimed
+from leadflow.nurture.outbox import LEASE, claim, send_claimed
+from leadflow.nurture.outcomes import SendReport
 from leadflow.nurture.render import TemplateRenderer
+from leadflow.nurture.steps import queue_due_steps
 from tests.peers import DEFERRED, REJECTED, RecordingHandler
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"

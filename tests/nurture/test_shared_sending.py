@@ -21,7 +21,8 @@ from leadflow.cli.workspace_setup import init_workspace
 from leadflow.leads.config.workspace import load_config
 from leadflow.leads.db.engine import make_engine, session_scope, upgrade
 from leadflow.leads.db.models import EmailOutbox, Lead, OutboxStatus, Stage, utcnow
-from leadflow.nurture.enrollment import enroll, queue_due_steps
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.steps import queue_due_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 EMAILS = 300

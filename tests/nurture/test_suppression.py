@@ -23,8 +23,9 @@ from leadflow.leads.db.models import (
     Suppression,
     SuppressionReason,
 )
-from leadflow.nurture.enrollment import enroll, queue_due_steps
-from leadflow.nurture.outbox import LinkSigner
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.steps import queue_due_steps
 from leadflow.nurture.suppression import ALL, UnknownLead, suppress
 from tests.sending import send_due
 

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from leadflow.nurture import tokens
-from leadflow.nurture.outbox import LinkSigner
+from leadflow.nurture.links import LinkSigner
 from leadflow.nurture.tokens import BadToken
 
 KEY = "workspace-secret-0123456789"

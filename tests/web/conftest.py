@@ -18,7 +18,7 @@ from leadflow.leads.config.workspace import WorkspaceConfig, load_config
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import Lead, Stage
 from leadflow.nurture.enrollment import enroll
-from leadflow.nurture.outbox import LinkSigner
+from leadflow.nurture.links import LinkSigner
 from leadflow.web.app import create_app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"

@@ -13,7 +13,7 @@ import pytest
 
 from leadflow.cli.workspace_setup import init_workspace
 from leadflow.leads.config.workspace import load_config
-from leadflow.nurture.outbox import LinkSigner
+from leadflow.nurture.links import LinkSigner
 from leadflow.web.app import WebConfigError, create_app
 from tests.peers import free_port
 from tests.web.conftest import EXAMPLE, web_settings

@@ -21,8 +21,8 @@ from leadflow.leads.db.models import (
     Suppression,
 )
 from leadflow.nurture import tokens
-from leadflow.nurture.enrollment import queue_due_steps
-from leadflow.nurture.outbox import LinkSigner
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.steps import queue_due_steps
 from tests.sending import send_due
 from tests.web.conftest import BASE, KEY, Site
 
