@@ -145,7 +145,7 @@ def page_connection(engine: Engine) -> Iterator[Connection]:
     comes from the lead table itself (read or inserted by the run), and leadflow never deletes a lead.
     With the lead index set aside, rows and the unique index are only appended to, and a page cache of
     `BULK_CACHE_KIB` stores a million rows faster than ingest's usual 256 MB (1.75-1.79 CPU s against
-    2.0-2.3, raw sqlite3): `connection.info[BULK_LOAD]` tells `leadflow.leads.ingest.store` to leave it so.
+    2.0-2.3, raw sqlite3): `connection.info[BULK_LOAD]` tells `leadflow.leads.ingest.activity_insert` to leave it so.
     Both are as before when the connection goes back to the pool (SQLite only changes the check
     outside a transaction, hence the commits around it).
     """

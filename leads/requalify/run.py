@@ -38,7 +38,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import Activity, Lead, Stage, StageTransition
-from leadflow.leads.ingest.store import load_cursor, save_cursor
+from leadflow.leads.ingest.cursors import load_cursor, save_cursor
 from leadflow.leads.scoring.arrays import LeadColumns, score_batch
 from leadflow.leads.scoring.rescore import next_rescore_at
 from leadflow.leads.scoring.rules import Scorer

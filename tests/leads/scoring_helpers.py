@@ -12,7 +12,8 @@ from sqlalchemy import Engine, select, update
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import Lead, Stage, StageTransition, utcnow
-from leadflow.leads.ingest.records import parse_activity, parse_profile
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.records import parse_profile
 from leadflow.leads.ingest.store import store_batch
 from leadflow.leads.requalify.run import ShardResult, due_lead_ids, plan_shards, requalify_batch, requalify_shard
 
