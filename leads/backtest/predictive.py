@@ -26,7 +26,8 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from leadflow.leads.config.scoring import FREE_MAIL_DOMAINS, PredictiveConfig
 from leadflow.leads.db.models import Activity, Lead
-from leadflow.leads.requalify.run import LEAD_COLUMNS, plan_shards
+from leadflow.leads.requalify.lead_reads import LEAD_COLUMNS
+from leadflow.leads.requalify.run import plan_shards
 from leadflow.leads.scoring.rules import _matches, email_domain
 
 Features = Mapping[str, str | None]

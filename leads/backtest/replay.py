@@ -29,7 +29,8 @@ from leadflow.leads.backtest.outcomes import DECIDED, OutcomeKind, Outcomes, lea
 from leadflow.leads.backtest.predictive import NaiveBayes, lead_features
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import Activity, ActivityType, Lead, Stage, funnel_rank
-from leadflow.leads.requalify.run import LEAD_COLUMNS, make_scorer, plan_shards
+from leadflow.leads.requalify.lead_reads import LEAD_COLUMNS
+from leadflow.leads.requalify.run import make_scorer, plan_shards
 from leadflow.leads.scoring.rules import Scorer, _as_datetime
 from leadflow.leads.scoring.stages import rule_met
 

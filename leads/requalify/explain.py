@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import Activity, Lead, Stage, StageTransition
 from leadflow.leads.ingest.records import PROFILE_FIELDS
-from leadflow.leads.requalify.run import AFTER_RECYCLING, LEAD_COLUMNS, ever_recycled, make_scorer
+from leadflow.leads.requalify.lead_reads import AFTER_RECYCLING, LEAD_COLUMNS, ever_recycled
+from leadflow.leads.requalify.run import make_scorer
 from leadflow.leads.scoring.rules import Contribution, ScoreParts
 from leadflow.leads.scoring.stages import FROZEN, awaits_new_activity, missing_for, next_stage, rule_met
 
