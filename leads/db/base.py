@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import Table, inspect
 from sqlmodel import SQLModel
 
 # Named constraints, so later SQLite batch migrations can drop or alter them by name.
@@ -23,3 +24,11 @@ def utcnow() -> datetime:
     to a timezone-aware type that rejects naive values.
     """
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a SQLModel table class, typed (SQLModel sets `__table__` but does not declare it)."""
+    table = inspect(model).local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.db.models import ConnectorCursor, utcnow
 from leadflow.leads.db.sql import upsert_insert
@@ -14,7 +15,9 @@ from leadflow.leads.db.sql import upsert_insert
 
 def load_cursor(session: Session, *, source: str, stream: str) -> dict[str, Any] | None:
     row = session.execute(
-        select(ConnectorCursor.value).where(ConnectorCursor.source == source, ConnectorCursor.stream == stream)
+        select(col(ConnectorCursor.value)).where(
+            col(ConnectorCursor.source) == source, col(ConnectorCursor.stream) == stream
+        )
     ).scalar_one_or_none()
     return dict(row) if row is not None else None
 

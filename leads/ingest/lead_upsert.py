@@ -15,13 +15,15 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
+from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import Lead, utcnow
 from leadflow.leads.db.sql import chunks, sql_literal, upsert_insert
 from leadflow.leads.ingest.records import PROFILE_FIELDS, ProfileRecord
 from leadflow.leads.ingest.rows import properties_json
 
-_LEAD = Lead.__table__
+_LEAD = table_of(Lead)
 
 
 @dataclass
@@ -211,7 +213,7 @@ def _update_crm_ids(
         return set()
     current: dict[int, dict[str, Any]] = {}
     for chunk in chunks(list(pending)):
-        current.update(session.execute(select(Lead.id, Lead.crm_ids).where(Lead.id.in_(chunk))).all())
+        current.update(session.execute(select(col(Lead.id), col(Lead.crm_ids)).where(col(Lead.id).in_(chunk))).all())
     rows = []
     changed: set[str] = set()
     for lead_id, (email, crm_id) in pending.items():

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import ActivityType, Lead
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -34,7 +35,7 @@ PROFILE_FIELDS: dict[str, type] = {
 # The lead table's column sizes: longer text is cut (as target is), numbers out of range are refused,
 # so one odd record is stored or quarantined instead of failing its whole page on PostgreSQL.
 PROFILE_LENGTHS: dict[str, int] = {
-    name: Lead.__table__.c[name].type.length for name, kind in PROFILE_FIELDS.items() if kind is str
+    name: table_of(Lead).c[name].type.length for name, kind in PROFILE_FIELDS.items() if kind is str
 }
 # Consent as it arrives from forms, CSV columns and CRM fields.
 CONSENT_WORDS: dict[str, bool] = {

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import Quarantine, utcnow
 from leadflow.leads.ingest.activity_insert import insert_activity
 from leadflow.leads.ingest.cursors import save_cursor
@@ -63,7 +64,7 @@ def store_batch(
         cache.touched |= emails
     if rejected:
         session.connection().execute(
-            insert(Quarantine.__table__),
+            insert(table_of(Quarantine)),
             [
                 {
                     "source": source,

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, Float, Integer, MetaData, String, Table, case, func, literal, update
 from sqlalchemy.orm import Session
 
+from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import Lead
 from leadflow.leads.scoring.totals import EPOCH
 
@@ -58,7 +59,7 @@ def write_scores(session: Session, staged: list[tuple[Any, ...]], now: datetime)
     SCORES.create(connection, checkfirst=True)
     connection.execute(SCORES.delete())
     _stage_rows(connection, staged)
-    lead, scores = Lead.__table__, SCORES
+    lead, scores = table_of(Lead), SCORES
     unchanged_since_read = func.coalesce(lead.c.rescore_at, literal(EPOCH, DateTime)) == scores.c.r0
     connection.execute(
         update(lead)  # type: ignore[arg-type]

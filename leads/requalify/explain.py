@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import Activity, Lead, Stage, StageTransition
@@ -63,21 +64,21 @@ class LeadNotFound(LookupError):
 
 
 def explain_lead(*, session: Session, config: WorkspaceConfig, email: str, now: datetime) -> Explanation:
-    lead = session.execute(select(*LEAD_COLUMNS).where(Lead.email == email.strip().lower())).first()
+    lead = session.execute(select(*LEAD_COLUMNS).where(col(Lead.email) == email.strip().lower())).first()
     if lead is None:
         raise LeadNotFound(f"no lead with email {email.strip().lower()!r}")
     scorer = make_scorer(session, config)
     # The activity requalify counts: after the last recycling, for a lead that was ever recycled.
-    counted = [AFTER_RECYCLING] if ever_recycled(session, [lead], StageTransition.lead_id == lead.id) else []
-    row = scorer.totals(session.connection(), now, Activity.lead_id == lead.id, *counted).row(lead.id)
+    counted = [AFTER_RECYCLING] if ever_recycled(session, [lead], col(StageTransition.lead_id) == lead.id) else []
+    row = scorer.totals(session.connection(), now, col(Activity.lead_id) == lead.id, *counted).row(lead.id)
     parts = scorer.parts(lead, row, now)
     events = _events(session, lead.id, now, counted)
     rules = tuple(_detail(c, config, scorer.decay_rate, events, now) for c in parts.contributions)
     history = tuple(
         session.execute(
             select(StageTransition)
-            .where(StageTransition.lead_id == lead.id)
-            .order_by(StageTransition.at.desc(), StageTransition.id.desc())
+            .where(col(StageTransition.lead_id) == lead.id)
+            .order_by(col(StageTransition.at).desc(), col(StageTransition.id).desc())
             .limit(10)
         ).scalars()
     )
@@ -104,8 +105,8 @@ def explain_lead(*, session: Session, config: WorkspaceConfig, email: str, now: 
 
 
 def _events(session: Session, lead_id: int, now: datetime, counted: list[Any]) -> list[Activity]:
-    query = select(Activity).where(Activity.lead_id == lead_id, Activity.occurred_at <= now, *counted)
-    return list(session.execute(query.order_by(Activity.occurred_at.desc())).scalars())
+    query = select(Activity).where(col(Activity.lead_id) == lead_id, col(Activity.occurred_at) <= now, *counted)
+    return list(session.execute(query.order_by(col(Activity.occurred_at).desc())).scalars())
 
 
 def _detail(

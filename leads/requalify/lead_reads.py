@@ -11,36 +11,44 @@ from typing import Any
 from sqlalchemy import DateTime, String, func, select, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import Activity, Lead, Stage, StageTransition
 from leadflow.leads.scoring.rules import Scorer
 from leadflow.leads.scoring.stages import BANT_FIELDS
 
-LEAD_COLUMNS = (
-    Lead.id, Lead.email, Lead.title, Lead.industry, Lead.company_size, Lead.country, Lead.company,
-    Lead.budget, Lead.authority, Lead.need, Lead.timing,
-    Lead.stage, Lead.stage_changed_at, Lead.fit_score, Lead.engagement_score, Lead.score,
-    Lead.created_at, Lead.last_activity_at, Lead.rescore_at,
-)  # fmt: skip
+_LEAD = table_of(Lead)
+LEAD_COLUMNS = tuple(
+    _LEAD.c[name]
+    for name in (
+        "id email title industry company_size country company budget authority need timing"
+        " stage stage_changed_at fit_score engagement_score score created_at last_activity_at rescore_at"
+    ).split()
+)
 # What requalify itself reads of every lead, besides the fields its rules read.
-_SCORING_COLUMNS = (
-    Lead.id, Lead.stage, Lead.stage_changed_at, Lead.fit_score, Lead.engagement_score, Lead.score,
-    Lead.created_at, Lead.last_activity_at, Lead.rescore_at, Lead.scored_at,
-)  # fmt: skip
+_SCORING_COLUMNS = tuple(
+    _LEAD.c[name]
+    for name in (
+        "id stage stage_changed_at fit_score engagement_score score created_at last_activity_at rescore_at scored_at"
+    ).split()
+)
 
 
 # Once recycled, a lead counts only activity after its last recycling (or, recycled by hand, after
 # its last stage change): in every stage since, so a rejected request cannot send it back to sales.
 _LAST_RECYCLED = (
-    select(func.max(StageTransition.at))
-    .where(StageTransition.lead_id == Activity.lead_id, StageTransition.to_stage == Stage.recycled.value)
+    select(func.max(col(StageTransition.at)))
+    .where(col(StageTransition.lead_id) == col(Activity.lead_id), col(StageTransition.to_stage) == Stage.recycled.value)
     .scalar_subquery()
 )
 _STAGE_SINCE = (
-    select(func.coalesce(Lead.stage_changed_at, Lead.created_at)).where(Lead.id == Activity.lead_id).scalar_subquery()
+    select(func.coalesce(col(Lead.stage_changed_at), col(Lead.created_at)))
+    .where(col(Lead.id) == col(Activity.lead_id))
+    .scalar_subquery()
 )
-AFTER_RECYCLING = Activity.occurred_at > func.coalesce(_LAST_RECYCLED, _STAGE_SINCE)
+AFTER_RECYCLING = col(Activity.occurred_at) > func.coalesce(_LAST_RECYCLED, _STAGE_SINCE)
 
 
 def lead_columns(scorer: Scorer, config: WorkspaceConfig) -> list[Any]:
@@ -48,7 +56,7 @@ def lead_columns(scorer: Scorer, config: WorkspaceConfig) -> list[Any]:
     names = set(scorer.lead_fields)
     if any(rule.bant or rule.min_bant_known for _, rule in config.stages.ordered()):
         names.update(BANT_FIELDS)
-    return [*_SCORING_COLUMNS, *(Lead.__table__.c[name] for name in sorted(names))]
+    return [*_SCORING_COLUMNS, *(_LEAD.c[name] for name in sorted(names))]
 
 
 def driver_rows(session: Session, query: Any) -> list[tuple[Any, ...]]:
@@ -69,9 +77,9 @@ def bulk_columns(scorer: Scorer) -> list[Any]:
     say otherwise); `scored` whether it was ever scored.
     """
     return [
-        Lead.id, Lead.stage, Lead.fit_score, Lead.engagement_score, Lead.score,
-        _raw_time(func.coalesce(Lead.last_activity_at, Lead.created_at)).label("since"), Lead.rescore_at,
-        Lead.scored_at.is_not(None).label("scored"), *(Lead.__table__.c[name] for name in scorer.lead_fields),
+        col(Lead.id), col(Lead.stage), col(Lead.fit_score), col(Lead.engagement_score), col(Lead.score),
+        _raw_time(func.coalesce(col(Lead.last_activity_at), col(Lead.created_at))).label("since"), col(Lead.rescore_at),
+        col(Lead.scored_at).is_not(None).label("scored"), *(_LEAD.c[name] for name in scorer.lead_fields),
     ]  # fmt: skip
 
 
@@ -89,7 +97,7 @@ def lead_tuples(session: Session, columns: list[Any], ids: list[int]) -> dict[in
     parse = datetime.fromisoformat
     out: dict[int, Any] = {}
     for start in range(0, len(ids), 5000):
-        for values in driver_rows(session, select(*columns).where(Lead.id.in_(ids[start : start + 5000]))):
+        for values in driver_rows(session, select(*columns).where(col(Lead.id).in_(ids[start : start + 5000]))):
             if times:
                 values = list(values)
                 for i in times:
@@ -101,7 +109,7 @@ def lead_tuples(session: Session, columns: list[Any], ids: list[int]) -> dict[in
 
 def recycled_before(session: Session, among: ColumnElement[bool]) -> set[int]:
     """The ids of the leads ever moved to recycled; `among` narrows the transitions to look at."""
-    query = select(StageTransition.lead_id).where(StageTransition.to_stage == Stage.recycled.value, among)
+    query = select(col(StageTransition.lead_id)).where(col(StageTransition.to_stage) == Stage.recycled.value, among)
     return set(session.execute(query.distinct()).scalars())
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import Activity, Lead, Stage, StageTransition
@@ -56,7 +57,7 @@ def make_scorer(session: Session, config: WorkspaceConfig) -> Scorer:
 
 def plan_shards(session: Session, size: int) -> list[tuple[int, int]]:
     """Contiguous id ranges of at most `size` ids covering every lead (a full recompute)."""
-    lo, hi = session.execute(select(func.min(Lead.id), func.max(Lead.id))).one()
+    lo, hi = session.execute(select(func.min(col(Lead.id)), func.max(col(Lead.id)))).one()
     if lo is None:
         return []
     return [(start, min(start + size - 1, hi)) for start in range(lo, hi + 1, size)]
@@ -64,8 +65,8 @@ def plan_shards(session: Session, size: int) -> list[tuple[int, int]]:
 
 def due_lead_ids(session: Session, now: datetime) -> list[int]:
     """Leads an incremental run must look at: never scored, or due by `rescore_at`."""
-    due = or_(Lead.scored_at.is_(None), Lead.rescore_at <= now)
-    return list(session.execute(select(Lead.id).where(due).order_by(Lead.id)).scalars())
+    due = or_(col(Lead.scored_at).is_(None), col(Lead.rescore_at) <= now)
+    return list(session.execute(select(col(Lead.id)).where(due).order_by(col(Lead.id))).scalars())
 
 
 @dataclass
@@ -118,15 +119,15 @@ def score_batch_plan(
         session.execute(text(f"SET LOCAL work_mem = '{PG_WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
     if ids is not None:
-        activity_filter, lead_filter = Activity.lead_id.in_(ids), Lead.id.in_(ids)
-        among = StageTransition.lead_id.in_(ids)
+        activity_filter, lead_filter = col(Activity.lead_id).in_(ids), col(Lead.id).in_(ids)
+        among = col(StageTransition.lead_id).in_(ids)
     else:
-        activity_filter, lead_filter = Activity.lead_id.between(lo, hi), Lead.id.between(lo, hi)
-        among = StageTransition.lead_id.between(lo, hi)
+        activity_filter, lead_filter = col(Activity.lead_id).between(lo, hi), col(Lead.id).between(lo, hi)
+        among = col(StageTransition.lead_id).between(lo, hi)
     columns = bulk_columns(scorer)
     connection = session.connection()
     with cycle_collector_paused():
-        rows = driver_rows(session, select(*columns).where(lead_filter).order_by(Lead.id))
+        rows = driver_rows(session, select(*columns).where(lead_filter).order_by(col(Lead.id)))
         totals = scorer.totals(connection, now, activity_filter)
         leads = LeadColumns.from_rows(rows, [c.key for c in columns])
         del rows
@@ -195,7 +196,7 @@ def _score_one_by_one(
     full = lead_tuples(session, lead_columns(scorer, config), picked)
     recycled_ids = [i for i in picked if i in recycled]
     after_recycling = (
-        scorer.totals(session.connection(), now, Activity.lead_id.in_(recycled_ids), AFTER_RECYCLING)
+        scorer.totals(session.connection(), now, col(Activity.lead_id).in_(recycled_ids), AFTER_RECYCLING)
         if recycled_ids
         else None
     )

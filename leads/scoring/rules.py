@@ -22,6 +22,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from leadflow.leads.config.scoring import (
     FREE_MAIL_DOMAINS,
@@ -333,9 +334,9 @@ def describe_condition(condition: Condition) -> str:
 
 def _matches(rule: ActivityRule | FrequencyRule | Any) -> ColumnElement[bool]:
     """The rule's type, and its target text case-insensitively (any dialect)."""
-    condition = Activity.type == rule.activity.value
+    condition = col(Activity.type) == rule.activity.value
     if rule.target_contains:
-        condition = condition & Activity.target.icontains(rule.target_contains, autoescape=True)  # type: ignore[union-attr]
+        condition = condition & col(Activity.target).icontains(rule.target_contains, autoescape=True)  # type: ignore[union-attr]
     return condition
 
 

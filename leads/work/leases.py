@@ -120,7 +120,7 @@ def _read(engine: Engine, name: str) -> LeaseInfo | None:
 def read_leases(engine: Engine) -> list[LeaseInfo]:
     """Every lease ever taken, by name (free ones too)."""
     with Session(engine) as session:
-        return [_info(row) for row in session.execute(select(WorkLease).order_by(WorkLease.name)).scalars()]
+        return [_info(row) for row in session.execute(select(WorkLease).order_by(col(WorkLease.name))).scalars()]
 
 
 def _same(column: Any, value: object) -> ColumnElement[bool]:
