@@ -94,7 +94,7 @@ def lead_features(
             row[0]: row[1:] for row in session.execute(count_query(config, now, col(Activity.lead_id).between(lo, hi)))
         }
         for lead in session.execute(select(*LEAD_COLUMNS).where(col(Lead.id).between(lo, hi))):
-            features = {name: profile_value(lead, name) for name in config.fields}
+            features: dict[str, str | None] = {name: profile_value(lead, name) for name in config.fields}
             row = counts.get(lead.id) or (0,) * len(config.activity_counts)
             features |= {c.name: count_bin(int(n or 0)) for c, n in zip(config.activity_counts, row, strict=True)}
             yield lead.id, features
@@ -159,7 +159,7 @@ def train_and_store(
     if model is None:
         return None
     table = table_of(Lead)
-    statement = update(table).where(table.c.id == bindparam("lid")).values(predictive_score=bindparam("p"))  # type: ignore[arg-type]
+    statement = update(table).where(table.c.id == bindparam("lid")).values(predictive_score=bindparam("p"))
     stored, batch = 0, []
     for lead_id, values in features():
         batch.append({"lid": lead_id, "p": round(model.probability(values), 6)})

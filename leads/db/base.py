@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Table, inspect
+from sqlalchemy import Table
+from sqlalchemy.orm import class_mapper
 from sqlmodel import SQLModel
 
 # Named constraints, so later SQLite batch migrations can drop or alter them by name.
@@ -28,7 +29,7 @@ def utcnow() -> datetime:
 
 def table_of(model: type[SQLModel]) -> Table:
     """The Core table of a SQLModel table class, typed (SQLModel sets `__table__` but does not declare it)."""
-    table = inspect(model).local_table
+    table = class_mapper(model).local_table
     if not isinstance(table, Table):
         raise TypeError(f"{model.__name__} is not a table model")
     return table

@@ -125,22 +125,27 @@ _UPGRADE_IN_PROCESS = threading.Lock()
 
 def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     """Migrate the database to `revision`, reusing the caller's engine when one is given."""
-    owns_engine = not isinstance(engine_or_url, Engine)
-    engine = make_engine(engine_or_url) if owns_engine else engine_or_url
+    if isinstance(engine_or_url, Engine):
+        _upgrade(engine_or_url, revision)
+        return
+    engine = make_engine(engine_or_url)
     try:
-        with _UPGRADE_IN_PROCESS, _sqlite_migration_lock(engine), engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                # Two workers' first runs may migrate at once; one at a time, the second finds it done.
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
-            config = alembic_config()
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-            if revision == "head":  # a bulk ingest killed midway may have left its index missing
-                restore_lead_index(connection)
-            connection.commit()
+        _upgrade(engine, revision)
     finally:
-        if owns_engine:
-            engine.dispose()
+        engine.dispose()
+
+
+def _upgrade(engine: Engine, revision: str) -> None:
+    with _UPGRADE_IN_PROCESS, _sqlite_migration_lock(engine), engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Two workers' first runs may migrate at once; one at a time, the second finds it done.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+        if revision == "head":  # a bulk ingest killed midway may have left its index missing
+            restore_lead_index(connection)
+        connection.commit()
 
 
 def current_revision(engine: Engine) -> str | None:

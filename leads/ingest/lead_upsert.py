@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
-from sqlmodel import col
 
 from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import Lead, utcnow
@@ -100,7 +99,12 @@ def upsert_leads(
     return known, len(missing), len(changed)
 
 
-_NEW_LEAD_DEFAULTS = {"fit_score": 0.0, "engagement_score": 0.0, "score": 0.0, "stage": "suspect"}
+_NEW_LEAD_DEFAULTS: dict[str, float | str] = {
+    "fit_score": 0.0,
+    "engagement_score": 0.0,
+    "score": 0.0,
+    "stage": "suspect",
+}
 
 
 def _insert_leads(
@@ -177,8 +181,8 @@ def _update_profiles(
     unknown = [lead_id for lead_id in pending if lead_id not in cache.profiles]
     names = list(PROFILE_FIELDS)
     for chunk in chunks(unknown):
-        rows = session.execute(select(_LEAD.c.id, *(_LEAD.c[n] for n in names)).where(_LEAD.c.id.in_(chunk)))
-        for lead_id, *current in rows:
+        found = session.execute(select(_LEAD.c.id, *(_LEAD.c[n] for n in names)).where(_LEAD.c.id.in_(chunk)))
+        for lead_id, *current in found:
             cache.profiles[lead_id] = {n: v for n, v in zip(names, current, strict=True) if v is not None}
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     changed: set[str] = set()
@@ -190,14 +194,14 @@ def _update_profiles(
         columns = tuple(sorted(values))
         by_columns.setdefault(columns, []).append({"lid": lead_id, **{f"v_{k}": values[k] for k in columns}})
         changed.add(email)
-    for columns, rows in by_columns.items():
+    for columns, updates in by_columns.items():
         # A changed profile can change fit and BANT: the lead is due for requalification.
         stmt = (
             update(_LEAD)
             .where(_LEAD.c.id == bindparam("lid"))
             .values({**{k: bindparam(f"v_{k}") for k in columns}, "updated_at": now, "rescore_at": now})
         )
-        session.connection().execute(stmt, rows)
+        session.connection().execute(stmt, updates)
     return changed
 
 
@@ -213,7 +217,8 @@ def _update_crm_ids(
         return set()
     current: dict[int, dict[str, Any]] = {}
     for chunk in chunks(list(pending)):
-        current.update(session.execute(select(col(Lead.id), col(Lead.crm_ids)).where(col(Lead.id).in_(chunk))).all())
+        query = select(_LEAD.c.id, _LEAD.c.crm_ids).where(_LEAD.c.id.in_(chunk))
+        current.update(session.execute(query).tuples().all())
     rows = []
     changed: set[str] = set()
     for lead_id, (email, crm_id) in pending.items():

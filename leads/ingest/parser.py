@@ -28,7 +28,8 @@ from leadflow.leads.ingest.records import (
 from leadflow.leads.ingest.rows import ActivityRow, properties_json, record_row
 
 _TYPE_VALUES: dict[object, str] = {t.value: t.value for t in ActivityType}
-_MISSING = object()
+# Not in the email cache: a str (so a lookup is `str | None`) that no normalised email can equal.
+_MISSING = "\x00missing"
 _EMAIL_CACHE_LIMIT = 200_000
 _fromisoformat = datetime.fromisoformat
 
@@ -53,7 +54,7 @@ class ActivityParser:
             if len(self._emails) >= _EMAIL_CACHE_LIMIT:
                 self._emails.clear()
             email = self._emails[raw] = normalise_email(raw, plus_addressing=self.plus_addressing)
-        return email  # type: ignore[return-value]
+        return email
 
     def __call__(self, raw: dict[str, Any], *, raw_size: int | None = None) -> ActivityRecord:
         """Validate one raw record (keys: id, email, type, at, target, properties, lead).
@@ -197,7 +198,7 @@ class ActivityParser:
             return None
         return (
             source_id,
-            normalised,  # type: ignore[return-value]
+            normalised,
             value,
             f"{at[:10]} {at[11:19]}.000000",
             target.strip()[:2000] if target else None,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from sqlalchemy import String
+
 from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import ActivityType, Lead
 
@@ -32,11 +34,18 @@ PROFILE_FIELDS: dict[str, type] = {
     "timing": str,
     "consent": bool,  # marketing email consent: true (given) or false (withdrawn)
 }
+
+
 # The lead table's column sizes: longer text is cut (as target is), numbers out of range are refused,
 # so one odd record is stored or quarantined instead of failing its whole page on PostgreSQL.
-PROFILE_LENGTHS: dict[str, int] = {
-    name: table_of(Lead).c[name].type.length for name, kind in PROFILE_FIELDS.items() if kind is str
-}
+def _text_length(name: str) -> int:
+    kind = table_of(Lead).c[name].type
+    if not isinstance(kind, String) or kind.length is None:
+        raise TypeError(f"lead.{name} is not a text column of bounded length")
+    return kind.length
+
+
+PROFILE_LENGTHS: dict[str, int] = {name: _text_length(name) for name, kind in PROFILE_FIELDS.items() if kind is str}
 # Consent as it arrives from forms, CSV columns and CRM fields.
 CONSENT_WORDS: dict[str, bool] = {
     **dict.fromkeys(("true", "yes", "y", "1", "granted", "given", "opt-in", "opted-in", "opt_in"), True),

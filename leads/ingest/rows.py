@@ -72,7 +72,7 @@ class ActivityColumns(Sequence[ActivityRecord]):
         return len(self.columns[0])
 
     def row(self, index: int) -> ActivityRow:
-        return tuple(column[index] for column in self.columns)  # type: ignore[return-value]
+        return tuple(column[index] for column in self.columns)
 
     @overload
     def __getitem__(self, index: int) -> ActivityRecord: ...

@@ -62,7 +62,7 @@ def write_scores(session: Session, staged: list[tuple[Any, ...]], now: datetime)
     lead, scores = table_of(Lead), SCORES
     unchanged_since_read = func.coalesce(lead.c.rescore_at, literal(EPOCH, DateTime)) == scores.c.r0
     connection.execute(
-        update(lead)  # type: ignore[arg-type]
+        update(lead)
         .where(lead.c.id == scores.c.lid)
         .values(
             fit_score=scores.c.fit,

@@ -117,7 +117,7 @@ def _detail(
     if rule is None:
         frequency = next((r for r in scoring.frequency if r.name == contribution.rule), None)
         if frequency is not None:
-            note = f"{contribution.count:g} in the last {frequency.within_days:g} days, needs {frequency.at_least}"
+            note = f"{contribution.matched:g} in the last {frequency.within_days:g} days, needs {frequency.at_least}"
             return RuleDetail(contribution, None, (), 0, note)
         inactive = next((r for r in scoring.inactivity if r.name == contribution.rule), None)
         note = f"no activity for {inactive.days:g}+ days" if inactive else ""
@@ -133,7 +133,7 @@ def _detail(
         age = max(0.0, (now - event.occurred_at).total_seconds() / 86400)
         factor = math.exp(-rate * age) if rule.decays and rate else 1.0
         shown.append(EventPoints(event.type, event.target, event.occurred_at, age, factor, rule.points * factor))
-    decayed = rule.decays and rate and abs(contribution.count - len(matching)) > 1e-6
+    decayed = rule.decays and rate and abs(contribution.matched - len(matching)) > 1e-6
     raw = len(matching) * rule.points
     note = f"{len(matching)} × {rule.points:g}" + (
         f", decayed from {raw:g}" if decayed and not contribution.capped else ""
@@ -187,7 +187,7 @@ def as_payload(explanation: Explanation) -> dict[str, Any]:
                   "total": explanation.parts.total},
         "rules": [
             {"rule": d.contribution.rule, "part": d.contribution.part, "points": d.contribution.points,
-             "count": d.contribution.count, "capped": d.contribution.capped,
+             "count": d.contribution.matched, "capped": d.contribution.capped,
              "recent_events": [{"type": ev.type, "target": ev.target, "at": ev.at.isoformat() + "Z",
                                 "points": round(ev.points, 2)} for ev in d.events]}
             for d in explanation.rules

@@ -59,12 +59,15 @@ def lead_columns(scorer: Scorer, config: WorkspaceConfig) -> list[Any]:
     return [*_SCORING_COLUMNS, *(_LEAD.c[name] for name in sorted(names))]
 
 
-def driver_rows(session: Session, query: Any) -> list[tuple[Any, ...]]:
+def driver_rows(session: Session, query: Any) -> Sequence[Any]:
     """The driver's own tuples: SQLAlchemy's rows cost more than the query's aggregation at a million leads.
 
     Callers take care of types (see `LeadColumns`, `lead_tuples`): text times on SQLite.
     """
-    return session.connection().execute(query).cursor.fetchall()  # type: ignore[union-attr]
+    cursor = session.connection().execute(query).cursor
+    if cursor is None:
+        raise RuntimeError("a SELECT without a cursor")
+    return cursor.fetchall()
 
 
 _ROW_TYPES: dict[tuple[str, ...], Any] = {}
@@ -91,7 +94,7 @@ def _raw_time(column: Any) -> Any:
 def lead_tuples(session: Session, columns: list[Any], ids: list[int]) -> dict[int, Any]:
     """Named tuples with datetimes (parsed here from SQLite's text) of the leads `ids`, for the per-lead path."""
     names = tuple(c.key for c in columns)
-    row_type = _ROW_TYPES.get(names) or _ROW_TYPES.setdefault(names, namedtuple("LeadRow", names))  # type: ignore[misc]
+    row_type = _ROW_TYPES.get(names) or _ROW_TYPES.setdefault(names, namedtuple("LeadRow", names))
     sqlite = session.get_bind().dialect.name == "sqlite"
     times = [i for i, c in enumerate(columns) if isinstance(c.type, DateTime)] if sqlite else []
     parse = datetime.fromisoformat

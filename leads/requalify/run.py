@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import Activity, Lead, Stage, StageTransition
 from leadflow.leads.requalify.batch_write import driver_time, insert_transitions, write_scores
 from leadflow.leads.requalify.lead_reads import (
@@ -37,6 +39,8 @@ from leadflow.leads.scoring.totals import EPOCH, NO_TIME, ActivityTotals, from_m
 from leadflow.leads.work.gc_pause import cycle_collector_paused
 
 PG_WORK_MEM = "64MB"
+
+_LEAD_ID: ColumnElement[int] = table_of(Lead).c.id  # typed: `Lead.id` is Optional until a row is stored
 
 
 @dataclass
@@ -66,7 +70,7 @@ def plan_shards(session: Session, size: int) -> list[tuple[int, int]]:
 def due_lead_ids(session: Session, now: datetime) -> list[int]:
     """Leads an incremental run must look at: never scored, or due by `rescore_at`."""
     due = or_(col(Lead.scored_at).is_(None), col(Lead.rescore_at) <= now)
-    return list(session.execute(select(col(Lead.id)).where(due).order_by(col(Lead.id))).scalars())
+    return list(session.execute(select(_LEAD_ID).where(due).order_by(_LEAD_ID)).scalars())
 
 
 @dataclass
@@ -163,10 +167,10 @@ def score_batch_plan(
     result.rescored += int(changed.sum()) + sum(1 for i in moved if not changed[i])
     for i in np.flatnonzero(write).tolist():
         after = scores.next_rescore[i]
-        to_stage = moved.get(i)
+        moved_to = moved.get(i)
         staged.append(
             (int(leads.ids[i]), float(scores.fit[i]), float(scores.engagement[i]), float(scores.total[i]),
-             leads.stages[i] if to_stage is None else to_stage.value, None if to_stage is None else moved_at,
+             leads.stages[i] if moved_to is None else moved_to.value, None if moved_to is None else moved_at,
              leads.rescore_raw[i] or when(EPOCH), None if after == NO_TIME else when(from_micros(int(after))))
         )  # fmt: skip
 

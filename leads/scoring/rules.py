@@ -50,7 +50,7 @@ class Contribution(NamedTuple):
     rule: str
     part: str  # "fit" | "engagement"
     points: float
-    count: float = 1  # matching activities (decayed sum for decaying rules)
+    matched: float = 1  # matching activities (decayed sum for decaying rules)
     capped: bool = False
 
 
@@ -269,12 +269,12 @@ class Scorer:
                     else:
                         negative += points
             at = 1 + n_rules
-            for (at_least, points, within), rule in zip(self._frequency, self.scoring.frequency):  # noqa: B905
+            for (at_least, points, within), frequency_rule in zip(self._frequency, self.scoring.frequency):  # noqa: B905
                 count, oldest = int(row[at] or 0), row[at + 1]
                 at += 2
                 if count >= at_least:
                     if contributions is not None:
-                        contributions.append(Contribution(rule.name, "engagement", points, count))
+                        contributions.append(Contribution(frequency_rule.name, "engagement", points, count))
                     steady += points
                     ends = _as_datetime(oldest) + within
                     lapse = ends if lapse is None or ends < lapse else lapse
@@ -290,10 +290,10 @@ class Scorer:
         since = last_activity or lead.created_at
         if since is not None:
             quiet = now - since
-            for (days, points), rule in zip(self._inactivity, self.scoring.inactivity):  # noqa: B905
+            for (days, points), inactivity_rule in zip(self._inactivity, self.scoring.inactivity):  # noqa: B905
                 if quiet >= days:
                     if contributions is not None:
-                        contributions.append(Contribution(rule.name, "engagement", points))
+                        contributions.append(Contribution(inactivity_rule.name, "engagement", points))
                     steady += points
         fit = round2(fit_sum)
         engagement = round2(positive + negative + steady)
@@ -336,7 +336,7 @@ def _matches(rule: ActivityRule | FrequencyRule | Any) -> ColumnElement[bool]:
     """The rule's type, and its target text case-insensitively (any dialect)."""
     condition = col(Activity.type) == rule.activity.value
     if rule.target_contains:
-        condition = condition & col(Activity.target).icontains(rule.target_contains, autoescape=True)  # type: ignore[union-attr]
+        condition = condition & col(Activity.target).icontains(rule.target_contains, autoescape=True)
     return condition
 
 

@@ -146,8 +146,8 @@ class TotalsQuery:
         # The rules' own types first, in rule order (usually the commonest first): CASE tries them in turn.
         for kind in dict.fromkeys([*(m.activity for m in self.matchers), *sorted({*by_type, *constant})]):
             expr: ColumnElement[int] = literal(constant.get(kind, 0), BigInteger)
-            for hit in by_type.get(kind, []):
-                expr = expr + hit
+            for part in by_type.get(kind, []):
+                expr = expr + part
             whens[kind] = expr
         if not whens:
             return literal(0, BigInteger)
@@ -157,8 +157,8 @@ class TotalsQuery:
         if self.dialect == "sqlite":
             # SQLite's LIKE ignores ASCII case, as its lower() does: the same matches as icontains, cheaper.
             escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
-            return col(Activity.target).like(f"%{escaped}%", escape="/")  # type: ignore[union-attr]
-        return col(Activity.target).icontains(text, autoescape=True)  # type: ignore[union-attr]
+            return col(Activity.target).like(f"%{escaped}%", escape="/")
+        return col(Activity.target).icontains(text, autoescape=True)
 
     def _time(self) -> ColumnElement[Any]:
         """occurred_at as the cheapest exact value: SQLite's stored text, PostgreSQL's epoch µs."""
