@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, CursorResult, Result
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -32,3 +32,10 @@ def sql_literal(text: str) -> str:
     if "\x00" in text:
         raise ValueError("a source name cannot contain NUL")
     return "'" + text.replace("'", "''") + "'"
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE changed (`Session.execute` types its result as a plain `Result`)."""
+    if not isinstance(result, CursorResult):
+        raise TypeError("not the result of a statement run on a cursor")
+    return result.rowcount

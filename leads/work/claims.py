@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from leadflow.leads.db.models import ShardStatus, WorkRound, WorkShard, utcnow
+from leadflow.leads.db.sql import rowcount
 
 CLAIM_LEASE = timedelta(minutes=15)
 Clock = Callable[[], datetime]
@@ -154,17 +155,19 @@ def claim_shard(engine: Engine, *, round_id: int, worker: str, clock: Clock = ut
             if row is None:
                 session.commit()
                 return None
-            taken = session.execute(
-                update(WorkShard)
-                .where(col(WorkShard.id) == row.id, col(WorkShard.attempts) == row.attempts, free)
-                .values(
-                    status=ShardStatus.claimed.value,
-                    claimed_by=worker,
-                    lease_until=now + CLAIM_LEASE,
-                    attempts=row.attempts + 1,
+            taken = rowcount(
+                session.execute(
+                    update(WorkShard)
+                    .where(col(WorkShard.id) == row.id, col(WorkShard.attempts) == row.attempts, free)
+                    .values(
+                        status=ShardStatus.claimed.value,
+                        claimed_by=worker,
+                        lease_until=now + CLAIM_LEASE,
+                        attempts=row.attempts + 1,
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+            )
             session.commit()
             if taken == 1:
                 return Shard(row.id, round_id, row.seq, row.lo, row.hi, row.ids, row.attempts + 1)
@@ -176,17 +179,19 @@ def finish_shard(session: Session, shard: Shard, *, worker: str, clock: Clock = 
 
     On False the caller must roll back and skip the shard: another worker holds it now.
     """
-    marked = session.execute(
-        update(WorkShard)
-        .where(
-            col(WorkShard.id) == shard.id,
-            col(WorkShard.attempts) == shard.attempts,
-            col(WorkShard.claimed_by) == worker,
-            col(WorkShard.status) == ShardStatus.claimed.value,
+    marked = rowcount(
+        session.execute(
+            update(WorkShard)
+            .where(
+                col(WorkShard.id) == shard.id,
+                col(WorkShard.attempts) == shard.attempts,
+                col(WorkShard.claimed_by) == worker,
+                col(WorkShard.status) == ShardStatus.claimed.value,
+            )
+            .values(status=ShardStatus.done.value, done_at=clock())
+            .execution_options(synchronize_session=False)
         )
-        .values(status=ShardStatus.done.value, done_at=clock())
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     return marked == 1
 
 
@@ -214,12 +219,14 @@ def close_round(
         unfinished = exists().where(
             col(WorkShard.round_id) == round_id, col(WorkShard.status) != ShardStatus.done.value
         )
-        closed = session.execute(
-            update(WorkRound)
-            .where(col(WorkRound.id) == round_id, col(WorkRound.open_job).is_not(None), ~unfinished)
-            .values(open_job=None, closed_at=clock(), closed_by=worker)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        closed = rowcount(
+            session.execute(
+                update(WorkRound)
+                .where(col(WorkRound.id) == round_id, col(WorkRound.open_job).is_not(None), ~unfinished)
+                .values(open_job=None, closed_at=clock(), closed_by=worker)
+                .execution_options(synchronize_session=False)
+            )
+        )
         if closed == 1 and on_close is not None:
             on_close(session)
         session.commit()
