@@ -26,9 +26,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # A new SQLite workspace gets 16 KB pages (SQLite's default is 4 KB): WAL mode writes every page it
 # commits, then copies it into the database at a checkpoint, a system call or two each time, so bulk
-# writes (ingest) pay per page. Storing a million activity rows took 1.57 CPU s instead of 1.79, and
-# building their lead index 0.89 instead of 0.94 (build machine, raw sqlite3). The setting only takes
-# effect on a database without tables, before WAL is switched on; an existing workspace keeps its size.
+# writes (ingest) pay per page (figures: BENCHMARKS.md, ingest). The setting only takes effect on a
+# database without tables, before WAL is switched on; an existing workspace keeps its size.
 SQLITE_PAGE_SIZE = 16384
 
 # busy_timeout comes first so that switching to WAL waits for a lock instead of failing.

@@ -33,8 +33,8 @@ from leadflow.leads.db.sql import sql_literal, upsert_insert
 from leadflow.leads.ingest.cursors import load_cursor, save_cursor
 
 # The catch-up reads the whole lead index when the table holds at most this many rows per touched lead;
-# otherwise it looks each lead up. Measured on the build machine: 0.14 us an index entry against 5.6 us
-# a lead looked up (the lead's update itself, 3.6 us, is paid either way).
+# otherwise it looks each lead up: an index entry read costs a small fraction of a lead looked up
+# (BENCHMARKS.md, ingest: the catch-up).
 SCAN_ROWS_PER_LEAD = 40
 _LEAD = table_of(Lead)
 _ACTIVITY = table_of(Activity)
@@ -66,7 +66,7 @@ def insert_activity(
     else:
         ingested, occurred = ingested_at, map(datetime.fromisoformat, times)
     # The lead ids in one pass before the insert, not one lookup between each row's steps: interleaved with
-    # SQLite's work, every lookup missed the CPU caches (1 M rows: 0.3 s more).
+    # SQLite's work, every lookup missed the CPU caches (BENCHMARKS.md, ingest).
     lead_ids = list(map(ids.__getitem__, emails))
     values = zip(lead_ids, kinds, occurred, source_ids, targets, props, strict=False)
     mark = "?" if dialect.paramstyle == "qmark" else "%s"

@@ -119,7 +119,7 @@ def score_batch_plan(
     scorer = scorer or make_scorer(session, config)
     if scorer.dialect == "postgresql":
         # For this transaction only: the batch's sort of its activity rows spills to disk with the
-        # default 4 MB, and compiling the query with JIT costs more (about 40 ms) than it saves.
+        # default 4 MB, and compiling the query with JIT costs more than it saves (BENCHMARKS.md, requalify).
         session.execute(text(f"SET LOCAL work_mem = '{PG_WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
     if ids is not None:
