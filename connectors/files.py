@@ -41,8 +41,9 @@ from typing import Any
 import orjson
 
 from leadflow.connectors.pages import Page
+from leadflow.leads.db.models import PROFILE_FIELDS
 from leadflow.leads.ingest.parser import ActivityParser
-from leadflow.leads.ingest.records import PROFILE_FIELDS, PlusAddressing, RecordError, Rejected
+from leadflow.leads.ingest.records import PlusAddressing, RecordError, Rejected
 from leadflow.leads.ingest.rows import ActivityColumns
 from leadflow.leads.work.gc_pause import cycle_collector_paused
 

@@ -42,6 +42,7 @@ from leadflow.connectors.mail import (
 from leadflow.leads.config.compliance import ComplianceConfig
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import (
+    PROFILE_FIELDS,
     EmailOutbox,
     EnrollmentStatus,
     Lead,
@@ -50,7 +51,6 @@ from leadflow.leads.db.models import (
     Suppression,
     SuppressionReason,
 )
-from leadflow.leads.ingest.records import PROFILE_FIELDS
 from leadflow.leads.work.outbox import Clock, claim_due, fixed_clock
 from leadflow.leads.work.progress import Progress, advance
 from leadflow.nurture import compliance, tokens

@@ -11,6 +11,23 @@ from sqlmodel import Field, SQLModel
 from leadflow.leads.db.base import utcnow
 from leadflow.leads.db.enums import EVERY_EMAIL, Stage, SuppressionReason
 
+# The lead's profile: the fields a source may fill in (each with its Python type), all columns of `lead`.
+PROFILE_FIELDS: dict[str, type] = {
+    "first_name": str,
+    "last_name": str,
+    "company": str,
+    "title": str,
+    "industry": str,
+    "company_size": int,
+    "country": str,
+    "timezone": str,
+    "budget": str,
+    "authority": str,
+    "need": str,
+    "timing": str,
+    "consent": bool,  # marketing email consent: true (given) or false (withdrawn)
+}
+
 
 class Lead(SQLModel, table=True):
     """One person, identified by normalised email."""

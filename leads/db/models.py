@@ -21,7 +21,15 @@ from leadflow.leads.db.enums import (
     SuppressionReason,
     funnel_rank,
 )
-from leadflow.leads.db.lead_tables import Activity, ConnectorCursor, Lead, Quarantine, StageTransition, Suppression
+from leadflow.leads.db.lead_tables import (
+    PROFILE_FIELDS,
+    Activity,
+    ConnectorCursor,
+    Lead,
+    Quarantine,
+    StageTransition,
+    Suppression,
+)
 from leadflow.leads.db.outbox_tables import (
     DestinationStart,
     DisabledDestination,
@@ -38,6 +46,7 @@ from leadflow.leads.db.work_tables import WorkLease, WorkRound, WorkShard
 __all__ = [
     "EVERY_EMAIL",
     "FUNNEL",
+    "PROFILE_FIELDS",
     "Activity",
     "ActivityType",
     "AssignmentStatus",

@@ -17,9 +17,9 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from leadflow.leads.db.base import table_of
-from leadflow.leads.db.models import Lead, utcnow
+from leadflow.leads.db.models import PROFILE_FIELDS, Lead, utcnow
 from leadflow.leads.db.sql import chunks, sql_literal, upsert_insert
-from leadflow.leads.ingest.records import PROFILE_FIELDS, ProfileRecord
+from leadflow.leads.ingest.records import ProfileRecord
 from leadflow.leads.ingest.rows import properties_json
 
 _LEAD = table_of(Lead)

@@ -12,34 +12,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import String
+from sqlalchemy.types import TypeDecorator
 
 from leadflow.leads.db.base import table_of
-from leadflow.leads.db.models import ActivityType, Lead
+from leadflow.leads.db.models import PROFILE_FIELDS, ActivityType, Lead
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 MAX_PROPERTIES_BYTES = 16_384
 FUTURE_TOLERANCE = timedelta(days=1)
-PROFILE_FIELDS: dict[str, type] = {
-    "first_name": str,
-    "last_name": str,
-    "company": str,
-    "title": str,
-    "industry": str,
-    "company_size": int,
-    "country": str,
-    "timezone": str,
-    "budget": str,
-    "authority": str,
-    "need": str,
-    "timing": str,
-    "consent": bool,  # marketing email consent: true (given) or false (withdrawn)
-}
 
 
 # The lead table's column sizes: longer text is cut (as target is), numbers out of range are refused,
 # so one odd record is stored or quarantined instead of failing its whole page on PostgreSQL.
 def _text_length(name: str) -> int:
     kind = table_of(Lead).c[name].type
+    if isinstance(kind, TypeDecorator):  # SQLModel's AutoString wraps a String
+        kind = kind.impl_instance
     if not isinstance(kind, String) or kind.length is None:
         raise TypeError(f"lead.{name} is not a text column of bounded length")
     return kind.length

@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
-from leadflow.leads.db.models import Activity, Lead, Stage, StageTransition
-from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.leads.db.models import PROFILE_FIELDS, Activity, Lead, Stage, StageTransition
 from leadflow.leads.requalify.lead_reads import AFTER_RECYCLING, LEAD_COLUMNS, ever_recycled
 from leadflow.leads.requalify.run import make_scorer
 from leadflow.leads.scoring.rules import Contribution, ScoreParts
