@@ -4,10 +4,9 @@ All of it happens in the caller's transaction, so a page and its cursor commit t
 that dies midway resumes at the last committed page, and re-ingesting a page is a no-op because
 (source, source_id) is unique.
 
-Ingest is the hot path (hundreds of thousands of events a second from a file), so the activity
-rows go in with one prepared `executemany` and no RETURNING; what the new rows change on their
-leads (last activity, unsubscribe, bounce, due for requalify) is then worked out by the database
-from the rows of this page alone (their ids are above the largest id before the insert).
+Ingest is the hot path (hundreds of thousands of events a second from a file): the leads go through
+`lead_upsert`, the activity rows through `activity_insert` (one prepared `executemany`, set-based
+updates of their leads), the cursor through `cursors`.
 """
 
 from __future__ import annotations
