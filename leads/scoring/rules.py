@@ -220,7 +220,7 @@ class Scorer:
                 raw = rule.points * amount
                 cap = rule.cap
                 capped = cap is not None and (raw > cap if cap > 0 else raw < cap)
-                points = round2(cap if capped else raw)  # type: ignore[arg-type]
+                points = round2(cap if cap is not None and capped else raw)
                 out.append((rule, Contribution(rule.name, "engagement", points, round(amount, 3), capped)))
         return out
 
