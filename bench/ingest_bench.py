@@ -55,7 +55,7 @@ from leadflow.connectors.files import FileActivitySource  # noqa: E402
 from leadflow.connectors.sync import sync_source  # noqa: E402
 from leadflow.leads.db.bulkload import BULK_CACHE_KIB, SORT_CACHE_KIB, SORT_THREADS, worth_dropping  # noqa: E402
 from leadflow.leads.db.engine import SQLITE_PAGE_SIZE, make_engine, upgrade  # noqa: E402
-from leadflow.leads.ingest.store import SQLITE_CACHE_KIB  # noqa: E402
+from leadflow.leads.ingest.activity_insert import SQLITE_CACHE_KIB  # noqa: E402
 from leadflow.leads.work.progress import Progress  # noqa: E402
 
 END = datetime(2026, 10, 1, 9, 0)
@@ -187,7 +187,7 @@ def parse_cost(data: Path) -> tuple[float, float]:
 
     Nothing kept and the cycle collector off, as the parse workers run.
     """
-    from leadflow.leads.ingest.records import ActivityParser, _decode_plain
+    from leadflow.leads.ingest.parser import ActivityParser, _decode_plain
 
     parse = ActivityParser(now=END)
     enabled = gc.isenabled()

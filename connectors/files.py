@@ -41,14 +41,10 @@ from typing import Any
 import orjson
 
 from leadflow.connectors.pages import Page
-from leadflow.leads.ingest.records import (
-    PROFILE_FIELDS,
-    ActivityColumns,
-    ActivityParser,
-    PlusAddressing,
-    RecordError,
-    Rejected,
-)
+from leadflow.leads.db.models import PROFILE_FIELDS
+from leadflow.leads.ingest.parser import ActivityParser
+from leadflow.leads.ingest.records import PlusAddressing, RecordError, Rejected
+from leadflow.leads.ingest.rows import ActivityColumns
 from leadflow.leads.work.gc_pause import cycle_collector_paused
 
 __all__ = ["FileActivitySource", "Page"]

@@ -24,9 +24,9 @@ from typing import Any, ClassVar, Literal
 from leadflow.connectors.http import ApiClient
 from leadflow.connectors.pages import Page
 from leadflow.connectors.paginators import PageRequest, Paginator
+from leadflow.leads.db.models import PROFILE_FIELDS
+from leadflow.leads.ingest.parser import ActivityParser
 from leadflow.leads.ingest.records import (
-    PROFILE_FIELDS,
-    ActivityParser,
     ActivityRecord,
     PlusAddressing,
     ProfileRecord,

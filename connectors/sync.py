@@ -20,14 +20,10 @@ from sqlalchemy import Engine
 from leadflow.connectors.pages import Page
 from leadflow.leads.db.bulkload import lead_index_set_aside, page_connection
 from leadflow.leads.db.engine import session_scope
-from leadflow.leads.ingest.store import (
-    DEFERRED_STREAM,
-    LeadCache,
-    apply_lead_activity,
-    defer_lead_activity,
-    load_cursor,
-    store_batch,
-)
+from leadflow.leads.ingest.activity_insert import DEFERRED_STREAM, apply_lead_activity, defer_lead_activity
+from leadflow.leads.ingest.cursors import load_cursor
+from leadflow.leads.ingest.lead_upsert import LeadCache
+from leadflow.leads.ingest.store import store_batch
 from leadflow.leads.work.gc_pause import cycle_collector_paused
 from leadflow.leads.work.progress import Progress, advance
 
@@ -66,7 +62,7 @@ def sync_source(
     """Every stream of `source` from its saved cursor on.
 
     The leads' last activity times are caught up once at the end (also when a stream fails),
-    not once per page; see `leadflow.leads.ingest.store.defer_lead_activity`. An error that stops the sync
+    not once per page; see `leadflow.leads.ingest.activity_insert.defer_lead_activity`. An error that stops the sync
     carries the totals of the pages stored before it as `totals`. A source that can tell how
     many rows it is about to add (`estimated_rows(stream, cursor)`, files do) may get SQLite's
     bulk-load mode for the run (`leadflow.leads.db.bulkload`); with `progress`, that estimate is its total (else

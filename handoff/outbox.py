@@ -22,9 +22,8 @@ from leadflow.handoff.retry import backoff, past_horizon
 from leadflow.handoff.starts import Start
 from leadflow.leads.config.assignment import DeadLetterConfig
 from leadflow.leads.config.workspace import WorkspaceConfig
-from leadflow.leads.db.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition
+from leadflow.leads.db.models import PROFILE_FIELDS, HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition
 from leadflow.leads.db.sql import upsert_insert
-from leadflow.leads.ingest.records import PROFILE_FIELDS
 from leadflow.leads.requalify.explain import as_payload, explain_lead
 from leadflow.leads.work.outbox import Clock, claim_due, fixed_clock
 from leadflow.leads.work.progress import Progress, advance

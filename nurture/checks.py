@@ -16,7 +16,7 @@ from pathlib import Path
 from jinja2 import TemplateError, TemplateSyntaxError
 
 from leadflow.leads.config.workspace import WorkspaceConfig
-from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.leads.db.models import PROFILE_FIELDS
 from leadflow.nurture.render import RenderedEmail, TemplateRenderer
 
 SAMPLE_UNSUBSCRIBE_URL = "https://example.com/u/sample"

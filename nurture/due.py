@@ -17,8 +17,15 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from leadflow.leads.config.compliance import ComplianceConfig
-from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus, Suppression
-from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.leads.db.models import (
+    PROFILE_FIELDS,
+    EmailOutbox,
+    EnrollmentStatus,
+    Lead,
+    NurtureEnrollment,
+    OutboxStatus,
+    Suppression,
+)
 from leadflow.nurture import compliance
 from leadflow.nurture.suppression import ALL
 

@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
-from leadflow.leads.db.models import Lead
-from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.leads.db.models import PROFILE_FIELDS, Lead
 from leadflow.nurture.checks import FULL_LEAD, describe_error, where_in_template
 from leadflow.nurture.render import RenderedEmail, TemplateRenderer
 

@@ -27,7 +27,7 @@ from leadflow.leads.db.models import (
     SuppressionReason,
 )
 from leadflow.leads.db.sql import upsert_insert
-from leadflow.leads.ingest.store import mark_due
+from leadflow.leads.ingest.lead_upsert import mark_due
 
 ALL = EVERY_EMAIL
 

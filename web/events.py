@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from leadflow.leads.db.engine import session_scope
-from leadflow.leads.ingest.records import ActivityRecord, RecordError, parse_activity
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.records import ActivityRecord, RecordError
 from leadflow.leads.ingest.store import store_batch
 from leadflow.web.body import TooLarge, read_limited
 from leadflow.web.context import WebContext, context

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.db.models import Activity, ActivityType, Lead
 from leadflow.leads.ingest.records import RecordError, normalise_email, parse_timestamp
@@ -102,13 +103,15 @@ def _parse_row(row: dict[str, str | None]) -> tuple[str, Outcome]:
 
 def outcomes_from_crm(session: Session) -> Outcomes:
     """Each lead's latest deal_won or deal_lost activity (one GROUP BY); leads without one are open."""
-    won_at = func.max(case((Activity.type == ActivityType.deal_won.value, Activity.occurred_at), else_=None))
-    lost_at = func.max(case((Activity.type == ActivityType.deal_lost.value, Activity.occurred_at), else_=None))
+    won_at = func.max(case((col(Activity.type) == ActivityType.deal_won.value, col(Activity.occurred_at)), else_=None))
+    lost_at = func.max(
+        case((col(Activity.type) == ActivityType.deal_lost.value, col(Activity.occurred_at)), else_=None)
+    )
     query = (
-        select(Lead.email, won_at, lost_at)
-        .join(Lead, Lead.id == Activity.lead_id)
-        .where(Activity.type.in_([ActivityType.deal_won.value, ActivityType.deal_lost.value]))
-        .group_by(Lead.email)
+        select(col(Lead.email), won_at, lost_at)
+        .join(Lead, col(Lead.id) == col(Activity.lead_id))
+        .where(col(Activity.type).in_([ActivityType.deal_won.value, ActivityType.deal_lost.value]))
+        .group_by(col(Lead.email))
     )
     by_email: dict[str, Outcome] = {}
     for email, won, lost in session.execute(query):
@@ -122,5 +125,5 @@ def outcomes_from_crm(session: Session) -> Outcomes:
 
 def lead_labels(session: Session, outcomes: Outcomes) -> dict[int, OutcomeKind]:
     """Outcomes by lead id, for the emails that match a lead."""
-    ids = {email: lead_id for email, lead_id in session.execute(select(Lead.email, Lead.id))}
+    ids = {email: lead_id for email, lead_id in session.execute(select(col(Lead.email), col(Lead.id)))}
     return {ids[email]: o.kind for email, o in outcomes.by_email.items() if email in ids}

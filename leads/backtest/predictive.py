@@ -23,10 +23,13 @@ from typing import Any
 from sqlalchemy import Select, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from leadflow.leads.config.scoring import FREE_MAIL_DOMAINS, PredictiveConfig
+from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import Activity, Lead
-from leadflow.leads.requalify.run import LEAD_COLUMNS, plan_shards
+from leadflow.leads.requalify.lead_reads import LEAD_COLUMNS
+from leadflow.leads.requalify.run import plan_shards
 from leadflow.leads.scoring.rules import _matches, email_domain
 
 Features = Mapping[str, str | None]
@@ -76,7 +79,9 @@ def count_query(config: PredictiveConfig, now: datetime, *lead_filter: ColumnEle
     """Per lead, how many activities up to `now` match each configured count feature."""
     columns = [func.sum(case((_matches(c), 1), else_=0)) for c in config.activity_counts]
     return (
-        select(Activity.lead_id, *columns).where(Activity.occurred_at <= now, *lead_filter).group_by(Activity.lead_id)
+        select(col(Activity.lead_id), *columns)
+        .where(col(Activity.occurred_at) <= now, *lead_filter)
+        .group_by(col(Activity.lead_id))
     )
 
 
@@ -86,10 +91,10 @@ def lead_features(
     """(lead id, features as of `now`) for every lead, a batch of ids at a time."""
     for lo, hi in plan_shards(session, shard_size):
         counts = {
-            row[0]: row[1:] for row in session.execute(count_query(config, now, Activity.lead_id.between(lo, hi)))
+            row[0]: row[1:] for row in session.execute(count_query(config, now, col(Activity.lead_id).between(lo, hi)))
         }
-        for lead in session.execute(select(*LEAD_COLUMNS).where(Lead.id.between(lo, hi))):
-            features = {name: profile_value(lead, name) for name in config.fields}
+        for lead in session.execute(select(*LEAD_COLUMNS).where(col(Lead.id).between(lo, hi))):
+            features: dict[str, str | None] = {name: profile_value(lead, name) for name in config.fields}
             row = counts.get(lead.id) or (0,) * len(config.activity_counts)
             features |= {c.name: count_bin(int(n or 0)) for c, n in zip(config.activity_counts, row, strict=True)}
             yield lead.id, features
@@ -153,8 +158,8 @@ def train_and_store(
     model = NaiveBayes.train((f, won[i]) for i, f in features() if i in won)
     if model is None:
         return None
-    table = Lead.__table__
-    statement = update(table).where(table.c.id == bindparam("lid")).values(predictive_score=bindparam("p"))  # type: ignore[arg-type]
+    table = table_of(Lead)
+    statement = update(table).where(table.c.id == bindparam("lid")).values(predictive_score=bindparam("p"))
     stored, batch = 0, []
     for lead_id, values in features():
         batch.append({"lid": lead_id, "p": round(model.probability(values), 6)})

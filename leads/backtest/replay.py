@@ -23,13 +23,15 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.backtest.metrics import Population, StageMetrics, population, roc_auc, selection_metrics, top
 from leadflow.leads.backtest.outcomes import DECIDED, OutcomeKind, Outcomes, lead_labels
 from leadflow.leads.backtest.predictive import NaiveBayes, lead_features
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import Activity, ActivityType, Lead, Stage, funnel_rank
-from leadflow.leads.requalify.run import LEAD_COLUMNS, make_scorer, plan_shards
+from leadflow.leads.requalify.lead_reads import LEAD_COLUMNS
+from leadflow.leads.requalify.run import make_scorer, plan_shards
 from leadflow.leads.scoring.rules import Scorer, _as_datetime
 from leadflow.leads.scoring.stages import rule_met
 
@@ -75,21 +77,23 @@ def stages_as_of(
     scorer = scorer or make_scorer(session, config)
     points: dict[int, LeadPoint] = {}
     for lo, hi in plan_shards(session, shard_size):
-        leads = {lead.id: lead for lead in session.execute(select(*LEAD_COLUMNS).where(Lead.id.between(lo, hi)))}
-        totals = scorer.totals(session.connection(), now, Activity.lead_id.between(lo, hi))
+        leads = {lead.id: lead for lead in session.execute(select(*LEAD_COLUMNS).where(col(Lead.id).between(lo, hi)))}
+        totals = scorer.totals(session.connection(), now, col(Activity.lead_id).between(lo, hi))
         for g, lead_id in enumerate(totals.lead_ids.tolist()):
             points[lead_id] = stateless_stage(scorer, config, leads[lead_id], totals.row_at(g), now)
     return points
 
 
 def first_seen(session: Session, now: datetime) -> dict[int, datetime]:
-    query = select(Activity.lead_id, func.min(Activity.occurred_at)).where(Activity.occurred_at <= now)
-    return {lead_id: _as_datetime(at) for lead_id, at in session.execute(query.group_by(Activity.lead_id))}
+    query = select(col(Activity.lead_id), func.min(col(Activity.occurred_at))).where(col(Activity.occurred_at) <= now)
+    return {lead_id: _as_datetime(at) for lead_id, at in session.execute(query.group_by(col(Activity.lead_id)))}
 
 
 def latest_activity(session: Session) -> datetime | None:
     """The latest marketing activity: sales outcomes are labels and must not move the evaluation moment."""
-    at = session.execute(select(func.max(Activity.occurred_at)).where(Activity.type.notin_(SALES_TYPES))).scalar()
+    at = session.execute(
+        select(func.max(col(Activity.occurred_at))).where(col(Activity.type).notin_(SALES_TYPES))
+    ).scalar()
     return None if at is None else _as_datetime(at)
 
 

@@ -121,12 +121,15 @@ class Reenroll(Strict):
     max_times: int | None = Field(default=None, ge=2, description="How often in total, the first time included.")
 
 
+_DEFAULT_EXITS: list[OptionalExit] = ["replied", "sales_took_over"]
+
+
 class Sequence(Strict):
     name: Slug
     priority: int = Field(default=0, description="Higher wins when a lead fits several sequences; ties: listed first.")
     enroll: EnrollRule
     exit_at_stage: Stage = Field(default=Stage.mql, description="The goal: leave on reaching this stage or beyond.")
-    exit_on: list[OptionalExit] = Field(default_factory=lambda: ["replied", "sales_took_over"])
+    exit_on: list[OptionalExit] = Field(default_factory=lambda: _DEFAULT_EXITS.copy())
     reenroll: Reenroll | None = None
     steps: list[NurtureStep] = Field(min_length=1)
 

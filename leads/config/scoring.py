@@ -128,11 +128,18 @@ class ScoringConfig(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> ScoringConfig:
-        names = [r.name for r in [*self.fit, *self.engagement, *self.frequency, *self.inactivity]]
+        rules: list[FitRule | ActivityRule | FrequencyRule | InactivityRule] = [
+            *self.fit,
+            *self.engagement,
+            *self.frequency,
+            *self.inactivity,
+        ]
+        names = [r.name for r in rules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"rule names must be unique; repeated: {', '.join(dupes)}")
-        conditions = {(r.activity, (r.target_contains or "").lower()) for r in [*self.engagement, *self.frequency]}
+        counted: list[ActivityRule | FrequencyRule] = [*self.engagement, *self.frequency]
+        conditions = {(r.activity, (r.target_contains or "").lower()) for r in counted}
         if len(conditions) > MAX_ACTIVITY_CONDITIONS:
             raise ValueError(
                 f"engagement and frequency rules use {len(conditions)} different activity/target_contains "

@@ -71,6 +71,6 @@ def load_settings(workspace: Path | None = None) -> Settings:
     """
     folder = (workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve()
     env_file = folder / ".env"
-    settings = Settings(_env_file=env_file if env_file.exists() else None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=env_file if env_file.exists() else None)
     settings.workspace = folder
     return settings

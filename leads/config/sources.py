@@ -13,8 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from leadflow.leads.config.base import Strict
-from leadflow.leads.db.models import ActivityType
-from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.leads.db.models import PROFILE_FIELDS, ActivityType
 
 SourceName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=100)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)]

@@ -30,11 +30,9 @@ _CREATE = f"CREATE INDEX IF NOT EXISTS {LEAD_INDEX} ON activity (lead_id, occurr
 # Where building the index afresh starts to pay, as new rows per row already in the table. Keeping it
 # up to date costs more per new row the bigger the index (each page's commit writes every index page
 # its rows touched, and in a big index that is nearly all of them); building it costs about the same
-# per table row. Measured on the build machine (BENCHMARKS.md, ingest; raw sqlite3, wall seconds, with
-# the index built as restore_lead_index builds it): 200,000 rows into 1 M, kept 1.13 s, rebuilt 1.12 s;
-# 500,000 into 5 M, kept 6.25 s, rebuilt 5.94 s; 1 M into 5 M, kept 11.11 s, rebuilt 5.97 s. So the
-# share falls from a fifth at a million rows to a tenth at five million (linearly between, a tenth
-# beyond); below MIN_ROWS either way takes well under a second.
+# per table row. As measured (BENCHMARKS.md, ingest: the bulk-load rule), the share falls from a fifth
+# at a million rows to a tenth at five million (linearly between, a tenth beyond); below MIN_ROWS either
+# way takes well under a second.
 SMALL_TABLE, BIG_TABLE = 1_000_000, 5_000_000
 SMALL_TABLE_RATIO, BIG_TABLE_RATIO = 0.2, 0.1
 MIN_ROWS = 200_000
@@ -56,9 +54,8 @@ def worth_dropping(*, existing_rows: int, new_rows: int) -> bool:
 
 
 # Building the index sorts every row's (lead_id, occurred_at). SQLite's sorter keeps as much in memory
-# as the page cache allows: with ingest's 256 MB it sorts a million keys in one run (0.93-0.99 s on the
-# build machine); held to a few MB it sorts runs of them, on helper threads, and merges them (0.45 s,
-# two threads).
+# as the page cache allows: with ingest's 256 MB it sorts in one run; held to a few MB it sorts runs of
+# them on helper threads and merges them, which is faster (BENCHMARKS.md, ingest).
 SORT_CACHE_KIB = 8 * 1024
 BULK_CACHE_KIB = 16 * 1024
 BULK_LOAD = "leadflow_bulk_load"  # the key in a connection's `info` while a bulk run stores through it
@@ -140,12 +137,12 @@ def lead_index_set_aside(engine: Engine, *, new_rows: int) -> Iterator[SetAside 
 def page_connection(engine: Engine) -> Iterator[Connection]:
     """The connection a bulk run stores its pages through: SQLite's foreign-key check off, a small cache.
 
-    Looking up `activity.lead_id` in `lead` for every inserted row cost 1.0 CPU s per million rows on
-    the build machine, a third of the insert. The check cannot fail here: every lead id a run stores
+    Looking up `activity.lead_id` in `lead` for every inserted row costs a third of the insert
+    (BENCHMARKS.md, ingest). The check cannot fail here: every lead id a run stores
     comes from the lead table itself (read or inserted by the run), and leadflow never deletes a lead.
     With the lead index set aside, rows and the unique index are only appended to, and a page cache of
-    `BULK_CACHE_KIB` stores a million rows faster than ingest's usual 256 MB (1.75-1.79 CPU s against
-    2.0-2.3, raw sqlite3): `connection.info[BULK_LOAD]` tells `leadflow.leads.ingest.store` to leave it so.
+    `BULK_CACHE_KIB` stores rows faster than ingest's usual 256 MB: `connection.info[BULK_LOAD]` tells
+    `leadflow.leads.ingest.activity_insert` to leave it so.
     Both are as before when the connection goes back to the pool (SQLite only changes the check
     outside a transaction, hence the commits around it).
     """

@@ -26,9 +26,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # A new SQLite workspace gets 16 KB pages (SQLite's default is 4 KB): WAL mode writes every page it
 # commits, then copies it into the database at a checkpoint, a system call or two each time, so bulk
-# writes (ingest) pay per page. Storing a million activity rows took 1.57 CPU s instead of 1.79, and
-# building their lead index 0.89 instead of 0.94 (build machine, raw sqlite3). The setting only takes
-# effect on a database without tables, before WAL is switched on; an existing workspace keeps its size.
+# writes (ingest) pay per page (figures: BENCHMARKS.md, ingest). The setting only takes effect on a
+# database without tables, before WAL is switched on; an existing workspace keeps its size.
 SQLITE_PAGE_SIZE = 16384
 
 # busy_timeout comes first so that switching to WAL waits for a lock instead of failing.
@@ -125,22 +124,27 @@ _UPGRADE_IN_PROCESS = threading.Lock()
 
 def upgrade(engine_or_url: Engine | str | URL, revision: str = "head") -> None:
     """Migrate the database to `revision`, reusing the caller's engine when one is given."""
-    owns_engine = not isinstance(engine_or_url, Engine)
-    engine = make_engine(engine_or_url) if owns_engine else engine_or_url
+    if isinstance(engine_or_url, Engine):
+        _upgrade(engine_or_url, revision)
+        return
+    engine = make_engine(engine_or_url)
     try:
-        with _UPGRADE_IN_PROCESS, _sqlite_migration_lock(engine), engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                # Two workers' first runs may migrate at once; one at a time, the second finds it done.
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
-            config = alembic_config()
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-            if revision == "head":  # a bulk ingest killed midway may have left its index missing
-                restore_lead_index(connection)
-            connection.commit()
+        _upgrade(engine, revision)
     finally:
-        if owns_engine:
-            engine.dispose()
+        engine.dispose()
+
+
+def _upgrade(engine: Engine, revision: str) -> None:
+    with _UPGRADE_IN_PROCESS, _sqlite_migration_lock(engine), engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Two workers' first runs may migrate at once; one at a time, the second finds it done.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+        if revision == "head":  # a bulk ingest killed midway may have left its index missing
+            restore_lead_index(connection)
+        connection.commit()
 
 
 def current_revision(engine: Engine) -> str | None:

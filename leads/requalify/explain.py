@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
-from leadflow.leads.db.models import Activity, Lead, Stage, StageTransition
-from leadflow.leads.ingest.records import PROFILE_FIELDS
-from leadflow.leads.requalify.run import AFTER_RECYCLING, LEAD_COLUMNS, ever_recycled, make_scorer
+from leadflow.leads.db.models import PROFILE_FIELDS, Activity, Lead, Stage, StageTransition
+from leadflow.leads.requalify.lead_reads import AFTER_RECYCLING, LEAD_COLUMNS, ever_recycled
+from leadflow.leads.requalify.run import make_scorer
 from leadflow.leads.scoring.rules import Contribution, ScoreParts
 from leadflow.leads.scoring.stages import FROZEN, awaits_new_activity, missing_for, next_stage, rule_met
 
@@ -62,21 +63,21 @@ class LeadNotFound(LookupError):
 
 
 def explain_lead(*, session: Session, config: WorkspaceConfig, email: str, now: datetime) -> Explanation:
-    lead = session.execute(select(*LEAD_COLUMNS).where(Lead.email == email.strip().lower())).first()
+    lead = session.execute(select(*LEAD_COLUMNS).where(col(Lead.email) == email.strip().lower())).first()
     if lead is None:
         raise LeadNotFound(f"no lead with email {email.strip().lower()!r}")
     scorer = make_scorer(session, config)
     # The activity requalify counts: after the last recycling, for a lead that was ever recycled.
-    counted = [AFTER_RECYCLING] if ever_recycled(session, [lead], StageTransition.lead_id == lead.id) else []
-    row = scorer.totals(session.connection(), now, Activity.lead_id == lead.id, *counted).row(lead.id)
+    counted = [AFTER_RECYCLING] if ever_recycled(session, [lead], col(StageTransition.lead_id) == lead.id) else []
+    row = scorer.totals(session.connection(), now, col(Activity.lead_id) == lead.id, *counted).row(lead.id)
     parts = scorer.parts(lead, row, now)
     events = _events(session, lead.id, now, counted)
     rules = tuple(_detail(c, config, scorer.decay_rate, events, now) for c in parts.contributions)
     history = tuple(
         session.execute(
             select(StageTransition)
-            .where(StageTransition.lead_id == lead.id)
-            .order_by(StageTransition.at.desc(), StageTransition.id.desc())
+            .where(col(StageTransition.lead_id) == lead.id)
+            .order_by(col(StageTransition.at).desc(), col(StageTransition.id).desc())
             .limit(10)
         ).scalars()
     )
@@ -103,8 +104,8 @@ def explain_lead(*, session: Session, config: WorkspaceConfig, email: str, now: 
 
 
 def _events(session: Session, lead_id: int, now: datetime, counted: list[Any]) -> list[Activity]:
-    query = select(Activity).where(Activity.lead_id == lead_id, Activity.occurred_at <= now, *counted)
-    return list(session.execute(query.order_by(Activity.occurred_at.desc())).scalars())
+    query = select(Activity).where(col(Activity.lead_id) == lead_id, col(Activity.occurred_at) <= now, *counted)
+    return list(session.execute(query.order_by(col(Activity.occurred_at).desc())).scalars())
 
 
 def _detail(
@@ -115,7 +116,7 @@ def _detail(
     if rule is None:
         frequency = next((r for r in scoring.frequency if r.name == contribution.rule), None)
         if frequency is not None:
-            note = f"{contribution.count:g} in the last {frequency.within_days:g} days, needs {frequency.at_least}"
+            note = f"{contribution.matched:g} in the last {frequency.within_days:g} days, needs {frequency.at_least}"
             return RuleDetail(contribution, None, (), 0, note)
         inactive = next((r for r in scoring.inactivity if r.name == contribution.rule), None)
         note = f"no activity for {inactive.days:g}+ days" if inactive else ""
@@ -131,7 +132,7 @@ def _detail(
         age = max(0.0, (now - event.occurred_at).total_seconds() / 86400)
         factor = math.exp(-rate * age) if rule.decays and rate else 1.0
         shown.append(EventPoints(event.type, event.target, event.occurred_at, age, factor, rule.points * factor))
-    decayed = rule.decays and rate and abs(contribution.count - len(matching)) > 1e-6
+    decayed = rule.decays and rate and abs(contribution.matched - len(matching)) > 1e-6
     raw = len(matching) * rule.points
     note = f"{len(matching)} × {rule.points:g}" + (
         f", decayed from {raw:g}" if decayed and not contribution.capped else ""
@@ -185,7 +186,7 @@ def as_payload(explanation: Explanation) -> dict[str, Any]:
                   "total": explanation.parts.total},
         "rules": [
             {"rule": d.contribution.rule, "part": d.contribution.part, "points": d.contribution.points,
-             "count": d.contribution.count, "capped": d.contribution.capped,
+             "count": d.contribution.matched, "capped": d.contribution.capped,
              "recent_events": [{"type": ev.type, "target": ev.target, "at": ev.at.isoformat() + "Z",
                                 "points": round(ev.points, 2)} for ev in d.events]}
             for d in explanation.rules

@@ -1,8 +1,8 @@
 """Requalify as shared work: plan a round of shards, score a claimed shard, close the round.
 
-Built on the public functions of `leadflow.leads.requalify.run` (plan_shards, due_lead_ids, requalify_batch,
-needs_full_recompute, remember_ruleset) and the claims of `leadflow.leads.work.claims`, so any number of workers
-can run requalify at once and each lead is scored once per round.
+Built on the public functions of `leadflow.leads.requalify.run` (plan_shards, due_lead_ids, requalify_batch),
+`leadflow.leads.requalify.ruleset` (needs_full_recompute, remember_ruleset) and the claims of
+`leadflow.leads.work.claims`, so any number of workers can run requalify at once and each lead is scored once per round.
 """
 
 from __future__ import annotations
@@ -14,15 +14,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from leadflow.leads.config.workspace import WorkspaceConfig
-from leadflow.leads.requalify.run import (
-    BatchResult,
-    apply_plan,
-    due_lead_ids,
-    needs_full_recompute,
-    plan_shards,
-    remember_ruleset,
-    score_batch_plan,
-)
+from leadflow.leads.requalify.ruleset import needs_full_recompute, remember_ruleset
+from leadflow.leads.requalify.run import BatchResult, apply_plan, due_lead_ids, plan_shards, score_batch_plan
 from leadflow.leads.work.claims import Plan, PlannedShard, Shard, claim_shard, finish_shard, record_shard
 
 JOB = "requalify"

@@ -8,57 +8,39 @@ GROUP BY over its activity and a few bulk statements; batches are independent.
 
 from __future__ import annotations
 
-import hashlib
-from collections import Counter, namedtuple
-from collections.abc import Sequence
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    case,
-    func,
-    literal,
-    or_,
-    select,
-    text,
-    type_coerce,
-    update,
-)
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.base import table_of
 from leadflow.leads.db.models import Activity, Lead, Stage, StageTransition
-from leadflow.leads.ingest.store import load_cursor, save_cursor
+from leadflow.leads.requalify.batch_write import driver_time, insert_transitions, write_scores
+from leadflow.leads.requalify.lead_reads import (
+    AFTER_RECYCLING,
+    bulk_columns,
+    driver_rows,
+    lead_columns,
+    lead_tuples,
+    recycled_before,
+)
 from leadflow.leads.scoring.arrays import LeadColumns, score_batch
 from leadflow.leads.scoring.rescore import next_rescore_at
 from leadflow.leads.scoring.rules import Scorer
-from leadflow.leads.scoring.stages import BANT_FIELDS, decide
+from leadflow.leads.scoring.stages import decide
 from leadflow.leads.scoring.totals import EPOCH, NO_TIME, ActivityTotals, from_micros
 from leadflow.leads.work.gc_pause import cycle_collector_paused
 
-LEAD_COLUMNS = (
-    Lead.id, Lead.email, Lead.title, Lead.industry, Lead.company_size, Lead.country, Lead.company,
-    Lead.budget, Lead.authority, Lead.need, Lead.timing,
-    Lead.stage, Lead.stage_changed_at, Lead.fit_score, Lead.engagement_score, Lead.score,
-    Lead.created_at, Lead.last_activity_at, Lead.rescore_at,
-)  # fmt: skip
-# What requalify itself reads of every lead, besides the fields its rules read.
-_SCORING_COLUMNS = (
-    Lead.id, Lead.stage, Lead.stage_changed_at, Lead.fit_score, Lead.engagement_score, Lead.score,
-    Lead.created_at, Lead.last_activity_at, Lead.rescore_at, Lead.scored_at,
-)  # fmt: skip
-STATE_SOURCE, STATE_STREAM = "requalify", "state"
 PG_WORK_MEM = "64MB"
+
+_LEAD_ID: ColumnElement[int] = table_of(Lead).c.id  # typed: `Lead.id` is Optional until a row is stored
 
 
 @dataclass
@@ -71,9 +53,6 @@ class BatchResult:
         return BatchResult(self.leads + other.leads, self.rescored + other.rescored, self.moves + other.moves)
 
 
-ShardResult = BatchResult  # the name the first version used
-
-
 def make_scorer(session: Session, config: WorkspaceConfig) -> Scorer:
     return Scorer(
         config.scoring, config.stages, dialect=session.get_bind().dialect.name, disqualify=config.disqualify.when
@@ -82,7 +61,7 @@ def make_scorer(session: Session, config: WorkspaceConfig) -> Scorer:
 
 def plan_shards(session: Session, size: int) -> list[tuple[int, int]]:
     """Contiguous id ranges of at most `size` ids covering every lead (a full recompute)."""
-    lo, hi = session.execute(select(func.min(Lead.id), func.max(Lead.id))).one()
+    lo, hi = session.execute(select(func.min(col(Lead.id)), func.max(col(Lead.id)))).one()
     if lo is None:
         return []
     return [(start, min(start + size - 1, hi)) for start in range(lo, hi + 1, size)]
@@ -90,110 +69,8 @@ def plan_shards(session: Session, size: int) -> list[tuple[int, int]]:
 
 def due_lead_ids(session: Session, now: datetime) -> list[int]:
     """Leads an incremental run must look at: never scored, or due by `rescore_at`."""
-    due = or_(Lead.scored_at.is_(None), Lead.rescore_at <= now)
-    return list(session.execute(select(Lead.id).where(due).order_by(Lead.id)).scalars())
-
-
-def needs_full_recompute(session: Session, config: WorkspaceConfig) -> bool:
-    """A changed rule set invalidates every stored score and every scheduled rescore."""
-    state = load_cursor(session, source=STATE_SOURCE, stream=STATE_STREAM) or {}
-    return state.get("ruleset") != _ruleset_fingerprint(config)
-
-
-def remember_ruleset(session: Session, config: WorkspaceConfig, now: datetime) -> None:
-    save_cursor(
-        session,
-        source=STATE_SOURCE,
-        stream=STATE_STREAM,
-        value={"ruleset": _ruleset_fingerprint(config), "full_at": now.isoformat()},
-    )
-
-
-def _ruleset_fingerprint(config: WorkspaceConfig) -> str:
-    """The version marketers bump, plus the rules themselves, so an edit without a bump still counts."""
-    rules = config.model_dump_json(include={"scoring", "stages", "recycle", "disqualify"})
-    return f"{config.scoring.version}:{hashlib.sha256(rules.encode()).hexdigest()[:12]}"
-
-
-# Once recycled, a lead counts only activity after its last recycling (or, recycled by hand, after
-# its last stage change): in every stage since, so a rejected request cannot send it back to sales.
-_LAST_RECYCLED = (
-    select(func.max(StageTransition.at))
-    .where(StageTransition.lead_id == Activity.lead_id, StageTransition.to_stage == Stage.recycled.value)
-    .scalar_subquery()
-)
-_STAGE_SINCE = (
-    select(func.coalesce(Lead.stage_changed_at, Lead.created_at)).where(Lead.id == Activity.lead_id).scalar_subquery()
-)
-AFTER_RECYCLING = Activity.occurred_at > func.coalesce(_LAST_RECYCLED, _STAGE_SINCE)
-
-
-def _lead_columns(scorer: Scorer, config: WorkspaceConfig) -> list[Any]:
-    """Only the columns the rules read: the lead table is wide, and every column read costs at a million leads."""
-    names = set(scorer.lead_fields)
-    if any(rule.bant or rule.min_bant_known for _, rule in config.stages.ordered()):
-        names.update(BANT_FIELDS)
-    return [*_SCORING_COLUMNS, *(Lead.__table__.c[name] for name in sorted(names))]
-
-
-def _driver_rows(session: Session, query: Any) -> list[tuple[Any, ...]]:
-    """The driver's own tuples: SQLAlchemy's rows cost more than the query's aggregation at a million leads.
-
-    Callers take care of types (see `LeadColumns`, `_lead_tuples`): text times on SQLite.
-    """
-    return session.connection().execute(query).cursor.fetchall()  # type: ignore[union-attr]
-
-
-_ROW_TYPES: dict[tuple[str, ...], Any] = {}
-
-
-def _bulk_columns(scorer: Scorer) -> list[Any]:
-    """What the array path reads of every lead of a batch: scores, stage, times, and the fields the rules read.
-
-    `since` is where inactivity counts from when the lead has no activity rows (its activity rows
-    say otherwise); `scored` whether it was ever scored.
-    """
-    return [
-        Lead.id, Lead.stage, Lead.fit_score, Lead.engagement_score, Lead.score,
-        _raw_time(func.coalesce(Lead.last_activity_at, Lead.created_at)).label("since"), Lead.rescore_at,
-        Lead.scored_at.is_not(None).label("scored"), *(Lead.__table__.c[name] for name in scorer.lead_fields),
-    ]  # fmt: skip
-
-
-def _raw_time(column: Any) -> Any:
-    """A time as the driver gives it (SQLite text, PostgreSQL datetime), without SQLAlchemy's processing."""
-    return type_coerce(column, String)
-
-
-def _lead_tuples(session: Session, columns: list[Any], ids: list[int]) -> dict[int, Any]:
-    """Named tuples with datetimes (parsed here from SQLite's text) of the leads `ids`, for the per-lead path."""
-    names = tuple(c.key for c in columns)
-    row_type = _ROW_TYPES.get(names) or _ROW_TYPES.setdefault(names, namedtuple("LeadRow", names))  # type: ignore[misc]
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    times = [i for i, c in enumerate(columns) if isinstance(c.type, DateTime)] if sqlite else []
-    parse = datetime.fromisoformat
-    out: dict[int, Any] = {}
-    for start in range(0, len(ids), 5000):
-        for values in _driver_rows(session, select(*columns).where(Lead.id.in_(ids[start : start + 5000]))):
-            if times:
-                values = list(values)
-                for i in times:
-                    if values[i] is not None:
-                        values[i] = parse(values[i])
-            out[values[0]] = row_type._make(values)
-    return out
-
-
-def recycled_before(session: Session, among: ColumnElement[bool]) -> set[int]:
-    """The ids of the leads ever moved to recycled; `among` narrows the transitions to look at."""
-    query = select(StageTransition.lead_id).where(StageTransition.to_stage == Stage.recycled.value, among)
-    return set(session.execute(query.distinct()).scalars())
-
-
-def ever_recycled(session: Session, leads: Sequence[Any], among: ColumnElement[bool]) -> list[int]:
-    """The ids of `leads` that are or ever were recycled; `among` narrows the transitions to look at."""
-    once = recycled_before(session, among)
-    return [lead.id for lead in leads if lead.stage == Stage.recycled or lead.id in once]
+    due = or_(col(Lead.scored_at).is_(None), col(Lead.rescore_at) <= now)
+    return list(session.execute(select(_LEAD_ID).where(due).order_by(_LEAD_ID)).scalars())
 
 
 @dataclass
@@ -215,9 +92,9 @@ def requalify_batch(*, session: Session, now: datetime, **selection: Any) -> Bat
 
 def apply_plan(session: Session, plan: BatchPlan, now: datetime) -> None:
     """Write a scored batch (changed leads, then the transitions) in the caller's transaction."""
-    _write(session, plan.staged, now)
+    write_scores(session, plan.staged, now)
     if plan.transitions:
-        _insert_transitions(session, plan.transitions)
+        insert_transitions(session, plan.transitions)
 
 
 def score_batch_plan(
@@ -242,19 +119,19 @@ def score_batch_plan(
     scorer = scorer or make_scorer(session, config)
     if scorer.dialect == "postgresql":
         # For this transaction only: the batch's sort of its activity rows spills to disk with the
-        # default 4 MB, and compiling the query with JIT costs more (about 40 ms) than it saves.
+        # default 4 MB, and compiling the query with JIT costs more than it saves (BENCHMARKS.md, requalify).
         session.execute(text(f"SET LOCAL work_mem = '{PG_WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
     if ids is not None:
-        activity_filter, lead_filter = Activity.lead_id.in_(ids), Lead.id.in_(ids)
-        among = StageTransition.lead_id.in_(ids)
+        activity_filter, lead_filter = col(Activity.lead_id).in_(ids), col(Lead.id).in_(ids)
+        among = col(StageTransition.lead_id).in_(ids)
     else:
-        activity_filter, lead_filter = Activity.lead_id.between(lo, hi), Lead.id.between(lo, hi)
-        among = StageTransition.lead_id.between(lo, hi)
-    columns = _bulk_columns(scorer)
+        activity_filter, lead_filter = col(Activity.lead_id).between(lo, hi), col(Lead.id).between(lo, hi)
+        among = col(StageTransition.lead_id).between(lo, hi)
+    columns = bulk_columns(scorer)
     connection = session.connection()
     with cycle_collector_paused():
-        rows = _driver_rows(session, select(*columns).where(lead_filter).order_by(Lead.id))
+        rows = driver_rows(session, select(*columns).where(lead_filter).order_by(col(Lead.id)))
         totals = scorer.totals(connection, now, activity_filter)
         leads = LeadColumns.from_rows(rows, [c.key for c in columns])
         del rows
@@ -266,7 +143,7 @@ def score_batch_plan(
     result = BatchResult(leads=len(leads.ids))
     staged: list[tuple[Any, ...]] = []
     transitions: list[tuple[Any, ...]] = []
-    when = _driver_time(session)
+    when = driver_time(session)
     version = config.scoring.version
 
     # Settled on arrays: forward moves by thresholds, or none; write only what changed.
@@ -290,10 +167,10 @@ def score_batch_plan(
     result.rescored += int(changed.sum()) + sum(1 for i in moved if not changed[i])
     for i in np.flatnonzero(write).tolist():
         after = scores.next_rescore[i]
-        to_stage = moved.get(i)
+        moved_to = moved.get(i)
         staged.append(
             (int(leads.ids[i]), float(scores.fit[i]), float(scores.engagement[i]), float(scores.total[i]),
-             leads.stages[i] if to_stage is None else to_stage.value, None if to_stage is None else moved_at,
+             leads.stages[i] if moved_to is None else moved_to.value, None if moved_to is None else moved_at,
              leads.rescore_raw[i] or when(EPOCH), None if after == NO_TIME else when(from_micros(int(after))))
         )  # fmt: skip
 
@@ -318,12 +195,12 @@ def _score_one_by_one(
 ) -> None:
     """The leads that may move, through `Scorer.parts` and `decide`, into `plan`; a lead ever recycled counts
     only its activity after its last recycling."""
-    when = _driver_time(session)
+    when = driver_time(session)
     moved_at, version = when(now), config.scoring.version
-    full = _lead_tuples(session, _lead_columns(scorer, config), picked)
+    full = lead_tuples(session, lead_columns(scorer, config), picked)
     recycled_ids = [i for i in picked if i in recycled]
     after_recycling = (
-        scorer.totals(session.connection(), now, Activity.lead_id.in_(recycled_ids), AFTER_RECYCLING)
+        scorer.totals(session.connection(), now, col(Activity.lead_id).in_(recycled_ids), AFTER_RECYCLING)
         if recycled_ids
         else None
     )
@@ -354,92 +231,6 @@ def _score_one_by_one(
                 (lead_id, parts.fit, parts.engagement, parts.total, stage.value,
                  when(now if decision else None), when(lead.rescore_at or EPOCH), when(after))
             )  # fmt: skip
-
-
-_TRANSITION_COLUMNS = (
-    "lead_id", "from_stage", "to_stage", "at", "fit_score", "engagement_score", "score", "ruleset_version", "reason",
-    "run_id",
-)  # fmt: skip
-
-
-def _insert_transitions(session: Session, rows: list[tuple[Any, ...]]) -> None:
-    """One prepared insert through the driver (a first full run moves most leads: hundreds of thousands of rows)."""
-    connection = session.connection()
-    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    connection.exec_driver_sql(
-        f"INSERT INTO stage_transition ({', '.join(_TRANSITION_COLUMNS)}) "
-        f"VALUES ({', '.join([mark] * len(_TRANSITION_COLUMNS))})",
-        rows,
-    )
-
-
-# Scores of one batch land in a temporary table first, then one UPDATE ... FROM joins them in:
-# several times faster than an UPDATE per lead once a batch has thousands of leads.
-_staging = MetaData()
-SCORES = Table(
-    "requalify_scores",
-    _staging,
-    Column("lid", Integer, primary_key=True),
-    Column("fit", Float),
-    Column("eng", Float),
-    Column("total", Float),
-    Column("st", String(20)),
-    Column("changed", DateTime),
-    Column("r0", DateTime),
-    Column("next", DateTime),
-    prefixes=["TEMPORARY"],
-)
-
-
-def _write(session: Session, staged: list[tuple[Any, ...]], now: datetime) -> None:
-    """Bulk update; `rescore_at` only if nobody (ingest) marked the lead due since we read it.
-
-    `staged` rows are (lid, fit, eng, total, st, changed, r0, next), times already in the driver's form.
-    """
-    if not staged:
-        return
-    connection = session.connection()
-    SCORES.create(connection, checkfirst=True)
-    connection.execute(SCORES.delete())
-    _stage_rows(connection, staged)
-    lead, scores = Lead.__table__, SCORES
-    unchanged_since_read = func.coalesce(lead.c.rescore_at, literal(EPOCH, DateTime)) == scores.c.r0
-    connection.execute(
-        update(lead)  # type: ignore[arg-type]
-        .where(lead.c.id == scores.c.lid)
-        .values(
-            fit_score=scores.c.fit,
-            engagement_score=scores.c.eng,
-            score=scores.c.total,
-            stage=scores.c.st,
-            stage_changed_at=func.coalesce(scores.c.changed, lead.c.stage_changed_at),
-            scored_at=now,
-            rescore_at=case((unchanged_since_read, scores.c.next), else_=lead.c.rescore_at),
-        )
-    )
-    connection.execute(SCORES.delete())
-
-
-def _stage_rows(connection: Any, staged: list[tuple[Any, ...]]) -> None:
-    """Straight to the driver: SQLAlchemy's per-value processing costs more than the insert itself."""
-    marks = ", ".join(["?" if connection.dialect.name == "sqlite" else "%s"] * 8)
-    connection.exec_driver_sql(
-        f"INSERT INTO requalify_scores (lid, fit, eng, total, st, changed, r0, next) VALUES ({marks})", staged
-    )
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    """The text SQLAlchemy stores for a DateTime on SQLite (always with microseconds)."""
-    return None if value is None else value.isoformat(" ", "microseconds")
-
-
-def _driver_time(session: Session) -> Any:
-    """How a time goes to the driver: SQLAlchemy's text on SQLite, the datetime itself elsewhere."""
-    return _sqlite_time if session.get_bind().dialect.name == "sqlite" else _same
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def requalify_shard(

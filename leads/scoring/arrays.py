@@ -43,7 +43,7 @@ class LeadColumns:
     rescore: np.ndarray
     rescore_raw: list[Any]  # as stored, for the compare-and-set of the write
     scored: np.ndarray  # bool: scored before
-    values: dict[str, list[Any]]  # the fields the fit and disqualify rules read
+    values: dict[str, Sequence[Any]]  # the fields the fit and disqualify rules read
 
     @classmethod
     def from_rows(cls, rows: Sequence[tuple[Any, ...]], names: Sequence[str]) -> LeadColumns:
@@ -95,8 +95,8 @@ def score_batch(
     disqualified = np.zeros(n, dtype=bool)
     for name, _ in scorer._getters:
         column = [email_domain(e) for e in leads.values["email"]] if name == "email_domain" else leads.values[name]
-        points, disqualifies = _field_tables(scorer, name, column)
-        fit_sum = fit_sum + np.fromiter(map(points.__getitem__, column), dtype=np.float64, count=n)
+        field_points, disqualifies = _field_tables(scorer, name, column)
+        fit_sum = fit_sum + np.fromiter(map(field_points.__getitem__, column), dtype=np.float64, count=n)
         if disqualifies:
             disqualified |= np.fromiter(map(disqualifies.__contains__, column), dtype=bool, count=n)
 
@@ -107,12 +107,12 @@ def score_batch(
         raw = per * amount
         if cap is not None:
             raw = np.where(raw > cap if cap > 0 else raw < cap, float(cap), raw)
-        points = np.where(amount > 1e-9, round2(raw), 0.0)
+        earned = np.where(amount > 1e-9, round2(raw), 0.0)
         if not decays:
-            steady = steady + points
+            steady = steady + earned
         else:
-            positive = positive + np.where(points > 0, points, 0.0)
-            negative = negative + np.where(points > 0, 0.0, points)
+            positive = positive + np.where(earned > 0, earned, 0.0)
+            negative = negative + np.where(earned > 0, 0.0, earned)
     lapse = np.full(n, NO_TIME, dtype=np.int64)
     for j, (at_least, points, within) in enumerate(scorer._frequency):
         met = per_lead_total(totals.counts[:, j], 0) >= at_least
@@ -165,9 +165,10 @@ def score_batch(
             reason = rule_met(rule, ScoreParts(float(fit[i]), float(engagement[i]), float(total[i])))
             moves.append((i, stage, reason or ""))
     upcoming = _earliest(lapse, upcoming)
-    if config.scoring.half_life_days:
+    half_life = config.scoring.half_life_days
+    if half_life:
         parts = (fit, engagement, total, positive, negative)
-        upcoming = _earliest(upcoming, _decay_crossings(parts, after, config, now_us))
+        upcoming = _earliest(upcoming, _decay_crossings(parts, after, config, now_us, float(half_life)))
     next_rescore = np.where(frozen, NO_TIME, upcoming)
     return BatchScores(fit, engagement, total, next_rescore, per_lead, recycled, moves)
 
@@ -179,12 +180,11 @@ _FROZEN_CODE = np.array([s in FROZEN for s in Stage], dtype=bool)
 
 
 def _decay_crossings(
-    parts: tuple[np.ndarray, ...], code: np.ndarray, config: WorkspaceConfig, now_us: int
+    parts: tuple[np.ndarray, ...], code: np.ndarray, config: WorkspaceConfig, now_us: int, half_life: float
 ) -> np.ndarray:
     """`rescore._decay_crossings` on arrays: the earliest time decay alone could move each lead."""
     fit, engagement, total, positive, negative = parts
     rank, frozen = _RANK_OF_CODE[code], _FROZEN_CODE[code]
-    half_life = float(config.scoring.half_life_days)
     we = config.scoring.total.engagement
     score_steady = total - we * (positive + negative)
     eng_steady = engagement - (positive + negative)

@@ -131,6 +131,7 @@ def _decay_crossings(
             if rule.min_engagement is not None
             else 0.0,
         ]
-        if all(d is not None for d in needed) and max(needed) > 0:  # type: ignore[type-var]
-            days.append(max(needed))  # type: ignore[type-var]  # 0: met already, blocked by what time can't change
+        crossing = [d for d in needed if d is not None]
+        if len(crossing) == len(needed) and max(crossing) > 0:
+            days.append(max(crossing))  # 0: met already, blocked by what time can't change
     return [after_days(now, d) for d in days]

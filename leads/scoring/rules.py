@@ -22,6 +22,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from leadflow.leads.config.scoring import (
     FREE_MAIL_DOMAINS,
@@ -49,7 +50,7 @@ class Contribution(NamedTuple):
     rule: str
     part: str  # "fit" | "engagement"
     points: float
-    count: float = 1  # matching activities (decayed sum for decaying rules)
+    matched: float = 1  # matching activities (decayed sum for decaying rules)
     capped: bool = False
 
 
@@ -219,7 +220,7 @@ class Scorer:
                 raw = rule.points * amount
                 cap = rule.cap
                 capped = cap is not None and (raw > cap if cap > 0 else raw < cap)
-                points = round2(cap if capped else raw)  # type: ignore[arg-type]
+                points = round2(cap if cap is not None and capped else raw)
                 out.append((rule, Contribution(rule.name, "engagement", points, round(amount, 3), capped)))
         return out
 
@@ -268,12 +269,12 @@ class Scorer:
                     else:
                         negative += points
             at = 1 + n_rules
-            for (at_least, points, within), rule in zip(self._frequency, self.scoring.frequency):  # noqa: B905
+            for (at_least, points, within), frequency_rule in zip(self._frequency, self.scoring.frequency):  # noqa: B905
                 count, oldest = int(row[at] or 0), row[at + 1]
                 at += 2
                 if count >= at_least:
                     if contributions is not None:
-                        contributions.append(Contribution(rule.name, "engagement", points, count))
+                        contributions.append(Contribution(frequency_rule.name, "engagement", points, count))
                     steady += points
                     ends = _as_datetime(oldest) + within
                     lapse = ends if lapse is None or ends < lapse else lapse
@@ -289,10 +290,10 @@ class Scorer:
         since = last_activity or lead.created_at
         if since is not None:
             quiet = now - since
-            for (days, points), rule in zip(self._inactivity, self.scoring.inactivity):  # noqa: B905
+            for (days, points), inactivity_rule in zip(self._inactivity, self.scoring.inactivity):  # noqa: B905
                 if quiet >= days:
                     if contributions is not None:
-                        contributions.append(Contribution(rule.name, "engagement", points))
+                        contributions.append(Contribution(inactivity_rule.name, "engagement", points))
                     steady += points
         fit = round2(fit_sum)
         engagement = round2(positive + negative + steady)
@@ -333,9 +334,9 @@ def describe_condition(condition: Condition) -> str:
 
 def _matches(rule: ActivityRule | FrequencyRule | Any) -> ColumnElement[bool]:
     """The rule's type, and its target text case-insensitively (any dialect)."""
-    condition = Activity.type == rule.activity.value
+    condition = col(Activity.type) == rule.activity.value
     if rule.target_contains:
-        condition = condition & Activity.target.icontains(rule.target_contains, autoescape=True)  # type: ignore[union-attr]
+        condition = condition & col(Activity.target).icontains(rule.target_contains, autoescape=True)
     return condition
 
 

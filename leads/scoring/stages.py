@@ -51,10 +51,10 @@ def _bant_holds(rule: StageRule, lead: Any) -> tuple[bool, list[str]]:
         else:
             missing.append(f"{name} is {value or 'unknown'} (needs {' or '.join(wanted)})")
     if rule.min_bant_known is not None:
-        known = sum(_bant_known(lead, n) for n in BANT_FIELDS)
-        target = f"BANT {known}/4 known"
-        (met if known >= rule.min_bant_known else missing).append(
-            target if known >= rule.min_bant_known else f"{target} (needs {rule.min_bant_known})"
+        known_count = sum(_bant_known(lead, n) for n in BANT_FIELDS)
+        target = f"BANT {known_count}/4 known"
+        (met if known_count >= rule.min_bant_known else missing).append(
+            target if known_count >= rule.min_bant_known else f"{target} (needs {rule.min_bant_known})"
         )
     return not missing, met if not missing else missing
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import BigInteger, Select, String, case, cast, func, literal, select, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col
 
 from leadflow.leads.db.models import Activity
 from leadflow.leads.work.gc_pause import cycle_collector_paused
@@ -145,25 +146,25 @@ class TotalsQuery:
         # The rules' own types first, in rule order (usually the commonest first): CASE tries them in turn.
         for kind in dict.fromkeys([*(m.activity for m in self.matchers), *sorted({*by_type, *constant})]):
             expr: ColumnElement[int] = literal(constant.get(kind, 0), BigInteger)
-            for hit in by_type.get(kind, []):
-                expr = expr + hit
+            for part in by_type.get(kind, []):
+                expr = expr + part
             whens[kind] = expr
         if not whens:
             return literal(0, BigInteger)
-        return case(whens, value=Activity.type, else_=literal(0, BigInteger))
+        return case(whens, value=col(Activity.type), else_=literal(0, BigInteger))
 
     def _target_like(self, text: str) -> ColumnElement[bool]:
         if self.dialect == "sqlite":
             # SQLite's LIKE ignores ASCII case, as its lower() does: the same matches as icontains, cheaper.
             escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
-            return Activity.target.like(f"%{escaped}%", escape="/")  # type: ignore[union-attr]
-        return Activity.target.icontains(text, autoescape=True)  # type: ignore[union-attr]
+            return col(Activity.target).like(f"%{escaped}%", escape="/")
+        return col(Activity.target).icontains(text, autoescape=True)
 
     def _time(self) -> ColumnElement[Any]:
         """occurred_at as the cheapest exact value: SQLite's stored text, PostgreSQL's epoch µs."""
         if self.dialect == "postgresql":
-            return cast(func.extract("epoch", Activity.occurred_at) * 1_000_000, BigInteger)
-        return type_coerce(Activity.occurred_at, String)
+            return cast(func.extract("epoch", col(Activity.occurred_at)) * 1_000_000, BigInteger)
+        return type_coerce(col(Activity.occurred_at), String)
 
     @property
     def _shift(self) -> int:
@@ -173,11 +174,11 @@ class TotalsQuery:
     def query(self, now: datetime, *lead_filter: ColumnElement[bool]) -> Select[Any]:
         """One row per activity up to `now` of the filtered leads, in (lead, time, id) order: the lead id
         and the condition bits packed into one integer (lead · 2^shift + bits), and the time."""
-        packed = cast(Activity.lead_id, BigInteger) * literal(1 << self._shift, BigInteger) + self._bits()
+        packed = cast(col(Activity.lead_id), BigInteger) * literal(1 << self._shift, BigInteger) + self._bits()
         return (
             select(packed, self._time())
-            .where(Activity.occurred_at <= now, *lead_filter)
-            .order_by(Activity.lead_id, Activity.occurred_at, Activity.id)
+            .where(col(Activity.occurred_at) <= now, *lead_filter)
+            .order_by(col(Activity.lead_id), col(Activity.occurred_at), col(Activity.id))
         )
 
     # --- numpy -----------------------------------------------------------------------------------

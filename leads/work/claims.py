@@ -29,8 +29,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, and_, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from leadflow.leads.db.models import ShardStatus, WorkRound, WorkShard, utcnow
+from leadflow.leads.db.sql import rowcount
 
 CLAIM_LEASE = timedelta(minutes=15)
 Clock = Callable[[], datetime]
@@ -90,7 +92,7 @@ def open_round(
     """Join the job's open round, or plan a new one (`plan` runs only when none is open)."""
     for _ in range(5):
         with Session(engine) as session:
-            row = session.execute(select(WorkRound).where(WorkRound.open_job == job)).scalar_one_or_none()
+            row = session.execute(select(WorkRound).where(col(WorkRound.open_job) == job)).scalar_one_or_none()
             if row is not None:
                 return Round(row.id, job, row.mode, row.as_of, row.shards, joined=True)
             planned = plan(session)
@@ -131,13 +133,20 @@ def claim_shard(engine: Engine, *, round_id: int, worker: str, clock: Clock = ut
         with Session(engine) as session:
             now = clock()
             free = or_(
-                WorkShard.status == ShardStatus.pending.value,
-                and_(WorkShard.status == ShardStatus.claimed.value, WorkShard.lease_until < now),
+                col(WorkShard.status) == ShardStatus.pending.value,
+                and_(col(WorkShard.status) == ShardStatus.claimed.value, col(WorkShard.lease_until) < now),
             )
             query = (
-                select(WorkShard.id, WorkShard.seq, WorkShard.lo, WorkShard.hi, WorkShard.ids, WorkShard.attempts)
-                .where(WorkShard.round_id == round_id, free)
-                .order_by(WorkShard.seq)
+                select(
+                    col(WorkShard.id),
+                    col(WorkShard.seq),
+                    col(WorkShard.lo),
+                    col(WorkShard.hi),
+                    col(WorkShard.ids),
+                    col(WorkShard.attempts),
+                )
+                .where(col(WorkShard.round_id) == round_id, free)
+                .order_by(col(WorkShard.seq))
                 .limit(1)
             )
             if _is_postgres(session):
@@ -146,17 +155,19 @@ def claim_shard(engine: Engine, *, round_id: int, worker: str, clock: Clock = ut
             if row is None:
                 session.commit()
                 return None
-            taken = session.execute(
-                update(WorkShard)
-                .where(WorkShard.id == row.id, WorkShard.attempts == row.attempts, free)
-                .values(
-                    status=ShardStatus.claimed.value,
-                    claimed_by=worker,
-                    lease_until=now + CLAIM_LEASE,
-                    attempts=row.attempts + 1,
+            taken = rowcount(
+                session.execute(
+                    update(WorkShard)
+                    .where(col(WorkShard.id) == row.id, col(WorkShard.attempts) == row.attempts, free)
+                    .values(
+                        status=ShardStatus.claimed.value,
+                        claimed_by=worker,
+                        lease_until=now + CLAIM_LEASE,
+                        attempts=row.attempts + 1,
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+            )
             session.commit()
             if taken == 1:
                 return Shard(row.id, round_id, row.seq, row.lo, row.hi, row.ids, row.attempts + 1)
@@ -168,17 +179,19 @@ def finish_shard(session: Session, shard: Shard, *, worker: str, clock: Clock = 
 
     On False the caller must roll back and skip the shard: another worker holds it now.
     """
-    marked = session.execute(
-        update(WorkShard)
-        .where(
-            WorkShard.id == shard.id,
-            WorkShard.attempts == shard.attempts,
-            WorkShard.claimed_by == worker,
-            WorkShard.status == ShardStatus.claimed.value,
+    marked = rowcount(
+        session.execute(
+            update(WorkShard)
+            .where(
+                col(WorkShard.id) == shard.id,
+                col(WorkShard.attempts) == shard.attempts,
+                col(WorkShard.claimed_by) == worker,
+                col(WorkShard.status) == ShardStatus.claimed.value,
+            )
+            .values(status=ShardStatus.done.value, done_at=clock())
+            .execution_options(synchronize_session=False)
         )
-        .values(status=ShardStatus.done.value, done_at=clock())
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     return marked == 1
 
 
@@ -186,7 +199,7 @@ def record_shard(session: Session, shard: Shard, *, leads: int, changes: int) ->
     """What the shard did, for the round's totals; in the same transaction as `finish_shard`."""
     session.execute(
         update(WorkShard)
-        .where(WorkShard.id == shard.id)
+        .where(col(WorkShard.id) == shard.id)
         .values(leads=leads, changes=changes)
         .execution_options(synchronize_session=False)
     )
@@ -203,19 +216,25 @@ def close_round(
     """Close the round once every shard is done. True: this worker closed it (and ran `on_close` in
     the same transaction); False: it was already closed; None: shards are still being worked on."""
     with Session(engine) as session:
-        unfinished = exists().where(WorkShard.round_id == round_id, WorkShard.status != ShardStatus.done.value)
-        closed = session.execute(
-            update(WorkRound)
-            .where(WorkRound.id == round_id, WorkRound.open_job.is_not(None), ~unfinished)
-            .values(open_job=None, closed_at=clock(), closed_by=worker)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        unfinished = exists().where(
+            col(WorkShard.round_id) == round_id, col(WorkShard.status) != ShardStatus.done.value
+        )
+        closed = rowcount(
+            session.execute(
+                update(WorkRound)
+                .where(col(WorkRound.id) == round_id, col(WorkRound.open_job).is_not(None), ~unfinished)
+                .values(open_job=None, closed_at=clock(), closed_by=worker)
+                .execution_options(synchronize_session=False)
+            )
+        )
         if closed == 1 and on_close is not None:
             on_close(session)
         session.commit()
         if closed == 1:
             return True
-        still_open = session.execute(select(WorkRound.open_job).where(WorkRound.id == round_id)).scalar_one_or_none()
+        still_open = session.execute(
+            select(col(WorkRound.open_job)).where(col(WorkRound.id) == round_id)
+        ).scalar_one_or_none()
         return None if still_open is not None else False
 
 
@@ -231,8 +250,8 @@ class RoundTotals:
 def round_totals(session: Session, round_id: int) -> RoundTotals:
     """Shards, leads and stage changes of a whole round, across every worker that took part."""
     rows = session.execute(
-        select(WorkShard.status, WorkShard.claimed_by, WorkShard.leads, WorkShard.changes).where(
-            WorkShard.round_id == round_id
+        select(col(WorkShard.status), col(WorkShard.claimed_by), col(WorkShard.leads), col(WorkShard.changes)).where(
+            col(WorkShard.round_id) == round_id
         )
     ).all()
     done = [r for r in rows if r.status == ShardStatus.done.value]

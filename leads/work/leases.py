@@ -28,10 +28,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session
 from sqlmodel import col
 
 from leadflow.leads.db.models import WorkLease, utcnow
+from leadflow.leads.db.sql import rowcount
 from leadflow.leads.work.processes import ProcessId, is_running, this_process, visible
 
 # A dead holder on another machine is taken over at most STALE_AFTER after its last beat: 75 s, with
@@ -120,10 +121,10 @@ def _read(engine: Engine, name: str) -> LeaseInfo | None:
 def read_leases(engine: Engine) -> list[LeaseInfo]:
     """Every lease ever taken, by name (free ones too)."""
     with Session(engine) as session:
-        return [_info(row) for row in session.execute(select(WorkLease).order_by(WorkLease.name)).scalars()]
+        return [_info(row) for row in session.execute(select(WorkLease).order_by(col(WorkLease.name))).scalars()]
 
 
-def _same(column: Any, value: object) -> ColumnElement[bool]:
+def _same(column: Mapped[Any], value: object) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
 
 
@@ -165,21 +166,23 @@ def try_acquire(
     ours = seen.holder == holder
     where = [col(WorkLease.name) == name, col(WorkLease.holder) == holder] if ours else _seen(seen)
     with Session(engine) as session:
-        taken = session.execute(
-            update(WorkLease)
-            .where(*where)
-            .values(
-                holder=holder,
-                acquired_at=seen.since if ours else now,
-                heartbeat_at=now,
-                expires_at=now + stale_after,
-                host=me.host,
-                pid=me.pid,
-                pid_scope=me.scope,
-                pid_start=me.started,
+        taken = rowcount(
+            session.execute(
+                update(WorkLease)
+                .where(*where)
+                .values(
+                    holder=holder,
+                    acquired_at=seen.since if ours else now,
+                    heartbeat_at=now,
+                    expires_at=now + stale_after,
+                    host=me.host,
+                    pid=me.pid,
+                    pid_scope=me.scope,
+                    pid_start=me.started,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         session.commit()
     return taken == 1, seen
 
@@ -203,23 +206,29 @@ def beat(
     """Say the holder still lives; False when the lease is no longer its own (released or taken over)."""
     now = clock()
     with Session(engine) as session:
-        kept = session.execute(
-            update(WorkLease)
-            .where(col(WorkLease.name) == name, col(WorkLease.holder) == holder)
-            .values(heartbeat_at=now, expires_at=now + stale_after)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        kept = rowcount(
+            session.execute(
+                update(WorkLease)
+                .where(col(WorkLease.name) == name, col(WorkLease.holder) == holder)
+                .values(heartbeat_at=now, expires_at=now + stale_after)
+                .execution_options(synchronize_session=False)
+            )
+        )
         session.commit()
     return kept == 1
 
 
 def _free(session: Session, where: list[ColumnElement[bool]]) -> int:
-    return session.execute(
-        update(WorkLease)
-        .where(*where)
-        .values(holder=None, expires_at=None, heartbeat_at=None, host=None, pid=None, pid_scope=None, pid_start=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    return rowcount(
+        session.execute(
+            update(WorkLease)
+            .where(*where)
+            .values(
+                holder=None, expires_at=None, heartbeat_at=None, host=None, pid=None, pid_scope=None, pid_start=None
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def release_lease(engine: Engine, name: str, *, holder: str) -> None:

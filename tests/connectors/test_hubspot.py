@@ -16,8 +16,8 @@ from leadflow.connectors.streams import RestSource
 from leadflow.connectors.sync import SyncTotals, sync_source
 from leadflow.leads.config.sources import HubSpotSource
 from leadflow.leads.db.engine import session_scope
+from leadflow.leads.ingest.cursors import load_cursor
 from leadflow.leads.ingest.records import PlusAddressing
-from leadflow.leads.ingest.store import load_cursor
 from tests.connectors.vendor_checks import activity, leads, quarantine
 from tests.fakes.hubspot import FakeHubSpot, error, throttled
 

@@ -15,7 +15,7 @@ from leadflow.connectors.pipedrive import pipedrive_source
 from leadflow.connectors.sync import SyncTotals, sync_source
 from leadflow.leads.config.sources import PipedriveSource
 from leadflow.leads.db.engine import session_scope
-from leadflow.leads.ingest.store import load_cursor
+from leadflow.leads.ingest.cursors import load_cursor
 from tests.connectors.vendor_checks import activity, leads, quarantine
 from tests.fakes.pipedrive import FakePipedrive, failure, over_limit
 

@@ -15,7 +15,7 @@ from leadflow.connectors.salesforce import salesforce_source
 from leadflow.connectors.sync import SyncTotals, sync_source
 from leadflow.leads.config.sources import SalesforceSource
 from leadflow.leads.db.engine import session_scope
-from leadflow.leads.ingest.store import load_cursor
+from leadflow.leads.ingest.cursors import load_cursor
 from tests.connectors.vendor_checks import activity, leads, quarantine
 from tests.fakes.salesforce import FakeSalesforce, concurrent_limit, daily_limit, errors, unavailable
 

@@ -8,7 +8,7 @@ from itertools import count
 from sqlalchemy import Engine
 
 from leadflow.leads.db.engine import session_scope
-from leadflow.leads.ingest.records import parse_activity
+from leadflow.leads.ingest.parser import parse_activity
 from leadflow.leads.ingest.store import store_batch
 
 T0 = datetime(2026, 9, 1)

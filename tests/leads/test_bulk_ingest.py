@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func, inspect, select
 
 import leadflow.connectors.files
 import leadflow.leads.db.bulkload
-import leadflow.leads.ingest.store
+import leadflow.leads.ingest.activity_insert
 from leadflow.connectors.files import FileActivitySource
 from leadflow.connectors.pages import Page
 from leadflow.connectors.sync import sync_source
@@ -294,7 +294,7 @@ def test_both_ways_of_catching_up_the_leads_give_the_same_last_activity(
             for n in range(0, 97, 3):
                 session.add(Lead(email=f"lead{n}@example.com", last_activity_at=datetime(2026, 9, 15, 12, 0)))
     sync_source(engine=expected, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)
-    monkeypatch.setattr("leadflow.leads.ingest.store.SCAN_ROWS_PER_LEAD", rows_per_lead)
+    monkeypatch.setattr("leadflow.leads.ingest.activity_insert.SCAN_ROWS_PER_LEAD", rows_per_lead)
     sync_source(engine=engine, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)
 
     with session_scope(expected) as session:
@@ -334,5 +334,5 @@ def test_a_bulk_run_hands_its_connections_back_checking_foreign_keys_and_leaves_
         assert a.exec_driver_sql("PRAGMA threads").scalar_one() == 0
         assert {x.exec_driver_sql("PRAGMA cache_size").scalar_one() for x in (a, b, c)} <= {
             cache_size,
-            -leadflow.leads.ingest.store.SQLITE_CACHE_KIB,
+            -leadflow.leads.ingest.activity_insert.SQLITE_CACHE_KIB,
         }

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from leadflow.leads.db.engine import make_engine, session_scope, upgrade
 from leadflow.leads.db.models import Lead, ShardStatus, StageTransition, WorkRound, WorkShard, utcnow
 from leadflow.leads.requalify.rounds import JOB, plan_round, remember_full_round, score_shard
-from leadflow.leads.requalify.run import needs_full_recompute
+from leadflow.leads.requalify.ruleset import needs_full_recompute
 from leadflow.leads.work.claims import (
     claim_shard,
     close_round,

@@ -16,7 +16,8 @@ from sqlalchemy import Engine, event, select
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import Lead, Stage, StageTransition
-from leadflow.leads.requalify.run import due_lead_ids, remember_ruleset, requalify_batch
+from leadflow.leads.requalify.ruleset import remember_ruleset
+from leadflow.leads.requalify.run import due_lead_ids, requalify_batch
 from leadflow.leads.scoring.rescore import next_rescore_at
 from leadflow.leads.scoring.rules import LeadSignals, ScoreParts
 from tests.leads.scoring_helpers import (

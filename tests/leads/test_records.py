@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from leadflow.leads.db.models import ActivityType
-from leadflow.leads.ingest.records import RecordError, normalise_email, parse_activity
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.records import RecordError, normalise_email
 
 NOW = datetime(2026, 10, 1, 12, 0)
 
@@ -234,7 +235,8 @@ ROW_CASES = [
 def test_the_row_fast_path_gives_exactly_the_record_or_the_error_of_the_general_path(
     overrides: dict[str, Any], raw_size: int | None
 ) -> None:
-    from leadflow.leads.ingest.records import ActivityParser, record_row, row_record
+    from leadflow.leads.ingest.parser import ActivityParser
+    from leadflow.leads.ingest.rows import record_row, row_record
 
     parse = ActivityParser(now=NOW)
     raw = _raw(**overrides)
@@ -270,7 +272,8 @@ JSON_LINE_CASES = [
 def test_the_json_line_fast_path_gives_the_row_of_the_general_path_or_leaves_the_line_to_it(line: bytes) -> None:
     """`json_row` (msgspec) answers only for lines in the common shape, with exactly the stored row the
     general path (decode, then `ActivityParser.__call__`) gives; any other line is left to that path."""
-    from leadflow.leads.ingest.records import ActivityParser, record_row
+    from leadflow.leads.ingest.parser import ActivityParser
+    from leadflow.leads.ingest.rows import record_row
 
     parse = ActivityParser(now=NOW)
     got = parse.json_row(line)
@@ -281,7 +284,7 @@ def test_the_json_line_fast_path_gives_the_row_of_the_general_path_or_leaves_the
 
 
 def test_the_json_line_fast_path_takes_the_common_shape() -> None:
-    from leadflow.leads.ingest.records import ActivityParser
+    from leadflow.leads.ingest.parser import ActivityParser
 
     parse = ActivityParser(now=NOW)
     line = json.dumps({**_raw(), "properties": {"utm": "x"}, "lead": {"company": "Acme", "company_size": 50}})

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import Stage
 from leadflow.leads.requalify.explain import explain_lead
-from leadflow.leads.requalify.run import needs_full_recompute, remember_ruleset
+from leadflow.leads.requalify.ruleset import needs_full_recompute, remember_ruleset
 from tests.leads.scoring_helpers import (
     NOW,
     RUN_AT,

@@ -18,7 +18,8 @@ from leadflow.leads.config.compliance import ComplianceConfig, ConsentRule, Freq
 from leadflow.leads.config.workspace import ConfigError, WorkspaceConfig, load_config
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import EmailOutbox, Lead, OutboxStatus, SuppressionReason
-from leadflow.leads.ingest.records import RecordError, parse_activity
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.records import RecordError
 from leadflow.leads.ingest.store import store_batch
 from leadflow.nurture import compliance
 from leadflow.nurture.compliance import Recipient, cap_frees_at, next_window_opening

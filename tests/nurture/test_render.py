@@ -10,7 +10,7 @@ from jinja2 import UndefinedError
 from jinja2.exceptions import SecurityError
 
 from leadflow.leads.config.workspace import load_config
-from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.leads.db.models import PROFILE_FIELDS
 from leadflow.nurture.render import SHIPPED_TEMPLATES, TemplateRenderer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"

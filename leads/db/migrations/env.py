@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -25,7 +26,7 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 
 target_metadata = SQLModel.metadata
 
-CONFIGURE_OPTS: dict[str, object] = {
+CONFIGURE_OPTS: dict[str, Any] = {
     "target_metadata": target_metadata,
     # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
     "render_as_batch": True,
