@@ -10,7 +10,7 @@ from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
 from leadflow.leads.config.workspace import Sender
-from leadflow.leads.ingest.records import PROFILE_FIELDS
+from leadflow.leads.db.models import PROFILE_FIELDS
 from leadflow.nurture.links import LinkSigner
 from leadflow.nurture.message import build_message, message_id_for
 from leadflow.nurture.render import TemplateRenderer
