@@ -12,12 +12,13 @@ from pathlib import Path
 
 import httpx
 
-from leadflow.connectors.crm_handoff.common import CredentialsRefused, DeliveryLedger
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import DeliveryLedger
 from leadflow.connectors.crm_handoff.hubspot import HubSpotSink
 from leadflow.connectors.crm_handoff.pipedrive import PipedriveSink
 from leadflow.connectors.crm_handoff.salesforce import SalesforceSink
+from leadflow.connectors.errors import CredentialsRefused
 from leadflow.connectors.handoff import MISSING_SECRET_MESSAGE, FileInbox, WebhookSink
-from leadflow.connectors.http import RetryPolicy
 from leadflow.connectors.secrets import SecretLookup, client_credentials, required_token
 from leadflow.leads.config.handoff import (
     CrmDestination,

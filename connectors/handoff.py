@@ -22,47 +22,15 @@ from urllib.parse import unquote, urlsplit
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from leadflow.connectors.http import parse_retry_after
+from leadflow.connectors.errors import DestinationGoneError, FatalHandoffError, RetriableHandoffError
 from leadflow.connectors.keyed_files import atomic_write, file_stem
+from leadflow.connectors.status import Reading, parse_retry_after, read_status
 
-__all__ = [
-    "DestinationGoneError",
-    "FatalHandoffError",
-    "FileInbox",
-    "HandoffError",
-    "HandoffSink",
-    "RetriableHandoffError",
-    "WebhookSink",
-    "sink_from_url",
-]
+__all__ = ["FileInbox", "HandoffSink", "WebhookSink", "sink_from_url"]
 
 log = logging.getLogger(__name__)
 
 MISSING_SECRET_MESSAGE = "LEADFLOW_WEBHOOK_SECRET is required for webhook destinations"
-
-
-class HandoffError(Exception):
-    """A handoff was not delivered."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class RetriableHandoffError(HandoffError):
-    """Timeout, connection trouble, 429 or 5xx: try again, no sooner than `retry_after` seconds if set."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(message, status=status)
-        self.retry_after = retry_after
-
-
-class FatalHandoffError(HandoffError):
-    """The destination rejected this handoff (4xx) or is not allowed; retrying will not help."""
-
-
-class DestinationGoneError(FatalHandoffError):
-    """410 Gone: the receiver says this endpoint is retired, so the destination should be disabled."""
 
 
 class HandoffSink(Protocol):
@@ -246,15 +214,16 @@ class WebhookSink:
         except httpx.TransportError as exc:
             raise RetriableHandoffError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
         status = response.status_code
-        if 200 <= status < 300:
+        reading = read_status(status)
+        if reading is Reading.ok:
             log.debug("%s delivered %s: %s", where, idempotency_key, status)
             return f"http {status}"
-        if status == 410:
+        if reading is Reading.gone:
             raise DestinationGoneError(f"{where} answered 410 Gone; disable this destination", status=status)
-        if status in (408, 429) or 500 <= status < 600:
+        if reading is Reading.retry:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             raise RetriableHandoffError(f"{where} answered {status}", retry_after=retry_after, status=status)
-        if 300 <= status < 400:
+        if reading is Reading.redirect:
             raise FatalHandoffError(f"{where} answered {status} (redirects are not followed)", status=status)
         raise FatalHandoffError(f"{where} answered {status}", status=status)
 

@@ -23,16 +23,9 @@ from typing import Any
 
 import httpx
 
-from leadflow.connectors.http import (
-    ApiClient,
-    APIError,
-    AuthenticationError,
-    FatalAPIError,
-    HeaderToken,
-    RetriableAPIError,
-    RetryPolicy,
-    classify_status,
-)
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import APIError, AuthenticationError, FatalAPIError, RetriableAPIError
+from leadflow.connectors.http import ApiClient, HeaderToken, classify_status
 from leadflow.connectors.paginators import CursorPaginator, HasMorePaginator, PageRequest, Paginator, dig
 from leadflow.connectors.streams import (
     EmailsById,

@@ -28,6 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from leadflow.connectors.errors import (
+    MailError,
+    MailSetupError,
+    PermanentMailError,
+    TransientMailError,
+    UnconfirmedMailError,
+)
 from leadflow.connectors.keyed_files import atomic_write, file_stem
 
 if TYPE_CHECKING:
@@ -52,33 +59,6 @@ log = logging.getLogger(__name__)
 Security = Literal["none", "starttls", "ssl"]
 MAX_CONNECTIONS = 16
 _SECURITIES: tuple[str, ...] = ("none", "starttls", "ssl")
-
-
-class MailError(Exception):
-    """A message was not sent; on its own (not a subclass) it means a configuration problem."""
-
-    def __init__(self, message: str, *, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class TransientMailError(MailError):
-    """4xx, dropped connection or timeout: the same message may succeed later."""
-
-
-class PermanentMailError(MailError):
-    """5xx for a recipient: retrying cannot help, so the recipient should be suppressed."""
-
-    def __init__(self, message: str, *, recipient: str, code: int | None = None) -> None:
-        super().__init__(message, code=code)
-        self.recipient = recipient
-
-
-class UnconfirmedMailError(MailError):
-    """The whole message went out but the server's answer never came: it may have been accepted.
-
-    Sending it again could deliver it twice, so callers record it as unconfirmed and never retry.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,7 +488,9 @@ class SMTPTransport:
             # Never include what we sent; the server's reply is safe.
             if 400 <= exc.smtp_code < 500:
                 return TransientMailError(f"{where} login deferred: {exc.smtp_code}", code=exc.smtp_code)
-            return MailError(f"{where} rejected the login for {self.username!r}: {exc.smtp_code}", code=exc.smtp_code)
+            return MailSetupError(
+                f"{where} rejected the login for {self.username!r}: {exc.smtp_code}", code=exc.smtp_code
+            )
         if isinstance(exc, smtplib.SMTPResponseException):
             code, text = exc.smtp_code, _reply_text(exc.smtp_error)
             if 400 <= code < 500:
@@ -519,18 +501,18 @@ class SMTPTransport:
                     recipient=recipients[0],
                     code=code,
                 )
-            return MailError(f"{where} refused: {code} {text}", code=code)
+            return MailSetupError(f"{where} refused: {code} {text}", code=code)
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             return TransientMailError(f"{where} closed the connection")
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return MailError(f"{where} TLS certificate not trusted: {exc.verify_message}")
+            return MailSetupError(f"{where} TLS certificate not trusted: {exc.verify_message}")
         if isinstance(exc, smtplib.SMTPNotSupportedError):
-            return MailError(f"{where} lacks a needed extension: {exc}")
+            return MailSetupError(f"{where} lacks a needed extension: {exc}")
         if isinstance(exc, TimeoutError):
             return TransientMailError(f"{where} timed out after {self.timeout:g}s")
         if isinstance(exc, OSError):
             return TransientMailError(f"{where} unreachable: {type(exc).__name__}: {exc.strerror or exc}")
-        return MailError(f"{where} failed: {type(exc).__name__}")
+        return MailSetupError(f"{where} failed: {type(exc).__name__}")
 
 
 # --- URL -------------------------------------------------------------------------------------

@@ -20,18 +20,11 @@ from typing import Any
 
 import httpx
 
-from leadflow.connectors.http import (
-    ApiClient,
-    APIError,
-    AuthenticationError,
-    FatalAPIError,
-    HeaderToken,
-    RetriableAPIError,
-    RetryPolicy,
-    classify_status,
-    parse_retry_after,
-)
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import APIError, AuthenticationError, FatalAPIError, RetriableAPIError
+from leadflow.connectors.http import ApiClient, HeaderToken, classify_status
 from leadflow.connectors.paginators import NextUrlPaginator, PageRequest, Paginator, dig
+from leadflow.connectors.status import parse_retry_after
 from leadflow.connectors.streams import (
     Mapped,
     RestSource,

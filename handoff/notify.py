@@ -21,8 +21,10 @@ from dotenv import dotenv_values
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from leadflow.connectors.notify import FatalNotifyError, Notifier, RetriableNotifyError
-from leadflow.handoff.retry import backoff, past_horizon
+from leadflow.connectors.backoff import OUTBOX_BACKOFF
+from leadflow.connectors.errors import FatalNotifyError, RetriableNotifyError
+from leadflow.connectors.notify import Notifier
+from leadflow.handoff.retry import past_horizon
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import Lead, LeadAssignment, NotificationOutbox, OutboxStatus, StageTransition
 from leadflow.leads.work.outbox import Clock, claim_due, fixed_clock
@@ -203,7 +205,7 @@ def _send_one(
     except RetriableNotifyError as exc:
         now = clock()
         row.last_error = report.last_error = f"{row.recipient}: {exc}"[:2000]
-        next_try = now + timedelta(seconds=backoff(row.attempts))
+        next_try = now + timedelta(seconds=OUTBOX_BACKOFF.wait(row.attempts))
         horizon = config.handoff.dead_letter_after
         queued_at = row.requeued_at or row.created_at
         if past_horizon(attempts=row.attempts, queued_at=queued_at, now=now, horizon=horizon, next_try=next_try):

@@ -16,9 +16,11 @@ from typing import Any
 from sqlalchemy import Engine, and_, exists, func, or_, select, true, update
 from sqlmodel import Session
 
-from leadflow.connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
+from leadflow.connectors.backoff import OUTBOX_BACKOFF
+from leadflow.connectors.errors import DestinationGoneError, FatalHandoffError, RetriableHandoffError
+from leadflow.connectors.handoff import HandoffSink
 from leadflow.handoff.assignment import assigned_transitions, owner_payload
-from leadflow.handoff.retry import backoff, past_horizon
+from leadflow.handoff.retry import past_horizon
 from leadflow.handoff.starts import Start
 from leadflow.leads.config.assignment import DeadLetterConfig
 from leadflow.leads.config.workspace import WorkspaceConfig
@@ -265,7 +267,7 @@ def _retry_or_die(
     dead_letter: DeadLetterConfig,
 ) -> None:
     row.last_error = error[:2000]
-    next_try = now + timedelta(seconds=backoff(row.attempts, retry_after))
+    next_try = now + timedelta(seconds=OUTBOX_BACKOFF.wait(row.attempts, retry_after))
     queued_at = row.requeued_at or row.created_at
     if past_horizon(attempts=row.attempts, queued_at=queued_at, now=now, horizon=dead_letter, next_try=next_try):
         row.status = OutboxStatus.dead

@@ -20,7 +20,6 @@ counting an attempt, and its step is held for the rest of the run (nurture/held.
 
 from __future__ import annotations
 
-import random
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,13 +31,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from leadflow.connectors.mail import (
-    Envelope,
-    MailTransport,
-    PermanentMailError,
-    TransientMailError,
-    UnconfirmedMailError,
-)
+from leadflow.connectors.backoff import OUTBOX_BACKOFF
+from leadflow.connectors.errors import PermanentMailError, TransientMailError, UnconfirmedMailError
+from leadflow.connectors.mail import Envelope, MailTransport
 from leadflow.leads.config.compliance import ComplianceConfig
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import (
@@ -567,6 +562,6 @@ def _retry_later(marks: _Marks, due: Due, error: str, now: datetime) -> bool:
     if due.attempts >= MAX_ATTEMPTS:
         marks.now("finish", due, st=OutboxStatus.dead.value, err=error[:2000])
         return False
-    delay = min(3600.0, 30.0 * 2 ** (due.attempts - 1)) * random.uniform(0.8, 1.2)
+    delay = OUTBOX_BACKOFF.wait(due.attempts)
     marks.now("retry", due, until=now + timedelta(seconds=delay), err=error[:2000])
     return True

@@ -14,22 +14,24 @@ from __future__ import annotations
 
 import hashlib
 import html
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, Self
 
 import httpx
 
-from leadflow.connectors.handoff import FatalHandoffError, RetriableHandoffError
-from leadflow.connectors.http import (
-    ApiClient,
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import (
+    APIError,
     AuthenticationError,
-    Classifier,
+    CredentialsRefused,
     FatalAPIError,
+    FatalHandoffError,
+    QuotaExhausted,
     RetriableAPIError,
-    RetryPolicy,
+    RetriableHandoffError,
 )
+from leadflow.connectors.http import ApiClient, Classifier
 
 
 class DeliveryLedger(Protocol):
@@ -109,27 +111,6 @@ class CrmSink:
         self.client.close()
 
 
-class DestinationStopped(Exception):
-    """Every handoff to this CRM would fail the same way for now, so the destination stops for the
-    run and its rows stay queued, instead of each handoff failing on its own. Not a HandoffError on
-    purpose: the outbox must not count it against a row."""
-
-    def __init__(self, destination: str, message: str) -> None:
-        super().__init__(f"destination {destination!r}: {message}")
-        self.destination = destination
-
-
-class CredentialsRefused(DestinationStopped):
-    """The CRM refused the credentials (or there are none): someone has to renew them."""
-
-    def __init__(self, destination: str, message: str) -> None:
-        super().__init__(destination, f"the credentials were refused: {message}")
-
-
-class QuotaExhausted(DestinationStopped):
-    """The CRM's daily API allowance is used up (HubSpot's DAILY policy, Salesforce's TotalRequests)."""
-
-
 @contextmanager
 def delivery_errors(destination: str) -> Iterator[None]:
     """Vendor errors as handoff errors: retriable stays retriable, refused credentials stop the destination."""
@@ -147,7 +128,7 @@ def delivery_errors(destination: str) -> Iterator[None]:
         ) from exc
 
 
-def _status(exc: Any) -> str:
+def _status(exc: APIError) -> str:
     return f" ({exc.status}{' ' + exc.code if exc.code else ''})" if exc.status else ""
 
 
@@ -174,7 +155,7 @@ def create_once(
         try:
             return create()
         except RetriableAPIError as error:
-            wait = retry.delay(attempt, error)
+            wait = retry.delay(attempt, error.retry_after)
             if wait is None:
                 raise
             sleep(max(wait, settle))
@@ -237,7 +218,3 @@ def explanation_html(payload: dict[str, Any], idempotency_key: str) -> str:
     """The same text for CRMs that render HTML bodies (HubSpot notes and tasks, Pipedrive notes)."""
     text = explanation_text(payload) + f"\n\nleadflow handoff {reference(idempotency_key)}"
     return "<p>" + html.escape(text).replace("\n", "<br>") + "</p>"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from leadflow.connectors.backoff import RetryPolicy
 from leadflow.connectors.crm_handoff.common import (
     CrmSink,
     DeliveryLedger,
@@ -35,7 +36,8 @@ from leadflow.connectors.crm_handoff.common import (
     reference,
     subject,
 )
-from leadflow.connectors.http import FatalAPIError, HeaderToken, RetryPolicy
+from leadflow.connectors.errors import FatalAPIError
+from leadflow.connectors.http import HeaderToken
 from leadflow.connectors.hubspot import classify
 from leadflow.leads.config.handoff import HubSpotDestination
 

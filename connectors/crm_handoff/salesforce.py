@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
+from leadflow.connectors.backoff import RetryPolicy
 from leadflow.connectors.crm_handoff.common import (
     CrmSink,
     DeliveryLedger,
@@ -41,7 +42,7 @@ from leadflow.connectors.crm_handoff.common import (
     owner_crm_id,
     subject,
 )
-from leadflow.connectors.http import FatalAPIError, RetryPolicy
+from leadflow.connectors.errors import FatalAPIError
 from leadflow.connectors.salesforce import LEAD_FIELDS, classify, salesforce_auth
 from leadflow.leads.config.handoff import SalesforceDestination
 

@@ -15,16 +15,9 @@ import httpx
 import pytest
 
 from leadflow.connectors.destinations import open_sink
-from leadflow.connectors.handoff import (
-    DestinationGoneError,
-    FatalHandoffError,
-    FileInbox,
-    HandoffError,
-    RetriableHandoffError,
-    WebhookSink,
-    parse_retry_after,
-    sink_from_url,
-)
+from leadflow.connectors.errors import DestinationGoneError, FatalHandoffError, HandoffError, RetriableHandoffError
+from leadflow.connectors.handoff import FileInbox, WebhookSink, sink_from_url
+from leadflow.connectors.status import parse_retry_after
 from leadflow.leads.config.handoff import WebhookDestination
 from tests.peers import SECRET, SLOW, ServerState
 

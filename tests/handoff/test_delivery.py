@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from leadflow.connectors.handoff import FatalHandoffError, WebhookSink
+from leadflow.connectors.errors import FatalHandoffError
+from leadflow.connectors.handoff import WebhookSink
 from leadflow.handoff.deadletters import dead_counts, redrive
 from leadflow.handoff.outbox import HandoffReport, deliver_pending
 from leadflow.leads.config.assignment import DeadLetterConfig
