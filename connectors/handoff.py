@@ -16,13 +16,14 @@ import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 from urllib.parse import unquote, urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
 from leadflow.connectors.errors import DestinationGoneError, FatalHandoffError, RetriableHandoffError
+from leadflow.connectors.handoff_payload import HandoffPayload
 from leadflow.connectors.keyed_files import atomic_write, file_stem
 from leadflow.connectors.status import Reading, parse_retry_after, read_status
 
@@ -38,7 +39,7 @@ class HandoffSink(Protocol):
 
     name: str
 
-    def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str: ...
+    def deliver(self, *, idempotency_key: str, payload: HandoffPayload) -> str: ...
 
 
 # --- file inbox ------------------------------------------------------------------------------
@@ -74,10 +75,10 @@ class FileInbox:
         _require_key(idempotency_key)
         return self.directory / f"{file_stem(idempotency_key)}.json"
 
-    def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
+    def deliver(self, *, idempotency_key: str, payload: HandoffPayload) -> str:
         """Write pretty UTF-8 JSON; the same key overwrites the same file. Returns the path."""
         path = self.path_for(idempotency_key)
-        data = (json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        data = (json.dumps(payload.document, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             atomic_write(path, data)
@@ -189,12 +190,12 @@ class WebhookSink:
                     "refusing (set allow_private to deliver to internal hosts)"
                 )
 
-    def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
-        """POST the signed payload; returns "http <status>" on 2xx, raises a HandoffError otherwise."""
+    def deliver(self, *, idempotency_key: str, payload: HandoffPayload) -> str:
+        """POST the signed payload (the document as queued); "http <status>" on 2xx, else a HandoffError."""
         _require_key(idempotency_key)
         if not _HEADER_SAFE.fullmatch(idempotency_key):
             raise ValueError("idempotency_key must be 1-255 printable ASCII characters without spaces")
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        body = json.dumps(payload.document, ensure_ascii=False, separators=(",", ":"))
         self.check_destination()
         timestamp = int(time.time())
         # sign() replaces (not converts) tzinfo with UTC, so the datetime must already be UTC.

@@ -19,6 +19,7 @@ from sqlmodel import Session
 from leadflow.connectors.backoff import OUTBOX_BACKOFF
 from leadflow.connectors.errors import DestinationGoneError, FatalHandoffError, RetriableHandoffError
 from leadflow.connectors.handoff import HandoffSink
+from leadflow.connectors.handoff_payload import HandoffPayload
 from leadflow.handoff.assignment import assigned_transitions, owner_payload
 from leadflow.handoff.retry import past_horizon
 from leadflow.handoff.starts import Start
@@ -51,7 +52,7 @@ def handoff_key(transition_id: int, destination: str) -> str:
     return f"handoff:{transition_id}:{destination}"
 
 
-def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transition: StageTransition) -> dict[str, Any]:
+def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transition: StageTransition) -> HandoffPayload:
     """What sales receives: who the lead is, why it qualified (as of then), and how it got here."""
     explanation = explain_lead(session=session, config=config, email=lead.email, now=transition.at)
     history = session.execute(
@@ -59,7 +60,7 @@ def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transit
         .where(StageTransition.lead_id == lead.id)
         .order_by(StageTransition.at, StageTransition.id)
     ).scalars()
-    return {
+    document = {
         "event": "lead.sql",
         "lead": {"email": lead.email, **{name: getattr(lead, name) for name in PROFILE_FIELDS}, "owner": lead.owner},
         "owner": owner_payload(config.handoff, lead.owner),
@@ -72,6 +73,7 @@ def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transit
             {"from": t.from_stage, "to": t.to_stage, "at": t.at.isoformat() + "Z", "reason": t.reason} for t in history
         ],
     }
+    return HandoffPayload.of(document)
 
 
 def queue_new_sqls(*, session: Session, config: WorkspaceConfig, destination: str, now: datetime) -> int:
@@ -127,7 +129,7 @@ def queue_new_sqls_for(
 
 
 def pending_row(
-    key: str, lead_id: int, transition_id: int, destination: str, payload: dict[str, Any], now: datetime
+    key: str, lead_id: int, transition_id: int, destination: str, payload: HandoffPayload, now: datetime
 ) -> dict[str, Any]:
     """A handoff outbox row waiting for its first delivery attempt."""
     return {
@@ -135,7 +137,7 @@ def pending_row(
         "lead_id": lead_id,
         "transition_id": transition_id,
         "destination": destination,
-        "payload": payload,
+        "payload": payload.document,
         "status": OutboxStatus.pending.value,
         "attempts": 0,
         "next_attempt_at": now,
@@ -214,10 +216,11 @@ def _deliver_batch(
             if row is None or row.status != OutboxStatus.sending:
                 continue
             try:
-                row.provider_id = sink.deliver(idempotency_key=row.idempotency_key, payload=row.payload)
+                payload = HandoffPayload.of(row.payload)
+                row.provider_id = sink.deliver(idempotency_key=row.idempotency_key, payload=payload)
                 row.status, row.delivered_at, row.last_error = OutboxStatus.sent, clock(), None
                 report.delivered += 1
-                report.by_owner[(row.payload.get("owner") or {}).get("id") or "-"] += 1
+                report.by_owner[(payload.owner.id if payload.owner else None) or "-"] += 1
             except RetriableHandoffError as exc:
                 report.last_error = str(exc)
                 _retry_or_die(row, str(exc), exc.retry_after, report, clock(), dead_letter)

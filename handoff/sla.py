@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlmodel import Session
 
+from leadflow.connectors.handoff_payload import HandoffPayload
 from leadflow.handoff.assignment import Choice, choose, open_sqls, owner_payload, queue_notification, record, settle
 from leadflow.handoff.outbox import pending_row, queue_pending
 from leadflow.leads.config.assignment import AssignmentConfig, SlaConfig
@@ -145,5 +146,6 @@ def _rehandoff(
             "reassigned_at": now.isoformat() + "Z",
         }
         payload["lead"] = {**payload.get("lead", {}), "owner": new.owner_id}
-        rows.append(pending_row(f"{base}:r{new.seq}", row.lead_id, row.transition_id, destination, payload, now))
+        again = HandoffPayload.of(payload)
+        rows.append(pending_row(f"{base}:r{new.seq}", row.lead_id, row.transition_id, destination, again, now))
     queue_pending(session, rows)

@@ -15,6 +15,7 @@ from leadflow.connectors.errors import Fatal, Retriable, RetriableAPIError, Retr
 from leadflow.connectors.handoff import WebhookSink
 from leadflow.connectors.http import ApiClient
 from leadflow.connectors.status import Reading, read_status
+from tests.connectors.handoff_payloads import payload
 from tests.peers import SECRET, ServerState
 
 
@@ -59,7 +60,7 @@ def test_a_425_is_retried_by_vendor_sources_and_by_webhooks(webhook_receiver: tu
     state, url = webhook_receiver
     state.script.append((425, {}))
     with WebhookSink(url, SECRET, allow_private=True) as sink, pytest.raises(RetriableHandoffError) as early:
-        sink.deliver(idempotency_key="k", payload={"event": "lead.sql"})
+        sink.deliver(idempotency_key="k", payload=payload())
     assert early.value.status == 425
 
 
