@@ -153,7 +153,7 @@ class FileActivitySource:
         for end, (chunk_columns, chunk_rejected, chunk_ends, chunk_lines, count) in chunks:
             held = len(ends)
             if chunk_rejected:
-                rejected += [(held + n, line_no + line, *rest) for n, line, *rest in chunk_rejected]
+                rejected += [(held + n, line_no + line, why, info, raw) for n, line, why, info, raw in chunk_rejected]
             for column, part in zip(columns, chunk_columns, strict=False):
                 column += part
             ends.frombytes(chunk_ends)
@@ -170,7 +170,7 @@ class FileActivitySource:
                 yielded = True
                 for column in columns:
                     del column[:kept]
-                rejected = [(n - batch, *rest) for n, *rest in rejected[refused:]]
+                rejected = [(n - batch, line, why, detail, raw) for n, line, why, detail, raw in rejected[refused:]]
                 del ends[:batch], lines[:batch]
                 first = bisect_right(bases, (batch, line_no)) - 1  # the chunk the next item belongs to
                 bases = [(max(start - batch, 0), before) for start, before in bases[first:]]

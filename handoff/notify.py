@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 from sqlalchemy import Engine, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from leadflow.connectors.backoff import OUTBOX_BACKOFF
 from leadflow.connectors.errors import FatalNotifyError, RetriableNotifyError
@@ -93,7 +93,7 @@ def lead_link(config: WorkspaceConfig, lead: Lead) -> str:
     for key, crm_id in sorted((lead.crm_ids or {}).items()):
         vendor = kinds.get(key, key)
         if vendor in links and crm_id:
-            return links[vendor].replace("{id}", str(crm_id))  # type: ignore[index]
+            return links[vendor].replace("{id}", str(crm_id))
     return f"leadflow explain {lead.email}"
 
 
@@ -166,11 +166,13 @@ def send_notifications(
 
 def unsent_notifications(session: Session) -> int:
     """Notifications not sent yet (queued, waiting for a retry, or being sent)."""
-    return session.execute(
-        select(func.count())
-        .select_from(NotificationOutbox)
-        .where(NotificationOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]))
-    ).scalar_one()
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(NotificationOutbox)
+            .where(col(NotificationOutbox.status).in_([OutboxStatus.pending.value, OutboxStatus.sending.value]))
+        ).scalar_one()
+    )
 
 
 def _send_one(

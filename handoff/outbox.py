@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, exists, func, or_, select, true, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from leadflow.connectors.backoff import OUTBOX_BACKOFF
 from leadflow.connectors.errors import DestinationGoneError, FatalHandoffError, RetriableHandoffError
@@ -57,8 +57,8 @@ def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transit
     explanation = explain_lead(session=session, config=config, email=lead.email, now=transition.at)
     history = session.execute(
         select(StageTransition)
-        .where(StageTransition.lead_id == lead.id)
-        .order_by(StageTransition.at, StageTransition.id)
+        .where(col(StageTransition.lead_id) == lead.id)
+        .order_by(col(StageTransition.at), col(StageTransition.id))
     ).scalars()
     document = {
         "event": "lead.sql",
@@ -102,20 +102,22 @@ def queue_new_sqls_for(
     # Per destination: it lacks the transition and the transition is one it receives (handoff/starts.py).
     wanted = [
         and_(
-            ~exists().where(HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == name),
+            ~exists().where(
+                col(HandoffOutbox.transition_id) == col(StageTransition.id), col(HandoffOutbox.destination) == name
+            ),
             starts.get(name, Start()).condition(),
         )
         for name in destinations
     ]
     pending = session.execute(
         select(StageTransition, Lead, *(w.label(f"wanted_{n}") for n, w in enumerate(wanted)))
-        .join(Lead, Lead.id == StageTransition.lead_id)
+        .join(Lead, col(Lead.id) == col(StageTransition.lead_id))
         .where(
-            StageTransition.to_stage == Stage.sql.value,
+            col(StageTransition.to_stage) == Stage.sql.value,
             or_(*wanted),
             assigned_transitions() if config.handoff.teams else true(),  # waiting leads are not handed off yet
         )
-        .order_by(StageTransition.id)
+        .order_by(col(StageTransition.id))
     ).all()
     rows = []
     for t, lead, *flags in pending:
@@ -129,7 +131,7 @@ def queue_new_sqls_for(
 
 
 def pending_row(
-    key: str, lead_id: int, transition_id: int, destination: str, payload: HandoffPayload, now: datetime
+    key: str, lead_id: int, transition_id: int | None, destination: str, payload: HandoffPayload, now: datetime
 ) -> dict[str, Any]:
     """A handoff outbox row waiting for its first delivery attempt."""
     return {
@@ -187,7 +189,7 @@ def deliver_pending(
                 now=clock(),
                 limit=take,
                 lease=LEASE,
-                where=[HandoffOutbox.destination == destination],
+                where=[col(HandoffOutbox.destination) == destination],
             )
         if not ids:
             break
@@ -241,22 +243,23 @@ def _deliver_batch(
 
 def undelivered(session: Session, destination: str) -> int:
     """Rows of this destination not delivered yet (queued, waiting for a retry, or being sent)."""
-    return session.execute(
+    count: int = session.execute(
         select(func.count())
         .select_from(HandoffOutbox)
         .where(
-            HandoffOutbox.destination == destination,
-            HandoffOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
+            col(HandoffOutbox.destination) == destination,
+            col(HandoffOutbox.status).in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
         )
     ).scalar_one()
+    return count
 
 
 def _release(session: Session, ids: list[int], now: datetime) -> None:
     """Hand claimed rows back untouched (the attempt did not count): the destination is off."""
     session.execute(
         update(HandoffOutbox)
-        .where(HandoffOutbox.id.in_(ids), HandoffOutbox.status == OutboxStatus.sending)
-        .values(status=OutboxStatus.pending.value, next_attempt_at=now, attempts=HandoffOutbox.attempts - 1)
+        .where(col(HandoffOutbox.id).in_(ids), col(HandoffOutbox.status) == OutboxStatus.sending)
+        .values(status=OutboxStatus.pending.value, next_attempt_at=now, attempts=col(HandoffOutbox.attempts) - 1)
         .execution_options(synchronize_session=False)
     )
 
