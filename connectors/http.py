@@ -24,7 +24,7 @@ from leadflow.connectors.backoff import RetryPolicy
 from leadflow.connectors.errors import APIError, AuthenticationError, FatalAPIError, RetriableAPIError
 from leadflow.connectors.status import Reading, parse_retry_after, read_status
 
-__all__ = ["ApiClient", "Classifier", "HeaderToken", "classify_status"]
+__all__ = ["ApiClient", "Classifier", "HeaderToken", "classify_status", "failed"]
 
 # Reads a response: None when it is a success, else the typed error to raise.
 Classifier = Callable[[httpx.Response], "APIError | None"]
@@ -52,15 +52,20 @@ def _default_classify(source: str) -> Classifier:
     return classify
 
 
+def failed(response: httpx.Response) -> bool:
+    """Whether the status says the call failed (connectors/status.py): anything but 2xx and 3xx."""
+    return read_status(response.status_code) not in (Reading.ok, Reading.redirect)
+
+
 def classify_status(source: str, response: httpx.Response, *, message: str, code: str | None = None) -> APIError | None:
     """The shared reading of the status (connectors/status.py) as a vendor error naming the source.
 
     2xx and 3xx are no error (redirects are not followed; a 300 may carry an answer), 401 refused
     credentials, 408/425/429/5xx retriable, everything else fatal.
     """
-    reading = read_status(response.status_code)
-    if reading in (Reading.ok, Reading.redirect):
+    if not failed(response):
         return None
+    reading = read_status(response.status_code)
     status, url = response.status_code, _safe_url(response.request)
     if reading is Reading.retry:
         retry_after = parse_retry_after(response.headers.get("retry-after"))

@@ -27,7 +27,7 @@ import httpx
 
 from leadflow.connectors.backoff import RetryPolicy
 from leadflow.connectors.errors import APIError, AuthenticationError, FatalAPIError, RetriableAPIError
-from leadflow.connectors.http import ApiClient, HeaderToken, classify_status
+from leadflow.connectors.http import ApiClient, HeaderToken, classify_status, failed
 from leadflow.connectors.hubspot_search import (
     SEARCH_LIMIT,
     ContactsStream,
@@ -87,7 +87,7 @@ ACTIVITY_TYPES = {
 
 def classify(source: str) -> Callable[[httpx.Response], APIError | None]:
     def read(response: httpx.Response) -> APIError | None:
-        if response.status_code < 400:
+        if not failed(response):
             return None
         body = _json(response)
         message = str(body.get("message") or response.reason_phrase or "request failed")

@@ -19,7 +19,7 @@ import httpx
 
 from leadflow.connectors.backoff import RetryPolicy
 from leadflow.connectors.errors import APIError, Retriable
-from leadflow.connectors.http import ApiClient, HeaderToken, classify_status
+from leadflow.connectors.http import ApiClient, HeaderToken, classify_status, failed
 from leadflow.connectors.paginators import CursorPaginator, PageRequest, Paginator, dig
 from leadflow.connectors.status import parse_retry_after
 from leadflow.connectors.streams import (
@@ -58,7 +58,7 @@ IDS_PER_LOOKUP = 100
 
 def classify(source: str) -> Callable[[httpx.Response], APIError | None]:
     def read(response: httpx.Response) -> APIError | None:
-        if response.status_code < 400:
+        if not failed(response):
             return None
         try:
             body = response.json()
