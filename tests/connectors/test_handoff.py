@@ -234,3 +234,13 @@ def test_a_document_without_a_lead_email_is_not_a_handoff() -> None:
     for lead in ({}, {"email": ""}, None):
         with pytest.raises(FatalHandoffError, match="^the handoff payload has no lead email$"):
             HandoffPayload.of({**document(), "lead": lead})
+
+
+def test_the_owner_crm_id_is_read_from_new_and_older_payloads() -> None:
+    ines = {"id": "ines", "name": "Ines", "email": None, "crm_ids": {"hubspot": "501", "pipedrive": None}}
+    assert HandoffPayload.of(document(owner=ines)).owner_crm_id("hubspot", "1") == "501"
+    assert HandoffPayload.of(document(owner=ines)).owner_crm_id("pipedrive", "1") == "1"  # not known there
+    older = document()
+    older["lead"] = {**older["lead"], "owner": ines}  # an older payload: the owner object under "lead"
+    assert HandoffPayload.of(older).owner_crm_id("hubspot", None) == "501"
+    assert HandoffPayload.of(document()).owner_crm_id("hubspot", None) is None
