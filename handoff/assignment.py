@@ -124,9 +124,11 @@ def record(
     now: datetime,
 ) -> LeadAssignment:
     """Write the assignment, set lead.owner and queue the owner's notification (one transaction)."""
+    if lead.id is None:
+        raise ValueError("a lead is assigned once it is stored (it has no id yet)")
     sla = config.sla
     row = LeadAssignment(
-        lead_id=lead.id,  # type: ignore[arg-type]
+        lead_id=lead.id,
         transition_id=transition_id,
         seq=seq,
         team=team.name if team else None,
