@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import AuthenticationError
 from leadflow.connectors.files import FileActivitySource
-from leadflow.connectors.http import AuthenticationError, RetryPolicy
 from leadflow.connectors.hubspot import hubspot_source
 from leadflow.connectors.pipedrive import pipedrive_source
 from leadflow.connectors.salesforce import salesforce_source

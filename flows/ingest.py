@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
-from leadflow.connectors.http import RetriableAPIError
+from leadflow.connectors.errors import Retriable
 from leadflow.connectors.sources import open_source
 from leadflow.connectors.sync import SyncTotals, sync_source
 from leadflow.flows.logs import log_counts
@@ -41,7 +41,7 @@ class IngestFailed(RuntimeError):
 def _retriable(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
-    except RetriableAPIError:
+    except Retriable:
         return True
     except Exception:
         return False

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 import apprise
 
-from leadflow.connectors.notify import FatalNotifyError, describe
+from leadflow.connectors.errors import FatalNotifyError
+from leadflow.connectors.notify import describe
 from leadflow.handoff.notify import expand
 from leadflow.leads.config.assignment import AssignmentConfig
 

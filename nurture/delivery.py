@@ -7,13 +7,14 @@ to pending with backoff, dead after MAX_ATTEMPTS). A template that fails holds t
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from leadflow.connectors.mail import MailTransport, PermanentMailError, TransientMailError, UnconfirmedMailError
+from leadflow.connectors.backoff import OUTBOX_BACKOFF
+from leadflow.connectors.errors import PermanentMailError, TransientMailError, UnconfirmedMailError
+from leadflow.connectors.mail import MailTransport
 from leadflow.leads.db.models import OutboxStatus, SuppressionReason
 from leadflow.leads.work.outbox import Clock
 from leadflow.nurture import compliance
@@ -89,6 +90,6 @@ def _retry_later(marks: Marks, due: Due, error: str, now: datetime) -> bool:
     if due.attempts >= MAX_ATTEMPTS:
         marks.now("finish", due, st=OutboxStatus.dead.value, err=error[:2000])
         return False
-    delay = min(3600.0, 30.0 * 2 ** (due.attempts - 1)) * random.uniform(0.8, 1.2)
+    delay = OUTBOX_BACKOFF.wait(due.attempts)
     marks.now("retry", due, until=now + timedelta(seconds=delay), err=error[:2000])
     return True

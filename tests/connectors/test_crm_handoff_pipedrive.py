@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from leadflow.connectors.crm_handoff.common import CredentialsRefused, MemoryLedger, reference
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import MemoryLedger, reference
 from leadflow.connectors.crm_handoff.pipedrive import SEARCH_LAG, PipedriveSink
-from leadflow.connectors.handoff import FatalHandoffError, RetriableHandoffError
-from leadflow.connectors.http import RetryPolicy
+from leadflow.connectors.errors import CredentialsRefused, FatalHandoffError, RetriableHandoffError
 from leadflow.leads.config.handoff import PipedriveDestination
 from tests.connectors.handoff_payloads import Sleeps, owner, payload
 from tests.fakes.pipedrive import FakePipedrive, failure, over_limit

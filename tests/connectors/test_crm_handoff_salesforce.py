@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from leadflow.connectors.crm_handoff.common import CredentialsRefused, MemoryLedger, QuotaExhausted, reference
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import MemoryLedger, reference
 from leadflow.connectors.crm_handoff.salesforce import SalesforceSink
-from leadflow.connectors.handoff import FatalHandoffError
-from leadflow.connectors.http import RetryPolicy
+from leadflow.connectors.errors import CredentialsRefused, FatalHandoffError, QuotaExhausted
 from leadflow.leads.config.handoff import SalesforceDestination
 from tests.connectors.handoff_payloads import Sleeps, owner, payload
 from tests.fakes.salesforce import FakeSalesforce, concurrent_limit, daily_limit, unavailable

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from leadflow.connectors.http import AuthenticationError, FatalAPIError
+from leadflow.connectors.errors import AuthenticationError, FatalAPIError
 from leadflow.connectors.hubspot import hubspot_source
 from leadflow.connectors.streams import RestSource
 from leadflow.connectors.sync import SyncTotals, sync_source

@@ -19,14 +19,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from leadflow.connectors.errors import MailError, PermanentMailError, TransientMailError, UnconfirmedMailError
 from leadflow.connectors.mail import (
     Envelope,
     FileOutbox,
-    MailError,
-    PermanentMailError,
     SMTPTransport,
-    TransientMailError,
-    UnconfirmedMailError,
     envelope_of,
     public_mail_url,
     transport_from_url,

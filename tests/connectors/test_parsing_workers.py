@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 import leadflow.connectors.files
-from leadflow.connectors.files import FileActivitySource, ParsingStopped
+import leadflow.connectors.parse_workers
+from leadflow.connectors.files import FileActivitySource
+from leadflow.connectors.parse_workers import ParsingStopped
 from tests.leads.test_bulk_ingest import NOW, _messy_file
 
 
@@ -31,13 +33,13 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 def slow_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each range takes a little while (the forked workers inherit the patch), so a worker killed after
     the first page still had ranges to parse: on a busy machine they could otherwise all be done already."""
-    parse = leadflow.connectors.files._parse_in_worker
+    parse = leadflow.connectors.parse_workers._parse_in_worker
 
     def slowly(*args: object) -> bytes:
         time.sleep(0.05)
         return parse(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(leadflow.connectors.files, "_parse_in_worker", slowly)
+    monkeypatch.setattr(leadflow.connectors.parse_workers, "_parse_in_worker", slowly)
 
 
 def test_a_parsing_process_killed_midway_stops_the_read_with_an_error_naming_it(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from leadflow.connectors.http import AuthenticationError, FatalAPIError
+from leadflow.connectors.errors import AuthenticationError, FatalAPIError
 from leadflow.connectors.pipedrive import pipedrive_source
 from leadflow.connectors.sync import SyncTotals, sync_source
 from leadflow.leads.config.sources import PipedriveSource

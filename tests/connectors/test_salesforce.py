@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from leadflow.connectors.http import AuthenticationError, FatalAPIError, RetryPolicy
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import AuthenticationError, FatalAPIError
 from leadflow.connectors.salesforce import salesforce_source
 from leadflow.connectors.sync import SyncTotals, sync_source
 from leadflow.leads.config.sources import SalesforceSource

@@ -163,7 +163,7 @@ def test_a_crm_that_refuses_its_token_stops_alone_and_fails_the_run(
 def test_prefect_retries_a_source_only_for_retriable_failures() -> None:
     from prefect.states import Failed
 
-    from leadflow.connectors.http import AuthenticationError, RetriableAPIError
+    from leadflow.connectors.errors import AuthenticationError, RetriableAPIError
     from leadflow.flows.ingest import _retriable
 
     assert _retriable(None, None, Failed(data=RetriableAPIError("crm", "rate limited", status=429)))

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, select
 
+from leadflow.connectors.backoff import RetryPolicy
 from leadflow.connectors.crm_handoff.hubspot import HubSpotSink
-from leadflow.connectors.handoff import RetriableHandoffError
-from leadflow.connectors.http import RetryPolicy
+from leadflow.connectors.errors import RetriableHandoffError
 from leadflow.handoff.crm_ledger import DatabaseLedger
 from leadflow.leads.config.handoff import HubSpotDestination
 from leadflow.leads.db.engine import session_scope

@@ -1,199 +1,40 @@
-"""Mail transports: a file outbox for development and SMTP for real delivery.
+"""SMTP delivery over one reused connection, with smtplib's failures mapped onto the error tree.
 
 Callers decide what to do with a failure from its class alone: `TransientMailError` means
 try again later, `PermanentMailError` means never retry and suppress that recipient,
 `UnconfirmedMailError` means the message may or may not have been accepted (the connection died
-after the whole message went out, before the server answered), and a bare `MailError` means the
+after the whole message went out, before the server answered), and `MailSetupError` means the
 transport itself is misconfigured (bad credentials, TLS trouble, sender refused) and the batch
 should stop rather than burn through recipients.
-
-`deliver(envelope, before_data=...)` calls `before_data` after the server accepted the sender and
-recipient and right before the message itself goes out (SMTP DATA). An outbox commits an "in
-flight" mark there: a process that dies before that point has handed nothing over (the message
-may be sent again); one that dies after it may have, so the message is never sent again.
 """
 
 from __future__ import annotations
 
-import email.policy
-import email.utils
 import logging
 import re
 import smtplib
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass
 from email.message import EmailMessage
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, Self
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import TYPE_CHECKING, Literal, Self
 
-from leadflow.connectors.keyed_files import atomic_write, file_stem
+from leadflow.connectors.errors import (
+    MailError,
+    MailSetupError,
+    PermanentMailError,
+    TransientMailError,
+    UnconfirmedMailError,
+)
+from leadflow.connectors.mail.envelope import BeforeData, Envelope, envelope_recipients
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = [
-    "Envelope",
-    "FileOutbox",
-    "MailError",
-    "MailTransport",
-    "PermanentMailError",
-    "SMTPTransport",
-    "Security",
-    "TransientMailError",
-    "UnconfirmedMailError",
-    "public_mail_url",
-    "transport_from_url",
-]
+__all__ = ["SMTPTransport", "Security"]
 
 log = logging.getLogger(__name__)
 
 Security = Literal["none", "starttls", "ssl"]
-MAX_CONNECTIONS = 16
 _SECURITIES: tuple[str, ...] = ("none", "starttls", "ssl")
-
-
-class MailError(Exception):
-    """A message was not sent; on its own (not a subclass) it means a configuration problem."""
-
-    def __init__(self, message: str, *, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class TransientMailError(MailError):
-    """4xx, dropped connection or timeout: the same message may succeed later."""
-
-
-class PermanentMailError(MailError):
-    """5xx for a recipient: retrying cannot help, so the recipient should be suppressed."""
-
-    def __init__(self, message: str, *, recipient: str, code: int | None = None) -> None:
-        super().__init__(message, code=code)
-        self.recipient = recipient
-
-
-class UnconfirmedMailError(MailError):
-    """The whole message went out but the server's answer never came: it may have been accepted.
-
-    Sending it again could deliver it twice, so callers record it as unconfirmed and never retry.
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A finished message: who it is from and to (the SMTP envelope), its Message-ID, and its bytes (CRLF line ends)."""
-
-    mail_from: str
-    rcpt_to: str
-    message_id: str
-    data: bytes
-
-
-BeforeData = Callable[[], None]
-
-_WIRE = email.policy.SMTP  # CRLF line ends, as the wire and .eml readers expect
-
-
-def envelope_of(message: EmailMessage) -> Envelope:
-    """An Envelope for a message built with the email package (From, one To, Message-ID)."""
-    recipients = _envelope_recipients(message)
-    if len(recipients) != 1:
-        raise ValueError(f"a message needs exactly one To/Cc/Bcc recipient, has {len(recipients)}")
-    senders = email.utils.getaddresses([str(message.get("Sender") or message.get("From") or "")])
-    mail_from = senders[0][1] if senders else ""
-    bcc = message.get_all("Bcc")
-    if bcc:
-        message = _without_bcc(message)
-    return Envelope(mail_from, recipients[0], str(message.get("Message-ID") or ""), message.as_bytes(policy=_WIRE))
-
-
-def _without_bcc(message: EmailMessage) -> EmailMessage:
-    copy = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
-    del copy["Bcc"]
-    return copy  # type: ignore[return-value]
-
-
-class MailTransport(Protocol):
-    """What the senders need: open once, deliver many, close once."""
-
-    def __enter__(self) -> MailTransport: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-    def send(self, message: EmailMessage) -> str: ...
-
-    def deliver(self, envelope: Envelope, *, before_data: BeforeData | None = None) -> str: ...
-
-    def copies(self) -> list[MailTransport]:
-        """The transports a sender may use side by side (this one first)."""
-        ...
-
-
-# --- file outbox ---------------------------------------------------------------------------
-
-
-class FileOutbox:
-    """Writes each message to <directory>/<Message-ID>.eml so development never mails anyone.
-
-    The file name comes from the Message-ID, so re-sending a message after a crash overwrites
-    its file instead of adding a second copy, the same guarantee the SMTP path gets from
-    idempotency keys upstream.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-
-    def __repr__(self) -> str:
-        return f"FileOutbox({str(self.directory)!r})"
-
-    def __enter__(self) -> Self:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def copies(self) -> list[FileOutbox]:
-        """One: files are written one at a time."""
-        return [self]
-
-    def path_for(self, message_id: str) -> Path:
-        """Where a message with this Message-ID is (or would be) written."""
-        key = message_id.strip().removeprefix("<").removesuffix(">").strip()
-        if not key:
-            raise ValueError("Message-ID is empty")
-        return self.directory / f"{file_stem(key)}.eml"
-
-    def send(self, message: EmailMessage) -> str:
-        """Write the message; returns the file path as the provider id."""
-        message_id = message["Message-ID"]
-        if message_id is None or not str(message_id).strip():
-            raise ValueError("FileOutbox needs a Message-ID header to name the file idempotently")
-        return self._write(str(message_id), message.as_bytes())
-
-    def deliver(self, envelope: Envelope, *, before_data: BeforeData | None = None) -> str:
-        """Write the message bytes.
-
-        `before_data` is not called: writing the same Message-ID again replaces the same file, so
-        a row whose writer died is simply written again (exactly one file either way).
-        """
-        if not envelope.message_id.strip():
-            raise ValueError("FileOutbox needs a Message-ID to name the file idempotently")
-        return self._write(envelope.message_id, envelope.data.replace(b"\r\n", b"\n"))
-
-    def _write(self, message_id: str, data: bytes) -> str:
-        path = self.path_for(message_id)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data)
-        except OSError as exc:
-            raise TransientMailError(f"could not write {path}: {exc.strerror or exc}") from exc
-        return str(path)
-
-
-# --- SMTP ----------------------------------------------------------------------------------
 
 
 class _KeepDataReply:
@@ -238,12 +79,6 @@ def _reply_text(reply: bytes | str) -> str:
     """Server reply text for messages; servers do not echo our credentials."""
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     return " ".join(text.split())
-
-
-def _envelope_recipients(message: EmailMessage) -> list[str]:
-    """The RCPT TO list smtplib.send_message will use (To, Cc, Bcc)."""
-    fields = [str(v) for h in ("To", "Cc", "Bcc") for v in (message.get_all(h) or [])]
-    return [addr for _, addr in email.utils.getaddresses(fields) if addr]
 
 
 class SMTPTransport:
@@ -372,7 +207,7 @@ class SMTPTransport:
 
     def send(self, message: EmailMessage) -> str:
         """Send one message; returns "smtp:<server's reply to DATA>" (normally the queue id)."""
-        recipients = _envelope_recipients(message)
+        recipients = envelope_recipients(message)
         if not recipients:
             raise ValueError("message has no To/Cc/Bcc recipient")
         reused = self._smtp is not None
@@ -508,7 +343,9 @@ class SMTPTransport:
             # Never include what we sent; the server's reply is safe.
             if 400 <= exc.smtp_code < 500:
                 return TransientMailError(f"{where} login deferred: {exc.smtp_code}", code=exc.smtp_code)
-            return MailError(f"{where} rejected the login for {self.username!r}: {exc.smtp_code}", code=exc.smtp_code)
+            return MailSetupError(
+                f"{where} rejected the login for {self.username!r}: {exc.smtp_code}", code=exc.smtp_code
+            )
         if isinstance(exc, smtplib.SMTPResponseException):
             code, text = exc.smtp_code, _reply_text(exc.smtp_error)
             if 400 <= code < 500:
@@ -519,113 +356,15 @@ class SMTPTransport:
                     recipient=recipients[0],
                     code=code,
                 )
-            return MailError(f"{where} refused: {code} {text}", code=code)
+            return MailSetupError(f"{where} refused: {code} {text}", code=code)
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             return TransientMailError(f"{where} closed the connection")
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return MailError(f"{where} TLS certificate not trusted: {exc.verify_message}")
+            return MailSetupError(f"{where} TLS certificate not trusted: {exc.verify_message}")
         if isinstance(exc, smtplib.SMTPNotSupportedError):
-            return MailError(f"{where} lacks a needed extension: {exc}")
+            return MailSetupError(f"{where} lacks a needed extension: {exc}")
         if isinstance(exc, TimeoutError):
             return TransientMailError(f"{where} timed out after {self.timeout:g}s")
         if isinstance(exc, OSError):
             return TransientMailError(f"{where} unreachable: {type(exc).__name__}: {exc.strerror or exc}")
-        return MailError(f"{where} failed: {type(exc).__name__}")
-
-
-# --- URL -------------------------------------------------------------------------------------
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _file_dir(path: str, netloc: str, base_dir: Path) -> Path:
-    """file://rel, file:rel → base_dir/rel; file:///abs → /abs."""
-    raw = unquote(netloc + path)
-    if not raw:
-        raise ValueError("file: URL names no directory")
-    target = Path(raw)
-    return target if target.is_absolute() else Path(base_dir) / target
-
-
-def public_mail_url(url: str) -> str:
-    """The mail URL without user, password or options, fit for reports and logs."""
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ("smtp", "smtps"):
-        return url
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme.lower()}://{parts.hostname or '?'}{port}"
-
-
-def transport_from_url(url: str, *, base_dir: Path) -> MailTransport:
-    """Build a transport from LEADFLOW_MAIL_URL-style text; errors never echo the URL (it may hold a password).
-
-    file://outbox, file:outbox → FileOutbox(base_dir/outbox); file:///abs/path → absolute.
-    smtp://[user:pass@]host[:port][?starttls=true&timeout=30&local_hostname=x&connections=4] (port 25),
-    smtps://… implicit TLS (port 465).
-    """
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    if scheme == "file":
-        return FileOutbox(_file_dir(parts.path, parts.netloc, base_dir))
-    if scheme not in ("smtp", "smtps"):
-        if not scheme:
-            raise ValueError("mail URL has no scheme; use file:, smtp:// or smtps://")
-        raise ValueError(f"unsupported mail URL scheme {scheme!r}; use file:, smtp:// or smtps://")
-    try:
-        host = parts.hostname
-        port = parts.port
-    except ValueError:
-        # urllib's message can quote a fragment of a mistyped password; say nothing specific.
-        raise ValueError(
-            f"malformed {scheme}:// URL (bad host or port; percent-encode special characters in the password)"
-        ) from None
-    if not host:
-        raise ValueError(f"{scheme}:// URL has no host")
-    if "@" in parts.path + parts.query + parts.fragment:
-        # A password with an unencoded / ? or # splits the URL in the wrong place.
-        raise ValueError(f"malformed {scheme}:// URL (percent-encode special characters in the password)")
-    security: Security = "ssl" if scheme == "smtps" else "none"
-    timeout = 30.0
-    local_hostname: str | None = None
-    connections = 1
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key == "starttls":
-            flag = value.strip().lower()
-            if flag not in _TRUE | _FALSE:
-                raise ValueError("starttls must be true or false")
-            if flag in _TRUE:
-                if scheme == "smtps":
-                    raise ValueError("smtps:// already uses TLS; starttls applies to smtp:// only")
-                security = "starttls"
-        elif key == "timeout":
-            try:
-                timeout = float(value)
-            except ValueError:
-                raise ValueError("timeout must be a number of seconds") from None
-            if not timeout > 0:
-                raise ValueError("timeout must be positive")
-        elif key == "local_hostname":
-            local_hostname = value or None
-        elif key == "connections":
-            if not value.strip().isdigit() or not 1 <= int(value) <= MAX_CONNECTIONS:
-                raise ValueError(f"connections must be a whole number from 1 to {MAX_CONNECTIONS}")
-            connections = int(value)
-        else:
-            # Neither key nor value is echoed: a mistyped URL can put password text here.
-            raise ValueError("unknown mail URL option (known: starttls, timeout, local_hostname, connections)")
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    return SMTPTransport(
-        host,
-        port,
-        security=security,
-        username=username,
-        password=password,
-        timeout=timeout,
-        local_hostname=local_hostname,
-        connections=connections,
-    )
+        return MailSetupError(f"{where} failed: {type(exc).__name__}")
