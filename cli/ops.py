@@ -18,8 +18,8 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.table import Table
-from sqlalchemy import Engine, and_, func, or_, select, update
-from sqlmodel import Session
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
+from sqlmodel import Session, col
 
 from leadflow.cli.app import WorkspaceOption, console
 from leadflow.cli.workspace import opened_workspace
@@ -135,8 +135,8 @@ def automations(
 # those that earlier versions marked failed on a template error (now such emails are held, never failed).
 # A bounce ("permanent: …") stays failed: its address is suppressed.
 EMAILS_TO_RETRY = or_(
-    EmailOutbox.status == OutboxStatus.dead.value,
-    and_(EmailOutbox.status == OutboxStatus.failed.value, EmailOutbox.last_error.startswith("template ")),
+    col(EmailOutbox.status) == OutboxStatus.dead.value,
+    and_(col(EmailOutbox.status) == OutboxStatus.failed.value, col(EmailOutbox.last_error).startswith("template ")),
 )
 
 
@@ -148,15 +148,15 @@ def dead_letters(
     """Dead handoffs and emails (given up after their retries) and quarantined input, newest first."""
     with opened_workspace(workspace) as ws:
         with Session(ws.engine) as session:
-            kinds = (
-                ("dead handoffs", HandoffOutbox, HandoffOutbox.status == OutboxStatus.dead.value),
+            kinds: tuple[tuple[str, type[HandoffOutbox] | type[EmailOutbox], ColumnElement[bool]], ...] = (
+                ("dead handoffs", HandoffOutbox, col(HandoffOutbox.status) == OutboxStatus.dead.value),
                 ("emails to retry (dead, or failed on a template error)", EmailOutbox, EMAILS_TO_RETRY),
             )
             for title, table, which in kinds:
                 rows = session.execute(
-                    select(table.id, table.idempotency_key, table.attempts, table.last_error)
+                    select(col(table.id), col(table.idempotency_key), col(table.attempts), col(table.last_error))
                     .where(which)
-                    .order_by(table.id.desc())
+                    .order_by(col(table.id).desc())
                     .limit(limit)
                 ).all()
                 out = Table(title=f"{title} ({table.__tablename__})", title_justify="left")
@@ -166,15 +166,19 @@ def dead_letters(
                     out.add_row(str(row.id), row.idempotency_key, str(row.attempts), (row.last_error or "")[:120])
                 console.print(out if rows else f"{title}: none")
             reasons = session.execute(
-                select(Quarantine.reason, func.count()).group_by(Quarantine.reason).order_by(func.count().desc())
+                select(col(Quarantine.reason), func.count())
+                .group_by(col(Quarantine.reason))
+                .order_by(func.count().desc())
             ).all()
             if not reasons:
                 console.print("quarantine: none")
             else:
                 console.print("quarantine by reason: " + ", ".join(f"{r} {n}" for r, n in reasons), highlight=False)
                 newest = session.execute(
-                    select(Quarantine.source, Quarantine.location, Quarantine.reason, Quarantine.detail)
-                    .order_by(Quarantine.id.desc())
+                    select(
+                        col(Quarantine.source), col(Quarantine.location), col(Quarantine.reason), col(Quarantine.detail)
+                    )
+                    .order_by(col(Quarantine.id).desc())
                     .limit(limit)
                 ).all()
                 out = Table(title="newest quarantined records (quarantine)", title_justify="left")
@@ -208,11 +212,15 @@ def retry_dead(
                 count = redrive(session, now=utcnow(), notifications=True)  # the handoffs are pending by now
                 console.print(f"requeued {count} notification_outbox rows", highlight=False)
             if emails:
-                count = session.execute(
-                    update(EmailOutbox)
-                    .where(EMAILS_TO_RETRY)
-                    .values(status=OutboxStatus.pending.value, attempts=0, next_attempt_at=utcnow())
-                ).rowcount
+                count = (
+                    session.connection()
+                    .execute(  # a connection's DML result carries its row count
+                        update(EmailOutbox)
+                        .where(EMAILS_TO_RETRY)
+                        .values(status=OutboxStatus.pending.value, attempts=0, next_attempt_at=utcnow())
+                    )
+                    .rowcount
+                )
                 console.print(
                     f"requeued {count} email_outbox rows (dead, or failed on a template error)", highlight=False
                 )

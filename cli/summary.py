@@ -28,9 +28,9 @@ STAGE_LABELS = {
 def _stage_counts(engine: Engine) -> tuple[dict[str, int], dict[str, int], dict[str, int], int]:
     with engine.connect() as conn:
         stage, email, handoff = col(Lead.stage), col(EmailOutbox.status), col(HandoffOutbox.status)
-        stages = dict(conn.execute(select(stage, func.count()).group_by(stage)).tuples().all())
-        emails = dict(conn.execute(select(email, func.count()).group_by(email)).tuples().all())
-        handoffs = dict(conn.execute(select(handoff, func.count()).group_by(handoff)).tuples().all())
+        stages = {str(k): n for k, n in conn.execute(select(stage, func.count()).group_by(stage)).tuples()}
+        emails = {str(k): n for k, n in conn.execute(select(email, func.count()).group_by(email)).tuples()}
+        handoffs = {str(k): n for k, n in conn.execute(select(handoff, func.count()).group_by(handoff)).tuples()}
         quarantined = conn.execute(select(func.count()).select_from(Quarantine)).scalar_one()
     return stages, emails, handoffs, quarantined
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from dotenv import dotenv_values
 from pydantic import Field, PrivateAttr, SecretStr
@@ -124,8 +125,8 @@ def load_settings(workspace: Path | None = None) -> Settings:
         for name, value in env_file.items()
         if name.upper().startswith(PREFIX) and name.upper() not in in_environment
     }
-    fields = Settings.model_fields
-    settings = Settings(**{name: value for name, value in from_file.items() if name in fields})
+    values: dict[str, Any] = {name: value for name, value in from_file.items() if name in Settings.model_fields}
+    settings = Settings(**values)
     settings.workspace = folder
     settings._secrets = Secrets(env_file)
     return settings
