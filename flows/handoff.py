@@ -31,7 +31,7 @@ from leadflow.flows.params import HandoffParams
 from leadflow.flows.problems import Problem, finish
 from leadflow.flows.progress import step_progress
 from leadflow.flows.reports import DestinationCounts, HandoffRunReport, publish_handoff
-from leadflow.flows.workspace import run_clock, run_time, run_workspace
+from leadflow.flows.workspace import Workspace, run_clock, run_time, run_workspace
 from leadflow.handoff.assignment import AssignReport, assign_new_sqls
 from leadflow.handoff.crm_ledger import DatabaseLedger
 from leadflow.handoff.deadletters import dead_counts
@@ -44,7 +44,6 @@ from leadflow.leads.config.handoff import CRM_KINDS, HandoffDestination, legacy_
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import HandoffOutbox
 from leadflow.leads.work.outbox import Clock, count_due
-from leadflow.leads.workspace import Workspace
 
 
 class HandoffFailed(RuntimeError):

@@ -28,9 +28,8 @@ from leadflow.flows.params import IngestParams
 from leadflow.flows.problems import Problem, finish
 from leadflow.flows.progress import step_progress
 from leadflow.flows.reports import IngestReport, SourceCounts, publish_ingest
-from leadflow.flows.workspace import run_time, run_workspace
+from leadflow.flows.workspace import Workspace, run_time, run_workspace
 from leadflow.leads.config.workspace import FileSource, SourceConfig
-from leadflow.leads.workspace import Workspace
 
 
 class IngestFailed(RuntimeError):

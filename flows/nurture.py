@@ -33,11 +33,10 @@ from leadflow.flows.params import NurtureParams
 from leadflow.flows.problems import Problem, finish
 from leadflow.flows.progress import step_progress
 from leadflow.flows.reports import NurtureReport, PreviewEmail, publish_nurture
-from leadflow.flows.workspace import run_clock, run_time, run_workspace
+from leadflow.flows.workspace import Workspace, run_clock, run_time, run_workspace
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import EmailOutbox
 from leadflow.leads.work.outbox import count_due
-from leadflow.leads.workspace import Workspace
 from leadflow.nurture.dry_run import preview_sends
 from leadflow.nurture.enrollment import enroll, exit_finished, queue_due_steps
 from leadflow.nurture.held import TemplateGate, count_held

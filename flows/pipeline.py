@@ -12,8 +12,7 @@ from leadflow.flows.params import HandoffParams, IngestParams, NurtureParams, Pi
 from leadflow.flows.problems import finish, summary
 from leadflow.flows.reports import PipelineReport, publish_pipeline
 from leadflow.flows.requalify import requalify_flow
-from leadflow.flows.workspace import run_time, run_workspace
-from leadflow.leads.workspace import Workspace
+from leadflow.flows.workspace import Workspace, run_time, run_workspace
 
 
 @flow(name="pipeline")

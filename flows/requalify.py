@@ -18,14 +18,13 @@ from leadflow.flows.ops import publish_run_steps, wait_until, worker_id
 from leadflow.flows.params import RequalifyParams
 from leadflow.flows.progress import step_progress
 from leadflow.flows.reports import RequalifyReport, StageMove, publish_requalify
-from leadflow.flows.workspace import run_time, run_workspace
+from leadflow.flows.workspace import Workspace, run_time, run_workspace
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.requalify.helpers import default_processes, finish_helpers, start_helpers
 from leadflow.leads.requalify.rounds import JOB, plan_round, remember_full_round, score_shard
 from leadflow.leads.requalify.run import BatchResult
 from leadflow.leads.work.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
 from leadflow.leads.work.progress import Progress
-from leadflow.leads.workspace import Workspace
 
 
 @task(task_run_name="score shard {shard.label}", cache_policy=NONE)
