@@ -17,6 +17,8 @@ from leadflow.flows.params import RunParams
 from leadflow.leads.db.models import utcnow
 from leadflow.leads.workspace import Workspace, open_workspace
 
+__all__ = ["Workspace", "run_clock", "run_time", "run_workspace"]  # Workspace: what a flow runs in
+
 
 @contextmanager
 def run_workspace(params: RunParams) -> Iterator[Workspace]:
