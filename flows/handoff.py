@@ -31,12 +31,12 @@ from leadflow.flows.params import HandoffParams
 from leadflow.flows.problems import Problem, finish
 from leadflow.flows.progress import step_progress
 from leadflow.flows.reports import DestinationCounts, HandoffRunReport, publish_handoff
-from leadflow.flows.workspace import Workspace, open_workspace, run_clock, run_time
+from leadflow.flows.workspace import Workspace, run_clock, run_time, run_workspace
 from leadflow.handoff.assignment import AssignReport, assign_new_sqls
 from leadflow.handoff.crm_ledger import DatabaseLedger
 from leadflow.handoff.deadletters import dead_counts
 from leadflow.handoff.destinations import disable, disabled_reason
-from leadflow.handoff.notify import NotifyReport, environment, send_notifications, unsent_notifications
+from leadflow.handoff.notify import NotifyReport, send_notifications, unsent_notifications
 from leadflow.handoff.outbox import HandoffReport, deliver_pending, queue_new_sqls_for, undelivered
 from leadflow.handoff.sla import SlaReport, check_sla
 from leadflow.handoff.starts import destination_starts, left_out_message
@@ -131,13 +131,12 @@ def deliver_handoffs(
 @task(task_run_name="notify owners", cache_policy=NONE)
 def notify_owners(ws: Workspace, clock: Clock, limit: int | None, batch_size: int) -> NotifyReport:
     """Notification URLs may say ${NAME}: filled from the environment, else the workspace .env."""
-    env = environment(ws.settings.workspace)
     notifier = AppriseNotifier()
     return send_notifications(
         engine=ws.engine,
         config=ws.config,
         notifier=notifier,
-        env=env,
+        env=ws.secrets,
         clock=clock,
         limit=limit,
         batch_size=batch_size,
@@ -147,7 +146,12 @@ def notify_owners(ws: Workspace, clock: Clock, limit: int | None, batch_size: in
 @flow(name="handoff")
 def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     """Hand every new SQL to sales, exactly once per destination, with an owner, an SLA and a notification."""
-    ws = open_workspace(params.workspace)
+    with run_workspace(params) as ws:
+        return handoff(ws, params)
+
+
+def handoff(ws: Workspace, params: HandoffParams) -> HandoffRunReport:
+    """The handoff run's work, in the workspace its flow run was given."""
     now, clock = run_time(params.as_of), run_clock(params.as_of)
     specs = destinations(ws)
     with single_writer(ws.engine, "handoff:queue"):  # deliveries are shared through the outbox claim

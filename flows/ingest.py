@@ -10,13 +10,11 @@ source names one), so a vendor's rate limit holds across tasks, flow runs and wo
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from dotenv import dotenv_values
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
@@ -30,7 +28,7 @@ from leadflow.flows.params import IngestParams
 from leadflow.flows.problems import Problem, finish
 from leadflow.flows.progress import step_progress
 from leadflow.flows.reports import IngestReport, SourceCounts, publish_ingest
-from leadflow.flows.workspace import Workspace, open_workspace, run_time
+from leadflow.flows.workspace import Workspace, run_time, run_workspace
 from leadflow.leads.config.workspace import FileSource, SourceConfig
 
 
@@ -81,13 +79,7 @@ def workspace_secret(ws: Workspace, env_name: str | None, block_name: str | None
         from prefect.blocks.system import Secret
 
         return str(Secret.load(block_name).get())
-    if not env_name:
-        return None
-    value = os.environ.get(env_name)
-    if value:
-        return value
-    env_file = ws.settings.workspace / ".env"
-    return dotenv_values(env_file).get(env_name) if env_file.is_file() else None
+    return ws.secrets.get(env_name) if env_name else None
 
 
 def vendor_rate_limit(spec: SourceConfig) -> Callable[[], None] | None:
@@ -125,7 +117,12 @@ def vendor_rate_limit(spec: SourceConfig) -> Callable[[], None] | None:
 @flow(name="ingest", log_prints=False)
 def ingest_flow(params: IngestParams = IngestParams()) -> IngestReport:
     """Pull new lead activity from every source in leadflow.yaml."""
-    ws = open_workspace(params.workspace)
+    with run_workspace(params) as ws:
+        return ingest(ws, params)
+
+
+def ingest(ws: Workspace, params: IngestParams) -> IngestReport:
+    """The ingest run's work, in the workspace its flow run was given."""
     now = run_time(params.as_of)
     report = IngestReport()
     reasons: Counter[str] = Counter()

@@ -33,7 +33,7 @@ from leadflow.flows.params import NurtureParams
 from leadflow.flows.problems import Problem, finish
 from leadflow.flows.progress import step_progress
 from leadflow.flows.reports import NurtureReport, PreviewEmail, publish_nurture
-from leadflow.flows.workspace import Workspace, open_workspace, run_clock, run_time
+from leadflow.flows.workspace import Workspace, run_clock, run_time, run_workspace
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import EmailOutbox
 from leadflow.leads.work.outbox import Clock, count_due
@@ -173,7 +173,12 @@ def dry_run(ws: Workspace, now: datetime, batch_size: int) -> NurtureReport:
 @flow(name="nurture")
 def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
     """Send the nurture emails that are due, honouring exits and opt-outs at send time."""
-    ws = open_workspace(params.workspace)
+    with run_workspace(params) as ws:
+        return nurture(ws, params)
+
+
+def nurture(ws: Workspace, params: NurtureParams) -> NurtureReport:
+    """The nurture run's work, in the workspace its flow run was given."""
     now = run_time(params.as_of)
     if params.dry_run:
         report = dry_run(ws, now, params.batch_size)

@@ -18,7 +18,7 @@ from leadflow.flows.ops import publish_run_steps, wait_until, worker_id
 from leadflow.flows.params import RequalifyParams
 from leadflow.flows.progress import step_progress
 from leadflow.flows.reports import RequalifyReport, StageMove, publish_requalify
-from leadflow.flows.workspace import Workspace, open_workspace, run_time
+from leadflow.flows.workspace import Workspace, run_time, run_workspace
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.requalify.helpers import default_processes, finish_helpers, start_helpers
 from leadflow.leads.requalify.rounds import JOB, plan_round, remember_full_round, score_shard
@@ -77,7 +77,12 @@ def work_round(ws: Workspace, run: Round, me: str, params: RequalifyParams) -> t
 @flow(name="requalify")
 def requalify_flow(params: RequalifyParams = RequalifyParams()) -> RequalifyReport:
     """Recompute scores and move leads through the funnel: only the leads that need it, unless `full`."""
-    ws = open_workspace(params.workspace)
+    with run_workspace(params) as ws:
+        return requalify(ws, params)
+
+
+def requalify(ws: Workspace, params: RequalifyParams) -> RequalifyReport:
+    """The requalify run's work, in the workspace its flow run was given."""
     me = worker_id()
     run = open_round(
         ws.engine,

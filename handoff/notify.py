@@ -9,15 +9,12 @@ CRM link once the CRM id is known. Notification URLs come from the config at sen
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
-from dotenv import dotenv_values
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
@@ -67,15 +64,6 @@ def recipient_url(config: WorkspaceConfig, row: NotificationOutbox, team: str | 
         return owner.notify
     found = handoff.team(team) if team else None
     return found.notify if found else None
-
-
-def environment(workspace: Path) -> dict[str, str]:
-    """What ${NAME} in a notification URL can refer to: the workspace .env, overridden by the process."""
-    env_file = workspace / ".env"
-    values = dotenv_values(env_file) if env_file.exists() else {}
-    env = {name: value for name, value in values.items() if value is not None}
-    env.update(os.environ)
-    return env
 
 
 def expand(url: str, env: Mapping[str, str]) -> str:

@@ -21,14 +21,11 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import IO
 
-from leadflow.leads.config.settings import load_settings
-from leadflow.leads.config.workspace import load_config
-from leadflow.leads.db.engine import make_engine
 from leadflow.leads.requalify.rounds import drain_round
 from leadflow.leads.requalify.run import BatchResult
+from leadflow.leads.workspace import open_workspace
 
 
 @dataclass
@@ -114,14 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", default=None)
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(Path(args.workspace) if args.workspace else None)
-        config = load_config(settings.config_file)
-        engine = make_engine(settings.resolved_database_url)
-        print(READY, flush=True)
-        try:
-            total, shards = drain_round(engine, config, round_id=args.round, now=args.as_of, worker=args.worker)
-        finally:
-            engine.dispose()
+        with open_workspace(args.workspace, migrate=False) as ws:  # the run that started it migrated
+            print(READY, flush=True)
+            total, shards = drain_round(ws.engine, ws.config, round_id=args.round, now=args.as_of, worker=args.worker)
     except Exception as exc:  # one line for the flow's error (the traceback stays in this process's stderr)
         traceback.print_exc()
         print(f"{type(exc).__name__}: " + " / ".join(str(exc).split("\n"))[:500], file=sys.stderr)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, insert
 
 from leadflow.leads.db.models import EmailOutbox, Lead, utcnow
 
-LEADFLOW = [sys.executable, "-c", "from cli.main import app; app()"]  # the console script's code, any venv
+LEADFLOW = [sys.executable, "-c", "from leadflow.cli.main import app; app()"]  # the console script's code, any venv
 
 
 @pytest.fixture

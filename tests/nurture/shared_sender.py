@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from leadflow.flows.nurture import send_outbox
-from leadflow.flows.workspace import open_workspace, run_clock
+from leadflow.flows.workspace import run_clock
+from leadflow.leads.workspace import open_workspace
 from leadflow.nurture.held import TemplateGate
 
 
