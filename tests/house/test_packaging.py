@@ -1,5 +1,6 @@
 """The wheel installs one import name, `leadflow`, with every data file the package reads at run time."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -9,8 +10,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_holds_only_the_leadflow_namespace_and_its_data(tmp_path: Path) -> None:
+    # Built from a clean copy: setuptools would otherwise reuse (and ship) whatever an earlier build left
+    # in the checkout's build/ folder.
+    source = tmp_path / "source"
+    junk = shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", ".*cache", "tests", "*.db*")
+    shutil.copytree(ROOT, source, ignore=junk)
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=600,
     )
     assert built.returncode == 0, built.stderr[-3000:]
