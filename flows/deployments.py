@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.deployments.runner import EntrypointType
+from prefect.types.entrypoint import EntrypointType
 from prefect.schedules import Cron
 
 from leadflow.flows.registry import FLOWS, TAGS
