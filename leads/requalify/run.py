@@ -71,9 +71,6 @@ class BatchResult:
         return BatchResult(self.leads + other.leads, self.rescored + other.rescored, self.moves + other.moves)
 
 
-ShardResult = BatchResult  # the name the first version used
-
-
 def make_scorer(session: Session, config: WorkspaceConfig) -> Scorer:
     return Scorer(
         config.scoring, config.stages, dialect=session.get_bind().dialect.name, disqualify=config.disqualify.when
