@@ -12,6 +12,7 @@ from datetime import datetime
 from prefect.events import emit_event
 from sqlalchemy import Engine
 
+from leadflow.handoff.report import HandoffRunReport
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import Stage
 from leadflow.leads.requalify.run_changes import first_moves_to, stage_changes
@@ -108,3 +109,12 @@ def emit_backlog(*, kind: str, name: str, backlog: int, reason: str | None) -> N
         resource={"prefect.resource.id": f"leadflow.{kind}.{name}", "prefect.resource.name": name},
         payload={"backlog": backlog, "reason": reason or "waiting for a retry"},
     )
+
+
+def emit_handoff_events(engine: Engine, report: HandoffRunReport) -> None:
+    """A handoff run's dead letters and backlogs, per destination, then its notifications' backlog."""
+    for name, counts in report.destinations.items():
+        emit_dead_letters(engine, kind="handoff", destination=name, dead=counts.dead)
+        why = counts.error or report.disabled.get(name) or counts.stopped
+        emit_backlog(kind="handoff", name=name, backlog=counts.backlog, reason=why)
+    emit_backlog(kind="notify", name="notifications", backlog=report.notify_backlog, reason=report.notify_stopped)

@@ -16,7 +16,7 @@ from prefect.cache_policies import NONE
 from leadflow.connectors.destinations import open_sink
 from leadflow.connectors.notify import AppriseNotifier
 from leadflow.flows.connect import vendor_rate_limit, workspace_secret
-from leadflow.flows.events import emit_backlog, emit_dead_letters
+from leadflow.flows.events import emit_handoff_events
 from leadflow.flows.logs import log_counts
 from leadflow.flows.ops import (
     publish_attention,
@@ -133,24 +133,20 @@ def handoff_flow(params: HandoffParams = HandoffParams()) -> HandoffRunReport:
     with single_writer(ws.engine, "handoff:queue"):  # deliveries are shared through the outbox claim
         queued = queue_handoffs(ws, specs, now)
         sla = check_slas(ws, now)
-    report = handoff_report([(s.name, s.kind) for s in specs], queued.queued, queued.assigned, sla, queued.started)
+    report = handoff_report([(spec.name, spec.kind) for spec in specs], queued, sla)
     for spec in specs:
         try:
             with slot(vendor_limit(spec.kind)):
-                report.add_delivery(
-                    spec.name, deliver_handoffs(ws, spec.name, clock, params.max_deliveries, params.batch_size)
-                )
+                delivered = deliver_handoffs(ws, spec.name, clock, params.max_deliveries, params.batch_size)
         except Exception as exc:  # one destination's failure must not stop the others
             report.add_failure(spec.name, str(exc))
+        else:
+            report.add_delivery(spec.name, delivered)
     report.add_notifications(notify_owners(ws, clock, params.max_deliveries, params.batch_size))
     settle_handoff_report(ws.engine, report, {spec.name: destination_address(spec) for spec in specs})
     publish_handoff(report)
     log_counts(report)
-    for name, counts in report.destinations.items():
-        emit_dead_letters(ws.engine, kind="handoff", destination=name, dead=counts.dead)
-        why = counts.error or report.disabled.get(name) or counts.stopped
-        emit_backlog(kind="handoff", name=name, backlog=counts.backlog, reason=why)
-    emit_backlog(kind="notify", name="notifications", backlog=report.notify_backlog, reason=report.notify_stopped)
+    emit_handoff_events(ws.engine, report)
     publish_run_steps()
     if top_level():
         publish_attention(ws.engine)

@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
-from leadflow.handoff.assignment import AssignReport
 from leadflow.handoff.deadletters import dead_counts
 from leadflow.handoff.destinations import disabled_reason
 from leadflow.handoff.notify import NotifyReport, unsent_notifications
 from leadflow.handoff.outbox import HandoffReport, undelivered
+from leadflow.handoff.run import Queued
 from leadflow.handoff.sla import SlaReport
 from leadflow.leads.db.engine import session_scope
 from leadflow.leads.work.problems import Problem
@@ -84,27 +84,21 @@ class HandoffRunReport(BaseModel):
         return {name: c.error for name, c in self.destinations.items() if c.error}
 
 
-def handoff_report(
-    destinations: Sequence[tuple[str, str]],
-    queued: Mapping[str, int],
-    assigned: AssignReport,
-    sla: SlaReport,
-    started: dict[str, str],
-) -> HandoffRunReport:
-    """A run's report before delivering: `destinations` as (name, kind), what was queued for each,
-    the owners assigned, the SLAs settled and the destinations that start this run."""
-    counts = {name: DestinationCounts(kind=kind, queued=queued[name]) for name, kind in destinations}
+def handoff_report(destinations: Sequence[tuple[str, str]], queued: Queued, sla: SlaReport) -> HandoffRunReport:
+    """A run's report before delivering: `destinations` as (name, kind), what was queued for each
+    with the owners assigned, and the SLAs settled."""
+    counts = {name: DestinationCounts(kind=kind, queued=queued.queued[name]) for name, kind in destinations}
     return HandoffRunReport(
         destination=", ".join(name for name, _ in destinations),
         destinations=counts,
         queued=sum(c.queued for c in counts.values()),
-        assigned=dict(assigned.assigned),
-        unassigned=assigned.unassigned,
-        waiting=assigned.waiting,
+        assigned=dict(queued.assigned.assigned),
+        unassigned=queued.assigned.unassigned,
+        waiting=queued.assigned.waiting,
         sla_met=sla.met,
         reassigned=dict(sla.reassigned),
         escalated=dict(sla.escalated),
-        started=started,
+        started=queued.started,
     )
 
 
