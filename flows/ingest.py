@@ -89,7 +89,7 @@ def ingest_flow(params: IngestParams = IngestParams()) -> IngestReport:
         try:
             with single_writer(ws.engine, f"ingest:{spec.name}"):  # one reader per source across runs
                 sources[spec.name] = ingest_source(ws, spec.name, now, params.batch_size)
-        except Exception as exc:  # it could not start (a missing secret), or outlasted its retries
+        except Exception as exc:  # it could not start: a missing secret, its streams not listed
             sources[spec.name] = SourceCounts(kind=spec.kind, error=str(exc))
     report = ingest_report(sources)
     publish_ingest(report)
