@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
 
 from leadflow.flows.registry import FLOWS, TAGS
 

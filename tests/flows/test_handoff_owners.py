@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from leadflow.cli.main import app
 from leadflow.flows.handoff import handoff_flow
 from leadflow.flows.params import HandoffParams
-from leadflow.flows.reports import HandoffRunReport, handoff_markdown
+from leadflow.flows.reports import handoff_markdown
+from leadflow.handoff.report import HandoffRunReport
 from leadflow.leads.db.engine import make_engine
 from leadflow.leads.db.models import HandoffOutbox, Lead, LeadAssignment, NotificationOutbox, Stage
 from tests.flows.test_delivery_peers import webhook_workspace
