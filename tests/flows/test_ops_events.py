@@ -15,6 +15,7 @@ from leadflow.flows.handoff import handoff_flow
 from leadflow.flows.ingest import ingest_flow
 from leadflow.flows.params import HandoffParams, IngestParams, RequalifyParams
 from leadflow.flows.requalify import requalify_flow
+from tests import factories as make
 from tests.flows.test_delivery_peers import webhook_workspace
 from tests.flows.test_pipeline import END, make_workspace
 
@@ -186,11 +187,11 @@ def test_finished_sequences_emit_one_event_each_up_to_the_cap_and_a_summary(engi
     from sqlmodel import Session
 
     from leadflow.flows.events import emit_finished_sequences
-    from leadflow.leads.db.models import Lead, NurtureEnrollment
+    from leadflow.leads.db.models import NurtureEnrollment
 
     now = datetime(2031, 3, 4, 5, 6, 7)  # unique to this test: it names the enrollments' end
+    make.add(engine, *(make.lead(f"l{i}@acme.example", id=i) for i in range(1, 6)))
     with Session(engine) as session:
-        session.execute(insert(Lead), [{"id": i, "email": f"l{i}@acme.example", "crm_ids": {}} for i in range(1, 6)])
         session.execute(
             insert(NurtureEnrollment),
             [{"lead_id": i, "sequence": "warm-up", "step": 3, "status": status, "exited_at": at, "exit_reason": why}

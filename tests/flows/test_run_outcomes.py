@@ -24,7 +24,8 @@ from leadflow.flows.pipeline import pipeline_flow
 from leadflow.flows.problems import PROBLEMS_STATE
 from leadflow.flows.requalify import requalify_flow
 from leadflow.leads.db.engine import make_engine, session_scope, upgrade
-from leadflow.leads.db.models import EmailOutbox, Lead, OutboxStatus, Stage
+from leadflow.leads.db.models import EmailOutbox, OutboxStatus, Stage
+from tests import factories as make
 from tests.flows.test_delivery_peers import webhook_workspace
 from tests.flows.test_ops_events import events_of
 from tests.flows.test_pipeline import END, make_workspace
@@ -206,7 +207,7 @@ def test_failed_emails_end_a_nurture_run_completed_with_problems(
     engine = make_engine(sqlite_url)
     upgrade(engine)
     with session_scope(engine) as session:
-        session.add_all(Lead(email=e, stage=Stage.prospect) for e in ("ok@example.com", REJECTED))
+        session.add_all(make.lead(e, stage=Stage.prospect) for e in ("ok@example.com", REJECTED))
     state = nurture_flow(NurtureParams(workspace=str(folder), as_of=END), return_state=True)
     report = state.result()
 
