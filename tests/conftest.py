@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,27 @@ from leadflow.leads.db.engine import make_engine, normalize_url, upgrade
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 POSTGRES_ENV = "LEADFLOW_TEST_POSTGRES_URL"
+
+# Files whose few tests take minutes (real Prefect servers and workers, a 90 s heartbeat window, mypy, a wheel
+# build). xdist hands out whole files (`--dist loadfile`), so these go first: started last, one of them would
+# keep a single worker busy long after the others ran out of work.
+SLOW_FILES = (
+    "tests/ops/test_prefect_admin.py",
+    "tests/ops/test_operations.py",
+    "tests/house/test_types.py",
+    "tests/house/test_packaging.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow files first, then the others by number of tests (xdist's own order); each file's tests in order."""
+    counts = Counter(item.nodeid.split("::")[0] for item in items)
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        path = item.nodeid.split("::")[0]
+        return (SLOW_FILES.index(path) if path in SLOW_FILES else len(SLOW_FILES), -counts[path])
+
+    items.sort(key=rank)  # stable: a file's tests keep their order and stay together
 
 
 @pytest.fixture
