@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from leadflow.leads.db.models import utcnow
 from tests import factories as make
 
-LEADFLOW = [sys.executable, "-c", "from cli.main import app; app()"]  # the console script's code, any venv
+LEADFLOW = [sys.executable, "-c", "from leadflow.cli.main import app; app()"]  # the console script's code, any venv
 
 
 @pytest.fixture
