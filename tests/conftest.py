@@ -27,27 +27,28 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 POSTGRES_ENV = "LEADFLOW_TEST_POSTGRES_URL"
 
-# Files whose few tests take minutes (real Prefect servers and workers, a 90 s heartbeat window, flows through
-# Prefect, mypy, a wheel build), slowest first, as measured with `--durations` (refresh it when that changes).
+# Files whose tests take minutes in all (real Prefect servers and workers, a 90 s heartbeat window, flows through
+# Prefect, `leadflow` processes, mypy), slowest first, as measured with `--durations` (refresh it now and then).
 # xdist hands out whole files (`--dist loadfile`), so these go first: started last, one of them would keep a
 # single worker busy long after the others ran out of work. A file not listed here only loses its head start.
 SLOW_FILES = (
     "tests/ops/test_prefect_admin.py",
-    "tests/flows/test_template_hold.py",
-    "tests/flows/test_crm_handoff_flow.py",
     "tests/cli/test_cli_as_user.py",
+    "tests/flows/test_crm_handoff_flow.py",
+    "tests/flows/test_template_hold.py",
+    "tests/cli/test_cli.py",
     "tests/ops/test_operations.py",
     "tests/flows/test_pipeline.py",
-    "tests/house/test_types.py",
-    "tests/flows/test_parallel_ingest.py",
     "tests/leads/test_leases.py",
+    "tests/flows/test_parallel_ingest.py",
+    "tests/nurture/test_shared_sending.py",
     "tests/flows/test_nurture_dry_run.py",
     "tests/flows/test_handoff_owners.py",
-    "tests/flows/test_ops_events.py",
-    "tests/flows/test_nurture_sequences.py",
-    "tests/house/test_packaging.py",
-    "tests/flows/test_delivery_peers.py",
     "tests/flows/test_run_outcomes.py",
+    "tests/flows/test_ops_events.py",
+    "tests/house/test_types.py",
+    "tests/flows/test_delivery_peers.py",
+    "tests/leads/test_array_scoring.py",
 )
 
 
