@@ -36,7 +36,7 @@ def slow_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     parse = leadflow.connectors.parse_workers._parse_in_worker
 
     def slowly(*args: object) -> bytes:
-        time.sleep(0.05)
+        time.sleep(0.05)  # time must pass: a range takes this long to parse
         return parse(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(leadflow.connectors.parse_workers, "_parse_in_worker", slowly)

@@ -64,7 +64,7 @@ def main(argv: list[str]) -> None:
         with lease:
             _log(args.log, f"in {args.holder}")
             print("held", flush=True)
-            time.sleep(args.hold)
+            time.sleep(args.hold)  # the behaviour under test: the lease is held this long
             _log(args.log, f"out {args.holder}")
     engine.dispose()
 

@@ -29,6 +29,7 @@ from leadflow.connectors.sync import sync_source
 from leadflow.leads.db.bulkload import LEAD_INDEX, worth_dropping
 from leadflow.leads.db.engine import make_engine, session_scope, upgrade
 from leadflow.leads.db.models import Activity, ConnectorCursor, Lead, Quarantine
+from tests import factories as make
 from tests.factories import jsonl, raw_event
 
 NOW = datetime(2026, 10, 1, 12, 0)
@@ -292,7 +293,7 @@ def test_both_ways_of_catching_up_the_leads_give_the_same_last_activity(
     for target in (expected, engine):  # a history before the file, newer than some of it for some leads
         with session_scope(target) as session:
             for n in range(0, 97, 3):
-                session.add(Lead(email=f"lead{n}@example.com", last_activity_at=datetime(2026, 9, 15, 12, 0)))
+                session.add(make.lead(f"lead{n}@example.com", last_activity_at=datetime(2026, 9, 15, 12, 0)))
     sync_source(engine=expected, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)
     monkeypatch.setattr("leadflow.leads.ingest.activity_insert.SCAN_ROWS_PER_LEAD", rows_per_lead)
     sync_source(engine=engine, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)

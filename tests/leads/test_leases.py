@@ -30,6 +30,7 @@ from leadflow.leads.work.leases import (
     release_lease,
 )
 from tests.leads.holders import holder, start, wait_held
+from tests.waiting import until
 
 NAME = "leadflow:nurture:enrollments"
 
@@ -120,7 +121,8 @@ def test_a_holder_on_another_machine_keeps_its_lease_while_it_beats_and_loses_it
 def test_a_live_holder_on_this_machine_keeps_its_lease_even_when_its_heartbeat_lags(engine: Engine) -> None:
     """A long database lock can hold up heartbeats; a process this machine sees running keeps its lease."""
     with holder(_url(engine), NAME, "run-1", "--heartbeat", "3600", "--stale", "0.5") as proc:
-        time.sleep(1.0)
+        # Time must pass here: the holder's one heartbeat goes stale after 0.5 s.
+        until("the heartbeat went stale", lambda: (e := _lease(engine).expires_at) is not None and e < utcnow())
         info = _lease(engine)
         assert info.expires_at is not None and info.expires_at < utcnow()  # stale by its heartbeat
         assert info.state(utcnow()) is LeaseState.alive

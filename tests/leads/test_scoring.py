@@ -15,6 +15,7 @@ from leadflow.leads.db.models import ActivityType, Lead, Stage, StageTransition
 from leadflow.leads.requalify.run import plan_shards, requalify_shard
 from leadflow.leads.scoring.rules import Contribution, LeadSignals, ScoreParts, Scorer
 from leadflow.leads.scoring.stages import decide
+from tests import factories as make
 from tests.leads.scoring_helpers import CONFIG, NOW, lead, make_config, requalify, scores, set_stage, store, transitions
 
 # --- the rules on their own -------------------------------------------------------------------------
@@ -22,7 +23,7 @@ from tests.leads.scoring_helpers import CONFIG, NOW, lead, make_config, requalif
 
 def _fit_rules(config: WorkspaceConfig = CONFIG, **lead: Any) -> list[str]:
     scorer = Scorer(config.scoring, config.stages)
-    return [c.rule for c in scorer.fit(Lead(email=lead.pop("email", "x@corp.example"), **lead))[0]]
+    return [c.rule for c in scorer.fit(make.lead(lead.pop("email", "x@corp.example"), **lead))[0]]
 
 
 @pytest.mark.parametrize(
@@ -270,7 +271,7 @@ def test_an_sql_stays_an_sql_after_another_hand_raise(engine: Engine) -> None:
 def test_a_lead_without_activity_is_scored_on_fit_alone(engine: Engine) -> None:
     store(engine, "a@corp.example", ("page_view", "/"), profile={"title": "CEO", "industry": "software"})
     with session_scope(engine) as session:  # a lead created by hand (say an import) with no activity
-        session.add(Lead(email="b@corp.example", title="Director", country="NL"))
+        session.add(make.lead("b@corp.example", title="Director", country="NL"))
     requalify(engine)
     assert scores(engine, "a@corp.example") == (30, 0, 30, Stage.hot_prospect)
     assert scores(engine, "b@corp.example") == (25, 0, 25, Stage.prospect)

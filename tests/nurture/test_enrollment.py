@@ -16,6 +16,7 @@ from leadflow.leads.db.engine import session_scope
 from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus, Stage
 from leadflow.nurture.enrollment import enroll, exit_finished
 from leadflow.nurture.steps import outbox_key, queue_due_steps
+from tests import factories as make
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 T0 = datetime(2026, 11, 2, 9, 0, 0)
@@ -43,14 +44,11 @@ def _sequence(
 
 def _leads(engine: Engine, *specs: tuple[str, Stage] | tuple[str, Stage, dict[str, Any]]) -> dict[str, int]:
     """Insert leads (local part, stage[, extra fields]); returns {local part: id}."""
-    with session_scope(engine) as session:
-        rows = {}
-        for spec in specs:
-            name, stage, extra = (*spec, {}) if len(spec) == 2 else spec  # type: ignore[misc]
-            rows[name] = Lead(email=f"{name}@example.com", stage=stage, **extra)
-            session.add(rows[name])
-        session.flush()
-        return {name: lead.id for name, lead in rows.items()}  # type: ignore[misc]
+    rows = {}
+    for spec in specs:
+        name, stage, extra = (*spec, {}) if len(spec) == 2 else spec  # type: ignore[misc]
+        rows[name] = make.lead(f"{name}@example.com", stage=stage, **extra)
+    return dict(zip(rows, make.add(engine, *rows.values()), strict=True))
 
 
 def _set(engine: Engine, lead_id: int, **values: Any) -> None:

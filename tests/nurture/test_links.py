@@ -15,12 +15,13 @@ from sqlalchemy import Engine
 
 from leadflow.leads.config.workspace import load_config
 from leadflow.leads.db.engine import session_scope
-from leadflow.leads.db.models import Lead, Stage
+from leadflow.leads.db.models import Stage
 from leadflow.nurture import links, tokens
 from leadflow.nurture.enrollment import enroll
 from leadflow.nurture.links import LinkSigner
 from leadflow.nurture.steps import queue_due_steps
 from leadflow.nurture.tokens import BadToken
+from tests import factories as make
 from tests.sending import send_due
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
@@ -118,7 +119,7 @@ def test_sent_email_carries_tracked_links_in_html_and_plain_links_in_text(engine
         '{% extends "base.txt" %}{% block content %}The guide: https://acme.example/guide{% endblock %}'
     )
     with session_scope(engine) as session:
-        lead = Lead(email="anna@example.com", first_name="Anna", stage=Stage.prospect)
+        lead = make.lead("anna@example.com", first_name="Anna", stage=Stage.prospect)
         session.add(lead)
         session.flush()
         lead_id = lead.id

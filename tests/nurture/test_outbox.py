@@ -44,6 +44,7 @@ from leadflow.nurture.outbox import LEASE, claim, send_claimed
 from leadflow.nurture.outcomes import SendReport
 from leadflow.nurture.render import TemplateRenderer
 from leadflow.nurture.steps import queue_due_steps
+from tests import factories as make
 from tests.peers import DEFERRED, REJECTED, RecordingHandler
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
@@ -65,7 +66,7 @@ def _queue(engine: Engine, config: WorkspaceConfig, now: datetime, *addresses: s
     """Prospects with these addresses, enrolled in warm-up with step 0 queued; returns {email: lead id}."""
     with session_scope(engine) as session:
         leads = [
-            Lead(email=a, first_name=a.split("@")[0].title(), company="Acme", stage=Stage.prospect) for a in addresses
+            make.lead(a, first_name=a.split("@")[0].title(), company="Acme", stage=Stage.prospect) for a in addresses
         ]
         session.add_all(leads)
         session.flush()

@@ -11,9 +11,9 @@ import leadflow.nurture.render
 from leadflow.cli.main import app
 from leadflow.leads.config.workspace import load_config
 from leadflow.leads.db.engine import make_engine, session_scope, upgrade
-from leadflow.leads.db.models import Lead
 from leadflow.nurture.checks import check_templates
 from leadflow.nurture.render import TemplateRenderer, inline_css
+from tests import factories as make
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 SENDER = {"from_name": "Acme", "from_email": "hello@acme.example", "postal_address": "Acme B.V., Keizersgracht 123"}
@@ -77,7 +77,7 @@ def _workspace(tmp_path: Path) -> Path:
     engine = make_engine(f"sqlite:///{tmp_path / 'leadflow.db'}")
     upgrade(engine)
     with session_scope(engine) as session:
-        session.add(Lead(email="bo@fish.example", first_name="<b>Bo</b>", company="Fish & Chips"))
+        session.add(make.lead("bo@fish.example", first_name="<b>Bo</b>", company="Fish & Chips"))
     engine.dispose()
     return tmp_path
 

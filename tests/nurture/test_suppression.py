@@ -27,6 +27,7 @@ from leadflow.nurture.enrollment import enroll
 from leadflow.nurture.links import LinkSigner
 from leadflow.nurture.steps import queue_due_steps
 from leadflow.nurture.suppression import ALL, UnknownLead, suppress
+from tests import factories as make
 from tests.sending import send_due
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
@@ -43,11 +44,8 @@ def config() -> WorkspaceConfig:
 
 
 def _leads(engine: Engine, *addresses: str) -> dict[str, int]:
-    with session_scope(engine) as session:
-        leads = [Lead(email=a, first_name="Lee", stage=Stage.prospect) for a in addresses]
-        session.add_all(leads)
-        session.flush()
-        return {lead.email: lead.id for lead in leads}  # type: ignore[misc]
+    ids = make.add(engine, *(make.lead(a, first_name="Lee", stage=Stage.prospect) for a in addresses))
+    return dict(zip(addresses, ids, strict=True))
 
 
 def _suppress(engine: Engine, lead_id: int, scope: str, when: datetime = NOW) -> bool:

@@ -97,7 +97,7 @@ def _until(what: str, probe: Callable[[], Any], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while not (found := probe()):
         assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(1)
+        time.sleep(0.25)
     return found
 
 
