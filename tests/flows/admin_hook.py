@@ -42,6 +42,23 @@ class AdminHook:
             while not self.probes and time.monotonic() < again:
                 time.sleep(0.05)
 
+    def install_automations(self, block: str) -> str:
+        """Save this hook as a custom-webhook block and create leadflow's automations on it; the CLI's output."""
+        from prefect.blocks.notifications import CustomWebhookNotificationBlock
+        from typer.testing import CliRunner
+
+        from leadflow.cli.main import app
+
+        CustomWebhookNotificationBlock(
+            name="admin hook",
+            url=self.url,
+            json_data={"subject": "{{subject}}", "body": "{{body}}"},
+            allow_private_urls=True,
+        ).save(block, overwrite=True)
+        result = CliRunner().invoke(app, ["ops", "automations", "--block", block, "--block-type", "custom-webhook"])
+        assert result.exit_code == 0, result.output
+        return result.output
+
     def wait_for_notification(self, timeout: float = 30) -> None:
         """Until a notification other than a probe's has arrived (the caller asserts on it)."""
         deadline = time.monotonic() + timeout

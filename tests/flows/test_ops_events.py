@@ -89,28 +89,16 @@ def test_a_dead_lettered_handoff_emits_an_event_with_the_rows_to_look_at(
 
 def test_the_example_automation_notifies_an_admin_of_dead_letters(tmp_path: Path) -> None:
     """`leadflow ops automations --block ...` creates it; a dead-letter event makes Prefect call the block."""
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.events import emit_event
-    from typer.testing import CliRunner
 
-    from leadflow.cli.main import app
     from leadflow.cli.ops import load_automations
     from tests.flows.admin_hook import admin_hook
 
     with admin_hook() as hook:
         received = hook.received
         try:
-            CustomWebhookNotificationBlock(
-                name="admin hook",
-                url=hook.url,
-                json_data={"subject": "{{subject}}", "body": "{{body}}"},
-                allow_private_urls=True,
-            ).save("ops-admin-hook", overwrite=True)
-            result = CliRunner().invoke(
-                app, ["ops", "automations", "--block", "ops-admin-hook", "--block-type", "custom-webhook"]
-            )
-            assert result.exit_code == 0, result.output
-            assert "leadflow: dead letters" in result.output and "leadflow: failed runs" in result.output
+            output = hook.install_automations("ops-admin-hook")
+            assert "leadflow: dead letters" in output and "leadflow: failed runs" in output
 
             hook.wait_until_automations_act()  # the triggers service loads new automations on its own clock
             destination = "webhook:crm.example"

@@ -230,10 +230,7 @@ def test_the_shipped_failed_run_automation_hears_of_a_run_with_problems(
 ) -> None:
     """`leadflow ops automations` creates it; a handoff run that leaves a backlog makes Prefect call the block."""
     from prefect import tags
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-    from typer.testing import CliRunner
 
-    from leadflow.cli.main import app
     from tests.flows.admin_hook import admin_hook
     from tests.flows.test_ops_events import _delete_automations
 
@@ -243,16 +240,7 @@ def test_the_shipped_failed_run_automation_hears_of_a_run_with_problems(
     with admin_hook() as admin:
         received = admin.received
         try:
-            CustomWebhookNotificationBlock(
-                name="admin hook",
-                url=admin.url,
-                json_data={"subject": "{{subject}}", "body": "{{body}}"},
-                allow_private_urls=True,
-            ).save("outcomes-admin-hook", overwrite=True)
-            result = CliRunner().invoke(
-                app, ["ops", "automations", "--block", "outcomes-admin-hook", "--block-type", "custom-webhook"]
-            )
-            assert result.exit_code == 0, result.output
+            admin.install_automations("outcomes-admin-hook")
             admin.wait_until_automations_act()  # the triggers service loads new automations on its own clock
             with tags("leadflow", "handoff"):  # as registry.run and the deployments tag it
                 state = handoff(folder, max_deliveries=2)

@@ -179,7 +179,7 @@ def test_prefect_deploy_all_deploys_prefect_yaml_and_its_ingest_deployment_runs_
         for name in names:
             assert f"Deployment '{name}/{name}' successfully created" in out.stdout, out.stdout
             deployment = server.get(f"/deployments/name/{name}/{name}")
-            assert deployment["entrypoint"] == f"flows.{name}.{name}_flow" and deployment["pull_steps"] == []
+            assert deployment["entrypoint"] == f"leadflow.flows.{name}.{name}_flow" and deployment["pull_steps"] == []
             env = deployment["job_variables"]["env"]
             assert env["LEADFLOW_WORKSPACE"] == str(workspace) and env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
 
