@@ -104,18 +104,19 @@ def test_enroll_takes_only_configured_stages_and_skips_opted_out_leads(engine: E
         ("prospect-unsubscribed", Stage.prospect, {"unsubscribed_at": T0 - DAY}),
         ("hot-bounced", Stage.hot_prospect, {"bounced_at": T0 - DAY}),
     )
-    config = _config()  # warm-up enrolls prospect and hot_prospect
+    config = _config()  # warm-up enrolls prospect and hot_prospect, recycled enrolls recycled leads
 
-    assert _run(engine, enroll, config, T0) == Counter({"warm-up": 2})
+    assert _run(engine, enroll, config, T0) == Counter({"warm-up": 2, "recycled": 1})
 
     enrolled = _enrollments(engine)
-    assert set(enrolled) == {ids["prospect"], ids["hot_prospect"]}
-    for enrollment in enrolled.values():
-        assert enrollment.sequence == "warm-up"
+    assert set(enrolled) == {ids["prospect"], ids["hot_prospect"], ids["recycled"]}
+    for lead_id, enrollment in enrolled.items():
+        assert enrollment.sequence == ("recycled" if lead_id == ids["recycled"] else "warm-up")
         assert enrollment.status == EnrollmentStatus.active
         assert enrollment.step == 0
         assert enrollment.enrolled_at == T0
-        assert enrollment.next_due_at == T0  # first step has delay_days 0
+        # warm-up's first step has delay_days 0; recycled leads get their first email a week later
+        assert enrollment.next_due_at == (T0 + 7 * DAY if lead_id == ids["recycled"] else T0)
         assert enrollment.exited_at is None and enrollment.exit_reason is None
 
 
