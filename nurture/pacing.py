@@ -10,7 +10,8 @@ still pending, sending or in flight keeps the enrollment waiting: nothing more i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence as Seq
+from collections.abc import Iterator
+from collections.abc import Sequence as Seq
 from datetime import datetime, timedelta
 from typing import Any
 

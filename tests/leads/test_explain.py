@@ -104,7 +104,9 @@ def test_explain_shows_what_the_hand_raise_gate_did(engine: Engine) -> None:
 
     held = explain(engine, "kid@gmail.com")
     assert held.stage == Stage.mql and held.next_stage == Stage.sql
-    assert held.gate == "demo_request held for review one stage below by the sql gate: free-mail address with fit -40 < 0"
+    assert (
+        held.gate == "demo_request held for review one stage below by the sql gate: free-mail address with fit -40 < 0"
+    )
     text = render_text(held)
     assert f"hand-raise gate: {held.gate}" in text
     assert "(a hand raise is held by the gate: free-mail address with fit -40 < 0)" in text  # what is missing

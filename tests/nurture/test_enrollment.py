@@ -307,7 +307,12 @@ def test_queue_due_steps_walks_the_sequence_once(engine: Engine) -> None:
     # The flow runs again, and again before step 1 is due (four days after step 0 was sent): nothing new.
     assert _run(engine, queue_due_steps, config, sent0) == 0
     for e in _enrollments(engine).values():
-        assert (e.status, e.step, e.next_due_at, e.waiting_since) == (EnrollmentStatus.active, 1, sent0 + 4 * DAY, sent0)
+        assert (e.status, e.step, e.next_due_at, e.waiting_since) == (
+            EnrollmentStatus.active,
+            1,
+            sent0 + 4 * DAY,
+            sent0,
+        )
     assert _run(engine, queue_due_steps, config, sent0 + 4 * DAY - timedelta(seconds=1)) == 0
     assert len(_outbox(engine)) == 2
 

@@ -70,7 +70,9 @@ def test_sending_to_a_unicode_local_part_fails_that_email_alone(engine: Engine, 
         rows = {
             email: (status, error)
             for email, status, error in session.execute(
-                select(Lead.email, EmailOutbox.status, EmailOutbox.last_error).join(Lead, Lead.id == EmailOutbox.lead_id)
+                select(Lead.email, EmailOutbox.status, EmailOutbox.last_error).join(
+                    Lead, Lead.id == EmailOutbox.lead_id
+                )
             )
         }
     assert rows["jürgen@müller.example"][0] == OutboxStatus.failed

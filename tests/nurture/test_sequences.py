@@ -81,7 +81,9 @@ def _tick(engine: Engine, config: WorkspaceConfig, now: datetime) -> int:
     queued: int = _run(engine, queue_due_steps, config, now)
     with session_scope(engine) as session:
         session.execute(
-            update(EmailOutbox).where(EmailOutbox.status == OutboxStatus.pending).values(status=OutboxStatus.sent, sent_at=now)
+            update(EmailOutbox)
+            .where(EmailOutbox.status == OutboxStatus.pending)
+            .values(status=OutboxStatus.sent, sent_at=now)
         )
     return queued
 
