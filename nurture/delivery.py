@@ -2,7 +2,8 @@
 
 Every answer of the mail server has one consequence: accepted (sent), refused for good (failed,
 the address suppressed), maybe accepted (unconfirmed, never sent again), or refused for now (back
-to pending with backoff, dead after MAX_ATTEMPTS). A template that fails holds the row, unconsumed.
+to pending with backoff, dead after MAX_ATTEMPTS). A template that fails holds the row, unconsumed;
+an address only an SMTPUTF8 server could take fails that lead's email with that reason.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from leadflow.nurture import compliance
 from leadflow.nurture.composer import Composer, StepGone, held_error
 from leadflow.nurture.due import Due
 from leadflow.nurture.marks import LeaseLost, Marks
+from leadflow.nurture.message import NeedsSmtpUtf8
 from leadflow.nurture.outcomes import Outcome
 from leadflow.nurture.suppression import ALL, suppress
 
@@ -50,6 +52,9 @@ def send_one(
     except StepGone as exc:
         marks.later("finish", due, st=OutboxStatus.skipped.value, err=str(exc))
         return Outcome.skipped, str(exc), now
+    except NeedsSmtpUtf8 as exc:  # this lead's address, not the template: fails alone, holds nothing
+        marks.later("finish", due, st=OutboxStatus.failed.value, err=str(exc)[:2000])
+        return Outcome.failed, "needs SMTPUTF8", now
     except Exception as exc:  # a broken template holds its email (and step), never consumes it
         marks.later("defer", due, until=now + HOLD_PAUSE, err=held_error(composer, due, exc)[:2000])
         return Outcome.held, f"{due.sequence} step {due.step + 1}", now

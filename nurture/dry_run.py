@@ -24,6 +24,7 @@ from leadflow.nurture.composer import Composer, StepGone, held_error
 from leadflow.nurture.due import load_due
 from leadflow.nurture.held import TemplateGate
 from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.message import NeedsSmtpUtf8
 from leadflow.nurture.render import TemplateRenderer
 
 
@@ -100,6 +101,9 @@ def preview_sends(
                 except StepGone as exc:
                     preview.skipped[str(exc)] += 1
                     row = PreviewRow(item.recipient.email, item.sequence, item.step, "skip", str(exc))
+                except NeedsSmtpUtf8:  # as a real send: this lead's email fails, nothing is held
+                    preview.failed["needs SMTPUTF8"] += 1
+                    row = PreviewRow(item.recipient.email, item.sequence, item.step, "fail", "needs SMTPUTF8")
                 except Exception as exc:  # reported per email: a real run holds it until the template is fixed
                     reason = held_error(composer, item, exc).removeprefix("held: ")
                     preview.held[reason] += 1

@@ -39,7 +39,7 @@ EXIT_ACTIVITY = {
 
 
 def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Counter[str]:
-    """Enroll eligible leads, highest priority first; returns how many joined each sequence.
+    """Enroll eligible leads, highest priority first; returns how many joined each sequence (none: left out).
 
     With `max_active_per_lead: 1` (the default) a lead active in a lower-priority sequence that
     fits a higher one moves: the old enrollment exits with reason "moved to NAME".
@@ -87,7 +87,7 @@ def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Count
         )
         # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
         enrolled[sequence.name] += result.rowcount or 0  # type: ignore[attr-defined]
-    return enrolled
+    return +enrolled  # sequences nobody joined are left out, as exit_finished leaves out reasons
 
 
 def eligible(sequence: Sequence, now: datetime) -> list[ColumnElement[bool]]:

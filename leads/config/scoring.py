@@ -148,8 +148,30 @@ class ScoringConfig(Strict):
         return self
 
 
+class HandRaiseGate(Strict):
+    """Who a hand raise moves straight into the stage; anyone else is held for review one stage below.
+
+    The default holds a free-mail address with a negative fit (a student asking for a demo) for
+    review instead of handing it to sales. Disqualified leads never pass: disqualifying wins first.
+    """
+
+    min_fit: float | None = Field(default=None, description="Every hand-raiser needs at least this fit.")
+    free_mail_min_fit: float | None = Field(
+        default=0, description="A hand-raiser on a free-mail address needs at least this fit; null: no check."
+    )
+    min_bant_known: int | None = Field(default=None, ge=1, le=4, description="How many BANT fields must be known.")
+    on_hold: Literal["review", "ignore"] = Field(
+        default="review",
+        description="review: a held lead moves one stage below (with the reason), where sales ops look at it; "
+        "ignore: the hand raise does not count for this stage.",
+    )
+
+
+OPEN_GATE = HandRaiseGate(free_mail_min_fit=None)  # `hand_raise_gate: null`: every hand raise counts
+
+
 class StageRule(Strict):
-    """Entry condition: every threshold and BANT condition given holds, or any hand-raise event happened."""
+    """Entry condition: every threshold and BANT condition given holds, or a hand raise that passes the gate."""
 
     min_score: float | None = None
     min_fit: float | None = None
@@ -159,6 +181,14 @@ class StageRule(Strict):
     )
     min_bant_known: int | None = Field(default=None, ge=1, le=4, description="How many BANT fields must be known.")
     hand_raise: list[ActivityType] = []
+    hand_raise_gate: HandRaiseGate = Field(
+        default_factory=HandRaiseGate, description="Who a hand raise moves here directly; null: everyone."
+    )
+
+    @field_validator("hand_raise_gate", mode="before")
+    @classmethod
+    def _open_gate(cls, value: Any) -> Any:
+        return OPEN_GATE if value is None else value
 
     @model_validator(mode="after")
     def _has_condition(self) -> StageRule:

@@ -32,9 +32,11 @@ class NurtureEnrollment(SQLModel, table=True):
     cycle: int = Field(default=1, description="1 for the first time in this sequence, 2 for a re-enrollment, ...")
     step: int = Field(default=0, description="Index of the next step in the sequence's list of steps.")
     status: EnrollmentStatus = Field(default=EnrollmentStatus.active, sa_type=String(20))
-    next_due_at: datetime | None = Field(default=None, sa_type=DateTime())
+    next_due_at: datetime | None = Field(
+        default=None, sa_type=DateTime(), description="NULL while active: waiting for the previous email to be sent."
+    )
     waiting_since: datetime | None = Field(
-        default=None, sa_type=DateTime(), description="When the previous step was queued (engagement counts after)."
+        default=None, sa_type=DateTime(), description="When the previous email was sent (engagement counts after)."
     )
     enrolled_at: datetime = Field(default_factory=utcnow, sa_type=DateTime())
     exited_at: datetime | None = Field(default=None, sa_type=DateTime())

@@ -21,7 +21,15 @@ from leadflow.leads.db.models import PROFILE_FIELDS, Activity, Lead, Stage, Stag
 from leadflow.leads.requalify.lead_reads import AFTER_RECYCLING, LEAD_COLUMNS, ever_recycled
 from leadflow.leads.requalify.run import make_scorer
 from leadflow.leads.scoring.rules import Contribution, ScoreParts
-from leadflow.leads.scoring.stages import FROZEN, awaits_new_activity, missing_for, next_stage, rule_met
+from leadflow.leads.scoring.stages import (
+    FROZEN,
+    awaits_new_activity,
+    gate_holds,
+    missing_for,
+    next_stage,
+    raised_for,
+    rule_met,
+)
 
 EVENTS_PER_RULE = 3
 
@@ -56,6 +64,7 @@ class Explanation:
     next_stage: Stage | None
     missing: str | None
     as_of: datetime
+    gate: str | None = None  # what the hand-raise gate made of the lead's hand raises, if any
 
 
 class LeadNotFound(LookupError):
@@ -100,7 +109,22 @@ def explain_lead(*, session: Session, config: WorkspaceConfig, email: str, now: 
         next_stage=upcoming[0] if upcoming else None,
         missing=missing,
         as_of=now,
+        gate=gate_note(config, parts, lead),
     )
+
+
+def gate_note(config: WorkspaceConfig, parts: ScoreParts, lead: Any) -> str | None:
+    """The hand-raise gate of the highest stage the lead's hand raises count for: passed, or why held."""
+    for stage, rule in reversed(config.stages.ordered()):
+        raised = raised_for(rule, parts)
+        if not raised:
+            continue
+        held = gate_holds(rule.hand_raise_gate, parts, lead)
+        if held is None:
+            return f"{', '.join(raised)} passes the {stage.value} gate"
+        verdict = "held for review one stage below" if rule.hand_raise_gate.on_hold == "review" else "ignored"
+        return f"{', '.join(raised)} {verdict} by the {stage.value} gate: {held}"
+    return None
 
 
 def _events(session: Session, lead_id: int, now: datetime, counted: list[Any]) -> list[Activity]:
@@ -168,6 +192,8 @@ def render_text(explanation: Explanation) -> str:
                 lines.append(f"        … and {d.matched - len(d.events)} earlier")
     if p.hand_raise_types:
         lines.append("hand raises: " + ", ".join(sorted(t.value for t in p.hand_raise_types)))
+    if e.gate:
+        lines.append(f"hand-raise gate: {e.gate}")
     if e.next_stage is not None:
         lines += ["", f"next stage: {e.next_stage.value} — {e.missing or 'rules met; moves at the next requalify'}"]
     if e.transitions:

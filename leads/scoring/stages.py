@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from leadflow.leads.config.scoring import BantField, StageRule, StagesConfig
+from leadflow.leads.config.scoring import FREE_MAIL_DOMAINS, BantField, HandRaiseGate, StageRule, StagesConfig
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import ActivityType, Stage, funnel_rank
-from leadflow.leads.scoring.rules import ScoreParts
+from leadflow.leads.scoring.rules import ScoreParts, email_domain
 
 FROZEN = {Stage.customer, Stage.disqualified}
 _MAY_RECYCLE = {Stage.sql, Stage.mql}  # the only stages `_recycled` moves
@@ -59,10 +59,40 @@ def _bant_holds(rule: StageRule, lead: Any) -> tuple[bool, list[str]]:
     return not missing, met if not missing else missing
 
 
+def gate_holds(gate: HandRaiseGate, parts: ScoreParts, lead: Any) -> str | None:
+    """Why the hand-raise gate holds this lead back (for review), or None when it passes."""
+    reasons = []
+    if gate.min_fit is not None and parts.fit < gate.min_fit:
+        reasons.append(f"fit {_fmt(parts.fit)} < {_fmt(gate.min_fit)}")
+    email = getattr(lead, "email", None)
+    free_mail = isinstance(email, str) and email_domain(email) in FREE_MAIL_DOMAINS
+    if free_mail and gate.free_mail_min_fit is not None and parts.fit < gate.free_mail_min_fit:
+        reasons.append(f"free-mail address with fit {_fmt(parts.fit)} < {_fmt(gate.free_mail_min_fit)}")
+    if gate.min_bant_known is not None:
+        known = sum(_bant_known(lead, n) for n in BANT_FIELDS) if lead is not None else 0
+        if known < gate.min_bant_known:
+            reasons.append(f"BANT {known}/4 known (needs {gate.min_bant_known})")
+    return " and ".join(reasons) or None
+
+
+def raised_for(rule: StageRule, parts: ScoreParts) -> list[str]:
+    """The lead's hand raises this rule counts, by name."""
+    return sorted(t.value for t in parts.hand_raise_types if t in rule.hand_raise)
+
+
+def held_for_review(rule: StageRule, parts: ScoreParts, lead: Any) -> str | None:
+    """The reason a hand raise for this rule is held for review (one stage below), or None."""
+    raised = raised_for(rule, parts)
+    if not raised or rule.hand_raise_gate.on_hold != "review":
+        return None
+    held = gate_holds(rule.hand_raise_gate, parts, lead)
+    return f"hand raise {', '.join(raised)} held for review: {held}" if held else None
+
+
 def rule_met(rule: StageRule, parts: ScoreParts, lead: Any = None) -> str | None:
-    """Why the rule is met, or None."""
-    raised = sorted(t.value for t in parts.hand_raise_types if t in rule.hand_raise)
-    if raised:
+    """Why the rule is met, or None. A hand raise counts only when it passes the rule's gate."""
+    raised = raised_for(rule, parts)
+    if raised and gate_holds(rule.hand_raise_gate, parts, lead) is None:
         return "hand raise: " + ", ".join(raised)
     if not rule.has_thresholds:
         return None
@@ -101,6 +131,9 @@ def missing_for(rule: StageRule, parts: ScoreParts, lead: Any) -> str:
     if rule.hand_raise:
         raise_text = " or ".join(t.value.replace("_", " ") for t in rule.hand_raise)
         text = f"{text} — or a {raise_text}" if text else f"needs a {raise_text}"
+        held = gate_holds(rule.hand_raise_gate, parts, lead)
+        if held:
+            text += f" (a hand raise is held by the gate: {held})"
     return text or "meets the rule"
 
 
@@ -126,6 +159,7 @@ def decide(
     if awaits_new_activity(current, changed_at, lead):
         return None
     rank = funnel_rank(current)
+    held: str | None = None  # a gated hand raise one stage up: reviewed at this stage unless it earns more
     for stage, stage_rank, rule, checks in _entry_rules(config.stages):
         if stage_rank <= rank:
             return None
@@ -133,6 +167,10 @@ def decide(
             why = rule_met(rule, parts, lead)
             if why is not None:
                 return StageDecision(to_stage=stage, reason=why)
+        if held is not None:
+            return StageDecision(to_stage=stage, reason=held)
+        if checks[0] and parts.signals.hand_raises:
+            held = held_for_review(rule, parts, lead)
     return None
 
 

@@ -53,7 +53,9 @@ def test_a_click_after_the_case_study_sends_the_demo_at_once_and_skips_the_check
     def nurture(days: float) -> None:
         nurture_flow(NurtureParams(workspace=str(folder), as_of=END + timedelta(days=days)))
 
-    nurture(4)  # the case study goes out to every warm-up lead
+    # The case study goes out to every warm-up lead: four days after the welcome was sent (a moment after
+    # the first run's as_of), so at the next hourly run.
+    nurture(4.05)
     click = make.activity(
         clicker.id,
         "email_click",
@@ -71,7 +73,7 @@ def test_a_click_after_the_case_study_sends_the_demo_at_once_and_skips_the_check
     assert CHECKLIST not in sent[clicker.email]
     assert DEMO not in sent[quiet.email] and CHECKLIST not in sent[quiet.email]
 
-    nurture(9)  # five days after the case study: the checklist for those who did not click
+    nurture(9.1)  # five days after the case study was sent: the checklist for those who did not click
     sent = _subjects(folder)
     assert CHECKLIST in sent[quiet.email] and DEMO not in sent[quiet.email]
     assert sent[clicker.email].count(DEMO) == 1 and CHECKLIST not in sent[clicker.email]

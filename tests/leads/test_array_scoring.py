@@ -70,6 +70,9 @@ def populate(engine: Engine, leads: int = 160, seed: int = 11) -> None:
     store(engine, "decays@corp.example", *[("webinar", None, T0 - DAY)] * 4, profile=ceo)
     store(engine, "asks@corp.example", ("demo_request", "/demo", T0 - 2 * DAY), profile=ceo)
     store(engine, "asks@corp.example", ("sales_rejected", None, T0 + 3 * DAY))
+    # A hand raise the default gate holds for review (free mail, negative fit), and one it lets through.
+    store(engine, "student@gmail.com", ("demo_request", "/demo", T0 - 2 * DAY), profile={"title": "Student"})
+    store(engine, "founder@gmail.com", ("contact_sales", None, T0 - 2 * DAY), profile=ceo)
 
 
 def run(engine: Engine, config: WorkspaceConfig, now: datetime, *, vectorised: bool, shard: int = 40) -> None:

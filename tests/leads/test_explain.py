@@ -97,6 +97,25 @@ def test_the_handoff_payload_carries_the_score_the_rules_and_a_summary(engine: E
     assert "hand raises: demo_request" in payload["summary"] and "stage: sql" in payload["summary"]
 
 
+def test_explain_shows_what_the_hand_raise_gate_did(engine: Engine) -> None:
+    store(engine, "kid@gmail.com", ("demo_request", "/demo"), profile={"title": "Student"})
+    store(engine, "anna@corp.example", ("demo_request", "/demo"), profile=CEO)
+    requalify(engine, CONFIG)
+
+    held = explain(engine, "kid@gmail.com")
+    assert held.stage == Stage.mql and held.next_stage == Stage.sql
+    assert (
+        held.gate == "demo_request held for review one stage below by the sql gate: free-mail address with fit -40 < 0"
+    )
+    text = render_text(held)
+    assert f"hand-raise gate: {held.gate}" in text
+    assert "(a hand raise is held by the gate: free-mail address with fit -40 < 0)" in text  # what is missing
+    assert "mql  (hand raise demo_request held for review: free-mail address with fit -40 < 0" in text
+
+    passed = explain(engine, "anna@corp.example")
+    assert passed.gate == "demo_request passes the sql gate" and passed.stage == Stage.sql
+
+
 def test_leads_that_cannot_move_on_say_so(engine: Engine) -> None:
     store(engine, "spy@rival.example", ("webinar", None), profile=CEO)
     store(engine, "rejected@corp.example", ("demo_request", "/demo"), ("webinar", None), profile=CEO)

@@ -88,6 +88,39 @@ def test_an_email_longer_than_the_column_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("x>,<victim@evil.example", "display name"),  # a mail parser reads two addresses in this To header
+        ("Anna <anna@example.com>", "display name"),
+        ("anna@example.com, eve@evil.example", "invalid characters"),
+        ('"anna eve"@example.com', "Quoting"),
+        ("a..b@example.com", "two periods"),
+        ("anna@example.test", "special-use"),
+    ],
+)
+def test_what_is_not_one_mailbox_is_quarantined_with_the_field_and_why(raw: str, why: str) -> None:
+    """Issue 16: an address a mail parser could read as several, or as a name and an address, never gets in."""
+    assert normalise_email(raw) is None
+    error = _reason(_raw(email=raw))
+    assert error.reason == "bad_email"
+    assert "field 'email'" in error.detail and why in error.detail and repr(raw) in error.detail
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("jürgen@müller.example", "jürgen@müller.example"),
+        ("Jürgen@XN--MLLER-KVA.EXAMPLE", "jürgen@müller.example"),  # the IDNA form is the same lead
+        ("anna@bücher.example", "anna@bücher.example"),
+        ("anna@xn--bcher-kva.example", "anna@bücher.example"),
+    ],
+)
+def test_internationalised_addresses_are_accepted_and_normalised(raw: str, stored: str) -> None:
+    assert normalise_email(raw) == stored
+    assert parse_activity(_raw(email=raw), now=NOW).email == stored
+
+
+@pytest.mark.parametrize(
     "at",
     [
         "2026-09-30T10:15:00+02:00",

@@ -181,15 +181,43 @@ def test_total_weights_scale_the_parts(engine: Engine) -> None:
 
 
 def test_a_hand_raise_goes_straight_to_sql(engine: Engine) -> None:
-    store(engine, "a@gmail.com", ("demo_request", "/demo"), profile={"title": "Student"})
+    store(engine, "a@corp.example", ("demo_request", "/demo"), profile={"title": "Student"})
     result = requalify(engine, run_id="run-1")
 
     assert result.moves == {("suspect", "sql"): 1}
-    assert scores(engine, "a@gmail.com") == (-40, 0, -40, Stage.sql)
-    [move] = transitions(engine, "a@gmail.com")
+    assert scores(engine, "a@corp.example") == (-30, 0, -30, Stage.sql)  # a company address passes the default gate
+    [move] = transitions(engine, "a@corp.example")
     assert (move.from_stage, move.to_stage, move.reason) == (Stage.suspect, Stage.sql, "hand raise: demo_request")
     assert (move.run_id, move.at) == ("run-1", NOW)
-    assert lead(engine, "a@gmail.com").stage_changed_at == NOW
+    assert lead(engine, "a@corp.example").stage_changed_at == NOW
+
+
+def test_a_free_mail_hand_raise_with_negative_fit_is_held_for_review(engine: Engine) -> None:
+    """Issue 16: a student on a free-mail address asking for a demo is not an SQL; sales ops review it as an MQL."""
+    store(engine, "a@gmail.com", ("demo_request", "/demo"), profile={"title": "Student"})
+    result = requalify(engine, run_id="run-1")
+
+    assert result.moves == {("suspect", "mql"): 1}
+    assert scores(engine, "a@gmail.com") == (-40, 0, -40, Stage.mql)
+    [move] = transitions(engine, "a@gmail.com")
+    assert move.reason == "hand raise demo_request held for review: free-mail address with fit -40 < 0"
+    assert requalify(engine, run_id="run-2").moves == {}  # held, not re-decided every run
+
+
+def test_the_hand_raise_gate_can_be_opened_or_tightened(engine: Engine) -> None:
+    store(engine, "open@gmail.com", ("demo_request", "/demo"), profile={"title": "Student"})
+    store(engine, "tight@corp.example", ("demo_request", "/demo"), profile={"title": "Director"})
+    sql = {"min_score": 80, "min_fit": 20, "hand_raise": ["demo_request", "contact_sales"]}
+    tight = make_config(stages={"sql": {**sql, "hand_raise_gate": {"min_bant_known": 1, "on_hold": "ignore"}}})
+    # A BANT minimum (nobody's BANT is known yet); held leads are ignored, not reviewed.
+    requalify(engine, tight)
+    assert (scores(engine, "open@gmail.com")[3], scores(engine, "tight@corp.example")[3]) == (
+        Stage.suspect,
+        Stage.prospect,  # by its score alone
+    )
+    opened = make_config(stages={"sql": {**sql, "hand_raise_gate": None}})  # every hand raise counts, as before
+    requalify(engine, opened)
+    assert (scores(engine, "open@gmail.com")[3], scores(engine, "tight@corp.example")[3]) == (Stage.sql, Stage.sql)
 
 
 def test_a_multi_stage_jump_is_one_audited_transition(engine: Engine) -> None:

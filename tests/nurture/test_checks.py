@@ -88,7 +88,7 @@ def test_undefined_top_level_variable_in_a_workspace_layout(tmp_path: Path) -> N
     problems = check_templates(load_config(EXAMPLE), tmp_path)
     # Reported once per step that uses the layout, each pointing at the layout's line.
     steps = [(s.name, i) for s in load_config(EXAMPLE).nurture.sequences for i in range(1, len(s.steps) + 1)]
-    assert len(problems) == len(steps) == 6
+    assert len(problems) == len(steps) == 9
     for (name, index), problem in zip(steps, problems, strict=True):
         assert problem.startswith(f"{tmp_path / 'base.txt'}:4: {name} step {index} (full profile): ")
         assert "'unsubscribe_link' is undefined" in problem

@@ -72,7 +72,7 @@ def test_a_lead_a_branch_sends_to_a_held_step_waits_where_it_is(tmp_path: Path, 
     with session_scope(engine) as session:
         enroll(session=session, config=config, now=T0)
         assert queue_due_steps(session=session, config=config, now=T0) == 2  # the intro for both ...
-        session.execute(update(EmailOutbox).values(status=OutboxStatus.sent.value))  # ... sent
+        session.execute(update(EmailOutbox).values(status=OutboxStatus.sent.value, sent_at=T0))  # ... sent
         clicker = session.scalar(select(Lead.id).where(Lead.email == "clicker@example.com"))
         session.add(
             make.activity(clicker, "email_click", T0 + timedelta(hours=2), source_id="1",

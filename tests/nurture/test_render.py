@@ -48,6 +48,9 @@ def test_example_config_uses_the_shipped_warm_up_templates() -> None:
         "warm-up/2-case-study",
         "warm-up/checklist",
         "warm-up/3-demo",
+        "warm-up/2-case-study",  # the recycled sequence reuses warm-up's later emails (issue 16)
+        "warm-up/checklist",
+        "warm-up/3-demo",
         "re-engage/1-still-relevant",
         "re-engage/2-last-call",
     ]

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from leadflow.leads.config.workspace import ConfigError, WorkspaceConfig, load_config
 from leadflow.leads.db.engine import session_scope
-from leadflow.leads.db.models import EmailOutbox, Lead, NurtureEnrollment, Stage
+from leadflow.leads.db.models import EmailOutbox, Lead, NurtureEnrollment, OutboxStatus, Stage
 from leadflow.nurture.enrollment import enroll, exit_finished
 from leadflow.nurture.steps import queue_due_steps
 from tests import factories as make
@@ -58,10 +58,19 @@ def _run(engine: Engine, fn: Any, config: WorkspaceConfig, now: datetime) -> Any
 
 
 def _tick(engine: Engine, config: WorkspaceConfig, now: datetime) -> int:
-    """One nurture run without sending: exits, enrollments, due steps."""
+    """One nurture run: exits, enrollments, due steps, and the mail server accepting them at once.
+
+    Steps are paced from delivery, so each queued email is marked sent at `now` (no transport here)."""
     _run(engine, exit_finished, config, now)
     _run(engine, enroll, config, now)
-    return _run(engine, queue_due_steps, config, now)  # type: ignore[no-any-return]
+    queued: int = _run(engine, queue_due_steps, config, now)
+    with session_scope(engine) as session:
+        session.execute(
+            update(EmailOutbox)
+            .where(EmailOutbox.status == OutboxStatus.pending)
+            .values(status=OutboxStatus.sent, sent_at=now)
+        )
+    return queued
 
 
 def _sent(engine: Engine, lead_id: int) -> list[str]:

@@ -67,7 +67,7 @@ def test_check_refuses_a_layout_without_unsubscribe_link_or_address(tmp_path: Pa
     )
     (tmp_path / "base.txt").write_text("{% block content %}{% endblock %}\nLeave: {{ unsubscribe_url }}\n")
     problems = check_templates(load_config(EXAMPLE), tmp_path)
-    assert len(problems) == 6  # every step of the example uses the layout
+    assert len(problems) == 9  # every step of the example uses the layout
     assert "the HTML part has no unsubscribe link" in problems[0]
     assert "the text part does not show {{ sender.postal_address }}" in problems[0]
 
@@ -108,7 +108,7 @@ def test_preview_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyP
         '{% extends "base.txt" %}\n{% block content %}\nHi {{ lead.frist_name }}\n{% endblock %}\n'
     )
     for args, message in [
-        (["nope", "1"], "no sequence 'nope' (sequences: warm-up, re-engage)"),
+        (["nope", "1"], "no sequence 'nope' (sequences: warm-up, recycled, re-engage)"),
         (["warm-up", "9"], "warm-up has no step '9'"),
         (["warm-up", "1", "--lead", "who@x.example"], "no lead with email 'who@x.example'"),
         (["warm-up", "welcome"], "templates/warm-up/1-welcome.txt:3: 'dict object' has no attribute 'frist_name'"),
