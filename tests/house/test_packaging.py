@@ -17,7 +17,9 @@ def test_wheel_holds_only_the_leadflow_namespace_and_its_data(tmp_path: Path) ->
     shutil.copytree(ROOT, source, ignore=junk)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = tmp_path.glob("leadflow-*.whl")

@@ -13,7 +13,9 @@ def test_mypy_reports_no_errors() -> None:
     bash = shutil.which("bash") or "/bin/bash"
     result = subprocess.run(
         [bash, str(ROOT / ".ci" / "typecheck")],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
         env={"PATH": f"{env_path}:/usr/bin:/bin", "HOME": str(Path.home())},
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
