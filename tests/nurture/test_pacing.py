@@ -21,7 +21,8 @@ import yaml
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from leadflow.connectors.mail import BeforeData, Envelope, MailTransport, TransientMailError
+from leadflow.connectors.errors import TransientMailError
+from leadflow.connectors.mail import BeforeData, Envelope, MailTransport
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.engine import make_engine, session_scope, upgrade
 from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus, Stage
