@@ -17,7 +17,7 @@ Figures from the same run, into a fresh database:
 - floor with leadflow's indexes: the same, into a table that also has the (lead_id, occurred_at)
   index that leadflow's activity table carries;
 - floor, lead index built at the end: the same as the first, then CREATE INDEX (lead_id, occurred_at)
-  as leadflow builds it: what leadflow's bulk-load mode does (leads/bulkload.py);
+  as leadflow builds it: what leadflow's bulk-load mode does (leads/db/bulkload.py);
 - leadflow: `FileActivitySource` + `sync_source` (parse and validate in worker processes, upsert
   leads, insert activity, update the leads' activity times, save the cursor per page) into a
   fresh, migrated workspace database; and the same with parsing in the storing process (workers=0);
@@ -51,12 +51,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from connectors.files import FileActivitySource  # noqa: E402
-from connectors.sync import sync_source  # noqa: E402
-from leads.bulkload import BULK_CACHE_KIB, SORT_CACHE_KIB, SORT_THREADS, worth_dropping  # noqa: E402
-from leads.db import SQLITE_PAGE_SIZE, make_engine, upgrade  # noqa: E402
-from leads.ingest import SQLITE_CACHE_KIB  # noqa: E402
-from leads.progress import Progress  # noqa: E402
+from leadflow.connectors.files import FileActivitySource  # noqa: E402
+from leadflow.connectors.sync import sync_source  # noqa: E402
+from leadflow.leads.db.bulkload import BULK_CACHE_KIB, SORT_CACHE_KIB, SORT_THREADS, worth_dropping  # noqa: E402
+from leadflow.leads.db.engine import SQLITE_PAGE_SIZE, make_engine, upgrade  # noqa: E402
+from leadflow.leads.ingest.activity_insert import SQLITE_CACHE_KIB  # noqa: E402
+from leadflow.leads.work.progress import Progress  # noqa: E402
 
 END = datetime(2026, 10, 1, 9, 0)
 TYPES = [("page_view", 60), ("email_open", 15), ("email_click", 8), ("download", 5), ("webinar", 2)]
@@ -187,7 +187,7 @@ def parse_cost(data: Path) -> tuple[float, float]:
 
     Nothing kept and the cycle collector off, as the parse workers run.
     """
-    from leads.records import ActivityParser, _decode_plain
+    from leadflow.leads.ingest.parser import ActivityParser, _decode_plain
 
     parse = ActivityParser(now=END)
     enabled = gc.isenabled()

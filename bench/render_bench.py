@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import css_inline  # noqa: E402
 import jinja2  # noqa: E402
 
-from leads.config import load_config  # noqa: E402
-from nurture.render import SHIPPED_TEMPLATES, TemplateRenderer  # noqa: E402
+from leadflow.leads.config.workspace import load_config  # noqa: E402
+from leadflow.nurture.render import SHIPPED_TEMPLATES, TemplateRenderer  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parent.parent / "leads" / "config" / "examples" / "leadflow.yaml"
 FIRST = ["Anna", "Bo", "Chris", "Dana", "Emil", "Fatima", "Guus", "Hanna", "Ivo", "Jasmijn", "Karel", "Lotte"]
 LAST = ["Jansen", "de Vries", "Bakker", "Visser", "Smit", "Meijer", "Mulder", "Bos", "Vos", "Peters"]
 COMPANIES = ["Acme Logistics", "Northwind", "Globex", "Initech", "Umbrella Retail", "Hooli", "Vandelay Import"]

@@ -56,7 +56,7 @@ def generate(url: str, leads: int, events: int, seed: int) -> None:
     """Leads and activity straight into the migrated schema (raw inserts: the bench data, not the subject)."""
     from sqlalchemy import text
 
-    from leads.db import make_engine, upgrade
+    from leadflow.leads.db.engine import make_engine, upgrade
 
     rng = random.Random(seed)
     engine = make_engine(url)
@@ -116,10 +116,10 @@ def phase(name: str, url: str, config_path: str) -> dict[str, object]:
     """One measured step, in this (fresh) process."""
     from sqlalchemy import func, select, text, update
 
-    from leads.config import load_config
-    from leads.db import make_engine, session_scope
-    from leads.models import Activity, Lead
-    from leads.requalify import due_lead_ids, make_scorer, requalify_batch
+    from leadflow.leads.config.workspace import load_config
+    from leadflow.leads.db.engine import make_engine, session_scope
+    from leadflow.leads.db.models import Activity, Lead
+    from leadflow.leads.requalify.run import due_lead_ids, make_scorer, requalify_batch
 
     config = load_config(Path(config_path))
     engine = make_engine(url)
@@ -145,9 +145,9 @@ def phase(name: str, url: str, config_path: str) -> dict[str, object]:
     elif name in ("full", "full-2proc"):
         # As the requalify flow runs it: a round of 50,000-lead shards claimed from the database, read in
         # one transaction and written in another; with 2 processes, one helper process shares the round.
-        from leads.claims import close_round, open_round
-        from leads.requalify_helpers import finish_helpers, start_helpers
-        from leads.requalify_rounds import JOB, drain_round, plan_round, remember_full_round
+        from leadflow.leads.requalify.helpers import finish_helpers, start_helpers
+        from leadflow.leads.requalify.rounds import JOB, drain_round, plan_round, remember_full_round
+        from leadflow.leads.work.claims import close_round, open_round
 
         workers = 2 if name == "full-2proc" else 1
         os.environ["LEADFLOW_DATABASE_URL"] = url  # what the helper reads, as it would from a workspace
@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--config", default=str(ROOT / "leads" / "examples" / "leadflow.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "leads" / "config" / "examples" / "leadflow.yaml"))
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--regenerate", action="store_true", help="Rebuild the data even if a copy exists.")
     parser.add_argument(
@@ -273,7 +273,7 @@ def _reset(url: str, leads: int) -> bool:
     """Put a database generated earlier back to its unscored state; False when it holds other data."""
     import sqlalchemy as sa
 
-    from leads.db import make_engine
+    from leadflow.leads.db.engine import make_engine
 
     engine = make_engine(url)
     try:
@@ -298,7 +298,7 @@ def _reset(url: str, leads: int) -> bool:
 def _recreate_pg(url: str) -> None:
     import sqlalchemy as sa
 
-    from leads.db import normalize_url
+    from leadflow.leads.db.engine import normalize_url
 
     target = normalize_url(url)
     admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")

@@ -117,7 +117,7 @@ def build(url: str, *, leads: int, due: int, new: int) -> None:
     prospects not yet enrolled; raw inserts (the bench data, not the subject)."""
     from sqlalchemy import text
 
-    from leads.db import make_engine, upgrade
+    from leadflow.leads.db.engine import make_engine, upgrade
 
     engine = make_engine(url)
     upgrade(engine)
@@ -174,7 +174,7 @@ def fresh_database(url: str | None, name: str) -> str:
         return f"sqlite:///{path}"
     import sqlalchemy as sa
 
-    from leads.db import normalize_url
+    from leadflow.leads.db.engine import normalize_url
 
     parsed = normalize_url(url)
     admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -200,19 +200,20 @@ def baseline(port: int, messages: list[tuple[str, str, bytes]]) -> tuple[float, 
 def throughput(args: argparse.Namespace) -> dict[str, object]:
     from sqlalchemy import func, select
 
-    from connectors.mail import SMTPTransport
-    from leads.compliance_config import ComplianceConfig, FrequencyCap, SendWindow
-    from leads.config import load_config
-    from leads.db import make_engine, session_scope
-    from leads.models import EmailOutbox, OutboxStatus
-    from nurture.enrollment import queue_due_steps
-    from nurture.outbox import LinkSigner, claim, send_claimed_over, settle_in_flight
-    from nurture.render import TemplateRenderer
+    from leadflow.connectors.mail import SMTPTransport
+    from leadflow.leads.config.compliance import ComplianceConfig, FrequencyCap, SendWindow
+    from leadflow.leads.config.workspace import load_config
+    from leadflow.leads.db.engine import make_engine, session_scope
+    from leadflow.leads.db.models import EmailOutbox, OutboxStatus
+    from leadflow.nurture.links import LinkSigner
+    from leadflow.nurture.outbox import claim, send_claimed_over, settle_in_flight
+    from leadflow.nurture.render import TemplateRenderer
+    from leadflow.nurture.steps import queue_due_steps
 
     url = fresh_database(args.database_url, "send-throughput")
     build(url, leads=args.emails, due=args.emails, new=0)
     engine = make_engine(url)
-    config = load_config(ROOT / "leads" / "examples" / "leadflow.yaml")
+    config = load_config(ROOT / "leads" / "config" / "examples" / "leadflow.yaml")
     # Every check on: a window that is open now everywhere, a cap nobody reaches yet, consent where given.
     window = SendWindow(days=["mon", "tue", "wed", "thu", "fri", "sat", "sun"], start="00:00", end="24:00")
     config = config.model_copy(
@@ -227,8 +228,8 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
     renderer = TemplateRenderer(ROOT / "templates")
 
     # The baseline sends leadflow's own bytes for the same recipients, built beforehand (not timed).
-    from nurture.message import compose
-    from nurture.render import RenderedEmail
+    from leadflow.nurture.message import compose
+    from leadflow.nurture.render import RenderedEmail
 
     sample = RenderedEmail(subject="Hello", html="<p>" + "x" * 2000 + "</p>", text="x" * 1200)
     prebuilt = []
@@ -307,8 +308,8 @@ def _queue(engine: Any, config: Any, queue_due_steps: Any, session_scope: Any) -
 
 def run_flow(folder: str) -> None:
     """The nurture flow, in this fresh process; prints its report and this process's peak RSS."""
-    from flows.nurture import nurture_flow
-    from flows.params import NurtureParams
+    from leadflow.flows.nurture import nurture_flow
+    from leadflow.flows.params import NurtureParams
 
     started = time.perf_counter()
     report = nurture_flow(NurtureParams(workspace=folder, as_of=NOW, batch_size=1000))
@@ -328,7 +329,7 @@ def run_flow(folder: str) -> None:
 
 
 def memory(args: argparse.Namespace) -> dict[str, object]:
-    from cli.workspace_setup import init_workspace
+    from leadflow.cli.workspace_setup import init_workspace
 
     url = fresh_database(args.database_url, "send-memory")
     started = time.perf_counter()

@@ -12,14 +12,21 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from cli.summary import STAGE_LABELS
-from leads.backtest import THRESHOLDS, BacktestReport, run_backtest
-from leads.backtest_metrics import Population, StageMetrics
-from leads.config import WorkspaceConfig
-from leads.db import make_engine, session_scope, upgrade
-from leads.outcomes import DECIDED, OutcomeKind, Outcomes, lead_labels, load_outcomes, outcomes_from_crm
-from leads.predictive import train_and_store
-from leads.settings import Settings
+from leadflow.cli.summary import STAGE_LABELS
+from leadflow.leads.backtest.metrics import Population, StageMetrics
+from leadflow.leads.backtest.outcomes import (
+    DECIDED,
+    OutcomeKind,
+    Outcomes,
+    lead_labels,
+    load_outcomes,
+    outcomes_from_crm,
+)
+from leadflow.leads.backtest.predictive import train_and_store
+from leadflow.leads.backtest.replay import THRESHOLDS, BacktestReport, run_backtest
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.workspace import Workspace
 
 RULE_KEYS = ("scoring", "stages", "recycle", "disqualify")
 DEFAULT_OUTCOMES = Path("data/outcomes.csv")
@@ -55,30 +62,24 @@ def rule_sets(
 
 
 def backtest_workspace(
-    settings: Settings, config: WorkspaceConfig, other: WorkspaceConfig | None, request: BacktestRequest
+    ws: Workspace, other: WorkspaceConfig | None, request: BacktestRequest
 ) -> tuple[BacktestReport, int | None]:
     """The report, and how many leads got a stored probability (None: nothing stored)."""
-    default_file = settings.resolve(DEFAULT_OUTCOMES)
+    config = ws.config
+    default_file = ws.settings.resolve(DEFAULT_OUTCOMES)
     store = config.predictive.store if request.store is None else request.store
-    sets = rule_sets(config, other, (settings.config_file, request.compare))
-    engine = make_engine(settings.resolved_database_url)
-    upgrade(engine)
-    try:
-        with session_scope(engine) as session:
-            known: Outcomes
-            if request.outcomes is not None or default_file.exists():
-                known = load_outcomes(request.outcomes or default_file)
-            else:
-                known = outcomes_from_crm(session)
-            report = run_backtest(
-                session=session, rule_sets=sets, outcomes=known, as_of=request.as_of, split=request.split
-            )
-            stored = None
-            if store:
-                won = {i: k is OutcomeKind.won for i, k in lead_labels(session, known).items() if k in DECIDED}
-                stored = train_and_store(session=session, config=config.predictive, won=won, now=report.as_of) or 0
-    finally:
-        engine.dispose()
+    sets = rule_sets(config, other, (ws.settings.config_file, request.compare))
+    with session_scope(ws.engine) as session:
+        known: Outcomes
+        if request.outcomes is not None or default_file.exists():
+            known = load_outcomes(request.outcomes or default_file)
+        else:
+            known = outcomes_from_crm(session)
+        report = run_backtest(session=session, rule_sets=sets, outcomes=known, as_of=request.as_of, split=request.split)
+        stored = None
+        if store:
+            won = {i: k is OutcomeKind.won for i, k in lead_labels(session, known).items() if k in DECIDED}
+            stored = train_and_store(session=session, config=config.predictive, won=won, now=report.as_of) or 0
     return report, stored
 
 

@@ -2,47 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from cli.workspace import workspace_settings
-from leads.config import WorkspaceConfig
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import utcnow
+from leadflow.cli.app import WorkspaceOption, console
+from leadflow.cli.workspace import opened_workspace
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import utcnow
 
 handoff_app = typer.Typer(help="Sales handoff: dead letters, re-drives, disabled destinations.", no_args_is_help=True)
-console = Console()
-
-Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
-
-
-def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
-    engine = make_engine(workspace_settings(workspace).resolved_database_url)
-    upgrade(engine)
-    return engine
-
-
-def notify_problems(config: WorkspaceConfig, folder: Path) -> list[str]:
-    """For `leadflow check`: notification URLs that would fail, with ${NAME} read as a run reads it."""
-    from handoff.checks import check_notify_urls
-    from handoff.notify import environment
-
-    return check_notify_urls(config.handoff, environment(folder))
 
 
 @handoff_app.command("status")
-def status(workspace: Workspace = None) -> None:
+def status(workspace: WorkspaceOption = None) -> None:
     """Dead letters (with their last error) and destinations switched off by a 410 Gone."""
-    from handoff.deadletters import dead_handoffs
-    from handoff.destinations import all_disabled
+    from leadflow.handoff.deadletters import dead_handoffs
+    from leadflow.handoff.destinations import all_disabled
 
-    engine = _engine(workspace)
-    try:
-        with session_scope(engine) as session:
+    with opened_workspace(workspace) as ws:
+        with session_scope(ws.engine) as session:
             dead = dead_handoffs(session)
             table = Table(title=f"Dead letters: {len(dead)}", title_justify="left")
             for column in ("id", "destination", "lead", "attempts", "queued", "last error"):
@@ -64,8 +44,6 @@ def status(workspace: Workspace = None) -> None:
                 console.print(f"destination {d.name} disabled since {d.disabled_at:%Y-%m-%d %H:%M} UTC: {d.reason}")
             if not disabled:
                 console.print("no destination is disabled")
-    finally:
-        engine.dispose()
 
 
 @handoff_app.command("retry")
@@ -74,35 +52,29 @@ def retry(
     destination: Annotated[str | None, typer.Option(help="Only dead handoffs to this destination.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every dead handoff.")] = False,
     notifications: Annotated[bool, typer.Option(help="Also re-drive dead notifications.")] = False,
-    workspace: Workspace = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """Put dead handoffs back in the queue; the next handoff run delivers them (same idempotency key)."""
-    from handoff.deadletters import redrive
+    from leadflow.handoff.deadletters import redrive
 
     if not (ids or destination or all_):
         console.print("[bold red]error:[/] name handoff ids, --destination NAME or --all", highlight=False)
         raise typer.Exit(code=2)
-    engine = _engine(workspace)
-    try:
-        with session_scope(engine) as session:
+    with opened_workspace(workspace) as ws:
+        with session_scope(ws.engine) as session:
             count = redrive(session, now=utcnow(), ids=ids or (), destination=destination, notifications=notifications)
-    finally:
-        engine.dispose()
     console.print(f"re-queued {count} dead letter(s); `leadflow run handoff` delivers them", highlight=False)
 
 
 @handoff_app.command("enable")
 def enable(
     name: Annotated[str, typer.Argument(help="The destination's name, as the run report shows it.")],
-    workspace: Workspace = None,
+    workspace: WorkspaceOption = None,
 ) -> None:
     """Switch a destination back on after its receiver answered 410 Gone (a changed URL does this too)."""
-    from handoff.destinations import enable as switch_on
+    from leadflow.handoff.destinations import enable as switch_on
 
-    engine = _engine(workspace)
-    try:
-        with session_scope(engine) as session:
+    with opened_workspace(workspace) as ws:
+        with session_scope(ws.engine) as session:
             was_off = switch_on(session, name)
-    finally:
-        engine.dispose()
     console.print(f"destination {name} enabled" if was_off else f"destination {name} was not disabled", highlight=False)

@@ -17,18 +17,16 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, and_, func, or_, select, update
-from sqlmodel import Session
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
+from sqlmodel import Session, col
 
-from cli.workspace import workspace_settings
-from leads.leases import LeaseHeld, LeaseInfo, LeaseNotFound, LeaseState, read_leases, release_for_admin
-from leads.models import EmailOutbox, HandoffOutbox, OutboxStatus, Quarantine, utcnow
+from leadflow.cli.app import WorkspaceOption, console
+from leadflow.cli.workspace import opened_workspace
+from leadflow.leads.db.models import EmailOutbox, HandoffOutbox, OutboxStatus, Quarantine, utcnow
+from leadflow.leads.work.leases import LeaseHeld, LeaseInfo, LeaseNotFound, LeaseState, read_leases, release_for_admin
 
 ops_app = typer.Typer(help="Operations: concurrency limits, dead letters, leases.", no_args_is_help=True)
-console = Console()
-Workspace = Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: current).")]
 
 
 @dataclass(frozen=True)
@@ -133,41 +131,32 @@ def automations(
             console.print(f"created automation {automation.name!r}", highlight=False)
 
 
-def _engine(workspace: Path | None):  # type: ignore[no-untyped-def]
-    from leads.db import make_engine, upgrade
-
-    engine = make_engine(workspace_settings(workspace).resolved_database_url)
-    upgrade(engine)
-    return engine
-
-
 # Emails worth sending again once the cause is fixed: dead ones (the mail server kept refusing), and
 # those that earlier versions marked failed on a template error (now such emails are held, never failed).
 # A bounce ("permanent: …") stays failed: its address is suppressed.
 EMAILS_TO_RETRY = or_(
-    EmailOutbox.status == OutboxStatus.dead.value,
-    and_(EmailOutbox.status == OutboxStatus.failed.value, EmailOutbox.last_error.startswith("template ")),
+    col(EmailOutbox.status) == OutboxStatus.dead.value,
+    and_(col(EmailOutbox.status) == OutboxStatus.failed.value, col(EmailOutbox.last_error).startswith("template ")),
 )
 
 
 @ops_app.command("dead-letters")
 def dead_letters(
-    workspace: Workspace = None,
+    workspace: WorkspaceOption = None,
     limit: Annotated[int, typer.Option(help="Rows to show per kind.")] = 20,
 ) -> None:
     """Dead handoffs and emails (given up after their retries) and quarantined input, newest first."""
-    engine = _engine(workspace)
-    try:
-        with Session(engine) as session:
-            kinds = (
-                ("dead handoffs", HandoffOutbox, HandoffOutbox.status == OutboxStatus.dead.value),
+    with opened_workspace(workspace) as ws:
+        with Session(ws.engine) as session:
+            kinds: tuple[tuple[str, type[HandoffOutbox] | type[EmailOutbox], ColumnElement[bool]], ...] = (
+                ("dead handoffs", HandoffOutbox, col(HandoffOutbox.status) == OutboxStatus.dead.value),
                 ("emails to retry (dead, or failed on a template error)", EmailOutbox, EMAILS_TO_RETRY),
             )
             for title, table, which in kinds:
                 rows = session.execute(
-                    select(table.id, table.idempotency_key, table.attempts, table.last_error)
+                    select(col(table.id), col(table.idempotency_key), col(table.attempts), col(table.last_error))
                     .where(which)
-                    .order_by(table.id.desc())
+                    .order_by(col(table.id).desc())
                     .limit(limit)
                 ).all()
                 out = Table(title=f"{title} ({table.__tablename__})", title_justify="left")
@@ -177,15 +166,19 @@ def dead_letters(
                     out.add_row(str(row.id), row.idempotency_key, str(row.attempts), (row.last_error or "")[:120])
                 console.print(out if rows else f"{title}: none")
             reasons = session.execute(
-                select(Quarantine.reason, func.count()).group_by(Quarantine.reason).order_by(func.count().desc())
+                select(col(Quarantine.reason), func.count())
+                .group_by(col(Quarantine.reason))
+                .order_by(func.count().desc())
             ).all()
             if not reasons:
                 console.print("quarantine: none")
             else:
                 console.print("quarantine by reason: " + ", ".join(f"{r} {n}" for r, n in reasons), highlight=False)
                 newest = session.execute(
-                    select(Quarantine.source, Quarantine.location, Quarantine.reason, Quarantine.detail)
-                    .order_by(Quarantine.id.desc())
+                    select(
+                        col(Quarantine.source), col(Quarantine.location), col(Quarantine.reason), col(Quarantine.detail)
+                    )
+                    .order_by(col(Quarantine.id).desc())
                     .limit(limit)
                 ).all()
                 out = Table(title="newest quarantined records (quarantine)", title_justify="left")
@@ -194,13 +187,11 @@ def dead_letters(
                 for row in newest:
                     out.add_row(row.source, row.location, row.reason, row.detail[:120])
                 console.print(out)
-    finally:
-        engine.dispose()
 
 
 @ops_app.command("retry-dead")
 def retry_dead(
-    workspace: Workspace = None,
+    workspace: WorkspaceOption = None,
     handoffs: Annotated[bool, typer.Option("--handoffs/--no-handoffs", help="Requeue dead handoffs.")] = True,
     emails: Annotated[bool, typer.Option("--emails/--no-emails", help="Requeue dead emails.")] = True,
 ) -> None:
@@ -211,28 +202,29 @@ def retry_dead(
     Handoffs (and owner notifications) go through `leadflow handoff retry --all --notifications`'s code, which
     also restarts their dead-letter horizon; `leadflow handoff retry` picks single ids or one destination.
     """
-    from handoff.deadletters import redrive
+    from leadflow.handoff.deadletters import redrive
 
-    engine = _engine(workspace)
-    try:
-        with Session(engine) as session:
+    with opened_workspace(workspace) as ws:
+        with Session(ws.engine) as session:
             if handoffs:
                 count = redrive(session, now=utcnow())
                 console.print(f"requeued {count} handoff_outbox rows", highlight=False)
                 count = redrive(session, now=utcnow(), notifications=True)  # the handoffs are pending by now
                 console.print(f"requeued {count} notification_outbox rows", highlight=False)
             if emails:
-                count = session.execute(
-                    update(EmailOutbox)
-                    .where(EMAILS_TO_RETRY)
-                    .values(status=OutboxStatus.pending.value, attempts=0, next_attempt_at=utcnow())
-                ).rowcount
+                count = (
+                    session.connection()
+                    .execute(  # a connection's DML result carries its row count
+                        update(EmailOutbox)
+                        .where(EMAILS_TO_RETRY)
+                        .values(status=OutboxStatus.pending.value, attempts=0, next_attempt_at=utcnow())
+                    )
+                    .rowcount
+                )
                 console.print(
                     f"requeued {count} email_outbox rows (dead, or failed on a template error)", highlight=False
                 )
             session.commit()
-    finally:
-        engine.dispose()
 
 
 def deploy(pool: str, workspace: Path | None, pipeline_schedule: bool, only: list[str] | None = None) -> list[str]:
@@ -241,11 +233,11 @@ def deploy(pool: str, workspace: Path | None, pipeline_schedule: bool, only: lis
     Each run's environment gets the workspace and Prefect's heartbeats (cli/prefect_env.py), so a run
     whose process dies is marked Crashed. Returns the deployment names.
     """
-    from cli.prefect_env import RUN_ENV, apply_defaults
+    from leadflow.cli.prefect_env import RUN_ENV, apply_defaults
 
     apply_defaults()
     folder = str((workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve())
-    from flows.deployments import runner_deployments
+    from leadflow.flows.deployments import runner_deployments
 
     env = {"LEADFLOW_WORKSPACE": folder, **RUN_ENV}
     names = []
@@ -259,14 +251,14 @@ def deploy(pool: str, workspace: Path | None, pipeline_schedule: bool, only: lis
 
 def serve(workspace: Path | None, pipeline_schedule: bool, limit: int | None) -> None:
     """Serve every deployment from this process until interrupted (its flow runs inherit its environment)."""
-    from cli.prefect_env import apply_defaults
+    from leadflow.cli.prefect_env import apply_defaults
 
     apply_defaults()  # heartbeats from every flow run it starts
     folder = str((workspace or Path(os.environ.get("LEADFLOW_WORKSPACE", "."))).resolve())
     os.environ["LEADFLOW_WORKSPACE"] = folder  # flow runs started by serve read their workspace from here
     from prefect import serve as prefect_serve
 
-    from flows.deployments import runner_deployments
+    from leadflow.flows.deployments import runner_deployments
 
     prefect_serve(*runner_deployments(folder, pipeline_schedule=pipeline_schedule), limit=limit)
 
@@ -319,7 +311,7 @@ def _release(engine: Engine, name: str, *, force: bool, now: datetime) -> None:
 
 @ops_app.command("leases")
 def leases(
-    workspace: Workspace = None,
+    workspace: WorkspaceOption = None,
     release: Annotated[str | None, typer.Option("--release", metavar="NAME", help="Free this lease.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Release even if its holder is alive.")] = False,
 ) -> None:
@@ -328,13 +320,12 @@ def leases(
     A dead holder's lease is taken over by the next run by itself (at once on the same machine, after its
     heartbeat goes stale elsewhere); releasing by hand is for when no run should wait even that long.
     """
-    engine = _engine(workspace)
-    try:
+    with opened_workspace(workspace) as ws:
         now = utcnow()
         if release is not None:
-            _release(engine, release, force=force, now=now)
+            _release(ws.engine, release, force=force, now=now)
             return
-        rows = read_leases(engine)
+        rows = read_leases(ws.engine)
         if not rows:
             console.print("leases: none taken yet")
             return
@@ -343,5 +334,3 @@ def leases(
             "dead or stale leases are taken over by the next run; `leadflow ops leases --release NAME` frees one",
             highlight=False,
         )
-    finally:
-        engine.dispose()

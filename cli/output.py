@@ -17,7 +17,7 @@ _state = {"verbose": False}
 
 def set_verbose(verbose: bool) -> None:
     """Remember --verbose (tracebacks for unexpected errors) and set Prefect's defaults before it is imported."""
-    from cli.prefect_env import apply_defaults
+    from leadflow.cli.prefect_env import apply_defaults
 
     _state["verbose"] = _state["verbose"] or verbose or os.environ.get("LEADFLOW_VERBOSE", "") not in ("", "0")
     apply_defaults()  # heartbeats, a longer start budget for the temporary server, no analytics

@@ -8,21 +8,20 @@ secret's value, and any part of a URL that may hold one, is never printed.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
-
-from cli.workspace_setup import emails_sent, missing_key_message
-from connectors.mail import FileOutbox, transport_from_url
-from leads.config import FileSource, WorkspaceConfig
-from leads.handoff_config import FileDestination, HandoffDestination, WebhookDestination
-from leads.settings import Settings
+from leadflow.cli.workspace_setup import emails_sent, missing_key_message
+from leadflow.connectors.mail import FileOutbox, transport_from_url
+from leadflow.leads.config.handoff import FileDestination, HandoffDestination, WebhookDestination
+from leadflow.leads.config.settings import Settings
+from leadflow.leads.config.workspace import FileSource, WorkspaceConfig
 
 
 def run_problems(settings: Settings, config: WorkspaceConfig) -> list[str]:
     """Every problem found, one line each; an empty list means a run would get past all of them."""
-    env = _environment(settings.workspace)
+    env = settings.secrets  # what a run's secret lookup sees: the environment, else the workspace .env
     problems = secret_key_problems(settings)
     problems += source_problems(settings, config, env)
     problems += destination_problems(settings, config, env)
@@ -38,7 +37,7 @@ def secret_key_problems(settings: Settings) -> list[str]:
     return [missing_key_message(settings, emails_sent(settings))]
 
 
-def source_problems(settings: Settings, config: WorkspaceConfig, env: dict[str, str]) -> list[str]:
+def source_problems(settings: Settings, config: WorkspaceConfig, env: Mapping[str, str]) -> list[str]:
     """A file source whose file or folder is missing; a CRM source whose token variable is not set."""
     problems = []
     base = settings.config_file.parent
@@ -57,7 +56,7 @@ def source_problems(settings: Settings, config: WorkspaceConfig, env: dict[str, 
     return problems
 
 
-def destination_problems(settings: Settings, config: WorkspaceConfig, env: dict[str, str]) -> list[str]:
+def destination_problems(settings: Settings, config: WorkspaceConfig, env: Mapping[str, str]) -> list[str]:
     """Webhook signing secrets and CRM tokens a handoff run would ask for."""
     try:
         specs: list[HandoffDestination] = config.handoff.resolved(settings.handoff_url)
@@ -99,7 +98,7 @@ def database_problems(settings: Settings) -> list[str]:
     """The database answers (a SQLite file that does not exist yet is fine: the run creates it)."""
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from leads.db import make_engine, normalize_url
+    from leadflow.leads.db.engine import make_engine, normalize_url
 
     try:
         url = normalize_url(settings.resolved_database_url)
@@ -124,7 +123,7 @@ def database_problems(settings: Settings) -> list[str]:
 
 def folder_problems(settings: Settings, config: WorkspaceConfig) -> list[str]:
     """Folders a run writes to and could not make: the file outbox, file handoff destinations, the SQLite folder."""
-    from leads.db import normalize_url
+    from leadflow.leads.db.engine import normalize_url
 
     folders: list[tuple[str, Path]] = []
     try:
@@ -165,7 +164,7 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
-def _credential_problems(where: str, spec: object, env: dict[str, str]) -> list[str]:
+def _credential_problems(where: str, spec: object, env: Mapping[str, str]) -> list[str]:
     """A vendor's token (or client id and secret) variable that is not set; Prefect blocks are left to the run."""
     if getattr(spec, "token_block", None):
         return []
@@ -177,15 +176,6 @@ def _credential_problems(where: str, spec: object, env: dict[str, str]) -> list[
     if not missing:
         return []
     return [f"{where}: {' and '.join(missing)} not set (environment or the workspace's .env)"]
-
-
-def _environment(workspace: Path) -> dict[str, str]:
-    """What a run's secret lookup sees: the workspace .env, overridden by the process environment."""
-    env_file = workspace / ".env"
-    values = dotenv_values(env_file) if env_file.is_file() else {}
-    merged = {name: value for name, value in values.items() if value}
-    merged.update(os.environ)
-    return merged
 
 
 def _host(url: str) -> str:

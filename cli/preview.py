@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from sqlalchemy import Engine
 
-from leads.config import WorkspaceConfig
-from leads.settings import Settings
-from nurture.preview import preview_step
+from leadflow.leads.config.settings import Settings
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.nurture.preview import preview_step
+
+
+@dataclass(frozen=True)
+class PreviewRequest:
+    sequence: str
+    step: str
+    lead: str | None = None  # an email address in the database; None renders for a sample lead
+    html_out: Path | None = None
 
 
 def run_preview(
     console: Console,
     settings: Settings,
     config: WorkspaceConfig,
+    request: PreviewRequest,
     *,
-    sequence: str,
-    step: str,
-    lead: str | None,
-    html_out: Path | None,
+    engine: Engine | None = None,
 ) -> None:
-    fields = _stored_lead(settings, lead) if lead else None
+    """Print one step's email; `engine` (the workspace's) is needed only to render for a stored lead."""
+    lead, html_out = request.lead, request.html_out
+    fields = _stored_lead(engine, lead) if lead and engine is not None else None
     shown = preview_step(
         config=config,
         templates_dir=settings.config_file.parent / config.templates_dir,
-        sequence=sequence,
-        step=step,
+        sequence=request.sequence,
+        step=request.step,
         lead=fields,
         unsubscribe_url=f"{settings.public_base_url.rstrip('/')}/u/PREVIEW",
     )
@@ -48,14 +58,9 @@ def run_preview(
     say("\nThe unsubscribe link is a placeholder in previews; sent emails carry the lead's own link.")
 
 
-def _stored_lead(settings: Settings, email: str) -> dict[str, object]:
-    from leads.db import make_engine, session_scope, upgrade
-    from nurture.preview import lead_fields
+def _stored_lead(engine: Engine, email: str) -> dict[str, object]:
+    from leadflow.leads.db.engine import session_scope
+    from leadflow.nurture.preview import lead_fields
 
-    engine = make_engine(settings.resolved_database_url)
-    try:
-        upgrade(engine)
-        with session_scope(engine) as session:
-            return lead_fields(session=session, email=email)
-    finally:
-        engine.dispose()
+    with session_scope(engine) as session:
+        return lead_fields(session=session, email=email)

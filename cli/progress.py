@@ -41,7 +41,7 @@ def progress_bars(console: Console, *, show: bool | None) -> Iterator[None]:
     if not show:
         yield
         return
-    from flows.progress import watch
+    from leadflow.flows.progress import watch
 
     bars = Progress(
         TextColumn("{task.description}"),

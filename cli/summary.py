@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
+from sqlmodel import col
 
-from leads.db import make_engine, upgrade
-from leads.models import FUNNEL, EmailOutbox, HandoffOutbox, Lead, OutboxStatus, Quarantine, Stage
-from leads.settings import load_settings
+from leadflow.leads.db.models import FUNNEL, EmailOutbox, HandoffOutbox, Lead, OutboxStatus, Quarantine, Stage
+from leadflow.leads.workspace import Workspace
 
 STAGE_LABELS = {
     Stage.suspect: "suspect",
@@ -26,20 +25,13 @@ STAGE_LABELS = {
 }
 
 
-def _stage_counts(folder: Path) -> tuple[dict[str, int], dict[str, int], dict[str, int], int]:
-    settings = load_settings(folder)
-    engine = make_engine(settings.resolved_database_url)
-    upgrade(engine)
-    try:
-        with engine.connect() as conn:
-            stages = dict(conn.execute(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
-            emails = dict(conn.execute(select(EmailOutbox.status, func.count()).group_by(EmailOutbox.status)).all())
-            handoffs = dict(
-                conn.execute(select(HandoffOutbox.status, func.count()).group_by(HandoffOutbox.status)).all()
-            )
-            quarantined = conn.execute(select(func.count()).select_from(Quarantine)).scalar_one()
-    finally:
-        engine.dispose()
+def _stage_counts(engine: Engine) -> tuple[dict[str, int], dict[str, int], dict[str, int], int]:
+    with engine.connect() as conn:
+        stage, email, handoff = col(Lead.stage), col(EmailOutbox.status), col(HandoffOutbox.status)
+        stages = {str(k): n for k, n in conn.execute(select(stage, func.count()).group_by(stage)).tuples()}
+        emails = {str(k): n for k, n in conn.execute(select(email, func.count()).group_by(email)).tuples()}
+        handoffs = {str(k): n for k, n in conn.execute(select(handoff, func.count()).group_by(handoff)).tuples()}
+        quarantined = conn.execute(select(func.count()).select_from(Quarantine)).scalar_one()
     return stages, emails, handoffs, quarantined
 
 
@@ -50,9 +42,10 @@ def _label(stage: str) -> str:
         return stage
 
 
-def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
-    stages, emails, handoffs, quarantined = _stage_counts(folder)
-    settings = load_settings(folder)
+def print_pipeline_summary(console: Console, ws: Workspace, report: Any) -> None:
+    """What the run did and where leads stand now, from the workspace the run used."""
+    stages, emails, handoffs, quarantined = _stage_counts(ws.engine)
+    folder, settings = ws.folder, ws.settings
     console.print()
     console.rule("[bold]leadflow run summary")
 
@@ -125,7 +118,7 @@ def print_pipeline_summary(console: Console, folder: Path, report: Any) -> None:
     if settings.mail_url.startswith("file:"):
         pointers.append(f"the emails: {folder / 'outbox'}/ (.eml files open in any mail program)")
     pointers.append(f"the SQLs for sales: {folder / 'handoff-inbox'}/ (one JSON file each, with the reasons)")
-    example = _an_sql_email(folder)
+    example = _an_sql_email(ws.engine)
     if example:
         pointers.append(f"why a lead stands where it does: `leadflow explain {example}`")
     pointers += [
@@ -157,15 +150,11 @@ def _print_owners(console: Console, handoff: Any) -> None:
         console.print(f"  {message}", soft_wrap=True, highlight=False)
 
 
-def _an_sql_email(folder: Path) -> str | None:
+def _an_sql_email(engine: Engine) -> str | None:
     """One real SQL to point the reader at, so the explain example is copy-and-paste."""
-    engine = make_engine(load_settings(folder).resolved_database_url)
-    try:
-        with engine.connect() as conn:
-            query = select(Lead.email).where(Lead.stage == Stage.sql.value).order_by(Lead.score.desc()).limit(1)
-            return conn.execute(query).scalar_one_or_none()
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        query = select(col(Lead.email)).where(col(Lead.stage) == Stage.sql.value).order_by(col(Lead.score).desc())
+        return conn.execute(query.limit(1)).scalar_one_or_none()
 
 
 def print_flow_summary(console: Console, name: str, report: Any) -> None:
@@ -254,8 +243,8 @@ def _print_handoff(console: Console, report: Any) -> None:
     _print_owners(console, report)
 
 
-def print_status(console: Console, folder: Path) -> None:
-    stages, emails, handoffs, quarantined = _stage_counts(folder)
+def print_status(console: Console, ws: Workspace) -> None:
+    stages, emails, handoffs, quarantined = _stage_counts(ws.engine)
     table = Table(title="Leads by stage", title_justify="left")
     table.add_column("stage")
     table.add_column("leads", justify="right")

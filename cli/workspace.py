@@ -1,4 +1,4 @@
-"""Which workspace a command works on, and refusing to work where there is none.
+"""Which workspace a command works on, opened once per command, and refusing to work where there is none.
 
 A command run in the wrong folder must not create an empty `leadflow.db` there and report zeros
 as if that were the funnel: every command that reads or writes a workspace asks here first.
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 
-from leads.settings import Settings, load_settings
-
-errors = Console(stderr=True)
+from leadflow.cli.app import errors, fail
+from leadflow.leads.config.settings import Settings, load_settings
+from leadflow.leads.config.workspace import ConfigError, WorkspaceConfig, load_config
+from leadflow.leads.workspace import Workspace, open_workspace
 
 
 def not_a_workspace(settings: Settings) -> str | None:
@@ -43,3 +43,23 @@ def workspace_settings(workspace: Path | None) -> Settings:
         errors.print(f"[bold red]error:[/] {escape(why)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2)
     return settings
+
+
+def workspace_config(settings: Settings) -> WorkspaceConfig:
+    """The validated config, for the commands that need no database (`check`, `preview`); exits 2 naming
+    the file, line and key of a mistake."""
+    try:
+        return load_config(settings.config_file)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def opened_workspace(workspace: Path | None, *, settings: Settings | None = None) -> Workspace:
+    """The workspace a command works on, opened once: settings (or the ones the command checked first), the
+    validated config (a mistake exits 2 naming file, line and key, before the database is touched), the
+    database migrated. Use it in `with`: leaving closes the database."""
+    settings = settings or workspace_settings(workspace)
+    try:
+        return open_workspace(settings=settings)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None

@@ -8,10 +8,10 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from leads.demo_data import generate_demo, write_demo
-from leads.settings import Settings, load_settings
+from leadflow.demo.data import generate_demo, write_demo
+from leadflow.leads.config.settings import Settings, load_settings
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "leads" / "config" / "examples" / "leadflow.yaml"
 SHIPPED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -67,8 +67,8 @@ def emails_sent(settings: Settings) -> bool | None:
     from sqlalchemy import inspect, literal, select
     from sqlalchemy.exc import SQLAlchemyError
 
-    from leads.db import make_engine, normalize_url
-    from leads.models import EmailOutbox
+    from leadflow.leads.db.engine import make_engine, normalize_url
+    from leadflow.leads.db.models import EmailOutbox
 
     try:
         url = normalize_url(settings.resolved_database_url)

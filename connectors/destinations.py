@@ -12,14 +12,15 @@ from pathlib import Path
 
 import httpx
 
-from connectors.crm_handoff.common import CredentialsRefused, DeliveryLedger
-from connectors.crm_handoff.hubspot import HubSpotSink
-from connectors.crm_handoff.pipedrive import PipedriveSink
-from connectors.crm_handoff.salesforce import SalesforceSink
-from connectors.handoff import MISSING_SECRET_MESSAGE, FileInbox, WebhookSink
-from connectors.http import RetryPolicy
-from connectors.secrets import SecretLookup, client_credentials, required_token
-from leads.handoff_config import (
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import DeliveryLedger
+from leadflow.connectors.crm_handoff.hubspot import HubSpotSink
+from leadflow.connectors.crm_handoff.pipedrive import PipedriveSink
+from leadflow.connectors.crm_handoff.salesforce import SalesforceSink
+from leadflow.connectors.errors import CredentialsRefused
+from leadflow.connectors.handoff import MISSING_SECRET_MESSAGE, FileInbox, WebhookSink
+from leadflow.connectors.secrets import SecretLookup, client_credentials, required_token
+from leadflow.leads.config.handoff import (
     CrmDestination,
     FileDestination,
     HandoffDestination,
@@ -55,17 +56,25 @@ def open_sink(
             raise ValueError(f"destination {spec.name!r}: {MISSING_SECRET_MESSAGE}")
         private = allow_private if spec.allow_private_addresses is None else spec.allow_private_addresses
         return WebhookSink(spec.url, signing, allow_private=private, timeout=spec.timeout_seconds)
-    common = dict(ledger=ledger, acquire=acquire, transport=transport, retry=retry)
     if isinstance(spec, HubSpotDestination):
-        return HubSpotSink(spec, token=_required(spec, secret), **common)  # type: ignore[arg-type]
+        token = _required(spec, secret)
+        return HubSpotSink(spec, token=token, ledger=ledger, acquire=acquire, transport=transport, retry=retry)
     if isinstance(spec, PipedriveDestination):
-        return PipedriveSink(spec, token=_required(spec, secret), **common)  # type: ignore[arg-type]
+        token = _required(spec, secret)
+        return PipedriveSink(spec, token=token, ledger=ledger, acquire=acquire, transport=transport, retry=retry)
     if isinstance(spec, SalesforceDestination):
         credentials = client_credentials(spec, secret, CredentialsRefused)
-        if credentials:
-            client_id, client_secret = credentials
-            return SalesforceSink(spec, client_id=client_id, client_secret=client_secret, **common)  # type: ignore[arg-type]
-        return SalesforceSink(spec, token=_required(spec, secret), **common)  # type: ignore[arg-type]
+        client_id, client_secret = credentials if credentials else (None, None)
+        return SalesforceSink(
+            spec,
+            token=None if credentials else _required(spec, secret),
+            client_id=client_id,
+            client_secret=client_secret,
+            ledger=ledger,
+            acquire=acquire,
+            transport=transport,
+            retry=retry,
+        )
     raise TypeError(f"unknown destination kind {type(spec).__name__}")
 
 

@@ -16,53 +16,22 @@ import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 from urllib.parse import unquote, urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from connectors.http import parse_retry_after
-from connectors.keyed_files import atomic_write, file_stem
+from leadflow.connectors.errors import DestinationGoneError, FatalHandoffError, RetriableHandoffError
+from leadflow.connectors.handoff_payload import HandoffPayload
+from leadflow.connectors.keyed_files import atomic_write, file_stem
+from leadflow.connectors.status import Reading, parse_retry_after, read_status
 
-__all__ = [
-    "DestinationGoneError",
-    "FatalHandoffError",
-    "FileInbox",
-    "HandoffError",
-    "HandoffSink",
-    "RetriableHandoffError",
-    "WebhookSink",
-    "sink_from_url",
-]
+__all__ = ["FileInbox", "HandoffSink", "WebhookSink", "sink_from_url"]
 
 log = logging.getLogger(__name__)
 
 MISSING_SECRET_MESSAGE = "LEADFLOW_WEBHOOK_SECRET is required for webhook destinations"
-
-
-class HandoffError(Exception):
-    """A handoff was not delivered."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class RetriableHandoffError(HandoffError):
-    """Timeout, connection trouble, 429 or 5xx: try again, no sooner than `retry_after` seconds if set."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(message, status=status)
-        self.retry_after = retry_after
-
-
-class FatalHandoffError(HandoffError):
-    """The destination rejected this handoff (4xx) or is not allowed; retrying will not help."""
-
-
-class DestinationGoneError(FatalHandoffError):
-    """410 Gone: the receiver says this endpoint is retired, so the destination should be disabled."""
 
 
 class HandoffSink(Protocol):
@@ -70,7 +39,7 @@ class HandoffSink(Protocol):
 
     name: str
 
-    def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str: ...
+    def deliver(self, *, idempotency_key: str, payload: HandoffPayload) -> str: ...
 
 
 # --- file inbox ------------------------------------------------------------------------------
@@ -106,10 +75,10 @@ class FileInbox:
         _require_key(idempotency_key)
         return self.directory / f"{file_stem(idempotency_key)}.json"
 
-    def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
+    def deliver(self, *, idempotency_key: str, payload: HandoffPayload) -> str:
         """Write pretty UTF-8 JSON; the same key overwrites the same file. Returns the path."""
         path = self.path_for(idempotency_key)
-        data = (json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        data = (json.dumps(payload.document, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             atomic_write(path, data)
@@ -221,12 +190,12 @@ class WebhookSink:
                     "refusing (set allow_private to deliver to internal hosts)"
                 )
 
-    def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
-        """POST the signed payload; returns "http <status>" on 2xx, raises a HandoffError otherwise."""
+    def deliver(self, *, idempotency_key: str, payload: HandoffPayload) -> str:
+        """POST the signed payload (the document as queued); "http <status>" on 2xx, else a HandoffError."""
         _require_key(idempotency_key)
         if not _HEADER_SAFE.fullmatch(idempotency_key):
             raise ValueError("idempotency_key must be 1-255 printable ASCII characters without spaces")
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        body = json.dumps(payload.document, ensure_ascii=False, separators=(",", ":"))
         self.check_destination()
         timestamp = int(time.time())
         # sign() replaces (not converts) tzinfo with UTC, so the datetime must already be UTC.
@@ -246,15 +215,16 @@ class WebhookSink:
         except httpx.TransportError as exc:
             raise RetriableHandoffError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
         status = response.status_code
-        if 200 <= status < 300:
+        reading = read_status(status)
+        if reading is Reading.ok:
             log.debug("%s delivered %s: %s", where, idempotency_key, status)
             return f"http {status}"
-        if status == 410:
+        if reading is Reading.gone:
             raise DestinationGoneError(f"{where} answered 410 Gone; disable this destination", status=status)
-        if status in (408, 429) or 500 <= status < 600:
+        if reading is Reading.retry:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             raise RetriableHandoffError(f"{where} answered {status}", retry_after=retry_after, status=status)
-        if 300 <= status < 400:
+        if reading is Reading.redirect:
             raise FatalHandoffError(f"{where} answered {status} (redirects are not followed)", status=status)
         raise FatalHandoffError(f"{where} answered {status}", status=status)
 

@@ -1,10 +1,11 @@
-"""Shared HTTP plumbing for vendor connectors: typed errors, a retry policy that honours Retry-After.
+"""Shared HTTP plumbing for vendor connectors: a client with retries, typed errors, the status reading.
 
 A vendor call either works, fails in a way that may work later (`RetriableAPIError`: timeouts,
 connection trouble, 429, 5xx, and whatever a vendor says is temporary), or fails in a way that
 will not (`FatalAPIError`: an expired token, a missing permission, a malformed query). Only the
 first kind is retried, waiting as long as the vendor's Retry-After asks, else backing off
-exponentially with jitter. Every error names the source, so a failed run says which connection
+exponentially with jitter (connectors/backoff.py). The errors are leaves of connectors/errors.py,
+the status reading is connectors/status.py. Every error names the source, so a failed run says which connection
 needs attention; tokens live in the client's auth and never appear in messages.
 
 The client takes an optional `acquire()` callable, invoked before every request (retries
@@ -14,116 +15,19 @@ limit holds across tasks and workers. Nothing here imports Prefect.
 
 from __future__ import annotations
 
-import email.utils
-import math
-import random
-import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-__all__ = [
-    "APIError",
-    "ApiClient",
-    "AuthenticationError",
-    "FatalAPIError",
-    "HeaderToken",
-    "RetriableAPIError",
-    "RetryPolicy",
-    "parse_retry_after",
-]
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import APIError, AuthenticationError, FatalAPIError, RetriableAPIError
+from leadflow.connectors.status import Reading, parse_retry_after, read_status
+
+__all__ = ["ApiClient", "Classifier", "HeaderToken", "classify_status", "failed"]
 
 # Reads a response: None when it is a success, else the typed error to raise.
 Classifier = Callable[[httpx.Response], "APIError | None"]
-
-
-class APIError(Exception):
-    """A vendor call that failed; `source` names the configured source, `status` the HTTP status (if any)."""
-
-    def __init__(
-        self,
-        source: str,
-        message: str,
-        *,
-        status: int | None = None,
-        code: str | None = None,
-        url: str | None = None,
-    ) -> None:
-        self.source = source
-        self.status = status
-        self.code = code
-        self.url = url
-        self.detail = message  # without the source prefix, for callers that word their own errors
-        where = f" ({status}{' ' + code if code else ''})" if status is not None else ""
-        super().__init__(f"source {source!r}: {message}{where}")
-
-
-class RetriableAPIError(APIError):
-    """Timeout, connection trouble, rate limit or server error: the same call may work later."""
-
-    def __init__(self, source: str, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(source, message, **kwargs)
-        self.retry_after = retry_after
-
-
-class FatalAPIError(APIError):
-    """The vendor refused the call for a reason that retrying will not fix."""
-
-
-class AuthenticationError(FatalAPIError):
-    """The credentials were refused (expired, revoked, wrong): someone has to renew them."""
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent or junk."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-    if not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry retriable failures.
-
-    A Retry-After from the vendor is honoured as given (plus a little jitter so concurrent
-    workers do not return in lock step); without one the delay doubles from `base_delay` up to
-    `max_delay`. A Retry-After longer than `max_retry_after` (a daily quota, say) is not waited
-    out inside a run: the error is raised so the run ends and the next one resumes from the cursor.
-    """
-
-    attempts: int = 6
-    base_delay: float = 1.0
-    max_delay: float = 60.0
-    max_retry_after: float = 300.0
-    jitter: float = 0.1
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
-
-    def delay(self, attempt: int, error: RetriableAPIError) -> float | None:
-        """Seconds to wait before attempt `attempt + 1`, or None to give up."""
-        if attempt >= self.attempts:
-            return None
-        if error.retry_after is not None:
-            if error.retry_after > self.max_retry_after:
-                return None
-            return error.retry_after * (1 + random.uniform(0, self.jitter))
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return backoff * (1 + random.uniform(-self.jitter, self.jitter))
 
 
 class HeaderToken(httpx.Auth):
@@ -148,16 +52,25 @@ def _default_classify(source: str) -> Classifier:
     return classify
 
 
+def failed(response: httpx.Response) -> bool:
+    """Whether the status says the call failed (connectors/status.py): anything but 2xx and 3xx."""
+    return read_status(response.status_code) not in (Reading.ok, Reading.redirect)
+
+
 def classify_status(source: str, response: httpx.Response, *, message: str, code: str | None = None) -> APIError | None:
-    """The generic reading of an HTTP status: 2xx fine, 401 auth, 408/425/429/5xx retriable, other 4xx fatal."""
-    status = response.status_code
-    if status < 400:
+    """The shared reading of the status (connectors/status.py) as a vendor error naming the source.
+
+    2xx and 3xx are no error (redirects are not followed; a 300 may carry an answer), 401 refused
+    credentials, 408/425/429/5xx retriable, everything else fatal.
+    """
+    if not failed(response):
         return None
-    url = _safe_url(response.request)
-    if status in (408, 425, 429) or status >= 500:
+    reading = read_status(response.status_code)
+    status, url = response.status_code, _safe_url(response.request)
+    if reading is Reading.retry:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return RetriableAPIError(source, message, status=status, code=code, url=url, retry_after=retry_after)
-    if status == 401:
+    if reading is Reading.auth:
         return AuthenticationError(
             source, f"the credentials were refused: {message}", status=status, code=code, url=url
         )
@@ -227,7 +140,7 @@ class ApiClient:
             try:
                 return self._once(method, url, params=params, json=json, headers=headers)
             except RetriableAPIError as error:
-                wait = self.retry.delay(attempt, error)
+                wait = self.retry.delay(attempt, error.retry_after)
                 if wait is None:
                     raise
                 self.retry.sleep(wait)

@@ -10,6 +10,8 @@
   and their emails from `POST /crm/v3/objects/contacts/batch/read`.
 - email events: `GET /email/public/v1/events` from `startTimestamp`, paged with `hasMore`/`offset`.
 
+The two CRM searches (contacts, engagements) are in connectors/hubspot_search.py.
+
 Auth is a private app's access token (or an OAuth access token) as a Bearer token. Errors come as
 `{"status": "error", "message": …, "category": …}`; 429s carry `policyName` and the
 `X-HubSpot-RateLimit-*` headers; a `DAILY` limit is not waited out.
@@ -23,19 +25,18 @@ from typing import Any
 
 import httpx
 
-from connectors.http import (
-    ApiClient,
-    APIError,
-    AuthenticationError,
-    FatalAPIError,
-    HeaderToken,
-    RetriableAPIError,
-    RetryPolicy,
-    classify_status,
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import APIError, AuthenticationError, FatalAPIError, RetriableAPIError
+from leadflow.connectors.http import ApiClient, HeaderToken, classify_status, failed
+from leadflow.connectors.hubspot_search import (
+    SEARCH_LIMIT,
+    ContactsStream,
+    EngagementStream,
+    contact_emails,
+    epoch_ms,
 )
-from connectors.paginators import CursorPaginator, HasMorePaginator, PageRequest, Paginator, dig
-from connectors.streams import (
-    EmailsById,
+from leadflow.connectors.paginators import CursorPaginator, HasMorePaginator, PageRequest, Paginator, dig
+from leadflow.connectors.streams import (
     Mapped,
     RestSource,
     RestStream,
@@ -44,14 +45,10 @@ from connectors.streams import (
     iso_or_raw,
     merged,
     parse_moment,
-    pick,
     profile_from,
 )
-from leads.records import PlusAddressing
-from leads.source_config import HubSpotSource
-
-SEARCH_LIMIT = 10_000  # results one search query can page through
-BATCH_READ_LIMIT = 100
+from leadflow.leads.config.sources import HubSpotSource
+from leadflow.leads.ingest.records import PlusAddressing
 
 CONTACT_FIELDS = {
     "first_name": "firstname",
@@ -86,19 +83,11 @@ ACTIVITY_TYPES = {
     "notes": "ignore",
     "tasks": "ignore",
 }
-ENGAGEMENT_PROPERTIES = {
-    "meetings": ["hs_meeting_title", "hs_meeting_outcome"],
-    "calls": ["hs_call_title", "hs_call_direction", "hs_call_disposition"],
-    "emails": ["hs_email_subject", "hs_email_direction"],
-    "notes": [],
-    "tasks": ["hs_task_subject", "hs_task_status"],
-}
-ENGAGEMENT_TITLES = {"meetings": "hs_meeting_title", "calls": "hs_call_title", "emails": "hs_email_subject"}
 
 
 def classify(source: str) -> Callable[[httpx.Response], APIError | None]:
     def read(response: httpx.Response) -> APIError | None:
-        if response.status_code < 400:
+        if not failed(response):
             return None
         body = _json(response)
         message = str(body.get("message") or response.reason_phrase or "request failed")
@@ -128,170 +117,6 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
-
-
-def _ms(moment: datetime | None) -> str:
-    return str(int(moment.timestamp() * 1000)) if moment is not None else "0"
-
-
-class SearchPaginator(CursorPaginator):
-    """`paging.next.after` in the body; past the 10,000 results a search can reach, the search starts
-    again from the last modification time seen (the records at that very time are read twice: harmless)."""
-
-    def __init__(self, property_name: str, *, limit: int = SEARCH_LIMIT) -> None:
-        super().__init__(("paging", "next", "after"), "after", in_body=True)
-        self.property_name = property_name
-        self.limit = limit
-        self.last: datetime | None = None
-        self.restarted_at: datetime | None = None
-
-    def update_state(self, body: Any) -> None:
-        super().update_state(body)
-        for result in dig(body, ("results",)) or []:
-            moment = parse_moment(pick(result, f"properties.{self.property_name}"))
-            if moment is not None and (self.last is None or moment > self.last):
-                self.last = moment
-
-    def next_request(self, request: PageRequest) -> PageRequest:
-        if self.cursor is not None and self.cursor.isdigit() and int(self.cursor) >= self.limit and self.last:
-            # A new search from the last time seen; strictly after it if that time already filled a whole search.
-            operator = "GT" if self.restarted_at == self.last else "GTE"
-            self.restarted_at = self.last
-            body = {k: v for k, v in (request.json or {}).items() if k != "after"}
-            body["filterGroups"] = [
-                {"filters": [{"propertyName": self.property_name, "operator": operator, "value": _ms(self.last)}]}
-            ]
-            return PageRequest(url=request.url, method="POST", json=body)
-        return super().next_request(request)
-
-
-class SearchStream(RestStream):
-    """A CRM search on one object, ordered by its last-modified property."""
-
-    object_type: str
-    property_name = "hs_lastmodifieddate"
-
-    def __init__(self, *, page_size: int, search_limit: int = SEARCH_LIMIT) -> None:
-        self.page_size = page_size
-        self.search_limit = search_limit
-
-    def properties(self) -> list[str]:
-        raise NotImplementedError
-
-    def first_request(self, since: datetime | None) -> PageRequest:
-        filters = [{"propertyName": self.property_name, "operator": "GTE", "value": _ms(since)}] if since else []
-        body: dict[str, Any] = {
-            "filterGroups": [{"filters": filters}] if filters else [],
-            "sorts": [{"propertyName": self.property_name, "direction": "ASCENDING"}],
-            "properties": self.properties(),
-            "limit": self.page_size,
-        }
-        return PageRequest(url=f"/crm/v3/objects/{self.object_type}/search", method="POST", json=body)
-
-    def paginator(self) -> Paginator:
-        return SearchPaginator(self.property_name, limit=self.search_limit)
-
-    def records(self, body: Any) -> list[dict[str, Any]]:
-        return list(dig(body, ("results",)) or [])
-
-    def replication_value(self, record: Mapping[str, Any]) -> datetime | None:
-        return parse_moment(pick(record, f"properties.{self.property_name}"))
-
-
-class ContactsStream(SearchStream):
-    name = "contacts"
-    object_type = "contacts"
-    property_name = "lastmodifieddate"
-
-    def __init__(self, *, page_size: int, fields: dict[str, str], search_limit: int = SEARCH_LIMIT) -> None:
-        super().__init__(page_size=page_size, search_limit=search_limit)
-        self.fields = fields
-
-    def properties(self) -> list[str]:
-        return sorted({"email", self.property_name, *self.fields.values()})
-
-    def map(self, record: dict[str, Any]) -> Iterable[Mapped]:
-        properties = record.get("properties") or {}
-        yield (
-            "profile",
-            {
-                "id": f"contact:{record.get('id')}",
-                "email": properties.get("email"),
-                "lead": profile_from(properties, self.fields),
-                "crm_id": record.get("id"),
-            },
-        )
-
-
-class EngagementStream(SearchStream):
-    """Meetings, calls, emails…: one activity per associated contact."""
-
-    def __init__(
-        self,
-        object_type: str,
-        *,
-        page_size: int,
-        types: dict[str, str],
-        contacts: EmailsById,
-        search_limit: int = SEARCH_LIMIT,
-    ) -> None:
-        super().__init__(page_size=page_size, search_limit=search_limit)
-        self.object_type = object_type
-        self.name = f"engagements:{object_type}"
-        self.types = types
-        self.contacts = contacts
-        self.associated: dict[str, list[str]] = {}
-
-    def properties(self) -> list[str]:
-        return ["hs_timestamp", self.property_name, *ENGAGEMENT_PROPERTIES.get(self.object_type, [])]
-
-    def prepare(self, records: list[dict[str, Any]], client: ApiClient) -> None:
-        ids = [str(r.get("id")) for r in records if r.get("id") is not None]
-        self.associated = {}
-        for start in range(0, len(ids), BATCH_READ_LIMIT):
-            body = client.request_json(
-                "POST",
-                f"/crm/v4/associations/{self.object_type}/contacts/batch/read",
-                json={"inputs": [{"id": i} for i in ids[start : start + BATCH_READ_LIMIT]]},
-            )
-            for result in dig(body, ("results",)) or []:
-                contact_ids = [str(t.get("toObjectId")) for t in result.get("to") or [] if t.get("toObjectId")]
-                self.associated[str(dig(result, ("from", "id")))] = contact_ids
-        self.contacts.load([c for cs in self.associated.values() for c in cs], client)
-
-    def map(self, record: dict[str, Any]) -> Iterable[Mapped]:
-        properties = record.get("properties") or {}
-        key = self.object_type
-        if self.object_type == "emails":
-            key = f"emails:{properties.get('hs_email_direction') or 'EMAIL'}"
-        kind = activity_type(key, self.types)
-        contacts = self.associated.get(str(record.get("id")), [])
-        if not contacts:
-            kind = None  # nobody to credit it to (an internal meeting, say)
-        extra = {k: v for k in ENGAGEMENT_PROPERTIES.get(self.object_type, []) if (v := properties.get(k))}
-        for contact_id in contacts or [""]:
-            yield activity(
-                kind,
-                id=f"{self.object_type}:{record.get('id')}:{contact_id}",
-                email=self.contacts.emails.get(contact_id),
-                at=iso_or_raw(properties.get("hs_timestamp")),
-                target=properties.get(ENGAGEMENT_TITLES.get(self.object_type, "")),
-                properties={"engagement": self.object_type, "engagement_id": record.get("id"), **extra},
-            )
-
-
-def contact_emails() -> EmailsById:
-    """Contact id → email, from `POST /crm/v3/objects/contacts/batch/read` (100 ids a call)."""
-
-    def fetch(client: ApiClient, ids: list[str]) -> dict[str, str | None]:
-        body = client.request_json(
-            "POST",
-            "/crm/v3/objects/contacts/batch/read",
-            json={"properties": ["email"], "inputs": [{"id": c} for c in ids]},
-        )
-        return {str(r.get("id")): pick(r, "properties.email") for r in dig(body, ("results",)) or []}
-
-    return EmailsById(fetch, chunk=BATCH_READ_LIMIT)
 
 
 class FormSubmissionsStream(RestStream):
@@ -350,7 +175,7 @@ class EmailEventsStream(RestStream):
     def first_request(self, since: datetime | None) -> PageRequest:
         params: dict[str, Any] = {"limit": self.page_size}
         if since is not None:
-            params["startTimestamp"] = _ms(since)
+            params["startTimestamp"] = epoch_ms(since)
         return PageRequest(url="/email/public/v1/events", params=params)
 
     def paginator(self) -> Paginator:

@@ -18,22 +18,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 
+from leadflow.connectors.errors import FatalNotifyError, RetriableNotifyError
+
 log = logging.getLogger(__name__)
 
 # Schemes whose host part is a server's name; in the others (slack://, discord://, tgram://, ...) it is a token.
 HOST_SCHEMES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls", "mailto", "mailtos", "http", "https"})
-
-
-class NotifyError(Exception):
-    """A notification was not sent."""
-
-
-class RetriableNotifyError(NotifyError):
-    """The channel refused or could not be reached; try again later."""
-
-
-class FatalNotifyError(NotifyError):
-    """The URL is not a notification URL apprise supports; retrying will not help."""
 
 
 class Notifier(Protocol):

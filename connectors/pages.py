@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from leads.records import ActivityRecord, ProfileRecord, Rejected
+from leadflow.leads.ingest.records import ActivityRecord, ProfileRecord, Rejected
 
 
 @dataclass(frozen=True)

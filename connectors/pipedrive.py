@@ -17,9 +17,12 @@ from typing import Any
 
 import httpx
 
-from connectors.http import ApiClient, APIError, HeaderToken, RetryPolicy, classify_status, parse_retry_after
-from connectors.paginators import CursorPaginator, PageRequest, Paginator, dig
-from connectors.streams import (
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import APIError, Retriable
+from leadflow.connectors.http import ApiClient, HeaderToken, classify_status, failed
+from leadflow.connectors.paginators import CursorPaginator, PageRequest, Paginator, dig
+from leadflow.connectors.status import parse_retry_after
+from leadflow.connectors.streams import (
     EmailsById,
     Mapped,
     RestSource,
@@ -31,8 +34,8 @@ from connectors.streams import (
     parse_moment,
     profile_from,
 )
-from leads.records import PlusAddressing
-from leads.source_config import PipedriveSource
+from leadflow.leads.config.sources import PipedriveSource
+from leadflow.leads.ingest.records import PlusAddressing
 
 PERSON_FIELDS = {"first_name": "first_name", "last_name": "last_name", "title": "job_title"}
 ACTIVITY_TYPES = {
@@ -55,7 +58,7 @@ IDS_PER_LOOKUP = 100
 
 def classify(source: str) -> Callable[[httpx.Response], APIError | None]:
     def read(response: httpx.Response) -> APIError | None:
-        if response.status_code < 400:
+        if not failed(response):
             return None
         try:
             body = response.json()
@@ -64,8 +67,8 @@ def classify(source: str) -> Callable[[httpx.Response], APIError | None]:
         body = body if isinstance(body, dict) else {}
         message = str(body.get("error") or response.reason_phrase or "request failed")
         error = classify_status(source, response, message=message, code=str(body.get("errorCode") or "") or None)
-        if error is not None and response.status_code == 429 and getattr(error, "retry_after", 0) is None:
-            error.retry_after = parse_retry_after(response.headers.get("x-ratelimit-reset"))  # type: ignore[attr-defined]
+        if isinstance(error, Retriable) and response.status_code == 429 and error.retry_after is None:
+            error.retry_after = parse_retry_after(response.headers.get("x-ratelimit-reset"))
         return error
 
     return read

@@ -20,19 +20,12 @@ from typing import Any
 
 import httpx
 
-from connectors.http import (
-    ApiClient,
-    APIError,
-    AuthenticationError,
-    FatalAPIError,
-    HeaderToken,
-    RetriableAPIError,
-    RetryPolicy,
-    classify_status,
-    parse_retry_after,
-)
-from connectors.paginators import NextUrlPaginator, PageRequest, Paginator, dig
-from connectors.streams import (
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import APIError, AuthenticationError, FatalAPIError, RetriableAPIError
+from leadflow.connectors.http import ApiClient, HeaderToken, classify_status, failed
+from leadflow.connectors.paginators import NextUrlPaginator, PageRequest, Paginator, dig
+from leadflow.connectors.status import parse_retry_after
+from leadflow.connectors.streams import (
     Mapped,
     RestSource,
     RestStream,
@@ -44,8 +37,8 @@ from connectors.streams import (
     pick,
     profile_from,
 )
-from leads.records import PlusAddressing
-from leads.source_config import SalesforceSource
+from leadflow.leads.config.sources import SalesforceSource
+from leadflow.leads.ingest.records import PlusAddressing
 
 # leadflow profile field -> Salesforce Lead field: what the source reads and the handoff sink writes.
 LEAD_FIELDS = {
@@ -102,7 +95,7 @@ ACTIVITY_TYPES = {
 
 def classify(source: str) -> Callable[[httpx.Response], APIError | None]:
     def read(response: httpx.Response) -> APIError | None:
-        if response.status_code < 400:
+        if not failed(response):
             return None
         message, code = _first_error(response)
         if code == "REQUEST_LIMIT_EXCEEDED":

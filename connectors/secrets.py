@@ -1,8 +1,9 @@
 """Asking for a connector's secrets, the same way for sources and handoff destinations.
 
-The caller provides `secret(env_name, block_name)` (the flow reads Prefect Secret blocks, the
-environment and the workspace's .env file). A missing secret is raised as the caller's own error
-(`refused(name, message)`), naming where it was looked for, never a value.
+The caller provides `secret(env_name, block_name)` (the flow reads a Prefect Secret block, else the
+workspace's secrets: the environment, then its .env file, read once with the settings). A missing
+secret is raised as the caller's own error (`refused(name, message)`), naming where it was looked for,
+never a value.
 """
 
 from __future__ import annotations

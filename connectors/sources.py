@@ -13,16 +13,17 @@ from typing import Any
 
 import httpx
 
-from connectors.files import FileActivitySource
-from connectors.http import AuthenticationError, RetryPolicy
-from connectors.hubspot import hubspot_source
-from connectors.pipedrive import pipedrive_source
-from connectors.salesforce import salesforce_source
-from connectors.secrets import SecretLookup, client_credentials, required_token
-from connectors.sync import ActivitySource
-from leads.config import FileSource, SourceConfig
-from leads.records import PlusAddressing
-from leads.source_config import HubSpotSource, PipedriveSource, SalesforceSource, VendorSource
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import AuthenticationError
+from leadflow.connectors.files import FileActivitySource
+from leadflow.connectors.hubspot import hubspot_source
+from leadflow.connectors.pipedrive import pipedrive_source
+from leadflow.connectors.salesforce import salesforce_source
+from leadflow.connectors.secrets import SecretLookup, client_credentials, required_token
+from leadflow.connectors.sync import ActivitySource
+from leadflow.leads.config.sources import HubSpotSource, PipedriveSource, SalesforceSource, VendorSource
+from leadflow.leads.config.workspace import FileSource, SourceConfig
+from leadflow.leads.ingest.records import PlusAddressing
 
 
 def open_source(

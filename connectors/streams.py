@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from connectors.http import ApiClient
-from connectors.pages import Page
-from connectors.paginators import PageRequest, Paginator
-from leads.records import (
-    PROFILE_FIELDS,
-    ActivityParser,
+from leadflow.connectors.http import ApiClient
+from leadflow.connectors.pages import Page
+from leadflow.connectors.paginators import PageRequest, Paginator
+from leadflow.leads.db.models import PROFILE_FIELDS
+from leadflow.leads.ingest.parser import ActivityParser
+from leadflow.leads.ingest.records import (
     ActivityRecord,
     PlusAddressing,
     ProfileRecord,

@@ -17,19 +17,16 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
-from connectors.pages import Page
-from leads.bulkload import lead_index_set_aside, page_connection
-from leads.db import session_scope
-from leads.gc_pause import cycle_collector_paused
-from leads.ingest import (
-    DEFERRED_STREAM,
-    LeadCache,
-    apply_lead_activity,
-    defer_lead_activity,
-    load_cursor,
-    store_batch,
-)
-from leads.progress import Progress, advance
+from leadflow.connectors.pages import Page
+from leadflow.leads.db.bulkload import lead_index_set_aside, page_connection
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.ingest.activity_insert import DEFERRED_STREAM, apply_lead_activity, defer_lead_activity
+from leadflow.leads.ingest.cursors import load_cursor
+from leadflow.leads.ingest.lead_upsert import LeadCache
+from leadflow.leads.ingest.report import SourceCounts
+from leadflow.leads.ingest.store import store_batch
+from leadflow.leads.work.gc_pause import cycle_collector_paused
+from leadflow.leads.work.progress import Progress, advance
 
 
 class ActivitySource(Protocol):
@@ -60,16 +57,52 @@ class SyncTotals:
         return self.streams
 
 
+@dataclass
+class SyncResult:
+    """What a sync stored, and the error that stopped it if one did (the pages before it stay stored)."""
+
+    totals: SyncTotals
+    error: Exception | None = None
+
+    def counts(self, kind: str) -> SourceCounts:
+        """The source's line in the ingest report."""
+        t = self.totals
+        return SourceCounts(
+            kind=kind,
+            error=str(self.error) if self.error is not None else None,
+            streams=t.streams,
+            pages=t.pages,
+            inserted=t.inserted,
+            duplicates=t.duplicates,
+            new_leads=t.new_leads,
+            profiles=t.profiles,
+            skipped=t.skipped,
+            quarantined=t.quarantined,
+            quarantine_by_reason=dict(t.reasons),
+        )
+
+
 def sync_source(
     *, engine: Engine, source: ActivitySource, now: datetime, progress: Progress | None = None
 ) -> SyncTotals:
-    """Every stream of `source` from its saved cursor on.
+    """Every stream of `source` from its saved cursor on; the error that stops it is raised."""
+    result = sync_until_stopped(engine=engine, source=source, now=now, progress=progress)
+    if result.error is not None:
+        raise result.error
+    return result.totals
 
-    The leads' last activity times are caught up once at the end (also when a stream fails),
-    not once per page; see `leads.ingest.defer_lead_activity`. An error that stops the sync
-    carries the totals of the pages stored before it as `totals`. A source that can tell how
+
+def sync_until_stopped(
+    *, engine: Engine, source: ActivitySource, now: datetime, progress: Progress | None = None
+) -> SyncResult:
+    """Every stream of `source` from its saved cursor on, until done or an error stops it.
+
+    What was stored comes back either way, with the error (one raised before the first page, while
+    listing the streams, is raised: nothing was stored). The leads' last activity times are
+    caught up once at the end (also when a stream fails), not once per page; see
+    `leadflow.leads.ingest.activity_insert.defer_lead_activity`. A source that can tell how
     many rows it is about to add (`estimated_rows(stream, cursor)`, files do) may get SQLite's
-    bulk-load mode for the run (`leads.bulkload`); with `progress`, that estimate is its total (else
+    bulk-load mode for the run (`leadflow.leads.db.bulkload`); with `progress`, that estimate is its total (else
     none), and each stored page advances it by its lines.
     """
     totals = SyncTotals()
@@ -122,12 +155,13 @@ def sync_source(
         except BaseException as exc:
             with contextlib.suppress(Exception), session_scope(engine) as session:  # the next run catches up otherwise
                 apply_lead_activity(session, source=source.name, after_id=after_id)
-            exc.totals = totals  # type: ignore[attr-defined]  # what was stored before it stopped, for the report
-            raise
+            if isinstance(exc, Exception):
+                return SyncResult(totals, error=exc)
+            raise  # an interrupt stops the run, not just this source
         held.close()
         if set_aside:  # the catch-up reads through the lead index: build it first
             set_aside.restore()
         with session_scope(engine) as session:
             leads = None if inherited else cache.touched_leads()
             apply_lead_activity(session, source=source.name, after_id=after_id, leads=leads)
-    return totals
+    return SyncResult(totals)

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.deployments.runner import EntrypointType
 from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
 
-from flows.registry import FLOWS, TAGS
+from leadflow.flows.registry import FLOWS, TAGS
 
 TIMEZONE = "Europe/Amsterdam"
 
@@ -55,7 +55,7 @@ def runner_deployments(
     """`flow.to_deployment(...)` for every deployment, for `prefect.serve(*deployments)` or `.apply(work_pool_name=)`.
 
     `pipeline_schedule` turns the nightly pipeline on and the four steps' schedules off. Entrypoints are
-    module paths (`flows.pipeline.pipeline_flow`): a worker imports the installed leadflow package, so
+    module paths (`leadflow.flows.pipeline.pipeline_flow`): a worker imports the installed leadflow package, so
     no code is copied and no working directory has to match across machines.
     """
     deployments = []

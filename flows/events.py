@@ -10,19 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect.events import emit_event
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
-from leads.models import (
-    EmailOutbox,
-    EnrollmentStatus,
-    HandoffOutbox,
-    Lead,
-    NurtureEnrollment,
-    OutboxStatus,
-    Stage,
-    StageTransition,
-)
+from leadflow.handoff.report import HandoffRunReport
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Stage
+from leadflow.leads.requalify.run_changes import first_moves_to, stage_changes
+from leadflow.leads.work.dead_rows import dead_table, newest_dead
+from leadflow.nurture.finished import ended_by_sequence, finished_sequences
 
 EVENT_STAGES = (Stage.mql.value, Stage.sql.value)
 
@@ -38,34 +33,21 @@ def _lead_resource(lead_id: int, email: str, stage: str) -> dict[str, str]:
 def emit_stage_events(engine: Engine, *, run_id: str, cap: int) -> dict[str, int]:
     """`leadflow.lead.mql` / `leadflow.lead.sql` per lead this run moved there (up to `cap`), then one
     `leadflow.requalify.summary` with every count and how many per-lead events were left out."""
-    with Session(engine) as session:
-        counts: dict[str, int] = dict(
-            session.execute(
-                select(StageTransition.to_stage, func.count())
-                .where(StageTransition.run_id == run_id)
-                .group_by(StageTransition.to_stage)
-            ).all()
-        )
-        rows = session.execute(
-            select(StageTransition, Lead.email)
-            .join(Lead, Lead.id == StageTransition.lead_id)
-            .where(StageTransition.run_id == run_id, StageTransition.to_stage.in_(EVENT_STAGES))
-            .order_by(StageTransition.id)
-            .limit(cap)
-        ).all()
-    for transition, email in rows:
+    with session_scope(engine) as session:
+        counts = stage_changes(session, run_id)
+        rows = first_moves_to(session, run_id, EVENT_STAGES, cap)
+    for move in rows:
         emit_event(
-            event=f"leadflow.lead.{transition.to_stage}",
-            resource=_lead_resource(transition.lead_id, email, transition.to_stage),
+            event=f"leadflow.lead.{move.to_stage}",
+            resource=_lead_resource(move.lead_id, move.email, move.to_stage),
             payload={
-                "from_stage": transition.from_stage,
-                "to_stage": transition.to_stage,
-                "score": {"fit": transition.fit_score, "engagement": transition.engagement_score,
-                          "total": transition.score},
-                "reason": transition.reason,
-                "ruleset_version": transition.ruleset_version,
+                "from_stage": move.from_stage,
+                "to_stage": move.to_stage,
+                "score": {"fit": move.fit_score, "engagement": move.engagement_score, "total": move.score},
+                "reason": move.reason,
+                "ruleset_version": move.ruleset_version,
             },
-        )  # fmt: skip
+        )
     eligible = sum(counts.get(stage, 0) for stage in EVENT_STAGES)
     emit_event(
         event="leadflow.requalify.summary",
@@ -79,24 +61,15 @@ def emit_dead_letters(engine: Engine, *, kind: str, destination: str, dead: int,
     """`leadflow.<kind>.dead-lettered` when this run gave up on some rows: the count and the newest few."""
     if dead <= 0:
         return
-    table = HandoffOutbox if kind == "handoff" else EmailOutbox
-    with Session(engine) as session:
-        query = select(table.id, table.idempotency_key, table.lead_id, table.last_error).where(
-            table.status == OutboxStatus.dead.value
-        )
-        if table is HandoffOutbox:
-            query = query.where(HandoffOutbox.destination == destination)
-        rows = session.execute(query.order_by(table.id.desc()).limit(sample)).all()
+    with session_scope(engine) as session:
+        rows = newest_dead(session, kind=kind, destination=destination, limit=sample)
     emit_event(
         event=f"leadflow.{kind}.dead-lettered",
         resource={"prefect.resource.id": f"leadflow.{kind}.{destination}", "prefect.resource.name": destination},
         payload={
             "dead": dead,
-            "table": table.__tablename__,
-            "newest": [
-                {"id": r.id, "key": r.idempotency_key, "lead_id": r.lead_id, "error": (r.last_error or "")[:300]}
-                for r in rows
-            ],
+            "table": dead_table(kind),
+            "newest": [{"id": r.id, "key": r.key, "lead_id": r.lead_id, "error": r.error} for r in rows],
         },
     )
 
@@ -104,20 +77,9 @@ def emit_dead_letters(engine: Engine, *, kind: str, destination: str, dead: int,
 def emit_finished_sequences(engine: Engine, *, now: datetime, cap: int) -> dict[str, int]:
     """`leadflow.nurture.sequence-finished` per enrollment that completed its sequence in this run (up to
     `cap`), then one `leadflow.nurture.summary` with completions and exits per sequence."""
-    with Session(engine) as session:
-        ended = NurtureEnrollment.exited_at == now
-        per = session.execute(
-            select(NurtureEnrollment.sequence, NurtureEnrollment.exit_reason, func.count())
-            .where(ended)
-            .group_by(NurtureEnrollment.sequence, NurtureEnrollment.exit_reason)
-        ).all()
-        rows = session.execute(
-            select(NurtureEnrollment.id, NurtureEnrollment.lead_id, NurtureEnrollment.sequence, Lead.email)
-            .join(Lead, Lead.id == NurtureEnrollment.lead_id)
-            .where(ended, NurtureEnrollment.status == EnrollmentStatus.completed.value)
-            .order_by(NurtureEnrollment.id)
-            .limit(cap)
-        ).all()
+    with session_scope(engine) as session:
+        ended_counts = ended_by_sequence(session, now)
+        rows = finished_sequences(session, now, cap)
     for row in rows:
         emit_event(
             event="leadflow.nurture.sequence-finished",
@@ -129,7 +91,6 @@ def emit_finished_sequences(engine: Engine, *, now: datetime, cap: int) -> dict[
             related=[{**_lead_resource(row.lead_id, row.email, ""), "prefect.resource.role": "lead"}],
             payload={"sequence": row.sequence, "lead_id": row.lead_id},
         )
-    ended_counts = {f"{sequence}:{reason}": n for sequence, reason, n in per}
     completed = sum(n for key, n in ended_counts.items() if key.endswith(":completed"))
     emit_event(
         event="leadflow.nurture.summary",
@@ -148,3 +109,12 @@ def emit_backlog(*, kind: str, name: str, backlog: int, reason: str | None) -> N
         resource={"prefect.resource.id": f"leadflow.{kind}.{name}", "prefect.resource.name": name},
         payload={"backlog": backlog, "reason": reason or "waiting for a retry"},
     )
+
+
+def emit_handoff_events(engine: Engine, report: HandoffRunReport) -> None:
+    """A handoff run's dead letters and backlogs, per destination, then its notifications' backlog."""
+    for name, counts in report.destinations.items():
+        emit_dead_letters(engine, kind="handoff", destination=name, dead=counts.dead)
+        why = counts.error or report.disabled.get(name) or counts.stopped
+        emit_backlog(kind="handoff", name=name, backlog=counts.backlog, reason=why)
+    emit_backlog(kind="notify", name="notifications", backlog=report.notify_backlog, reason=report.notify_stopped)

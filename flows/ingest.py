@@ -10,38 +10,38 @@ source names one), so a vendor's rate limit holds across tasks, flow runs and wo
 
 from __future__ import annotations
 
-import os
-from collections import Counter
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from dotenv import dotenv_values
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NONE
+from prefect.runtime.task_run import get_run_count
 from prefect.tasks import exponential_backoff
 
-from connectors.http import RetriableAPIError
-from connectors.sources import open_source
-from connectors.sync import SyncTotals, sync_source
-from flows.logs import log_counts
-from flows.ops import publish_attention, publish_run_steps, single_writer, top_level
-from flows.params import IngestParams
-from flows.problems import Problem, finish
-from flows.progress import step_progress
-from flows.reports import IngestReport, SourceCounts, publish_ingest
-from flows.workspace import Workspace, open_workspace, run_time
-from leads.config import FileSource, SourceConfig
+from leadflow.connectors.errors import Retriable
+from leadflow.connectors.sources import open_source
+from leadflow.connectors.sync import sync_until_stopped
+from leadflow.flows.connect import vendor_rate_limit, workspace_secret
+from leadflow.flows.logs import log_counts
+from leadflow.flows.ops import publish_attention, publish_run_steps, single_writer, top_level
+from leadflow.flows.params import IngestParams
+from leadflow.flows.problems import RunFailed, finish
+from leadflow.flows.progress import step_progress
+from leadflow.flows.reports import publish_ingest
+from leadflow.flows.workspace import Workspace, run_time, run_workspace
+from leadflow.leads.ingest.report import IngestReport, SourceCounts, ingest_report
+
+RETRIES = 2  # Prefect runs a source up to three times for retriable failures
 
 
-class IngestFailed(RuntimeError):
+class IngestFailed(RunFailed):
     """One or more sources stopped; the message names them and why."""
 
 
 def _retriable(task: Any, task_run: Any, state: Any) -> bool:
     try:
         state.result()
-    except RetriableAPIError:
+    except Retriable:
         return True
     except Exception:
         return False
@@ -51,12 +51,13 @@ def _retriable(task: Any, task_run: Any, state: Any) -> bool:
 @task(
     task_run_name="ingest {source_name}",
     cache_policy=NONE,
-    retries=2,
+    retries=RETRIES,
     retry_delay_seconds=exponential_backoff(backoff_factor=30),
     retry_jitter_factor=0.5,
     retry_condition_fn=_retriable,
 )
-def ingest_source(ws: Workspace, source_name: str, now: datetime, batch_size: int) -> SyncTotals:
+def ingest_source(ws: Workspace, source_name: str, now: datetime, batch_size: int) -> SourceCounts:
+    """What the source stored, and why it stopped if it did; a retriable stop is raised while retries are left."""
     spec = next(s for s in ws.config.sources if s.name == source_name)
     source = open_source(
         spec,
@@ -68,97 +69,39 @@ def ingest_source(ws: Workspace, source_name: str, now: datetime, batch_size: in
     )
     try:
         with step_progress(f"ingest {source_name}") as progress:
-            return sync_source(engine=ws.engine, source=source, now=now, progress=progress)
+            result = sync_until_stopped(engine=ws.engine, source=source, now=now, progress=progress)
     finally:
         close = getattr(source, "close", None)
         if close is not None:
             close()
-
-
-def workspace_secret(ws: Workspace, env_name: str | None, block_name: str | None) -> str | None:
-    """A credential from a Prefect Secret block, the environment, or the workspace's .env file (in that order)."""
-    if block_name:
-        from prefect.blocks.system import Secret
-
-        return str(Secret.load(block_name).get())
-    if not env_name:
-        return None
-    value = os.environ.get(env_name)
-    if value:
-        return value
-    env_file = ws.settings.workspace / ".env"
-    return dotenv_values(env_file).get(env_name) if env_file.is_file() else None
-
-
-def vendor_rate_limit(spec: SourceConfig) -> Callable[[], None] | None:
-    """A callable that takes one slot of the source's Prefect rate limit; None for files or a missing limit.
-
-    Like Prefect's own `strict=False`, a limit that was never created is not an error: the run
-    goes unthrottled, with one warning that says how to create it.
-    """
-    if isinstance(spec, FileSource):
-        return None
-    name = spec.rate_limit or f"leadflow-{spec.kind}"
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import rate_limit
-    from prefect.exceptions import ObjectNotFound
-
-    try:
-        with get_client(sync_client=True) as client:
-            client.read_global_concurrency_limit_by_name(name)
-    except ObjectNotFound:
-        get_run_logger().warning(
-            "No Prefect concurrency limit %r: %s calls are not rate limited across workers "
-            "(create one: prefect gcl create %s --limit 10 --slot-decay-per-second 10)",
-            name,
-            spec.kind,
-            name,
-        )
-        return None
-
-    def acquire() -> None:
-        rate_limit(name, occupy=1, strict=False)
-
-    return acquire
+    if isinstance(result.error, Retriable) and get_run_count() <= RETRIES:
+        raise result.error  # Prefect runs the source again from its cursor
+    return result.counts(spec.kind)
 
 
 @flow(name="ingest", log_prints=False)
 def ingest_flow(params: IngestParams = IngestParams()) -> IngestReport:
     """Pull new lead activity from every source in leadflow.yaml."""
-    ws = open_workspace(params.workspace)
+    with run_workspace(params) as ws:
+        return ingest(ws, params)
+
+
+def ingest(ws: Workspace, params: IngestParams) -> IngestReport:
+    """The ingest run's work, in the workspace its flow run was given."""
     now = run_time(params.as_of)
-    report = IngestReport()
-    reasons: Counter[str] = Counter()
+    sources: dict[str, SourceCounts] = {}
     for spec in ws.config.sources:
-        error: str | None = None
         try:
             with single_writer(ws.engine, f"ingest:{spec.name}"):  # one reader per source across runs
-                totals = ingest_source(ws, spec.name, now, params.batch_size)
-        except Exception as exc:
-            totals, error = getattr(exc, "totals", None) or SyncTotals(), str(exc)
-        report.sources[spec.name] = SourceCounts(
-            kind=spec.kind,
-            error=error,
-            streams=totals.streams,
-            pages=totals.pages,
-            inserted=totals.inserted,
-            duplicates=totals.duplicates,
-            new_leads=totals.new_leads,
-            profiles=totals.profiles,
-            skipped=totals.skipped,
-            quarantined=totals.quarantined,
-            quarantine_by_reason=dict(totals.reasons),
-        )
-        reasons.update(totals.reasons)
-    report.quarantine_by_reason = dict(reasons)
-    report.problems = [
-        Problem(step="ingest", what=f"source {name} stopped: {why}") for name, why in report.failed.items()
-    ]
+                sources[spec.name] = ingest_source(ws, spec.name, now, params.batch_size)
+        except Exception as exc:  # it could not start: a missing secret, its streams not listed
+            sources[spec.name] = SourceCounts(kind=spec.kind, error=str(exc))
+    report = ingest_report(sources)
     publish_ingest(report)
     log_counts(report)
     publish_run_steps()
     if top_level():
         publish_attention(ws.engine)
     if report.failed and params.fail_on_source_error:
-        raise IngestFailed("; ".join(f"{error}" for error in report.failed.values()))
+        raise IngestFailed("; ".join(f"{error}" for error in report.failed.values()), report=report)
     return finish(report)  # a failed source that did not fail the run (the pipeline goes on) still shows

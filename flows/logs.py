@@ -6,7 +6,10 @@ from collections.abc import Mapping
 
 from prefect import get_run_logger
 
-from flows.reports import HandoffRunReport, IngestReport, NurtureReport, RequalifyReport
+from leadflow.handoff.report import HandoffRunReport
+from leadflow.leads.ingest.report import IngestReport
+from leadflow.leads.requalify.report import RequalifyReport
+from leadflow.nurture.report import NurtureReport
 
 Report = IngestReport | RequalifyReport | NurtureReport | HandoffRunReport
 

@@ -9,19 +9,17 @@ template fails is held (nurture/held.py), the rest goes out, and the run then fa
 
 from __future__ import annotations
 
-from collections import Counter
 from contextlib import ExitStack
-from dataclasses import asdict
 from datetime import datetime
 
 from prefect import flow, task
 from prefect.cache_policies import NONE
-from sqlalchemy.orm import Session
+from pydantic import BaseModel
 
-from connectors.mail import public_mail_url, transport_from_url
-from flows.events import emit_finished_sequences
-from flows.logs import log_counts
-from flows.ops import (
+from leadflow.connectors.mail import public_mail_url, transport_from_url
+from leadflow.flows.events import emit_finished_sequences
+from leadflow.flows.logs import log_counts
+from leadflow.flows.ops import (
     mail_limit,
     publish_attention,
     publish_run_steps,
@@ -29,19 +27,19 @@ from flows.ops import (
     slot,
     top_level,
 )
-from flows.params import NurtureParams
-from flows.problems import Problem, finish
-from flows.progress import step_progress
-from flows.reports import NurtureReport, PreviewEmail, publish_nurture
-from flows.workspace import Workspace, open_workspace, run_clock, run_time
-from leads.db import session_scope
-from leads.models import EmailOutbox
-from leads.outbox import count_due
-from nurture.dry_run import preview_sends
-from nurture.enrollment import enroll, exit_finished, queue_due_steps
-from nurture.held import TemplateGate, count_held
-from nurture.outbox import Clock, LinkSigner, SendReport, send_due, settle_in_flight
-from nurture.render import TemplateRenderer
+from leadflow.flows.params import NurtureParams
+from leadflow.flows.problems import RunFailed, finish
+from leadflow.flows.progress import step_progress
+from leadflow.flows.reports import publish_nurture
+from leadflow.flows.workspace import Workspace, run_clock, run_time, run_workspace
+from leadflow.leads.work.outbox import Clock
+from leadflow.nurture import run as nurture_run
+from leadflow.nurture.held import TemplateGate
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.outbox import send_due
+from leadflow.nurture.outcomes import SendReport
+from leadflow.nurture.render import TemplateRenderer
+from leadflow.nurture.report import EnrollmentChanges, NurtureReport, nurture_report
 
 PREVIEW_LIMIT = 1000  # emails listed one by one in a dry run's report (all are counted)
 
@@ -50,17 +48,18 @@ class MissingSecretKey(RuntimeError):
     """Unsubscribe links cannot be signed without a key; sending without them is not allowed."""
 
 
-class TemplatesHeld(RuntimeError):
+class TemplatesHeld(RunFailed):
     """Steps whose templates fail were held; raised after everything else in the run went out."""
 
-    def __init__(self, held: dict[str, int]) -> None:
-        """`held`: the report's held steps, where the error is → emails waiting."""
+    def __init__(self, held: dict[str, int], *, report: BaseModel | None = None) -> None:
+        """`held`: the report's held steps, where the error is → emails waiting; `report`: what the run did."""
         emails = sum(held.values())
         lines = [f"  {where}: {n} email(s) held" for where, n in held.items()]
         super().__init__(
             f"{len(held)} nurture step(s) held because their templates fail; {emails} email(s) wait, none are lost. "
             "Fix the template (`leadflow check` shows the same errors); the next nurture run sends them:\n"
-            + "\n".join(lines)
+            + "\n".join(lines),
+            report=report,
         )
 
 
@@ -75,25 +74,9 @@ def _links(ws: Workspace) -> LinkSigner:
     )
 
 
-def _decide(session: Session, ws: Workspace, now: datetime) -> tuple[Counter[str], Counter[str]]:
-    """Exits first (so a lead that converted is not mailed), then enrollments; the caller commits."""
-    exited = exit_finished(session=session, config=ws.config, now=now)
-    enrolled = enroll(session=session, config=ws.config, now=now)
-    return enrolled, exited
-
-
 @task(task_run_name="update enrollments", cache_policy=NONE)
-def update_enrollments(ws: Workspace, now: datetime, gate: TemplateGate) -> tuple[Counter[str], Counter[str], int]:
-    with session_scope(ws.engine) as session:
-        enrolled, exited = _decide(session, ws, now)
-    queued, first = 0, True
-    while True:
-        holds = gate.holds()
-        with session_scope(ws.engine) as session:  # steps waiting for an event are woken with the first batch
-            batch = queue_due_steps(session=session, config=ws.config, now=now, wake=first, gate=gate)
-        queued, first = queued + batch, False
-        if batch == 0 and gate.holds() == holds:  # a batch that only held leads back is progress too
-            return enrolled, exited, queued
+def update_enrollments(ws: Workspace, now: datetime, gate: TemplateGate) -> EnrollmentChanges:
+    return nurture_run.update_enrollments(ws.engine, ws.config, now, gate)
 
 
 @task(task_run_name="send emails", cache_policy=NONE)
@@ -102,9 +85,7 @@ def send_outbox(ws: Workspace, clock: Clock, batch_size: int, gate: TemplateGate
     links = _links(ws)
     renderer = TemplateRenderer(ws.path(ws.config.templates_dir))
     total = SendReport()
-    with session_scope(ws.engine) as session:
-        total.unconfirmed += settle_in_flight(session=session, now=clock())
-        due = count_due(session=session, table=EmailOutbox, now=clock())
+    total.unconfirmed, due = nurture_run.ready_to_send(ws.engine, clock())
     gate.check_all()  # emails queued by earlier runs too: their steps are held before the first claim
     transport = transport_from_url(ws.settings.mail_url, base_dir=ws.settings.workspace)
     with ExitStack() as stack:
@@ -130,47 +111,29 @@ def send_outbox(ws: Workspace, clock: Clock, batch_size: int, gate: TemplateGate
 @task(task_run_name="dry run", cache_policy=NONE)
 def dry_run(ws: Workspace, now: datetime, batch_size: int) -> NurtureReport:
     """Everything a run would decide and send, in one transaction that is always rolled back."""
-    links = _links(ws)
-    renderer = TemplateRenderer(ws.path(ws.config.templates_dir))
-    with Session(ws.engine) as session:
-        try:
-            enrolled, exited = _decide(session, ws, now)
-            queued = 0
-            while batch := queue_due_steps(session=session, config=ws.config, now=now):
-                queued += batch
-            preview = preview_sends(
-                session=session,
-                config=ws.config,
-                renderer=renderer,
-                links=links,
-                now=now,
-                batch_size=batch_size,
-                limit=PREVIEW_LIMIT,
-                gate=TemplateGate(ws.config, ws.path(ws.config.templates_dir)),
-            )
-        finally:
-            session.rollback()
-    return NurtureReport(
-        enrolled=dict(enrolled),
-        exited=dict(exited),
-        queued=queued,
-        unconfirmed=preview.unconfirmed,
-        skipped=dict(preview.skipped),
-        deferred=dict(preview.deferred),
-        failed=dict(preview.failed),
-        held=dict(preview.held),
+    templates = ws.path(ws.config.templates_dir)
+    return nurture_run.dry_run(
+        ws.engine,
+        ws.config,
+        now,
+        renderer=TemplateRenderer(templates),
+        links=_links(ws),
+        gate=TemplateGate(ws.config, templates),
+        batch_size=batch_size,
+        limit=PREVIEW_LIMIT,
         outbox=public_mail_url(ws.settings.mail_url),
-        dry_run=True,
-        would_send=preview.would_send,
-        preview=[PreviewEmail(**asdict(row)) for row in preview.rows],
-        preview_more=preview.more,
     )
 
 
 @flow(name="nurture")
 def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
     """Send the nurture emails that are due, honouring exits and opt-outs at send time."""
-    ws = open_workspace(params.workspace)
+    with run_workspace(params) as ws:
+        return nurture(ws, params)
+
+
+def nurture(ws: Workspace, params: NurtureParams) -> NurtureReport:
+    """The nurture run's work, in the workspace its flow run was given."""
     now = run_time(params.as_of)
     if params.dry_run:
         report = dry_run(ws, now, params.batch_size)
@@ -184,26 +147,11 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
         raise ValueError(f"LEADFLOW_MAIL_URL: {exc}") from None
     gate = TemplateGate(ws.config, ws.path(ws.config.templates_dir))
     with single_writer(ws.engine, "nurture:enrollments"):  # sends are shared through the outbox claim
-        enrolled, exited, queued = update_enrollments(ws, now, gate)
+        changes = update_enrollments(ws, now, gate)
     with slot(mail_limit(ws.settings.mail_url)):
         sent = send_outbox(ws, run_clock(params.as_of), params.batch_size, gate)
-    with session_scope(ws.engine) as session:
-        held = count_held(session=session, gate=gate, now=now)
-    report = NurtureReport(
-        enrolled=dict(enrolled),
-        exited=dict(exited),
-        queued=queued,
-        sent=sent.sent,
-        unconfirmed=sent.unconfirmed,
-        skipped=dict(sent.skipped),
-        deferred=dict(sent.deferred),
-        failed=dict(sent.failed),
-        held={h.describe(): h.emails for h in held},
-        outbox=public_mail_url(ws.settings.mail_url),
-    )
-    report.problems = [
-        Problem(step="nurture", what=f"{n} email(s) failed: {reason}") for reason, n in sorted(sent.failed.items())
-    ] + [Problem(step="nurture", what=f"{n} email(s) held: {where}") for where, n in report.held.items()]
+    held = nurture_run.held_steps(ws.engine, gate, now)
+    report = nurture_report(changes, sent, held, outbox=public_mail_url(ws.settings.mail_url))
     publish_nurture(report)
     log_counts(report)
     emit_finished_sequences(ws.engine, now=now, cap=500)
@@ -211,5 +159,5 @@ def nurture_flow(params: NurtureParams = NurtureParams()) -> NurtureReport:
     if top_level():
         publish_attention(ws.engine)
     if held and params.fail_on_held_templates:
-        raise TemplatesHeld(report.held)
+        raise TemplatesHeld(report.held, report=report)
     return finish(report)

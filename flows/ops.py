@@ -21,17 +21,11 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
-from leads.leases import holding
-from leads.models import (
-    EmailOutbox,
-    HandoffOutbox,
-    NotificationOutbox,
-    OutboxStatus,
-    Quarantine,
-)
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.work.attention import attention_counts
+from leadflow.leads.work.leases import holding
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -107,7 +101,8 @@ def _post(client: Any, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     # Straight to the REST API: small filter bodies, answers read as plain JSON.
     response = client.request("POST", path, json=body)
     response.raise_for_status()
-    return response.json()
+    rows: list[dict[str, Any]] = response.json()
+    return rows
 
 
 def run_task_runs(run_id: str, *, settle: float = 3.0) -> list[dict[str, Any]]:
@@ -178,40 +173,10 @@ def publish_run_steps(top: int = 10) -> list[dict[str, Any]]:
 # -- where to look: dead letters and quarantine ---------------------------------------------------
 
 
-def attention_counts(engine: Engine) -> dict[str, int]:
-    """What an admin may have to act on, in the whole database."""
-    with Session(engine) as session:
-        email = dict(
-            session.execute(
-                select(EmailOutbox.status, func.count())
-                .where(EmailOutbox.status.in_([OutboxStatus.dead.value, OutboxStatus.failed.value]))
-                .group_by(EmailOutbox.status)
-            ).all()
-        )
-        handoff = session.execute(
-            select(func.count()).select_from(HandoffOutbox).where(HandoffOutbox.status == OutboxStatus.dead.value)
-        ).scalar_one()
-        quarantined = session.execute(select(func.count()).select_from(Quarantine)).scalar_one()
-        waiting = [OutboxStatus.pending.value, OutboxStatus.sending.value]
-        handoffs_waiting = session.execute(
-            select(func.count()).select_from(HandoffOutbox).where(HandoffOutbox.status.in_(waiting))
-        ).scalar_one()
-        notifications_waiting = session.execute(
-            select(func.count()).select_from(NotificationOutbox).where(NotificationOutbox.status.in_(waiting))
-        ).scalar_one()
-    return {
-        "handoffs_waiting": handoffs_waiting,
-        "notifications_waiting": notifications_waiting,
-        "emails_dead": email.get(OutboxStatus.dead.value, 0),
-        "emails_failed": email.get(OutboxStatus.failed.value, 0),
-        "handoffs_dead": handoff,
-        "quarantined": quarantined,
-    }
-
-
 def publish_attention(engine: Engine) -> dict[str, int]:
     """`leadflow-attention`: dead letters and quarantine, with where to read them."""
-    counts = attention_counts(engine)
+    with session_scope(engine) as session:
+        counts = attention_counts(session)
     lines = [
         "# Needs attention",
         "",

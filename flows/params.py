@@ -1,10 +1,18 @@
-"""Flow parameters as pydantic models, so the Prefect UI renders a form with descriptions."""
+"""Flow parameters as pydantic models, so the Prefect UI renders a form with descriptions.
+
+An opened workspace rides along as a private attribute (`handing`): pydantic leaves it out of the
+form's schema and of the serialised parameters Prefect stores, and Prefect hands the same parameters
+object (private attributes included) to a subflow, so the pipeline's steps share one workspace.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
+
+from leadflow.leads.workspace import Workspace
 
 
 class RunParams(BaseModel):
@@ -14,6 +22,18 @@ class RunParams(BaseModel):
     as_of: datetime | None = Field(
         default=None, description="Run as if it were this time (UTC); empty means now. For replays and tests."
     )
+    _opened: Workspace | None = PrivateAttr(default=None)
+
+    @property
+    def opened(self) -> Workspace | None:
+        """The workspace the caller opened for this run, if it handed one down."""
+        return self._opened
+
+    def handing(self, ws: Workspace) -> Self:
+        """These parameters with an opened workspace for the run to use; the caller keeps closing it."""
+        params = self.model_copy()
+        params._opened = ws
+        return params
 
 
 class IngestParams(RunParams):

@@ -1,6 +1,6 @@
 """A long step's progress on the run page (a Prefect progress artifact) and, when asked, in the terminal.
 
-The core counts rows on a `leads.progress.Progress`; `step_progress` makes one whose changes go to
+The core counts rows on a `leadflow.leads.work.progress.Progress`; `step_progress` makes one whose changes go to
 a progress artifact of the task run (at most every `ARTIFACT_SECONDS`: each update is a call to
 the Prefect API) and to the listeners `watch` registered (the CLI's bars, a few times a second).
 A failed artifact call is logged once and otherwise ignored: progress must never fail a run.
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 from uuid import UUID
 
-from leads.progress import Progress
+from leadflow.leads.work.progress import Progress
 
 ARTIFACT_SECONDS = 2.0
 # (step, unit, done, total or None, finished)

@@ -6,12 +6,13 @@ from typing import Any
 
 from prefect import tags
 
-from flows.handoff import handoff_flow
-from flows.ingest import ingest_flow
-from flows.nurture import nurture_flow
-from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
-from flows.pipeline import pipeline_flow
-from flows.requalify import requalify_flow
+from leadflow.flows.handoff import handoff_flow
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.nurture import nurture_flow
+from leadflow.flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
+from leadflow.flows.pipeline import pipeline_flow
+from leadflow.flows.requalify import requalify_flow
+from leadflow.leads.workspace import Workspace
 
 FLOWS: dict[str, tuple[Any, type]] = {
     "pipeline": (pipeline_flow, PipelineParams),
@@ -32,8 +33,9 @@ TAGS: dict[str, list[str]] = {
 CLI_TAG = "cli"  # a run started by `leadflow run`, not by a schedule
 
 
-def run(name: str, workspace: str | None, **params: Any) -> Any:
-    """Run a flow in this process (a temporary Prefect server starts if none is configured)."""
+def run(name: str, ws: Workspace, **params: Any) -> Any:
+    """Run a flow in this process, in the caller's opened workspace (a temporary Prefect server starts if
+    none is configured); the caller closes the workspace."""
     flow, model = FLOWS[name]
     with tags(*TAGS[name], CLI_TAG):
-        return flow(model(workspace=workspace, **params))
+        return flow(model(workspace=str(ws.folder), **params).handing(ws))

@@ -1,6 +1,6 @@
 """Requalify flow: rescore the leads that need it (or all of them) and move stages by the rules.
 
-The work is a round of shards in the database (`leads.claims`): this run joins the open round or
+The work is a round of shards in the database (`leadflow.leads.work.claims`): this run joins the open round or
 plans one, then claims shards one at a time until none is left, one task run per shard. Runs on
 other workers do the same, so they share the round and no lead is scored twice in it.
 """
@@ -12,19 +12,20 @@ from datetime import datetime
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from flows.events import emit_stage_events
-from flows.logs import log_counts
-from flows.ops import publish_run_steps, wait_until, worker_id
-from flows.params import RequalifyParams
-from flows.progress import step_progress
-from flows.reports import RequalifyReport, StageMove, publish_requalify
-from flows.workspace import Workspace, open_workspace, run_time
-from leads.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
-from leads.db import session_scope
-from leads.progress import Progress
-from leads.requalify import BatchResult
-from leads.requalify_helpers import default_processes, finish_helpers, start_helpers
-from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_shard
+from leadflow.flows.events import emit_stage_events
+from leadflow.flows.logs import log_counts
+from leadflow.flows.ops import publish_run_steps, wait_until, worker_id
+from leadflow.flows.params import RequalifyParams
+from leadflow.flows.progress import step_progress
+from leadflow.flows.reports import publish_requalify
+from leadflow.flows.workspace import Workspace, run_time, run_workspace
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.requalify.helpers import default_processes, finish_helpers, start_helpers
+from leadflow.leads.requalify.report import RequalifyReport, requalify_report
+from leadflow.leads.requalify.rounds import JOB, plan_round, remember_full_round, score_shard
+from leadflow.leads.requalify.run import BatchResult
+from leadflow.leads.work.claims import Round, Shard, claim_shard, close_round, open_round, round_totals
+from leadflow.leads.work.progress import Progress
 
 
 @task(task_run_name="score shard {shard.label}", cache_policy=NONE)
@@ -56,7 +57,7 @@ def work_round(ws: Workspace, run: Round, me: str, params: RequalifyParams) -> t
 
     def drained() -> bool:
         nonlocal total, mine
-        while (shard := claim_shard(ws.engine, round_id=run.id, worker=me)) is not None:
+        while (shard := claim_shard(ws.engine, round_id=round_id, worker=me)) is not None:
             result = score(ws, shard, run.as_of, me)
             if result is not None:
                 total, mine = total.merge(result), mine + 1
@@ -64,7 +65,7 @@ def work_round(ws: Workspace, run: Round, me: str, params: RequalifyParams) -> t
         if any(h.failed() for h in helpers):
             finish_helpers(helpers)  # raises, naming the helper and its last error line
         on_close = remember_full_round(ws.config, run.as_of) if run.mode == "full" else None
-        return close_round(ws.engine, round_id=run.id, worker=me, on_close=on_close) is not None
+        return close_round(ws.engine, round_id=round_id, worker=me, on_close=on_close) is not None
 
     try:
         with step_progress("requalify", unit="shards", total=run.shards) as progress:
@@ -77,7 +78,12 @@ def work_round(ws: Workspace, run: Round, me: str, params: RequalifyParams) -> t
 @flow(name="requalify")
 def requalify_flow(params: RequalifyParams = RequalifyParams()) -> RequalifyReport:
     """Recompute scores and move leads through the funnel: only the leads that need it, unless `full`."""
-    ws = open_workspace(params.workspace)
+    with run_workspace(params) as ws:
+        return requalify(ws, params)
+
+
+def requalify(ws: Workspace, params: RequalifyParams) -> RequalifyReport:
+    """The requalify run's work, in the workspace its flow run was given."""
     me = worker_id()
     run = open_round(
         ws.engine,
@@ -88,21 +94,7 @@ def requalify_flow(params: RequalifyParams = RequalifyParams()) -> RequalifyRepo
         ),
     )
     total, mine = work_round(ws, run, me, params)
-    with session_scope(ws.engine) as session:
-        whole = round_totals(session, run.id) if run.id is not None else None
-    report = RequalifyReport(
-        ruleset_version=ws.config.scoring.version,
-        mode=run.mode,
-        shards=mine,
-        round_id=run.id,
-        round_shards=run.shards,
-        joined=run.joined,
-        round_leads=whole.leads if whole else 0,
-        round_workers=whole.workers if whole else 0,
-        leads=total.leads,
-        rescored=total.rescored,
-        moves=[StageMove(from_stage=f, to_stage=t, leads=n) for (f, t), n in sorted(total.moves.items())],
-    )
+    report = requalify_report(ws.engine, ws.config, run, total, mine)
     publish_requalify(report)
     log_counts(report)
     emit_stage_events(ws.engine, run_id=me, cap=params.max_lead_events)

@@ -1,5 +1,7 @@
-"""Opening a workspace for a flow run: settings, validated config, a migrated database.
+"""The workspace and the clock of a flow run.
 
+A top-level run (a deployment, `leadflow run`) has one opened workspace (`leadflow.leads.workspace`);
+the pipeline hands the same one to its subflows, so every step sees one config and one engine.
 The config is validated before the database is touched, so a typo in leadflow.yaml stops the
 run with a clear message and changes nothing.
 """
@@ -7,38 +9,26 @@ run with a clear message and changes nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import Engine
+from leadflow.flows.params import RunParams
+from leadflow.leads.db.models import utcnow
+from leadflow.leads.workspace import Workspace, open_workspace
 
-from leads.config import WorkspaceConfig, load_config
-from leads.db import make_engine, upgrade
-from leads.models import utcnow
-from leads.settings import Settings, load_settings
+__all__ = ["Workspace", "run_clock", "run_time", "run_workspace"]  # Workspace: what a flow runs in
 
 
-@dataclass(frozen=True)
-class Workspace:
-    settings: Settings
-    config: WorkspaceConfig
-    engine: Engine
-
-    def path(self, relative: str) -> Path:
-        """A path from leadflow.yaml, relative to the config file's folder."""
-        candidate = Path(relative)
-        return candidate if candidate.is_absolute() else (self.settings.config_file.parent / candidate).resolve()
-
-
-def open_workspace(folder: str | None = None) -> Workspace:
-    """Settings, then config (may raise ConfigError), then the database, migrated to head."""
-    settings = load_settings(Path(folder) if folder else None)
-    config = load_config(settings.config_file)
-    engine = make_engine(settings.resolved_database_url)
-    upgrade(engine)
-    return Workspace(settings=settings, config=config, engine=engine)
+@contextmanager
+def run_workspace(params: RunParams) -> Iterator[Workspace]:
+    """The workspace a flow runs in: the one its caller handed down with the parameters (the pipeline,
+    `leadflow run`; the caller closes it), else one opened for this run and closed when it ends."""
+    if params.opened is not None:
+        yield params.opened
+        return
+    with open_workspace(params.workspace) as ws:
+        yield ws
 
 
 def run_time(as_of: datetime | None) -> datetime:

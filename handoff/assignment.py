@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from leads.assignment_config import CRM_VENDORS, AssignmentConfig, Owner, Team
-from leads.models import (
+from leadflow.leads.config.assignment import CRM_VENDORS, AssignmentConfig, Owner, Team
+from leadflow.leads.db.models import (
     AssignmentStatus,
     HandoffOutbox,
     Lead,
@@ -28,7 +28,7 @@ from leads.models import (
     StageTransition,
     TeamRotation,
 )
-from leads.sql import upsert_insert
+from leadflow.leads.db.sql import upsert_insert
 
 NO_TEAM = "-"  # the rotation row locked while recording leads no team takes (it has no pointer to move)
 
@@ -59,9 +59,9 @@ def team_for(config: AssignmentConfig, lead: Lead) -> Team | None:
 def open_sqls(session: Session) -> Counter[str]:
     """How many SQLs each owner holds now: their load against `max_open_sqls`."""
     rows = session.execute(
-        select(Lead.owner, func.count())
-        .where(Lead.stage == Stage.sql.value, Lead.owner.is_not(None))
-        .group_by(Lead.owner)
+        select(col(Lead.owner), func.count())
+        .where(col(Lead.stage) == Stage.sql.value, col(Lead.owner).is_not(None))
+        .group_by(col(Lead.owner))
     ).all()
     return Counter({owner: count for owner, count in rows})
 
@@ -69,10 +69,11 @@ def open_sqls(session: Session) -> Counter[str]:
 def lock_rotation(session: Session, team: str) -> TeamRotation:
     """The team's pointer row, created if new and locked (PostgreSQL) until the transaction ends."""
     session.execute(upsert_insert(session, TeamRotation).on_conflict_do_nothing(), [{"team": team, "assigned": 0}])
-    query = select(TeamRotation).where(TeamRotation.team == team)
+    query = select(TeamRotation).where(col(TeamRotation.team) == team)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
-    return session.execute(query.execution_options(populate_existing=True)).scalar_one()
+    rotation: TeamRotation = session.execute(query.execution_options(populate_existing=True)).scalar_one()
+    return rotation
 
 
 def next_owner(
@@ -123,9 +124,11 @@ def record(
     now: datetime,
 ) -> LeadAssignment:
     """Write the assignment, set lead.owner and queue the owner's notification (one transaction)."""
+    if lead.id is None:
+        raise ValueError("a lead is assigned once it is stored (it has no id yet)")
     sla = config.sla
     row = LeadAssignment(
-        lead_id=lead.id,  # type: ignore[arg-type]
+        lead_id=lead.id,
         transition_id=transition_id,
         seq=seq,
         team=team.name if team else None,
@@ -174,20 +177,20 @@ def assign_new_sqls(*, session: Session, config: AssignmentConfig, now: datetime
     if not config.teams:
         return report
     pending = session.execute(
-        select(StageTransition.id, Lead)
-        .join(Lead, Lead.id == StageTransition.lead_id)
+        select(col(StageTransition.id), Lead)
+        .join(Lead, col(Lead.id) == col(StageTransition.lead_id))
         .where(
-            StageTransition.to_stage == Stage.sql.value,
-            ~exists().where(LeadAssignment.transition_id == StageTransition.id),
-            ~exists().where(HandoffOutbox.transition_id == StageTransition.id),
+            col(StageTransition.to_stage) == Stage.sql.value,
+            ~exists().where(col(LeadAssignment.transition_id) == col(StageTransition.id)),
+            ~exists().where(col(HandoffOutbox.transition_id) == col(StageTransition.id)),
         )
-        .order_by(StageTransition.id)
+        .order_by(col(StageTransition.id))
     ).all()
     load = open_sqls(session)
     for transition_id, lead in pending:
         team = team_for(config, lead)
         lock_rotation(session, team.name if team else NO_TEAM)  # then look again: another worker may have
-        if session.execute(select(exists().where(LeadAssignment.transition_id == transition_id))).scalar():
+        if session.execute(select(exists().where(col(LeadAssignment.transition_id) == transition_id))).scalar():
             continue  # assigned it while we waited for the lock
         if team is None:
             record(session, config, lead=lead, transition_id=transition_id, seq=0, team=None,
@@ -213,7 +216,7 @@ def assign_new_sqls(*, session: Session, config: AssignmentConfig, now: datetime
 
 def assigned_transitions() -> Any:
     """A filter: SQL transitions that have an owner decision (queued for handoff only then)."""
-    return exists().where(LeadAssignment.transition_id == StageTransition.id)
+    return exists().where(col(LeadAssignment.transition_id) == col(StageTransition.id))
 
 
 def owner_payload(config: AssignmentConfig, owner_id: str | None) -> dict[str, Any] | None:
@@ -230,9 +233,9 @@ def owner_payload(config: AssignmentConfig, owner_id: str | None) -> dict[str, A
 
 def settle(session: Session, assignment_id: int | None, status: AssignmentStatus, now: datetime) -> bool:
     """Compare-and-set active → status; False if another worker (or run) settled it first."""
-    result = session.execute(
+    result = session.exec(
         update(LeadAssignment)
-        .where(LeadAssignment.id == assignment_id, LeadAssignment.status == AssignmentStatus.active.value)
+        .where(col(LeadAssignment.id) == assignment_id, col(LeadAssignment.status) == AssignmentStatus.active.value)
         .values(status=status.value, resolved_at=now)
         .execution_options(synchronize_session=False)
     )

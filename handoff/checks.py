@@ -11,9 +11,10 @@ from collections.abc import Mapping
 
 import apprise
 
-from connectors.notify import FatalNotifyError, describe
-from handoff.notify import expand
-from leads.assignment_config import AssignmentConfig
+from leadflow.connectors.errors import FatalNotifyError
+from leadflow.connectors.notify import describe
+from leadflow.handoff.notify import expand
+from leadflow.leads.config.assignment import AssignmentConfig
 
 
 def notify_urls(config: AssignmentConfig) -> list[tuple[str, str]]:

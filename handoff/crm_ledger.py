@@ -6,11 +6,11 @@ Each write commits on its own, right after the CRM answered, so a delivery that 
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, select
-from sqlmodel import Session
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 
-from leads.models import HandoffCrmRecord, Lead, utcnow
-from leads.sql import upsert_insert
+from leadflow.leads.db.models import HandoffCrmRecord, Lead, utcnow
+from leadflow.leads.db.sql import upsert_insert
 
 
 class DatabaseLedger:
@@ -21,11 +21,11 @@ class DatabaseLedger:
 
     def recall(self, key: str, step: str) -> str | None:
         with Session(self.engine) as session:
-            return session.execute(
+            return session.exec(
                 select(HandoffCrmRecord.crm_id).where(
-                    HandoffCrmRecord.idempotency_key == key, HandoffCrmRecord.step == step
+                    col(HandoffCrmRecord.idempotency_key) == key, col(HandoffCrmRecord.step) == step
                 )
-            ).scalar_one_or_none()
+            ).one_or_none()
 
     def remember(self, key: str, step: str, crm_id: str) -> None:
         with Session(self.engine) as session:
@@ -39,14 +39,14 @@ class DatabaseLedger:
 
     def lead_crm_id(self, email: str, destination: str) -> str | None:
         with Session(self.engine) as session:
-            ids = session.execute(select(Lead.crm_ids).where(Lead.email == email)).scalar_one_or_none()
+            ids = session.exec(select(Lead.crm_ids).where(col(Lead.email) == email)).one_or_none()
         value = (ids or {}).get(destination)
         return str(value) if isinstance(value, str | int) and str(value) else None
 
     def save_lead_crm_id(self, email: str, destination: str, crm_id: str) -> None:
         """Keep the CRM's id for the lead in `lead.crm_ids[destination]`, beside other sources' ids."""
         with Session(self.engine) as session:
-            lead = session.execute(select(Lead).where(Lead.email == email).with_for_update()).scalar_one_or_none()
+            lead = session.exec(select(Lead).where(col(Lead.email) == email).with_for_update()).one_or_none()
             if lead is None or (lead.crm_ids or {}).get(destination) == crm_id:
                 return
             lead.crm_ids = {**(lead.crm_ids or {}), destination: crm_id}

@@ -9,25 +9,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
-from sqlmodel import Session
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
 
-from leads.models import HandoffOutbox, NotificationOutbox, OutboxStatus
+from leadflow.leads.db.models import HandoffOutbox, NotificationOutbox, OutboxStatus
 
 
 def dead_handoffs(session: Session, *, destination: str | None = None) -> list[HandoffOutbox]:
-    query = select(HandoffOutbox).where(HandoffOutbox.status == OutboxStatus.dead.value).order_by(HandoffOutbox.id)
+    query = (
+        select(HandoffOutbox)
+        .where(col(HandoffOutbox.status) == OutboxStatus.dead.value)
+        .order_by(col(HandoffOutbox.id))
+    )
     if destination is not None:
-        query = query.where(HandoffOutbox.destination == destination)
-    return list(session.execute(query).scalars())
+        query = query.where(col(HandoffOutbox.destination) == destination)
+    return list(session.exec(query))
 
 
 def dead_counts(session: Session) -> dict[str, int]:
     """Dead handoffs now, per destination (for the run report)."""
-    rows = session.execute(
-        select(HandoffOutbox.destination, func.count())
-        .where(HandoffOutbox.status == OutboxStatus.dead.value)
-        .group_by(HandoffOutbox.destination)
+    rows = session.exec(
+        select(col(HandoffOutbox.destination), func.count())
+        .where(col(HandoffOutbox.status) == OutboxStatus.dead.value)
+        .group_by(col(HandoffOutbox.destination))
     ).all()
     return {destination: count for destination, count in rows}
 
@@ -48,7 +52,7 @@ def redrive(
     """
     query = (
         update(HandoffOutbox)
-        .where(HandoffOutbox.status == OutboxStatus.dead.value)
+        .where(col(HandoffOutbox.status) == OutboxStatus.dead.value)
         # Due at once, even for a run "as of" an earlier time (replays, tests): due since it was created.
         .values(
             status=OutboxStatus.pending.value, attempts=0, next_attempt_at=HandoffOutbox.created_at, requeued_at=now
@@ -56,15 +60,15 @@ def redrive(
         .execution_options(synchronize_session=False)
     )
     if ids:
-        query = query.where(HandoffOutbox.id.in_(list(ids)))
+        query = query.where(col(HandoffOutbox.id).in_(list(ids)))
     if destination is not None:
-        query = query.where(HandoffOutbox.destination == destination)
-    count = int(session.execute(query).rowcount or 0)
+        query = query.where(col(HandoffOutbox.destination) == destination)
+    count = int(session.exec(query).rowcount or 0)
     if notifications:
         count += int(
-            session.execute(
+            session.exec(
                 update(NotificationOutbox)
-                .where(NotificationOutbox.status == OutboxStatus.dead.value)
+                .where(col(NotificationOutbox.status) == OutboxStatus.dead.value)
                 .values(
                     status=OutboxStatus.pending.value,
                     attempts=0,

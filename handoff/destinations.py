@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import delete, select
-from sqlmodel import Session
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
 
-from leads.models import DisabledDestination
+from leadflow.leads.db.models import DisabledDestination
 
 
 def url_hash(url: str) -> str:
@@ -42,8 +42,8 @@ def disable(session: Session, name: str, url: str, reason: str, now: datetime) -
 
 def enable(session: Session, name: str) -> bool:
     """Switch a destination back on; False if it was not off."""
-    return bool(session.execute(delete(DisabledDestination).where(DisabledDestination.name == name)).rowcount)
+    return bool(session.exec(delete(DisabledDestination).where(col(DisabledDestination.name) == name)).rowcount)
 
 
 def all_disabled(session: Session) -> list[DisabledDestination]:
-    return list(session.execute(select(DisabledDestination).order_by(DisabledDestination.name)).scalars())
+    return list(session.exec(select(DisabledDestination).order_by(col(DisabledDestination.name))))

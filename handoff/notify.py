@@ -9,23 +9,22 @@ CRM link once the CRM id is known. Notification URLs come from the config at sen
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
-from dotenv import dotenv_values
 from sqlalchemy import Engine, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from connectors.notify import FatalNotifyError, Notifier, RetriableNotifyError
-from handoff.retry import backoff, past_horizon
-from leads.config import WorkspaceConfig
-from leads.models import Lead, LeadAssignment, NotificationOutbox, OutboxStatus, StageTransition
-from leads.outbox import Clock, claim_due, fixed_clock
+from leadflow.connectors.backoff import OUTBOX_BACKOFF
+from leadflow.connectors.errors import FatalNotifyError, RetriableNotifyError
+from leadflow.connectors.notify import Notifier
+from leadflow.handoff.retry import past_horizon
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import Lead, LeadAssignment, NotificationOutbox, OutboxStatus, StageTransition
+from leadflow.leads.work.outbox import Clock, claim_due, fixed_clock
 
 LEASE = timedelta(minutes=10)
 BATCH = 500  # notifications claimed at a time; a run takes batch after batch until none is due
@@ -67,15 +66,6 @@ def recipient_url(config: WorkspaceConfig, row: NotificationOutbox, team: str | 
     return found.notify if found else None
 
 
-def environment(workspace: Path) -> dict[str, str]:
-    """What ${NAME} in a notification URL can refer to: the workspace .env, overridden by the process."""
-    env_file = workspace / ".env"
-    values = dotenv_values(env_file) if env_file.exists() else {}
-    env = {name: value for name, value in values.items() if value is not None}
-    env.update(os.environ)
-    return env
-
-
 def expand(url: str, env: Mapping[str, str]) -> str:
     """Fill ${NAME} from the environment; a missing variable is a config mistake, named."""
     missing = [name for name in _ENV_REF.findall(url) if not env.get(name)]
@@ -91,7 +81,7 @@ def lead_link(config: WorkspaceConfig, lead: Lead) -> str:
     for key, crm_id in sorted((lead.crm_ids or {}).items()):
         vendor = kinds.get(key, key)
         if vendor in links and crm_id:
-            return links[vendor].replace("{id}", str(crm_id))  # type: ignore[index]
+            return links[vendor].replace("{id}", str(crm_id))
     return f"leadflow explain {lead.email}"
 
 
@@ -164,11 +154,13 @@ def send_notifications(
 
 def unsent_notifications(session: Session) -> int:
     """Notifications not sent yet (queued, waiting for a retry, or being sent)."""
-    return session.execute(
-        select(func.count())
-        .select_from(NotificationOutbox)
-        .where(NotificationOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]))
-    ).scalar_one()
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(NotificationOutbox)
+            .where(col(NotificationOutbox.status).in_([OutboxStatus.pending.value, OutboxStatus.sending.value]))
+        ).scalar_one()
+    )
 
 
 def _send_one(
@@ -203,7 +195,7 @@ def _send_one(
     except RetriableNotifyError as exc:
         now = clock()
         row.last_error = report.last_error = f"{row.recipient}: {exc}"[:2000]
-        next_try = now + timedelta(seconds=backoff(row.attempts))
+        next_try = now + timedelta(seconds=OUTBOX_BACKOFF.wait(row.attempts))
         horizon = config.handoff.dead_letter_after
         queued_at = row.requeued_at or row.created_at
         if past_horizon(attempts=row.attempts, queued_at=queued_at, now=now, horizon=horizon, next_try=next_try):

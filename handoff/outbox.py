@@ -14,20 +14,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, exists, func, or_, select, true, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from connectors.handoff import DestinationGoneError, FatalHandoffError, HandoffSink, RetriableHandoffError
-from handoff.assignment import assigned_transitions, owner_payload
-from handoff.retry import backoff, past_horizon
-from handoff.starts import Start
-from leads.assignment_config import DeadLetterConfig
-from leads.config import WorkspaceConfig
-from leads.explain import as_payload, explain_lead
-from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition
-from leads.outbox import Clock, claim_due, fixed_clock
-from leads.progress import Progress, advance
-from leads.records import PROFILE_FIELDS
-from leads.sql import upsert_insert
+from leadflow.connectors.backoff import OUTBOX_BACKOFF
+from leadflow.connectors.errors import DestinationGoneError, FatalHandoffError, RetriableHandoffError
+from leadflow.connectors.handoff import HandoffSink
+from leadflow.connectors.handoff_payload import HandoffPayload
+from leadflow.handoff.assignment import assigned_transitions, owner_payload
+from leadflow.handoff.retry import past_horizon
+from leadflow.handoff.starts import Start
+from leadflow.leads.config.assignment import DeadLetterConfig
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import PROFILE_FIELDS, HandoffOutbox, Lead, OutboxStatus, Stage, StageTransition
+from leadflow.leads.db.sql import upsert_insert
+from leadflow.leads.requalify.explain import as_payload, explain_lead
+from leadflow.leads.work.outbox import Clock, claim_due, fixed_clock
+from leadflow.leads.work.progress import Progress, advance
 
 LEASE = timedelta(minutes=10)
 BATCH = 500  # rows claimed at a time; a run takes batch after batch until none is due
@@ -49,15 +51,15 @@ def handoff_key(transition_id: int, destination: str) -> str:
     return f"handoff:{transition_id}:{destination}"
 
 
-def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transition: StageTransition) -> dict[str, Any]:
+def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transition: StageTransition) -> HandoffPayload:
     """What sales receives: who the lead is, why it qualified (as of then), and how it got here."""
     explanation = explain_lead(session=session, config=config, email=lead.email, now=transition.at)
     history = session.execute(
         select(StageTransition)
-        .where(StageTransition.lead_id == lead.id)
-        .order_by(StageTransition.at, StageTransition.id)
+        .where(col(StageTransition.lead_id) == lead.id)
+        .order_by(col(StageTransition.at), col(StageTransition.id))
     ).scalars()
-    return {
+    document = {
         "event": "lead.sql",
         "lead": {"email": lead.email, **{name: getattr(lead, name) for name in PROFILE_FIELDS}, "owner": lead.owner},
         "owner": owner_payload(config.handoff, lead.owner),
@@ -70,6 +72,7 @@ def build_payload(session: Session, config: WorkspaceConfig, lead: Lead, transit
             {"from": t.from_stage, "to": t.to_stage, "at": t.at.isoformat() + "Z", "reason": t.reason} for t in history
         ],
     }
+    return HandoffPayload.of(document)
 
 
 def queue_new_sqls(*, session: Session, config: WorkspaceConfig, destination: str, now: datetime) -> int:
@@ -98,20 +101,22 @@ def queue_new_sqls_for(
     # Per destination: it lacks the transition and the transition is one it receives (handoff/starts.py).
     wanted = [
         and_(
-            ~exists().where(HandoffOutbox.transition_id == StageTransition.id, HandoffOutbox.destination == name),
+            ~exists().where(
+                col(HandoffOutbox.transition_id) == col(StageTransition.id), col(HandoffOutbox.destination) == name
+            ),
             starts.get(name, Start()).condition(),
         )
         for name in destinations
     ]
     pending = session.execute(
         select(StageTransition, Lead, *(w.label(f"wanted_{n}") for n, w in enumerate(wanted)))
-        .join(Lead, Lead.id == StageTransition.lead_id)
+        .join(Lead, col(Lead.id) == col(StageTransition.lead_id))
         .where(
-            StageTransition.to_stage == Stage.sql.value,
+            col(StageTransition.to_stage) == Stage.sql.value,
             or_(*wanted),
             assigned_transitions() if config.handoff.teams else true(),  # waiting leads are not handed off yet
         )
-        .order_by(StageTransition.id)
+        .order_by(col(StageTransition.id))
     ).all()
     rows = []
     for t, lead, *flags in pending:
@@ -125,7 +130,7 @@ def queue_new_sqls_for(
 
 
 def pending_row(
-    key: str, lead_id: int, transition_id: int, destination: str, payload: dict[str, Any], now: datetime
+    key: str, lead_id: int, transition_id: int | None, destination: str, payload: HandoffPayload, now: datetime
 ) -> dict[str, Any]:
     """A handoff outbox row waiting for its first delivery attempt."""
     return {
@@ -133,7 +138,7 @@ def pending_row(
         "lead_id": lead_id,
         "transition_id": transition_id,
         "destination": destination,
-        "payload": payload,
+        "payload": payload.document,
         "status": OutboxStatus.pending.value,
         "attempts": 0,
         "next_attempt_at": now,
@@ -183,7 +188,7 @@ def deliver_pending(
                 now=clock(),
                 limit=take,
                 lease=LEASE,
-                where=[HandoffOutbox.destination == destination],
+                where=[col(HandoffOutbox.destination) == destination],
             )
         if not ids:
             break
@@ -212,10 +217,11 @@ def _deliver_batch(
             if row is None or row.status != OutboxStatus.sending:
                 continue
             try:
-                row.provider_id = sink.deliver(idempotency_key=row.idempotency_key, payload=row.payload)
+                payload = HandoffPayload.of(row.payload)
+                row.provider_id = sink.deliver(idempotency_key=row.idempotency_key, payload=payload)
                 row.status, row.delivered_at, row.last_error = OutboxStatus.sent, clock(), None
                 report.delivered += 1
-                report.by_owner[(row.payload.get("owner") or {}).get("id") or "-"] += 1
+                report.by_owner[(payload.owner.id if payload.owner else None) or "-"] += 1
             except RetriableHandoffError as exc:
                 report.last_error = str(exc)
                 _retry_or_die(row, str(exc), exc.retry_after, report, clock(), dead_letter)
@@ -236,22 +242,23 @@ def _deliver_batch(
 
 def undelivered(session: Session, destination: str) -> int:
     """Rows of this destination not delivered yet (queued, waiting for a retry, or being sent)."""
-    return session.execute(
+    count: int = session.execute(
         select(func.count())
         .select_from(HandoffOutbox)
         .where(
-            HandoffOutbox.destination == destination,
-            HandoffOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
+            col(HandoffOutbox.destination) == destination,
+            col(HandoffOutbox.status).in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
         )
     ).scalar_one()
+    return count
 
 
 def _release(session: Session, ids: list[int], now: datetime) -> None:
     """Hand claimed rows back untouched (the attempt did not count): the destination is off."""
     session.execute(
         update(HandoffOutbox)
-        .where(HandoffOutbox.id.in_(ids), HandoffOutbox.status == OutboxStatus.sending)
-        .values(status=OutboxStatus.pending.value, next_attempt_at=now, attempts=HandoffOutbox.attempts - 1)
+        .where(col(HandoffOutbox.id).in_(ids), col(HandoffOutbox.status) == OutboxStatus.sending)
+        .values(status=OutboxStatus.pending.value, next_attempt_at=now, attempts=col(HandoffOutbox.attempts) - 1)
         .execution_options(synchronize_session=False)
     )
 
@@ -265,7 +272,7 @@ def _retry_or_die(
     dead_letter: DeadLetterConfig,
 ) -> None:
     row.last_error = error[:2000]
-    next_try = now + timedelta(seconds=backoff(row.attempts, retry_after))
+    next_try = now + timedelta(seconds=OUTBOX_BACKOFF.wait(row.attempts, retry_after))
     queued_at = row.requeued_at or row.created_at
     if past_horizon(attempts=row.attempts, queued_at=queued_at, now=now, horizon=dead_letter, next_try=next_try):
         row.status = OutboxStatus.dead

@@ -1,25 +1,15 @@
-"""When to try a failed delivery again, and when to give it up (the dead-letter horizon).
+"""When to give a failed delivery up (the dead-letter horizon).
 
-Shared by the handoff and notification outboxes: exponential backoff with jitter, never sooner
-than the peer's Retry-After, and a horizon of attempts and/or hours since the row was queued
+Shared by the handoff and notification outboxes, which wait between tries by
+`connectors.backoff.OUTBOX_BACKOFF`: a horizon of attempts and/or hours since the row was queued
 (or re-driven with `leadflow handoff retry`).
 """
 
 from __future__ import annotations
 
-import random
 from datetime import datetime, timedelta
 
-from leads.assignment_config import DeadLetterConfig
-
-BASE_DELAY = 30.0
-MAX_DELAY = 3600.0
-
-
-def backoff(attempts: int, retry_after: float | None = None, *, jitter: float = 0.2) -> float:
-    """Seconds to wait after `attempts` failed tries: 30 s, 60 s, 120 s … capped at an hour, ±20 %."""
-    delay = min(MAX_DELAY, BASE_DELAY * 2 ** max(attempts - 1, 0)) * random.uniform(1 - jitter, 1 + jitter)
-    return max(delay, retry_after or 0.0)
+from leadflow.leads.config.assignment import DeadLetterConfig
 
 
 def past_horizon(

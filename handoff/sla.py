@@ -16,12 +16,21 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from handoff.assignment import Choice, choose, open_sqls, owner_payload, queue_notification, record, settle
-from handoff.outbox import pending_row, queue_pending
-from leads.assignment_config import AssignmentConfig, SlaConfig
-from leads.models import Activity, AssignmentStatus, HandoffOutbox, Lead, LeadAssignment, OutboxStatus, Stage
+from leadflow.connectors.handoff_payload import HandoffPayload
+from leadflow.handoff.assignment import Choice, choose, open_sqls, owner_payload, queue_notification, record, settle
+from leadflow.handoff.outbox import pending_row, queue_pending
+from leadflow.leads.config.assignment import AssignmentConfig, SlaConfig
+from leadflow.leads.db.models import (
+    Activity,
+    AssignmentStatus,
+    HandoffOutbox,
+    Lead,
+    LeadAssignment,
+    OutboxStatus,
+    Stage,
+)
 
 
 @dataclass
@@ -32,7 +41,7 @@ class SlaReport:
 
 
 def _delivered(session: Session, transition_id: int) -> bool:
-    rows = select(HandoffOutbox.status).where(HandoffOutbox.transition_id == transition_id)
+    rows = select(col(HandoffOutbox.status)).where(col(HandoffOutbox.transition_id) == transition_id)
     statuses = set(session.execute(rows).scalars())
     return bool(statuses) and statuses <= {OutboxStatus.sent.value}
 
@@ -44,9 +53,9 @@ def _acted(session: Session, sla: SlaConfig, row: LeadAssignment) -> bool:
         session.execute(
             select(
                 exists().where(
-                    Activity.lead_id == row.lead_id,
-                    Activity.type.in_(sla.activity_types),
-                    Activity.occurred_at >= row.assigned_at,
+                    col(Activity.lead_id) == row.lead_id,
+                    col(Activity.type).in_(sla.activity_types),
+                    col(Activity.occurred_at) >= row.assigned_at,
                 )
             )
         ).scalar()
@@ -61,13 +70,13 @@ def check_sla(*, session: Session, config: AssignmentConfig, now: datetime) -> S
         return report
     due = session.execute(
         select(LeadAssignment, Lead)
-        .join(Lead, Lead.id == LeadAssignment.lead_id)
+        .join(Lead, col(Lead.id) == col(LeadAssignment.lead_id))
         .where(
-            LeadAssignment.status == AssignmentStatus.active.value,
-            LeadAssignment.sla_due_at.is_not(None),
-            LeadAssignment.sla_due_at <= now,
+            col(LeadAssignment.status) == AssignmentStatus.active.value,
+            col(LeadAssignment.sla_due_at).is_not(None),
+            col(LeadAssignment.sla_due_at) <= now,
         )
-        .order_by(LeadAssignment.sla_due_at, LeadAssignment.id)
+        .order_by(col(LeadAssignment.sla_due_at), col(LeadAssignment.id))
     ).all()
     load = open_sqls(session)
     for row, lead in due:
@@ -83,7 +92,7 @@ def check_sla(*, session: Session, config: AssignmentConfig, now: datetime) -> S
         if reassign and team is not None:
             tried = set(
                 session.execute(
-                    select(LeadAssignment.owner_id).where(LeadAssignment.transition_id == row.transition_id)
+                    select(col(LeadAssignment.owner_id)).where(col(LeadAssignment.transition_id) == row.transition_id)
                 ).scalars()
             )
             choice = choose(session, config, team, load, exclude={t for t in tried if t})
@@ -107,7 +116,7 @@ def check_sla(*, session: Session, config: AssignmentConfig, now: datetime) -> S
         else:
             if reassign:  # nobody else in the team has room: escalate instead
                 escalated = AssignmentStatus.escalated.value
-                session.execute(update(LeadAssignment).where(LeadAssignment.id == row.id).values(status=escalated))
+                session.execute(update(LeadAssignment).where(col(LeadAssignment.id) == row.id).values(status=escalated))
             if team is not None and team.manager and config.notify.enabled:
                 queue_notification(session, row, kind="escalated", recipient=f"manager:{team.name}", now=now)
             report.escalated[row.team or "-"] += 1
@@ -120,8 +129,8 @@ def _rehandoff(
     """Tell every destination that had the lead who owns it now (a new key per reassignment)."""
     previous = session.execute(
         select(HandoffOutbox)
-        .where(HandoffOutbox.transition_id == old.transition_id)
-        .order_by(HandoffOutbox.destination, HandoffOutbox.id.desc())
+        .where(col(HandoffOutbox.transition_id) == old.transition_id)
+        .order_by(col(HandoffOutbox.destination), col(HandoffOutbox.id).desc())
     ).scalars()
     latest: dict[str, HandoffOutbox] = {}
     for row in previous:
@@ -137,5 +146,6 @@ def _rehandoff(
             "reassigned_at": now.isoformat() + "Z",
         }
         payload["lead"] = {**payload.get("lead", {}), "owner": new.owner_id}
-        rows.append(pending_row(f"{base}:r{new.seq}", row.lead_id, row.transition_id, destination, payload, now))
+        again = HandoffPayload.of(payload)
+        rows.append(pending_row(f"{base}:r{new.seq}", row.lead_id, row.transition_id, destination, again, now))
     queue_pending(session, rows)

@@ -21,9 +21,10 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, exists, func, or_, select, true
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from leads.handoff_config import ALL_SQLS
-from leads.models import DestinationStart, HandoffOutbox, Stage, StageTransition
+from leadflow.leads.config.handoff import ALL_SQLS
+from leadflow.leads.db.models import DestinationStart, HandoffOutbox, Stage, StageTransition
 
 Since = datetime | str | None  # a destination's `since`: a moment, "all", or unset
 
@@ -42,10 +43,13 @@ class Start:
     def condition(self) -> ColumnElement[bool]:
         """Whether this destination receives a transition, in SQL over StageTransition."""
         if self.since is not None:
-            return StageTransition.at >= self.since
+            return col(StageTransition.at) >= self.since
         if self.after is None:
             return true()
-        return or_(StageTransition.id > self.after, ~exists().where(HandoffOutbox.transition_id == StageTransition.id))
+        return or_(
+            col(StageTransition.id) > self.after,
+            ~exists().where(col(HandoffOutbox.transition_id) == col(StageTransition.id)),
+        )
 
 
 def destination_starts(session: Session, destinations: Iterable[tuple[str, Since]], now: datetime) -> dict[str, Start]:
@@ -68,8 +72,8 @@ def _automatic(session: Session, name: str, now: datetime) -> Start:
     row = session.get(DestinationStart, name)
     if row is not None:
         return Start(after=row.after_transition)
-    own = session.execute(select(exists().where(HandoffOutbox.destination == name))).scalar()
-    last = None if own else session.execute(select(func.max(HandoffOutbox.transition_id))).scalar()
+    own = session.execute(select(exists().where(col(HandoffOutbox.destination) == name))).scalar()
+    last = None if own else session.execute(select(func.max(col(HandoffOutbox.transition_id)))).scalar()
     session.add(DestinationStart(name=name, after_transition=last, recorded_at=now))
     session.flush()
     left_out = 0 if last is None else _left_out(session, last)
@@ -78,12 +82,12 @@ def _automatic(session: Session, name: str, now: datetime) -> Start:
 
 def _left_out(session: Session, last: int) -> int:
     """SQLs up to `last` that some destination has: a destination starting after `last` will not get them."""
-    handed = exists().where(HandoffOutbox.transition_id == StageTransition.id)
+    handed = exists().where(col(HandoffOutbox.transition_id) == col(StageTransition.id))
     return int(
         session.execute(
             select(func.count())
             .select_from(StageTransition)
-            .where(StageTransition.to_stage == Stage.sql.value, StageTransition.id <= last, handed)
+            .where(col(StageTransition.to_stage) == Stage.sql.value, col(StageTransition.id) <= last, handed)
         ).scalar_one()
     )
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from jinja2 import TemplateError, TemplateSyntaxError
 
-from leads.config import WorkspaceConfig
-from leads.records import PROFILE_FIELDS
-from nurture.render import RenderedEmail, TemplateRenderer
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import PROFILE_FIELDS
+from leadflow.nurture.render import RenderedEmail, TemplateRenderer
 
 SAMPLE_UNSUBSCRIBE_URL = "https://example.com/u/sample"
 FULL_LEAD = {

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from leads.compliance_config import WEEKDAYS, ComplianceConfig, ConsentRule, FrequencyCap, SendWindow
+from leadflow.leads.config.compliance import WEEKDAYS, ComplianceConfig, ConsentRule, FrequencyCap, SendWindow
 
 
 @dataclass(frozen=True, slots=True)

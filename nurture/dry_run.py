@@ -15,13 +15,17 @@ from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from leads.config import WorkspaceConfig
-from leads.models import EmailOutbox, OutboxStatus
-from nurture import compliance
-from nurture.held import TemplateGate
-from nurture.outbox import Composer, LinkSigner, StepGone, held_error, load_due
-from nurture.render import TemplateRenderer
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import EmailOutbox, OutboxStatus
+from leadflow.nurture import compliance
+from leadflow.nurture.composer import Composer, StepGone, held_error
+from leadflow.nurture.due import load_due
+from leadflow.nurture.held import TemplateGate
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.message import NeedsSmtpUtf8
+from leadflow.nurture.render import TemplateRenderer
 
 
 @dataclass(frozen=True)
@@ -67,18 +71,18 @@ def preview_sends(
         session.scalar(
             select(func.count())
             .select_from(EmailOutbox)
-            .where(EmailOutbox.status == OutboxStatus.in_flight, EmailOutbox.next_attempt_at <= now)
+            .where(col(EmailOutbox.status) == OutboxStatus.in_flight, col(EmailOutbox.next_attempt_at) <= now)
         )
         or 0
     )
     due = and_(
-        or_(EmailOutbox.status == OutboxStatus.pending, EmailOutbox.status == OutboxStatus.sending),
-        EmailOutbox.next_attempt_at <= now,
+        or_(col(EmailOutbox.status) == OutboxStatus.pending, col(EmailOutbox.status) == OutboxStatus.sending),
+        col(EmailOutbox.next_attempt_at) <= now,
     )
     planned: dict[int, list[datetime]] = defaultdict(list)  # sends this run would make, for the cap
     last_id = 0
     while True:
-        batch, history = load_due(session, and_(due, EmailOutbox.id > last_id), config.compliance, now, batch_size)
+        batch, history = load_due(session, and_(due, col(EmailOutbox.id) > last_id), config.compliance, now, batch_size)
         if not batch:
             return preview
         last_id = batch[-1].row_id
@@ -97,6 +101,9 @@ def preview_sends(
                 except StepGone as exc:
                     preview.skipped[str(exc)] += 1
                     row = PreviewRow(item.recipient.email, item.sequence, item.step, "skip", str(exc))
+                except NeedsSmtpUtf8:  # as a real send: this lead's email fails, nothing is held
+                    preview.failed["needs SMTPUTF8"] += 1
+                    row = PreviewRow(item.recipient.email, item.sequence, item.step, "fail", "needs SMTPUTF8")
                 except Exception as exc:  # reported per email: a real run holds it until the template is fixed
                     reason = held_error(composer, item, exc).removeprefix("held: ")
                     preview.held[reason] += 1

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from leads.config import WorkspaceConfig
-from leads.models import (
+from leadflow.leads.config.nurture import FitCriterion, Sequence
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import (
     FUNNEL,
     Activity,
     ActivityType,
@@ -24,11 +27,8 @@ from leads.models import (
     Stage,
     funnel_rank,
 )
-from leads.nurture_config import FitCriterion, Sequence
-from nurture.steps import first_due, outbox_key, queue_due_steps
-from nurture.suppression import suppressed
-
-__all__ = ["enroll", "exit_finished", "outbox_key", "queue_due_steps"]
+from leadflow.nurture.steps import first_due
+from leadflow.nurture.suppression import suppressed
 
 E = NurtureEnrollment
 # The activity that ends an enrollment for each optional exit (only if it happened after enrolling).
@@ -39,7 +39,7 @@ EXIT_ACTIVITY = {
 
 
 def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Counter[str]:
-    """Enroll eligible leads, highest priority first; returns how many joined each sequence.
+    """Enroll eligible leads, highest priority first; returns how many joined each sequence (none: left out).
 
     With `max_active_per_lead: 1` (the default) a lead active in a lower-priority sequence that
     fits a higher one moves: the old enrollment exits with reason "moved to NAME".
@@ -54,18 +54,20 @@ def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Count
                 session,
                 now,
                 f"moved to {sequence.name}",
-                [E.sequence.in_(lower), E.lead_id.in_(select(Lead.id).where(*fits))],
+                [col(E.sequence).in_(lower), col(E.lead_id).in_(select(col(Lead.id)).where(*fits))],
             )
         if limit == 1:
-            room = ~exists().where(E.lead_id == Lead.id, E.status == EnrollmentStatus.active)
+            room = ~exists().where(col(E.lead_id) == col(Lead.id), col(E.status) == EnrollmentStatus.active)
         else:  # the re-enrollment check already keeps a lead out of a sequence it is active in
-            active = select(func.count()).where(E.lead_id == Lead.id, E.status == EnrollmentStatus.active)
+            active = select(func.count()).where(
+                col(E.lead_id) == col(Lead.id), col(E.status) == EnrollmentStatus.active
+            )
             room = active.scalar_subquery() < limit
         earlier = select(func.coalesce(func.max(E.cycle), 0) + 1).where(
-            E.lead_id == Lead.id, E.sequence == sequence.name
+            col(E.lead_id) == col(Lead.id), col(E.sequence) == sequence.name
         )
         chosen = select(
-            Lead.id,
+            col(Lead.id),
             literal(sequence.name),
             earlier.scalar_subquery(),
             literal(0),
@@ -83,53 +85,55 @@ def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Count
             # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg otherwise reports -1.
             .execution_options(preserve_rowcount=True)
         )
+        # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
         enrolled[sequence.name] += result.rowcount or 0  # type: ignore[attr-defined]
-    return enrolled
+    return +enrolled  # sequences nobody joined are left out, as exit_finished leaves out reasons
 
 
 def eligible(sequence: Sequence, now: datetime) -> list[ColumnElement[bool]]:
     """SQL conditions on `lead` for joining `sequence` now (not counting other active sequences)."""
     rule = sequence.enroll
     conditions: list[ColumnElement[bool]] = [
-        Lead.stage.in_([s.value for s in rule.stages]),
-        Lead.unsubscribed_at.is_(None),
-        Lead.bounced_at.is_(None),
-        ~suppressed(Lead.email, sequence.name),
+        col(Lead.stage).in_([s.value for s in rule.stages]),
+        col(Lead.unsubscribed_at).is_(None),
+        col(Lead.bounced_at).is_(None),
+        ~suppressed(col(Lead.email), sequence.name),
         _may_enter_again(sequence, now),
     ]
     if rule.min_score is not None:
-        conditions.append(Lead.score >= rule.min_score)
+        conditions.append(col(Lead.score) >= rule.min_score)
     if rule.max_score is not None:
-        conditions.append(Lead.score <= rule.max_score)
+        conditions.append(col(Lead.score) <= rule.max_score)
     if rule.inactive_days is not None:
         quiet_since = now - timedelta(days=rule.inactive_days)
-        conditions.append(or_(Lead.last_activity_at.is_(None), Lead.last_activity_at <= quiet_since))
+        last_activity = col(Lead.last_activity_at)
+        conditions.append(or_(last_activity.is_(None), last_activity <= quiet_since))
     for name, criterion in rule.fit.items():
-        conditions.append(_fit(getattr(Lead, name), criterion))
+        conditions.append(_fit(col(getattr(Lead, name)), criterion))
     return conditions
 
 
-def _fit(column: ColumnElement[object], criterion: FitCriterion) -> ColumnElement[bool]:
+def _fit(column: SQLColumnExpression[Any], criterion: FitCriterion) -> ColumnElement[bool]:
     if criterion.one_of is not None:
         return func.lower(column).in_([v.lower() for v in criterion.one_of])
     if criterion.contains is not None:
         return func.lower(column).contains(criterion.contains.lower(), autoescape=True)
     bounds = []
     if criterion.at_least is not None:
-        bounds.append(column >= criterion.at_least)  # type: ignore[operator]
+        bounds.append(column >= criterion.at_least)
     if criterion.at_most is not None:
-        bounds.append(column <= criterion.at_most)  # type: ignore[operator]
+        bounds.append(column <= criterion.at_most)
     return and_(*bounds)
 
 
 def _may_enter_again(sequence: Sequence, now: datetime) -> ColumnElement[bool]:
     """The re-enrollment policy: never (the default), or `after_days` after the last time ended."""
-    mine = [E.lead_id == Lead.id, E.sequence == sequence.name]
+    mine = [col(E.lead_id) == col(Lead.id), col(E.sequence) == sequence.name]
     policy = sequence.reenroll
     if policy is None:
         return ~exists().where(*mine)
     cooling = now - timedelta(days=policy.after_days)
-    blocked = ~exists().where(*mine, or_(E.status == EnrollmentStatus.active, E.exited_at > cooling))
+    blocked = ~exists().where(*mine, or_(col(E.status) == EnrollmentStatus.active, col(E.exited_at) > cooling))
     if policy.max_times is None:
         return blocked
     times = select(func.count()).where(*mine).scalar_subquery()
@@ -144,12 +148,12 @@ def exit_finished(*, session: Session, config: WorkspaceConfig, now: datetime) -
     """
     exited: Counter[str] = Counter()
     opted_out = {
-        "unsubscribed": Lead.unsubscribed_at.is_not(None),
-        "bounced": Lead.bounced_at.is_not(None),
-        "disqualified": Lead.stage == Stage.disqualified.value,
+        "unsubscribed": col(Lead.unsubscribed_at).is_not(None),
+        "bounced": col(Lead.bounced_at).is_not(None),
+        "disqualified": col(Lead.stage) == Stage.disqualified.value,
     }
     for reason, condition in opted_out.items():
-        exited[reason] += _exit_where(session, now, reason, [E.lead_id.in_(select(Lead.id).where(condition))])
+        exited[reason] += _exit_where(session, now, reason, [col(E.lead_id).in_(select(col(Lead.id)).where(condition))])
     for sequence in config.nurture.sequences:
         goal = [s.value for s in FUNNEL if funnel_rank(s) >= funnel_rank(sequence.exit_at_stage)]
         reason = f"reached {sequence.exit_at_stage.value}"
@@ -157,25 +161,29 @@ def exit_finished(*, session: Session, config: WorkspaceConfig, now: datetime) -
             session,
             now,
             reason,
-            [E.sequence == sequence.name, E.lead_id.in_(select(Lead.id).where(Lead.stage.in_(goal)))],
+            [
+                col(E.sequence) == sequence.name,
+                col(E.lead_id).in_(select(col(Lead.id)).where(col(Lead.stage).in_(goal))),
+            ],
         )
         for name in sequence.exit_on:
             happened = exists().where(
-                Activity.lead_id == E.lead_id,
-                Activity.type.in_(EXIT_ACTIVITY[name]),
-                Activity.occurred_at >= E.enrolled_at,
-                Activity.occurred_at <= now,
+                col(Activity.lead_id) == col(E.lead_id),
+                col(Activity.type).in_(EXIT_ACTIVITY[name]),
+                col(Activity.occurred_at) >= col(E.enrolled_at),
+                col(Activity.occurred_at) <= now,
             )
             reason = name.replace("_", " ")
-            exited[reason] += _exit_where(session, now, reason, [E.sequence == sequence.name, happened])
+            exited[reason] += _exit_where(session, now, reason, [col(E.sequence) == sequence.name, happened])
     return +exited
 
 
 def _exit_where(session: Session, now: datetime, reason: str, where: list[ColumnElement[bool]]) -> int:
     result = session.execute(
         update(E)
-        .where(E.status == EnrollmentStatus.active, *where)
+        .where(col(E.status) == EnrollmentStatus.active, *where)
         .values(status=EnrollmentStatus.exited.value, exited_at=now, exit_reason=reason, next_due_at=None)
         .execution_options(synchronize_session=False)
     )
+    # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
     return result.rowcount or 0  # type: ignore[attr-defined]

@@ -21,11 +21,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, func, or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from leads.config import WorkspaceConfig
-from leads.models import EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
-from nurture.checks import SAMPLE_LEADS, SAMPLE_UNSUBSCRIBE_URL, describe_error, where_in_template
-from nurture.render import TemplateRenderer
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
+from leadflow.nurture.checks import SAMPLE_LEADS, SAMPLE_UNSUBSCRIBE_URL, describe_error, where_in_template
+from leadflow.nurture.render import TemplateRenderer
 
 Step = tuple[str, int]  # (sequence name, index of the step in its list)
 
@@ -161,19 +162,19 @@ def count_held(*, session: Session, gate: TemplateGate, now: datetime) -> list[H
     E = NurtureEnrollment
     counts: Counter[Step] = Counter()
     for name, index, n in session.execute(
-        select(E.sequence, E.step, func.count())
-        .where(E.status == EnrollmentStatus.active, E.next_due_at <= now, at_steps(E.sequence, E.step, steps))
-        .group_by(E.sequence, E.step)
+        select(col(E.sequence), col(E.step), func.count())
+        .where(col(E.status) == EnrollmentStatus.active, col(E.next_due_at) <= now, at_steps(E.sequence, E.step, steps))
+        .group_by(col(E.sequence), col(E.step))
     ):
         counts[(name, index)] += n
     counts.update(gate.jumped.values())
     for name, index, n in session.execute(
-        select(EmailOutbox.sequence, EmailOutbox.step, func.count())
+        select(col(EmailOutbox.sequence), col(EmailOutbox.step), func.count())
         .where(
-            EmailOutbox.status.in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
+            col(EmailOutbox.status).in_([OutboxStatus.pending.value, OutboxStatus.sending.value]),
             at_steps(EmailOutbox.sequence, EmailOutbox.step, steps),
         )
-        .group_by(EmailOutbox.sequence, EmailOutbox.step)
+        .group_by(col(EmailOutbox.sequence), col(EmailOutbox.step))
     ):
         counts[(name, index)] += n
     for step in held:

@@ -1,4 +1,4 @@
-"""Tracked links in emails: signed click and open tokens, and rewriting the links of an HTML part.
+"""The links an email carries: signed unsubscribe, click and open tokens, and the rewritten HTML part.
 
 A click token binds the lead, the sequence, the step and the exact target URL under one HMAC, so
 the web endpoint redirects only to a URL that an email really carried (no open redirect), and
@@ -13,8 +13,8 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from nurture import tokens
-from nurture.tokens import BadToken
+from leadflow.nurture import tokens
+from leadflow.nurture.tokens import BadToken
 
 UNSUBSCRIBE = "unsubscribe"
 CLICK = "click"
@@ -102,3 +102,33 @@ def add_open_pixel(body: str, url: str) -> str:
         return body + pixel
     at = ends[-1].start()
     return body[:at] + pixel + body[at:]
+
+
+@dataclass(frozen=True)
+class LinkSigner:
+    """Makes the public links an email carries: unsubscribe, tracked clicks and (optionally) an open pixel."""
+
+    secret_key: str
+    public_base_url: str
+    track_opens: bool = False
+
+    def unsubscribe_url(self, lead_id: int, sequence: str) -> str:
+        token = tokens.sign(self.secret_key, UNSUBSCRIBE, lead_id, sequence)
+        return f"{self.public_base_url.rstrip('/')}/u/{token}"
+
+    def click_url(self, lead_id: int, sequence: str, step: int, url: str) -> str:
+        token = click_token(self.secret_key, lead_id, sequence, step, url)
+        return f"{self.public_base_url.rstrip('/')}/c/{token}"
+
+    def open_url(self, lead_id: int, sequence: str, step: int) -> str:
+        token = open_token(self.secret_key, lead_id, sequence, step)
+        return f"{self.public_base_url.rstrip('/')}/o/{token}.gif"
+
+    def track(self, html: str, *, lead_id: int, sequence: str, step: int, unsubscribe_url: str | None = None) -> str:
+        """The HTML part with its web links made tracked clicks (never the unsubscribe link), and the pixel."""
+        html = rewrite_links(
+            html,
+            lambda url: self.click_url(lead_id, sequence, step, url),
+            keep={unsubscribe_url or self.unsubscribe_url(lead_id, sequence)},
+        )
+        return add_open_pixel(html, self.open_url(lead_id, sequence, step)) if self.track_opens else html

@@ -6,6 +6,10 @@ message to every receiving system, never a second one.
 Messages are written straight to bytes (`compose`) rather than through the email package's object
 model, which costs about a millisecond per message and would cap delivery near 1,000 a second on
 its own; `build_message` parses those bytes back for callers that want an EmailMessage.
+
+Internationalised addresses (RFC 6531): a Unicode domain goes on the wire IDNA-encoded, so the
+message stays 7-bit. A Unicode local part can only travel through a server that offers SMTPUTF8,
+which the message alone cannot promise: `compose` raises NeedsSmtpUtf8, a per-lead failure.
 """
 
 from __future__ import annotations
@@ -19,11 +23,33 @@ from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
-from connectors.mail import Envelope
-from leads.config import Sender
-from nurture.render import RenderedEmail
+from email_validator import EmailNotValidError, validate_email
+
+from leadflow.connectors.mail import Envelope
+from leadflow.leads.config.workspace import Sender
+from leadflow.nurture.render import RenderedEmail
 
 _CRLF = "\r\n"
+
+
+class NeedsSmtpUtf8(ValueError):
+    """The recipient's local part is not ASCII: only a mail server offering SMTPUTF8 can deliver it."""
+
+
+def wire_address(address: str) -> str:
+    """The address as it goes into the envelope and the To header: ASCII, the domain IDNA-encoded.
+
+    Raises NeedsSmtpUtf8 for a non-ASCII local part (`jürgen@...`), ValueError for no mailbox at all.
+    """
+    if address.isascii():
+        return address
+    local = address.rpartition("@")[0]
+    if not local.isascii():
+        raise NeedsSmtpUtf8(f"needs SMTPUTF8: the address {address!r} has a non-ASCII local part")
+    try:
+        return validate_email(address, check_deliverability=False).ascii_email or address
+    except EmailNotValidError as exc:
+        raise ValueError(f"not one valid mailbox: {address!r}: {exc}") from None
 
 
 def message_id_for(idempotency_key: str, domain: str) -> str:
@@ -62,7 +88,10 @@ def compose(
     unsubscribe_url: str,
     date: datetime | None = None,
 ) -> Envelope:
-    """A marketing email with RFC 8058 one-click unsubscribe headers, as the bytes that go on the wire."""
+    """A marketing email with RFC 8058 one-click unsubscribe headers, as the bytes that go on the wire.
+
+    Raises NeedsSmtpUtf8 when `to` has a non-ASCII local part (see `wire_address`)."""
+    to = wire_address(to)
     domain = sender.from_email.rsplit("@", 1)[-1]
     message_id = message_id_for(idempotency_key, domain)
     # Quoted-printable escapes every '=', so a boundary starting with "=_" can never occur in a body.

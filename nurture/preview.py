@@ -12,12 +12,12 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from leads.config import WorkspaceConfig
-from leads.models import Lead
-from leads.records import PROFILE_FIELDS
-from nurture.checks import FULL_LEAD, describe_error, where_in_template
-from nurture.render import RenderedEmail, TemplateRenderer
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import PROFILE_FIELDS, Lead
+from leadflow.nurture.checks import FULL_LEAD, describe_error, where_in_template
+from leadflow.nurture.render import RenderedEmail, TemplateRenderer
 
 
 class PreviewError(ValueError):
@@ -36,7 +36,7 @@ class Preview:
 
 def lead_fields(*, session: Session, email: str) -> dict[str, Any]:
     """What a template sees of the stored lead with this email (the same fields the sender passes)."""
-    lead = session.scalars(select(Lead).where(Lead.email == email.strip().lower())).first()
+    lead = session.scalars(select(Lead).where(col(Lead.email) == email.strip().lower())).first()
     if lead is None:
         raise PreviewError(f"no lead with email {email!r} in the database")
     return {"email": lead.email, **{name: getattr(lead, name) for name in PROFILE_FIELDS}}

@@ -3,7 +3,9 @@
 `enrollment.step` is the index of the next step in the sequence's list. Branches only skip
 ahead, so an enrollment queues each index at most once and the outbox key
 `nurture:<enrollment id>:<step index>` stays unique per (enrollment, step); a skipped step
-simply has no row. Engagement counts from `waiting_since`, when the previous step was queued.
+simply has no row. A queued step leaves its enrollment waiting for delivery (`next_due_at` NULL):
+the next step's delay, its `wait_for` window and engagement (`waiting_since`) all start when that
+email was actually sent (nurture/pacing.py), never while it is unsent.
 Queuing writes the outbox rows and advances the enrollments in the caller's transaction.
 With a template gate (nurture/held.py), a lead at or headed for a step whose templates fail is
 left where it is: no row, no advance, so it gets that step once the template is fixed.
@@ -13,16 +15,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from leads.config import WorkspaceConfig
-from leads.models import Activity, EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
-from leads.nurture_config import END, ENGAGEMENT_ACTIVITY, NurtureStep, Sequence
-from leads.sql import upsert_insert
-from nurture.held import TemplateGate, at_steps
+from leadflow.leads.config.nurture import END, ENGAGEMENT_ACTIVITY, Sequence
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.models import Activity, EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
+from leadflow.leads.db.sql import upsert_insert
+from leadflow.nurture.held import TemplateGate, at_steps
+from leadflow.nurture.pacing import pace_from_sends, wait_days
 
 E = NurtureEnrollment
 EMAIL_ENGAGEMENT = ("opened", "clicked")  # engagement with an email, which names its sequence
@@ -33,31 +37,26 @@ def outbox_key(enrollment_id: int, step: int) -> str:
     return f"nurture:{enrollment_id}:{step}"
 
 
-def wait_days(step: NurtureStep) -> float:
-    """How long after the previous step (at most) this one becomes due."""
-    return step.wait_for.up_to_days if step.wait_for is not None else step.delay_days
-
-
 def first_due(sequence: Sequence, now: datetime) -> datetime:
     return now + timedelta(days=wait_days(sequence.steps[0]))
 
 
 def engaged(event: str, page: str | None, now: datetime) -> ColumnElement[bool]:
-    """The enrollment's lead did `event` (opened, clicked, visited, replied) since the previous step.
+    """The enrollment's lead did `event` (opened, clicked, visited, replied) since the previous email was sent.
 
     Opens and clicks count when they are of this sequence's emails: leadflow's tracked links and pixel
     record the sequence in the activity's properties. A lead in two sequences who clicks in one does not
     move the other on."""
     conditions = [
-        Activity.lead_id == E.lead_id,
-        Activity.type == ENGAGEMENT_ACTIVITY[event],
-        Activity.occurred_at > func.coalesce(E.waiting_since, E.enrolled_at),
-        Activity.occurred_at <= now,
+        col(Activity.lead_id) == col(E.lead_id),
+        col(Activity.type) == ENGAGEMENT_ACTIVITY[event],
+        col(Activity.occurred_at) > func.coalesce(E.waiting_since, E.enrolled_at),
+        col(Activity.occurred_at) <= now,
     ]
     if event in EMAIL_ENGAGEMENT:
-        conditions.append(Activity.properties["sequence"].as_string() == E.sequence)
+        conditions.append(col(Activity.properties)["sequence"].as_string() == col(E.sequence))
     if page is not None:
-        conditions.append(Activity.target.contains(page, autoescape=True))
+        conditions.append(col(Activity.target).contains(page, autoescape=True))
     return exists().where(*conditions)
 
 
@@ -71,15 +70,16 @@ def wake_waiting(*, session: Session, config: WorkspaceConfig, now: datetime) ->
             result = session.execute(
                 update(E)
                 .where(
-                    E.status == EnrollmentStatus.active,
-                    E.sequence == sequence.name,
-                    E.step == index,
-                    E.next_due_at > now,
+                    col(E.status) == EnrollmentStatus.active,
+                    col(E.sequence) == sequence.name,
+                    col(E.step) == index,
+                    col(E.next_due_at) > now,
                     engaged(step.wait_for.event, step.wait_for.page, now),
                 )
                 .values(next_due_at=now)
                 .execution_options(synchronize_session=False)
             )
+            # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
             woken += result.rowcount or 0  # type: ignore[attr-defined]
     return woken
 
@@ -95,21 +95,25 @@ def queue_due_steps(
 ) -> int:
     """Write an outbox row for each due step (after its branches) and advance its enrollment; the caller commits.
 
-    `wake=False` skips waking steps that wait for an event: a caller that queues in batches at
-    one `now` wakes them with the first batch only (which also checks the due steps' templates).
+    First the enrollments whose previous email has been settled since are paced from its `sent_at`.
+    `wake=False` skips pacing and waking steps that wait for an event: a caller that queues in batches
+    at one `now` does both with the first batch only (which also checks the due steps' templates).
     With `gate`, enrollments at a held step are left out in SQL; those a branch sends to a held
     step are left where they are and remembered in `gate.jumped`, so later batches skip them.
     """
     sequences = {s.name: s for s in config.nurture.sequences}
     if wake:
+        pace_from_sends(session=session, config=config, now=now)
         wake_waiting(session=session, config=config, now=now)
-    query = select(E.id, E.lead_id, E.sequence, E.step).where(E.status == EnrollmentStatus.active, E.next_due_at <= now)
+    query = select(col(E.id), col(E.lead_id), col(E.sequence), col(E.step)).where(
+        col(E.status) == EnrollmentStatus.active, col(E.next_due_at) <= now
+    )
     if gate is not None:
         gate.check_all()  # once per gate: a step found broken is left out in SQL from the first batch
         query = query.where(~at_steps(E.sequence, E.step, gate.held_steps()))
         if gate.jumped:
-            query = query.where(E.id.not_in(sorted(gate.jumped)))
-    due = session.execute(query.order_by(E.next_due_at, E.id).limit(limit)).all()
+            query = query.where(col(E.id).not_in(sorted(gate.jumped)))
+    due = session.execute(query.order_by(col(E.next_due_at), col(E.id)).limit(limit)).all()
     # Where each due enrollment goes: a step index to send, END, or None (sequence gone from config).
     target: dict[int, int | str | None] = {}
     for enrollment_id, _, name, step in due:
@@ -189,13 +193,13 @@ def _follow_branches(
             for branch in sequence.steps[index].branches:
                 if not undecided:
                     break
-                hit = set(
-                    session.execute(
-                        select(E.id).where(E.id.in_(sorted(undecided)), engaged(branch.if_, branch.page, now))
-                    ).scalars()
+                engaging = select(col(E.id)).where(
+                    col(E.id).in_(sorted(undecided)), engaged(branch.if_, branch.page, now)
                 )
+                # Ids are never NULL (the model types them optional for rows not yet inserted).
+                hit = cast("set[int]", set(session.scalars(engaging)))
                 undecided -= hit
-                jump: int | str = END if branch.goto == END else sequence.step_index(branch.goto)  # type: ignore[assignment]
+                jump = END if branch.goto == END else sequence.step_index(branch.goto)  # the config checks goto
                 for enrollment_id in hit:
                     target[enrollment_id] = jump
                     if isinstance(jump, int) and sequence.steps[jump].branches:
@@ -203,11 +207,11 @@ def _follow_branches(
 
 
 def _advance(enrollment_id: int, step: int, sequence: Sequence, now: datetime) -> tuple[int, dict[str, Any]]:
+    """Move on past the queued step; the next one waits for this email to be sent (nurture/pacing.py)."""
     following = step + 1
     if following >= len(sequence.steps):
         return _finish(enrollment_id, now, None)
-    due = now + timedelta(days=wait_days(sequence.steps[following]))
-    return enrollment_id, {"step": following, "next_due_at": due, "waiting_since": now}
+    return enrollment_id, {"step": following, "next_due_at": None}
 
 
 def _finish(enrollment_id: int, now: datetime, reason: str | None) -> tuple[int, dict[str, Any]]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, exists, or_, select, update
+from sqlalchemy import ColumnElement, SQLColumnExpression, exists, or_, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from leads.ingest import mark_due
-from leads.models import (
+from leadflow.leads.db.models import (
     EVERY_EMAIL,
     Activity,
     ActivityType,
@@ -26,7 +26,8 @@ from leads.models import (
     Suppression,
     SuppressionReason,
 )
-from leads.sql import upsert_insert
+from leadflow.leads.db.sql import upsert_insert
+from leadflow.leads.ingest.lead_upsert import mark_due
 
 ALL = EVERY_EMAIL
 
@@ -48,9 +49,9 @@ class Suppressed:
     exited: int  # active enrollments stopped
 
 
-def suppressed(email: str | ColumnElement[str], sequence: str) -> ColumnElement[bool]:
+def suppressed(email: str | SQLColumnExpression[str], sequence: str) -> ColumnElement[bool]:
     """True when the suppression log stops `sequence` for this email (in a query, correlated to Lead.email)."""
-    return exists().where(Suppression.email == email, Suppression.scope.in_((ALL, sequence)))
+    return exists().where(col(Suppression.email) == email, col(Suppression.scope).in_((ALL, sequence)))
 
 
 def is_suppressed(*, session: Session, email: str, sequence: str) -> bool:
@@ -68,7 +69,7 @@ def suppress(
     detail: str | None = None,
 ) -> Suppressed:
     """Record that `lead_id` must get no email in `scope` ("all" or a sequence name); the caller commits."""
-    email = session.execute(select(Lead.email).where(Lead.id == lead_id)).scalar_one_or_none()
+    email = session.scalar(select(col(Lead.email)).where(col(Lead.id) == lead_id))
     if email is None:
         raise UnknownLead(f"no lead with id {lead_id}")
     inserted = session.execute(
@@ -83,15 +84,15 @@ def suppress(
             created_at=now,
         )
         .on_conflict_do_nothing(index_elements=["email", "scope"])
-        .returning(Suppression.id)
+        .returning(col(Suppression.id))
     ).scalar_one_or_none()
     kind = _ACTIVITY.get(reason)
     if inserted is not None and kind is not None:
         _record_activity(session, lead_id, kind, scope, source, f"suppression:{inserted}", now)
     if scope == ALL:
-        column = Lead.bounced_at if reason == SuppressionReason.bounced else Lead.unsubscribed_at
+        column = col(Lead.bounced_at) if reason == SuppressionReason.bounced else col(Lead.unsubscribed_at)
         session.execute(
-            update(Lead).where(Lead.id == lead_id, column.is_(None)).values({column.key: now, "updated_at": now})
+            update(Lead).where(col(Lead.id) == lead_id, column.is_(None)).values({column: now, "updated_at": now})
         )
     return Suppressed(created=inserted is not None, exited=_exit(session, lead_id, scope, reason, now))
 
@@ -116,19 +117,23 @@ def _record_activity(
     mark_due(session, [lead_id])  # new activity: the next incremental requalify looks at the lead
     session.execute(
         update(Lead)
-        .where(Lead.id == lead_id, or_(Lead.last_activity_at.is_(None), Lead.last_activity_at < now))
+        .where(
+            col(Lead.id) == lead_id,
+            or_(col(Lead.last_activity_at).is_(None), col(Lead.last_activity_at) < now),
+        )
         .values(last_activity_at=now)
     )
 
 
 def _exit(session: Session, lead_id: int, scope: str, reason: SuppressionReason, now: datetime) -> int:
-    where = [NurtureEnrollment.lead_id == lead_id, NurtureEnrollment.status == EnrollmentStatus.active]
+    where = [col(NurtureEnrollment.lead_id) == lead_id, col(NurtureEnrollment.status) == EnrollmentStatus.active]
     if scope != ALL:
-        where.append(NurtureEnrollment.sequence == scope)
+        where.append(col(NurtureEnrollment.sequence) == scope)
     result = session.execute(
         update(NurtureEnrollment)
         .where(*where)
         .values(status=EnrollmentStatus.exited.value, exited_at=now, exit_reason=reason.value, next_due_at=None)
         .execution_options(synchronize_session=False, preserve_rowcount=True)
     )
+    # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
     return result.rowcount or 0  # type: ignore[attr-defined]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from connectors.files import FileActivitySource
-from connectors.sync import sync_source
-from leads.db import make_engine, upgrade
-from leads.demo_data import generate_demo, write_demo
+from leadflow.connectors.files import FileActivitySource
+from leadflow.connectors.sync import sync_source
+from leadflow.demo.data import generate_demo, write_demo
+from leadflow.leads.db.engine import make_engine, upgrade
 
 DEMO_END = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 

@@ -50,6 +50,7 @@ class RecordingHandler:
     messages: list[Received] = field(default_factory=list)
     ehlos: int = 0
     drop_after_data: bool = False
+    hung_up: threading.Event = field(default_factory=threading.Event)  # set once a dropped connection is closed
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -74,8 +75,18 @@ class RecordingHandler:
         if self.drop_after_data:
             self.drop_after_data = False
             # Close after the 250 has gone out, like a server's idle timeout between messages.
-            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+            asyncio.get_running_loop().call_later(0.05, self._hang_up, server.transport)
         return f"250 2.0.0 Ok: queued as Q{len(self.messages)}"
+
+    def _hang_up(self, transport: asyncio.Transport) -> None:
+        self.hung_up.clear()
+        transport.close()
+        # The socket closes on the loop's next turn (asyncio schedules it with call_soon); say so after it.
+        asyncio.get_running_loop().call_soon(self.hung_up.set)
+
+    def wait_for_hang_up(self, timeout: float = 5) -> None:
+        """Block until the server has closed the connection it was told to drop."""
+        assert self.hung_up.wait(timeout), "the SMTP server did not hang up"
 
     @property
     def connections(self) -> int:

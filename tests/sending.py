@@ -7,11 +7,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from connectors.mail import FileOutbox
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from nurture.outbox import LinkSigner, SendReport, claim, send_claimed
-from nurture.render import TemplateRenderer
+from leadflow.connectors.mail import FileOutbox
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.outbox import claim, send_claimed
+from leadflow.nurture.outcomes import SendReport
+from leadflow.nurture.render import TemplateRenderer
 
 
 def send_due(engine: Engine, config: WorkspaceConfig, *, links: LinkSigner, folder: Path, now: datetime) -> SendReport:

@@ -12,13 +12,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from leads.config import WorkspaceConfig, load_config
-from leads.db import make_engine
-from leads.models import utcnow
-from leads.settings import Settings
-from web import events, recipient
-from web.context import WebContext
-from web.render import Pages
+from leadflow.leads.config.settings import Settings
+from leadflow.leads.config.workspace import WorkspaceConfig, load_config
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import utcnow
+from leadflow.web import events, recipient
+from leadflow.web.context import WebContext
+from leadflow.web.render import Pages
 
 
 class WebConfigError(RuntimeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from email import message_from_bytes
+from email.message import EmailMessage
 from email.policy import HTTP
 from urllib.parse import parse_qsl
 
@@ -40,13 +41,15 @@ def form_fields(body: bytes, content_type: str) -> dict[str, str]:
 
 def _multipart(body: bytes, content_type: str) -> dict[str, str]:
     """Small text fields only (these forms have one or two); file parts are ignored."""
-    parsed = message_from_bytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body, policy=HTTP)
+    head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+    parsed = message_from_bytes(head + body, EmailMessage, policy=HTTP)
     fields: dict[str, str] = {}
     if not parsed.is_multipart():
         return fields
-    for part in parsed.iter_parts():  # type: ignore[attr-defined]
+    for part in parsed.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if isinstance(name, str) and part.get_filename() is None:
-            payload = part.get_payload(decode=True) or b""
-            fields.setdefault(name, payload.decode("utf-8", "replace").strip())
+            payload = part.get_payload(decode=True)  # bytes, or None for a nested multipart
+            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+            fields.setdefault(name, text.strip())
     return fields

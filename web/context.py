@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 from standardwebhooks.webhooks import Webhook
 from starlette.requests import Request
 
-from leads.config import Sender
-from web.render import Pages
+from leadflow.leads.config.workspace import Sender
+from leadflow.web.render import Pages
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from leads.db import session_scope
-from leads.ingest import store_batch
-from leads.records import ActivityRecord, RecordError, parse_activity
-from web.body import TooLarge, read_limited
-from web.context import WebContext, context
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.records import ActivityRecord, RecordError
+from leadflow.leads.ingest.store import store_batch
+from leadflow.web.body import TooLarge, read_limited
+from leadflow.web.context import WebContext, context
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_RECORDS = 100

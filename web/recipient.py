@@ -12,22 +12,22 @@ import hashlib
 from typing import Literal
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from leads.db import session_scope
-from leads.ingest import store_batch
-from leads.models import ActivityType, Lead, SuppressionReason
-from leads.records import ActivityRecord
-from nurture.links import CLICK, OPEN, UNSUBSCRIBE, SignedLink, read_token
-from nurture.suppression import ALL, is_suppressed, suppress
-from nurture.tokens import BadToken
-from web.body import TooLarge, form_fields, read_limited
-from web.context import WebContext, context
-from web.render import PAGE_HEADERS, masked
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import ActivityType, Lead, SuppressionReason
+from leadflow.leads.ingest.records import ActivityRecord
+from leadflow.leads.ingest.store import store_batch
+from leadflow.nurture.links import CLICK, OPEN, UNSUBSCRIBE, SignedLink, read_token
+from leadflow.nurture.suppression import ALL, is_suppressed, suppress
+from leadflow.nurture.tokens import BadToken
+from leadflow.web.body import TooLarge, form_fields, read_limited
+from leadflow.web.context import WebContext, context
+from leadflow.web.render import PAGE_HEADERS, masked
 
 MAX_FORM_BYTES = 4096
 REDIRECT_HEADERS = {"cache-control": "no-store", "referrer-policy": "no-referrer"}
@@ -88,7 +88,7 @@ async def unsubscribe(request: Request) -> Response:
     if fields.get("List-Unsubscribe") == "One-Click":
         scope, detail = "all", "one-click (RFC 8058)"
     elif fields.get("scope") in ("all", "sequence"):
-        scope, detail = fields["scope"], "confirmation page"  # type: ignore[assignment]
+        scope, detail = ("all" if fields["scope"] == "all" else "sequence"), "confirmation page"
     else:
         return web.pages.problem(
             400, "Nothing was changed", "Choose what to unsubscribe from on the page the link in the email opens."
@@ -101,7 +101,7 @@ async def unsubscribe(request: Request) -> Response:
 
 def _subscription(web: WebContext, link: SignedLink) -> tuple[str, bool, bool] | None:
     with Session(web.engine) as session:
-        email = session.execute(select(Lead.email).where(Lead.id == link.lead_id)).scalar_one_or_none()
+        email = _email(session, link.lead_id)
         if email is None:
             return None
         return (
@@ -111,9 +111,13 @@ def _subscription(web: WebContext, link: SignedLink) -> tuple[str, bool, bool] |
         )
 
 
+def _email(session: Session, lead_id: int) -> str | None:
+    return session.scalar(select(col(Lead.email)).where(col(Lead.id) == lead_id))
+
+
 def _unsubscribe(web: WebContext, link: SignedLink, scope: Scope, detail: str) -> str | None:
     with session_scope(web.engine) as session:
-        email = session.execute(select(Lead.email).where(Lead.id == link.lead_id)).scalar_one_or_none()
+        email = _email(session, link.lead_id)
         if email is None:
             return None
         suppress(
@@ -153,7 +157,7 @@ def _record(web: WebContext, link: SignedLink, kind: ActivityType, token: str) -
     now = web.clock()
     digest = hashlib.sha256(token.encode()).hexdigest()[:24]
     with session_scope(web.engine) as session:
-        email = session.execute(select(Lead.email).where(Lead.id == link.lead_id)).scalar_one_or_none()
+        email = _email(session, link.lead_id)
         if email is None:
             return
         record = ActivityRecord(

@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.responses import HTMLResponse
 
-from leads.config import Sender
+from leadflow.leads.config.workspace import Sender
 
 PAGE_HEADERS = {
     "cache-control": "no-store",
@@ -28,7 +28,7 @@ class Pages:
     def __init__(self, sender: Sender) -> None:
         self.sender = sender
         self.env = Environment(
-            loader=PackageLoader("web", "pages"),
+            loader=PackageLoader("leadflow.web", "pages"),
             autoescape=select_autoescape(default=True, default_for_string=True),
             undefined=StrictUndefined,
             auto_reload=False,

@@ -14,22 +14,25 @@ from __future__ import annotations
 
 import hashlib
 import html
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, Self
 
 import httpx
 
-from connectors.handoff import FatalHandoffError, RetriableHandoffError
-from connectors.http import (
-    ApiClient,
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import (
+    APIError,
     AuthenticationError,
-    Classifier,
+    CredentialsRefused,
     FatalAPIError,
+    FatalHandoffError,
+    QuotaExhausted,
     RetriableAPIError,
-    RetryPolicy,
+    RetriableHandoffError,
 )
+from leadflow.connectors.handoff_payload import HandoffPayload
+from leadflow.connectors.http import ApiClient, Classifier
 
 
 class DeliveryLedger(Protocol):
@@ -109,27 +112,6 @@ class CrmSink:
         self.client.close()
 
 
-class DestinationStopped(Exception):
-    """Every handoff to this CRM would fail the same way for now, so the destination stops for the
-    run and its rows stay queued, instead of each handoff failing on its own. Not a HandoffError on
-    purpose: the outbox must not count it against a row."""
-
-    def __init__(self, destination: str, message: str) -> None:
-        super().__init__(f"destination {destination!r}: {message}")
-        self.destination = destination
-
-
-class CredentialsRefused(DestinationStopped):
-    """The CRM refused the credentials (or there are none): someone has to renew them."""
-
-    def __init__(self, destination: str, message: str) -> None:
-        super().__init__(destination, f"the credentials were refused: {message}")
-
-
-class QuotaExhausted(DestinationStopped):
-    """The CRM's daily API allowance is used up (HubSpot's DAILY policy, Salesforce's TotalRequests)."""
-
-
 @contextmanager
 def delivery_errors(destination: str) -> Iterator[None]:
     """Vendor errors as handoff errors: retriable stays retriable, refused credentials stop the destination."""
@@ -147,7 +129,7 @@ def delivery_errors(destination: str) -> Iterator[None]:
         ) from exc
 
 
-def _status(exc: Any) -> str:
+def _status(exc: APIError) -> str:
     return f" ({exc.status}{' ' + exc.code if exc.code else ''})" if exc.status else ""
 
 
@@ -174,7 +156,7 @@ def create_once(
         try:
             return create()
         except RetriableAPIError as error:
-            wait = retry.delay(attempt, error)
+            wait = retry.delay(attempt, error.retry_after)
             if wait is None:
                 raise
             sleep(max(wait, settle))
@@ -185,59 +167,30 @@ def reference(idempotency_key: str) -> str:
     return "lf" + hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:12]
 
 
-def owner_crm_id(payload: dict[str, Any], vendor: str, default: str | None) -> str | None:
-    """The assigned owner's user id in this CRM (payload["owner"]["crm_ids"][vendor]), else the default."""
-    owner = payload.get("owner")
-    if not isinstance(owner, dict):  # an older payload, or the owner object under "lead"
-        owner = (payload.get("lead") or {}).get("owner")
-    ids = owner.get("crm_ids") if isinstance(owner, dict) else None
-    value = ids.get(vendor) if isinstance(ids, dict) else None
-    return str(value) if value not in (None, "") else default
-
-
-def lead_of(payload: dict[str, Any]) -> dict[str, Any]:
-    lead = payload.get("lead")
-    if not isinstance(lead, dict) or not lead.get("email"):
-        raise FatalHandoffError("the handoff payload has no lead email")
-    return lead
-
-
-def display_name(lead: dict[str, Any]) -> str:
-    name = " ".join(str(p) for p in (lead.get("first_name"), lead.get("last_name")) if p)
-    return name or str(lead["email"])
-
-
-def subject(payload: dict[str, Any], idempotency_key: str, *, limit: int = 255) -> str:
+def subject(payload: HandoffPayload, idempotency_key: str, *, limit: int = 255) -> str:
     """`New SQL: Anna Jansen (Acme Logistics) [lf…]`: what the rep sees in their task list."""
-    lead = lead_of(payload)
-    company = f" ({lead['company']})" if lead.get("company") else ""
+    lead = payload.lead
+    company = f" ({lead.company})" if lead.company else ""
     tag = f" [{reference(idempotency_key)}]"
-    return f"New SQL: {display_name(lead)}{company}"[: limit - len(tag)] + tag
+    return f"New SQL: {lead.display_name}{company}"[: limit - len(tag)] + tag
 
 
-def explanation_text(payload: dict[str, Any]) -> str:
+def explanation_text(payload: HandoffPayload) -> str:
     """Why the lead qualified, as plain text: the reason, the scores, the explanation and the stage history."""
-    score = payload.get("score") or {}
+    score = payload.score
     lines = [
-        f"Qualified as SQL at {payload.get('qualified_at', '?')}: {payload.get('reason', '')}",
-        f"Score {score.get('total')} (fit {score.get('fit')}, engagement {score.get('engagement')}),"
-        f" rules {payload.get('ruleset_version', '?')}",
+        f"Qualified as SQL at {payload.qualified_at}: {payload.reason}",
+        f"Score {score.total} (fit {score.fit}, engagement {score.engagement}), rules {payload.ruleset_version}",
     ]
-    summary = (payload.get("explanation") or {}).get("summary")
-    if summary:
-        lines += ["", str(summary)]
-    history = payload.get("stage_history") or []
-    if history:
+    if payload.summary:
+        lines += ["", payload.summary]
+    if payload.stage_history:
         lines += ["", "Stage history:"]
-        lines += [f"- {h.get('at')}: {h.get('from')} → {h.get('to')} ({h.get('reason')})" for h in history]
+        lines += [f"- {h.at}: {h.from_stage} → {h.to} ({h.reason})" for h in payload.stage_history]
     return "\n".join(lines)
 
 
-def explanation_html(payload: dict[str, Any], idempotency_key: str) -> str:
+def explanation_html(payload: HandoffPayload, idempotency_key: str) -> str:
     """The same text for CRMs that render HTML bodies (HubSpot notes and tasks, Pipedrive notes)."""
     text = explanation_text(payload) + f"\n\nleadflow handoff {reference(idempotency_key)}"
     return "<p>" + html.escape(text).replace("\n", "<br>") + "</p>"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

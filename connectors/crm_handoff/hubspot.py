@@ -24,20 +24,21 @@ from typing import Any
 
 import httpx
 
-from connectors.crm_handoff.common import (
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import (
     CrmSink,
     DeliveryLedger,
     create_once,
     delivery_errors,
     explanation_html,
-    lead_of,
-    owner_crm_id,
     reference,
     subject,
 )
-from connectors.http import FatalAPIError, HeaderToken, RetryPolicy
-from connectors.hubspot import classify
-from leads.handoff_config import HubSpotDestination
+from leadflow.connectors.errors import FatalAPIError
+from leadflow.connectors.handoff_payload import HandoffPayload, PayloadLead
+from leadflow.connectors.http import HeaderToken
+from leadflow.connectors.hubspot import classify
+from leadflow.leads.config.handoff import HubSpotDestination
 
 CONTACT_FIELDS = {
     "first_name": "firstname",
@@ -82,7 +83,7 @@ class HubSpotSink(CrmSink):
             retry=retry,
         )
 
-    def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
+    def deliver(self, *, idempotency_key: str, payload: HandoffPayload) -> str:
         """Upsert the contact, then the follow-up; returns `contact <id>` (and `task <id>`/`note <id>`)."""
         with delivery_errors(self.name):
             contact_id = self._contact(idempotency_key, payload)
@@ -94,9 +95,9 @@ class HubSpotSink(CrmSink):
 
     # --- the contact --------------------------------------------------------------------------
 
-    def _contact(self, key: str, payload: dict[str, Any]) -> str:
-        lead = lead_of(payload)
-        email = str(lead["email"])
+    def _contact(self, key: str, payload: HandoffPayload) -> str:
+        lead = payload.lead
+        email = lead.email
         properties = self._properties(lead, payload)
         known = self.ledger.recall(key, "contact") or self.ledger.lead_crm_id(email, self.name)
         found = self._read(known) if known else None
@@ -111,12 +112,14 @@ class HubSpotSink(CrmSink):
         self.ledger.save_lead_crm_id(email, self.name, contact_id)
         return contact_id
 
-    def _properties(self, lead: dict[str, Any], payload: dict[str, Any]) -> dict[str, str]:
+    def _properties(self, lead: PayloadLead, payload: HandoffPayload) -> dict[str, str]:
         fields = {**CONTACT_FIELDS, **self.spec.fields}
-        properties = {prop: str(lead[field]) for field, prop in fields.items() if prop and lead.get(field) is not None}
-        properties["email"] = str(lead["email"])
+        properties = {
+            prop: str(lead.value(field)) for field, prop in fields.items() if prop and lead.value(field) is not None
+        }
+        properties["email"] = lead.email
         properties["lifecyclestage"] = self.spec.lifecycle_stage
-        owner = owner_crm_id(payload, self.vendor, self.spec.default_owner_id)
+        owner = payload.owner_crm_id(self.vendor, self.spec.default_owner_id)
         if owner:
             properties["hubspot_owner_id"] = owner
         return properties
@@ -167,7 +170,7 @@ class HubSpotSink(CrmSink):
 
     # --- the task or note ---------------------------------------------------------------------
 
-    def _follow_up(self, kind: str, key: str, contact_id: str, payload: dict[str, Any]) -> str:
+    def _follow_up(self, kind: str, key: str, contact_id: str, payload: HandoffPayload) -> str:
         step = kind.rstrip("s")
         done = self.ledger.recall(key, step)
         if done:
@@ -203,8 +206,8 @@ class HubSpotSink(CrmSink):
         results = body.get("results") or []
         return str(results[0]["id"]) if results else None
 
-    def _create_follow_up(self, kind: str, key: str, contact_id: str, payload: dict[str, Any]) -> str:
-        owner = owner_crm_id(payload, self.vendor, self.spec.default_owner_id)
+    def _create_follow_up(self, kind: str, key: str, contact_id: str, payload: HandoffPayload) -> str:
+        owner = payload.owner_crm_id(self.vendor, self.spec.default_owner_id)
         properties: dict[str, str] = {"hs_timestamp": _utc_now()}
         if kind == "tasks":
             properties |= {

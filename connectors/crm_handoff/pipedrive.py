@@ -23,21 +23,21 @@ from typing import Any
 
 import httpx
 
-from connectors.crm_handoff.common import (
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import (
     CrmSink,
     DeliveryLedger,
     create_once,
     delivery_errors,
-    display_name,
     explanation_html,
-    lead_of,
-    owner_crm_id,
     reference,
     subject,
 )
-from connectors.http import FatalAPIError, HeaderToken, RetryPolicy
-from connectors.pipedrive import classify
-from leads.handoff_config import PipedriveDestination
+from leadflow.connectors.errors import FatalAPIError
+from leadflow.connectors.handoff_payload import HandoffPayload, PayloadLead
+from leadflow.connectors.http import HeaderToken
+from leadflow.connectors.pipedrive import classify
+from leadflow.leads.config.handoff import PipedriveDestination
 
 # Persons are found by email through Pipedrive's search, which indexes new persons with a delay, and
 # Pipedrive allows two persons with one email: after a lost answer to a create, look again no sooner.
@@ -72,10 +72,10 @@ class PipedriveSink(CrmSink):
             retry=retry,
         )
 
-    def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
+    def deliver(self, *, idempotency_key: str, payload: HandoffPayload) -> str:
         """Person, lead or deal, activity; returns `person <id>, lead <id>, activity <id>`."""
         with delivery_errors(self.name):
-            owner = _int(owner_crm_id(payload, self.vendor, self.spec.default_owner_id))
+            owner = _int(payload.owner_crm_id(self.vendor, self.spec.default_owner_id))
             person_id = self._person(idempotency_key, payload, owner)
             kind = self.spec.create
             opened = self._opened(kind, idempotency_key, person_id, payload, owner)
@@ -87,9 +87,9 @@ class PipedriveSink(CrmSink):
 
     # --- the person ---------------------------------------------------------------------------
 
-    def _person(self, key: str, payload: dict[str, Any], owner: int | None) -> int:
-        lead = lead_of(payload)
-        email = str(lead["email"])
+    def _person(self, key: str, payload: HandoffPayload, owner: int | None) -> int:
+        lead = payload.lead
+        email = lead.email
         person_id = _int(self.ledger.recall(key, "person"))
         if person_id is None:
             stored = _int(self.ledger.lead_crm_id(email, self.name))
@@ -131,10 +131,10 @@ class PipedriveSink(CrmSink):
             params["cursor"] = cursor
         return None
 
-    def _create_person(self, lead: dict[str, Any], owner: int | None) -> str:
+    def _create_person(self, lead: PayloadLead, owner: int | None) -> str:
         person: dict[str, Any] = {
-            "name": display_name(lead),
-            "emails": [{"value": lead["email"], "primary": True, "label": "work"}],
+            "name": lead.display_name,
+            "emails": [{"value": lead.email, "primary": True, "label": "work"}],
         }
         if owner is not None:
             person["owner_id"] = owner
@@ -142,7 +142,7 @@ class PipedriveSink(CrmSink):
 
     # --- the lead or deal ---------------------------------------------------------------------
 
-    def _opened(self, kind: str, key: str, person_id: int, payload: dict[str, Any], owner: int | None) -> str:
+    def _opened(self, kind: str, key: str, person_id: int, payload: HandoffPayload, owner: int | None) -> str:
         done = self.ledger.recall(key, kind)
         if done:
             return done
@@ -174,7 +174,7 @@ class PipedriveSink(CrmSink):
     # --- the activity -------------------------------------------------------------------------
 
     def _activity(
-        self, key: str, person_id: int, kind: str, opened: str, payload: dict[str, Any], owner: int | None
+        self, key: str, person_id: int, kind: str, opened: str, payload: HandoffPayload, owner: int | None
     ) -> str:
         done = self.ledger.recall(key, "activity")
         if done:

@@ -31,19 +31,19 @@ from urllib.parse import quote
 
 import httpx
 
-from connectors.crm_handoff.common import (
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import (
     CrmSink,
     DeliveryLedger,
     create_once,
     delivery_errors,
     explanation_text,
-    lead_of,
-    owner_crm_id,
     subject,
 )
-from connectors.http import FatalAPIError, RetryPolicy
-from connectors.salesforce import LEAD_FIELDS, classify, salesforce_auth
-from leads.handoff_config import SalesforceDestination
+from leadflow.connectors.errors import FatalAPIError
+from leadflow.connectors.handoff_payload import HandoffPayload, PayloadLead
+from leadflow.connectors.salesforce import LEAD_FIELDS, classify, salesforce_auth
+from leadflow.leads.config.handoff import SalesforceDestination
 
 NOT_PROVIDED = "[not provided]"  # what Web-to-Lead writes into required fields it has no value for
 
@@ -87,7 +87,7 @@ class SalesforceSink(CrmSink):
         )
         self.api = f"/services/data/{spec.api_version}"
 
-    def deliver(self, *, idempotency_key: str, payload: dict[str, Any]) -> str:
+    def deliver(self, *, idempotency_key: str, payload: HandoffPayload) -> str:
         """Upsert the Lead (or find the Contact the person already is), then the Task; returns `Lead <Id>`
         or `Contact <Id>` (and `Task <Id>`)."""
         with delivery_errors(self.name):
@@ -99,11 +99,11 @@ class SalesforceSink(CrmSink):
 
     # --- the Lead, or the Contact -------------------------------------------------------------
 
-    def _person(self, key: str, payload: dict[str, Any]) -> tuple[str, str, str | None]:
+    def _person(self, key: str, payload: HandoffPayload) -> tuple[str, str, str | None]:
         """The Lead the SQL is handed to: ("Lead", Id, None). A person with no open Lead who is already a
         Contact (a converted Lead, a customer's colleague) gets no duplicate Lead: ("Contact", Id, OwnerId)."""
-        lead = lead_of(payload)
-        email = str(lead["email"])
+        lead = payload.lead
+        email = lead.email
         fields = self._fields(lead, payload)
         known = self.ledger.recall(key, "lead") or self._stored_lead_id(email)
         if known and self._update(known, fields):
@@ -161,12 +161,12 @@ class SalesforceSink(CrmSink):
         stored = self.ledger.lead_crm_id(email, self.name)
         return stored if stored and stored.startswith("00Q") else None  # a Contact id (003…) is not a Lead
 
-    def _fields(self, lead: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    def _fields(self, lead: PayloadLead, payload: HandoffPayload) -> dict[str, Any]:
         mapping = {**LEAD_FIELDS, **self.spec.fields}
-        fields: dict[str, Any] = {sf: lead[f] for f, sf in mapping.items() if sf and lead.get(f) is not None}
-        fields["Email"] = str(lead["email"])
+        fields: dict[str, Any] = {sf: lead.value(f) for f, sf in mapping.items() if sf and lead.value(f) is not None}
+        fields["Email"] = lead.email
         fields["Status"] = self.spec.lead_status
-        owner = owner_crm_id(payload, self.vendor, self.spec.default_owner_id)
+        owner = payload.owner_crm_id(self.vendor, self.spec.default_owner_id)
         if owner:
             fields["OwnerId"] = owner
         return fields
@@ -223,7 +223,7 @@ class SalesforceSink(CrmSink):
 
     # --- the Task -----------------------------------------------------------------------------
 
-    def _task(self, key: str, who_id: str, payload: dict[str, Any], who_owner: str | None = None) -> str:
+    def _task(self, key: str, who_id: str, payload: HandoffPayload, who_owner: str | None = None) -> str:
         done = self.ledger.recall(key, "task")
         if done:
             return done
@@ -244,7 +244,7 @@ class SalesforceSink(CrmSink):
                 "Priority": "High",
                 "ActivityDate": datetime.now(UTC).date().isoformat(),
             }
-            owner = owner_crm_id(payload, self.vendor, self.spec.default_owner_id) or who_owner
+            owner = payload.owner_crm_id(self.vendor, self.spec.default_owner_id) or who_owner
             if owner:
                 task["OwnerId"] = owner
             return str(self.client.request_json_once("POST", f"{self.api}/sobjects/Task", json=task)["id"])

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from cli.main import app
-from cli.workspace_setup import init_workspace
-from leads.db import make_engine, session_scope
-from leads.models import Lead
+from leadflow.cli.main import app
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.leads.db.engine import make_engine, session_scope
+from leadflow.leads.db.models import Lead
 from tests.demo_workspace import ingest_demo
 
 runner = CliRunner()

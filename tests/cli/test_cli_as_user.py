@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
-from leads.models import EmailOutbox, Lead, utcnow
+from leadflow.leads.db.models import utcnow
+from tests import factories as make
 
-LEADFLOW = [sys.executable, "-c", "from cli.main import app; app()"]  # the console script's code, any venv
+LEADFLOW = [sys.executable, "-c", "from leadflow.cli.main import app; app()"]  # the console script's code, any venv
 
 
 @pytest.fixture
@@ -108,14 +109,8 @@ def test_a_workspace_that_sent_email_never_gets_a_new_key(
 ) -> None:
     env = {**env, "LEADFLOW_DATABASE_URL": db_url}  # SQLite in the workspace, or a PostgreSQL database
     assert leadflow("init", cwd=tmp_path, env=env).returncode == 0
-    with engine.begin() as conn:  # an email went out with the key in .env
-        conn.execute(insert(Lead).values(id=1, email="anna@acme.example", crm_ids={}))
-        conn.execute(
-            insert(EmailOutbox).values(
-                idempotency_key="nurture:1:warm-up:1", lead_id=1, sequence="warm-up", step=1, status="sent",
-                next_attempt_at=utcnow(), created_at=utcnow(), sent_at=utcnow(),
-            )
-        )  # fmt: skip
+    sent = make.email_outbox(1, idempotency_key="nurture:1:warm-up:1", step=1, status="sent", sent_at=utcnow())
+    make.add(engine, make.lead("anna@acme.example", id=1), sent)  # an email went out with the key in .env
     (tmp_path / ".env").unlink()  # lost in a move to a new server
 
     for command in (["init"], ["demo", "--leads", "50"]):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from leadflow.cli.main import app
 
 runner = CliRunner()
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from cli import ops
-from cli.main import app
-from leads.leases import read_leases
+from leadflow.cli import ops
+from leadflow.cli.main import app
+from leadflow.leads.db.models import utcnow
+from leadflow.leads.work.leases import read_leases
 from tests.leads.holders import holder
+from tests.waiting import until
 
 runner = CliRunner()
 NAME = "leadflow:nurture:enrollments"
@@ -77,10 +78,11 @@ def test_a_holder_elsewhere_is_refused_while_it_beats_and_force_releases_it(
 
 
 def test_a_live_holder_that_stopped_beating_is_flagged_and_an_unknown_name_is_refused(
-    workspace: Path, db_url: str
+    workspace: Path, db_url: str, engine: Engine
 ) -> None:
     with holder(db_url, NAME, "run-9", "--heartbeat", "3600", "--stale", "0.3"):
-        time.sleep(0.5)
+        # Time must pass here: the holder's one heartbeat goes stale after 0.3 s.
+        until("the heartbeat went stale", lambda: (e := read_leases(engine)[0].expires_at) is not None and e < utcnow())
         row = next(line for line in _leases(workspace).output.splitlines() if NAME in line)
         assert "alive (heartbeat late)" in row  # kept (its process runs here), but worth a look
         missing = _leases(workspace, "--release", "leadflow:nope")

@@ -6,13 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from cli.main import app
-from cli.workspace_setup import EXAMPLE_CONFIG
-from leads.models import HandoffOutbox, Lead, OutboxStatus, Quarantine
+from leadflow.cli.main import app
+from leadflow.cli.workspace_setup import EXAMPLE_CONFIG
+from leadflow.leads.db.models import HandoffOutbox, OutboxStatus, Quarantine
+from tests import factories as make
 
 runner = CliRunner()
 
@@ -22,17 +23,14 @@ def workspace(tmp_path: Path, db_url: str, engine: Engine, monkeypatch: pytest.M
     monkeypatch.delenv("LEADFLOW_DATABASE_URL", raising=False)
     (tmp_path / ".env").write_text(f"LEADFLOW_DATABASE_URL={db_url}\n")
     shutil.copyfile(EXAMPLE_CONFIG, tmp_path / "leadflow.yaml")  # a workspace: commands refuse to run elsewhere
-    with Session(engine) as session:
-        session.execute(insert(Lead).values(id=1, email="anna@acme.example", crm_ids={}))
-        rows = [
-            {"idempotency_key": f"handoff:{n}:webhook:crm.example", "lead_id": 1, "destination": "webhook:crm.example",
-             "payload": {}, "status": status, "attempts": attempts, "last_error": error}
-            for n, status, attempts, error in [(1, "dead", 8, "503 Service Unavailable"), (2, "sent", 1, None),
-                                               (3, "dead", 1, "410 Gone: endpoint retired")]
-        ]  # fmt: skip
-        session.execute(insert(HandoffOutbox), rows)
-        session.add(Quarantine(source="website", location="activity.jsonl:4", reason="bad_json", detail="x", raw="{"))
-        session.commit()
+    rows = [
+        make.handoff_outbox(1, idempotency_key=f"handoff:{n}:webhook:crm.example", status=status, attempts=attempts,
+                            last_error=error)
+        for n, status, attempts, error in [(1, "dead", 8, "503 Service Unavailable"), (2, "sent", 1, None),
+                                           (3, "dead", 1, "410 Gone: endpoint retired")]
+    ]  # fmt: skip
+    quarantined = Quarantine(source="website", location="activity.jsonl:4", reason="bad_json", detail="x", raw="{")
+    make.add(engine, make.lead("anna@acme.example", id=1), *rows, quarantined)
     return tmp_path
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli.prefect_env import DEFAULTS, apply_defaults, ephemeral_timeout_hint
+from leadflow.cli.prefect_env import DEFAULTS, apply_defaults, ephemeral_timeout_hint
 from tests.flows.test_pipeline import make_workspace
 
 BIN = Path(sys.executable).parent

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from leadflow.cli.main import app
 from tests.flows.test_pipeline import make_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.crm_handoff.common import MemoryLedger
+from leadflow.connectors.crm_handoff.common import MemoryLedger
+from leadflow.connectors.handoff_payload import HandoffPayload
 
 
 def payload(
     email: str = "anna.jansen@acme-logistics.nl", *, owner: dict[str, Any] | None = None, **lead: Any
+) -> HandoffPayload:
+    """The payload as a sink receives it."""
+    return HandoffPayload.of(document(email, owner=owner, **lead))
+
+
+def document(
+    email: str = "anna.jansen@acme-logistics.nl", *, owner: dict[str, Any] | None = None, **lead: Any
 ) -> dict[str, Any]:
+    """The payload as the outbox row stores it."""
     profile = {"first_name": "Anna", "last_name": "Jansen", "company": "Acme Logistics", "title": "Head of Marketing",
                "industry": "logistics", "company_size": 250, "country": "NL", "timezone": "Europe/Amsterdam",
                "budget": None, "authority": None, "need": None, "timing": None, "owner": None, **lead}  # fmt: skip
@@ -42,4 +51,4 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-__all__ = ["MemoryLedger", "Sleeps", "owner", "payload"]
+__all__ = ["MemoryLedger", "Sleeps", "document", "owner", "payload"]

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from connectors.crm_handoff.common import CredentialsRefused, MemoryLedger, QuotaExhausted, reference
-from connectors.crm_handoff.hubspot import SEARCH_LAG, HubSpotSink
-from connectors.handoff import FatalHandoffError, RetriableHandoffError
-from connectors.http import RetryPolicy
-from leads.handoff_config import HubSpotDestination
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import MemoryLedger, reference
+from leadflow.connectors.crm_handoff.hubspot import SEARCH_LAG, HubSpotSink
+from leadflow.connectors.errors import CredentialsRefused, FatalHandoffError, QuotaExhausted, RetriableHandoffError
+from leadflow.leads.config.handoff import HubSpotDestination
 from tests.connectors.handoff_payloads import Sleeps, owner, payload
 from tests.fakes.base import Reply
 from tests.fakes.hubspot import FakeHubSpot, throttled

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from connectors.crm_handoff.common import CredentialsRefused, MemoryLedger, reference
-from connectors.crm_handoff.pipedrive import SEARCH_LAG, PipedriveSink
-from connectors.handoff import FatalHandoffError, RetriableHandoffError
-from connectors.http import RetryPolicy
-from leads.handoff_config import PipedriveDestination
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import MemoryLedger, reference
+from leadflow.connectors.crm_handoff.pipedrive import SEARCH_LAG, PipedriveSink
+from leadflow.connectors.errors import CredentialsRefused, FatalHandoffError, RetriableHandoffError
+from leadflow.leads.config.handoff import PipedriveDestination
 from tests.connectors.handoff_payloads import Sleeps, owner, payload
 from tests.fakes.pipedrive import FakePipedrive, failure, over_limit
 

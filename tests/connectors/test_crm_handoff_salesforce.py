@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from connectors.crm_handoff.common import CredentialsRefused, MemoryLedger, QuotaExhausted, reference
-from connectors.crm_handoff.salesforce import SalesforceSink
-from connectors.handoff import FatalHandoffError
-from connectors.http import RetryPolicy
-from leads.handoff_config import SalesforceDestination
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.common import MemoryLedger, reference
+from leadflow.connectors.crm_handoff.salesforce import SalesforceSink
+from leadflow.connectors.errors import CredentialsRefused, FatalHandoffError, QuotaExhausted
+from leadflow.leads.config.handoff import SalesforceDestination
 from tests.connectors.handoff_payloads import Sleeps, owner, payload
 from tests.fakes.salesforce import FakeSalesforce, concurrent_limit, daily_limit, unavailable
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from connectors.crm_handoff.common import CredentialsRefused, MemoryLedger
-from connectors.crm_handoff.hubspot import HubSpotSink
-from connectors.crm_handoff.salesforce import SalesforceSink
-from connectors.destinations import open_sink
-from connectors.handoff import FileInbox, WebhookSink
-from leads.handoff_config import (
+from leadflow.connectors.crm_handoff.common import MemoryLedger
+from leadflow.connectors.crm_handoff.hubspot import HubSpotSink
+from leadflow.connectors.crm_handoff.salesforce import SalesforceSink
+from leadflow.connectors.destinations import open_sink
+from leadflow.connectors.errors import CredentialsRefused
+from leadflow.connectors.handoff import FileInbox, WebhookSink
+from leadflow.leads.config.handoff import (
     FileDestination,
     HubSpotDestination,
     SalesforceDestination,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from connectors.files import FileActivitySource, Page
+from leadflow.connectors.files import FileActivitySource, Page
 from tests.factories import jsonl, raw_event
 
 NOW = datetime(2026, 10, 1, 12, 0)

@@ -14,18 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.destinations import open_sink
-from connectors.handoff import (
-    DestinationGoneError,
-    FatalHandoffError,
-    FileInbox,
-    HandoffError,
-    RetriableHandoffError,
-    WebhookSink,
-    parse_retry_after,
-    sink_from_url,
-)
-from leads.handoff_config import WebhookDestination
+from leadflow.connectors.destinations import open_sink
+from leadflow.connectors.errors import DestinationGoneError, FatalHandoffError, HandoffError, RetriableHandoffError
+from leadflow.connectors.handoff import FileInbox, WebhookSink, sink_from_url
+from leadflow.connectors.handoff_payload import HandoffPayload
+from leadflow.connectors.status import parse_retry_after
+from leadflow.leads.config.handoff import WebhookDestination
+from tests.connectors.handoff_payloads import document, payload
 from tests.peers import SECRET, SLOW, ServerState
 
 
@@ -47,13 +42,14 @@ def _no_secrets(exc: BaseException, *extra: str) -> None:
         assert needle not in text
 
 
-PAYLOAD = {"lead_id": 42, "email": "zoë@example.com", "stage": "sql", "score": 87.5}
+PAYLOAD = document("zoë@example.com", first_name="Zoë")  # as the outbox row stores it
+SENT = HandoffPayload.of(PAYLOAD)
 
 
 def test_signed_delivery(server: tuple[ServerState, str]) -> None:
     state, url = server
     with _sink(url) as sink:
-        receipt = sink.deliver(idempotency_key="handoff:42:sql:1", payload=PAYLOAD)
+        receipt = sink.deliver(idempotency_key="handoff:42:sql:1", payload=SENT)
     assert receipt == "http 200"
     [req] = state.requests
     assert req.verified == PAYLOAD
@@ -69,27 +65,27 @@ def test_status_mapping(server: tuple[ServerState, str]) -> None:
     state, url = server
     state.script.extend([(200, {}), (500, {}), (429, {"Retry-After": "7"}), (410, {}), (400, {}), (503, {})])
     with _sink(url) as sink:
-        assert sink.deliver(idempotency_key="k1", payload=PAYLOAD) == "http 200"
+        assert sink.deliver(idempotency_key="k1", payload=SENT) == "http 200"
 
         with pytest.raises(RetriableHandoffError) as server_error:
-            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+            sink.deliver(idempotency_key="k1", payload=SENT)
         assert server_error.value.status == 500 and server_error.value.retry_after is None
 
         with pytest.raises(RetriableHandoffError) as throttled:
-            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+            sink.deliver(idempotency_key="k1", payload=SENT)
         assert throttled.value.status == 429 and throttled.value.retry_after == 7
 
         with pytest.raises(DestinationGoneError) as gone:
-            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+            sink.deliver(idempotency_key="k1", payload=SENT)
         assert gone.value.status == 410
 
         with pytest.raises(FatalHandoffError) as rejected:
-            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+            sink.deliver(idempotency_key="k1", payload=SENT)
         assert not isinstance(rejected.value, DestinationGoneError)
         assert rejected.value.status == 400
 
         with pytest.raises(RetriableHandoffError):
-            sink.deliver(idempotency_key="k1", payload=PAYLOAD)
+            sink.deliver(idempotency_key="k1", payload=SENT)
 
     assert all(r.verified == PAYLOAD for r in state.requests)
     assert {r.headers["webhook-id"] for r in state.requests} == {"k1"}
@@ -105,7 +101,7 @@ def test_retry_after_http_date(server: tuple[ServerState, str]) -> None:
     when = datetime.now(UTC) + timedelta(seconds=120)
     state.script.append((503, {"Retry-After": format_datetime(when, usegmt=True)}))
     with _sink(url) as sink, pytest.raises(RetriableHandoffError) as info:
-        sink.deliver(idempotency_key="k", payload=PAYLOAD)
+        sink.deliver(idempotency_key="k", payload=SENT)
     assert info.value.retry_after is not None and 100 < info.value.retry_after <= 120
 
 
@@ -124,7 +120,7 @@ def test_timeout_is_retriable(server: tuple[ServerState, str]) -> None:
     state.script.append(SLOW)
     started = time.monotonic()
     with _sink(url, timeout=0.3) as sink, pytest.raises(RetriableHandoffError) as info:
-        sink.deliver(idempotency_key="slow-1", payload=PAYLOAD)
+        sink.deliver(idempotency_key="slow-1", payload=SENT)
     assert time.monotonic() - started < 3
     assert "timed out" in str(info.value)
     _no_secrets(info.value)
@@ -142,7 +138,7 @@ def test_a_destination_sets_its_own_timeout(server: tuple[ServerState, str], tmp
         ) as sink,  # type: ignore[arg-type]
         pytest.raises(RetriableHandoffError, match=r"timed out after 0.3s"),
     ):
-        sink.deliver(idempotency_key="slow-2", payload=PAYLOAD)
+        sink.deliver(idempotency_key="slow-2", payload=SENT)
     assert time.monotonic() - started < 3
     assert WebhookDestination(name="x", kind="webhook", url=url).timeout_seconds == 10.0  # the default
 
@@ -152,7 +148,7 @@ def test_connection_refused_is_retriable() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with _sink(f"http://127.0.0.1:{port}/x") as sink, pytest.raises(RetriableHandoffError):
-        sink.deliver(idempotency_key="k", payload=PAYLOAD)
+        sink.deliver(idempotency_key="k", payload=SENT)
 
 
 def test_private_destinations_refused_unless_allowed(server: tuple[ServerState, str]) -> None:
@@ -160,15 +156,15 @@ def test_private_destinations_refused_unless_allowed(server: tuple[ServerState, 
     port = url.split(":")[2].split("/")[0]
     for target in (url, f"http://localhost:{port}/hook", f"http://[::ffff:127.0.0.1]:{port}/hook"):
         with WebhookSink(target, SECRET) as sink, pytest.raises(FatalHandoffError) as info:
-            sink.deliver(idempotency_key="k", payload=PAYLOAD)
+            sink.deliver(idempotency_key="k", payload=SENT)
         assert "allow_private" in str(info.value)
     for address in ("10.1.2.3", "192.168.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.1", "100.64.0.1"):
         with WebhookSink(f"http://{address}/hook", SECRET) as sink, pytest.raises(FatalHandoffError):
-            sink.deliver(idempotency_key="k", payload=PAYLOAD)
+            sink.deliver(idempotency_key="k", payload=SENT)
     assert state.requests == []
 
     with WebhookSink(url, SECRET, allow_private=True) as sink:
-        assert sink.deliver(idempotency_key="k", payload=PAYLOAD) == "http 200"
+        assert sink.deliver(idempotency_key="k", payload=SENT) == "http 200"
     assert len(state.requests) == 1
 
 
@@ -176,7 +172,7 @@ def test_injected_client_is_used_and_left_open(server: tuple[ServerState, str]) 
     state, url = server
     with httpx.Client(headers={"x-probe": "yes"}) as client:
         with _sink(url, client=client) as sink:
-            sink.deliver(idempotency_key="k", payload=PAYLOAD)
+            sink.deliver(idempotency_key="k", payload=SENT)
         assert not client.is_closed
     assert state.requests[0].headers["x-probe"] == "yes"
 
@@ -192,9 +188,9 @@ def test_bad_secret_and_url_rejected_without_echo() -> None:
 def test_file_inbox_is_idempotent(tmp_path: Path) -> None:
     inbox = FileInbox(tmp_path / "handoff-inbox")
     assert inbox.name == "file"
-    first = inbox.deliver(idempotency_key="handoff-42-sql", payload={"v": 1})
-    second = inbox.deliver(idempotency_key="handoff-42-sql", payload=PAYLOAD)
-    odd = inbox.deliver(idempotency_key="../lead:42/sql", payload={"v": 3})
+    first = inbox.deliver(idempotency_key="handoff-42-sql", payload=payload("v1@example.com"))
+    second = inbox.deliver(idempotency_key="handoff-42-sql", payload=SENT)
+    odd = inbox.deliver(idempotency_key="../lead:42/sql", payload=payload("v3@example.com"))
     assert first == second == str(tmp_path / "handoff-inbox" / "handoff-42-sql.json")
     assert Path(odd).parent == tmp_path / "handoff-inbox"
     assert sorted(p.name for p in (tmp_path / "handoff-inbox").iterdir()) == sorted([Path(first).name, Path(odd).name])
@@ -222,3 +218,29 @@ def test_sink_from_url(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'s3'"):
         sink_from_url("s3://bucket/x", base_dir=tmp_path, secret=SECRET)
     assert issubclass(DestinationGoneError, FatalHandoffError) and issubclass(FatalHandoffError, HandoffError)
+
+
+def test_the_webhook_sends_the_queued_document_byte_for_byte(server: tuple[ServerState, str]) -> None:
+    state, url = server
+    queued = {**document("zoë@example.com", company_size=12), "score": {"fit": 30, "engagement": 6.5, "total": 36.5}}
+    queued = {"previous_owner": {"id": "anna"}, **queued, "reassigned_at": "2026-10-02T09:00:00Z"}
+    with _sink(url) as sink:
+        sink.deliver(idempotency_key="k", payload=HandoffPayload.of(queued))
+    [req] = state.requests
+    assert req.body == json.dumps(queued, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def test_a_document_without_a_lead_email_is_not_a_handoff() -> None:
+    for lead in ({}, {"email": ""}, None):
+        with pytest.raises(FatalHandoffError, match="^the handoff payload has no lead email$"):
+            HandoffPayload.of({**document(), "lead": lead})
+
+
+def test_the_owner_crm_id_is_read_from_new_and_older_payloads() -> None:
+    ines = {"id": "ines", "name": "Ines", "email": None, "crm_ids": {"hubspot": "501", "pipedrive": None}}
+    assert HandoffPayload.of(document(owner=ines)).owner_crm_id("hubspot", "1") == "501"
+    assert HandoffPayload.of(document(owner=ines)).owner_crm_id("pipedrive", "1") == "1"  # not known there
+    older = document()
+    older["lead"] = {**older["lead"], "owner": ines}  # an older payload: the owner object under "lead"
+    assert HandoffPayload.of(older).owner_crm_id("hubspot", None) == "501"
+    assert HandoffPayload.of(document()).owner_crm_id("hubspot", None) is None

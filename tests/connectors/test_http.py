@@ -7,14 +7,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from connectors.http import (
-    ApiClient,
-    AuthenticationError,
-    FatalAPIError,
-    HeaderToken,
-    RetriableAPIError,
-    RetryPolicy,
-)
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import AuthenticationError, FatalAPIError, RetriableAPIError
+from leadflow.connectors.http import ApiClient, HeaderToken
 
 SECRET = "s3cr3t-token"
 

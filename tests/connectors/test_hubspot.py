@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from connectors.http import AuthenticationError, FatalAPIError
-from connectors.hubspot import hubspot_source
-from connectors.streams import RestSource
-from connectors.sync import SyncTotals, sync_source
-from leads.db import session_scope
-from leads.ingest import load_cursor
-from leads.records import PlusAddressing
-from leads.source_config import HubSpotSource
+from leadflow.connectors.errors import AuthenticationError, FatalAPIError
+from leadflow.connectors.hubspot import hubspot_source
+from leadflow.connectors.streams import RestSource
+from leadflow.connectors.sync import SyncTotals, sync_source
+from leadflow.leads.config.sources import HubSpotSource
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.ingest.cursors import load_cursor
+from leadflow.leads.ingest.records import PlusAddressing
 from tests.connectors.vendor_checks import activity, leads, quarantine
 from tests.fakes.hubspot import FakeHubSpot, error, throttled
 

@@ -6,7 +6,6 @@ import email
 import email.policy
 import ipaddress
 import ssl
-import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,14 +18,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from connectors.mail import (
+from leadflow.connectors.errors import MailError, PermanentMailError, TransientMailError, UnconfirmedMailError
+from leadflow.connectors.mail import (
     Envelope,
     FileOutbox,
-    MailError,
-    PermanentMailError,
     SMTPTransport,
-    TransientMailError,
-    UnconfirmedMailError,
     envelope_of,
     public_mail_url,
     transport_from_url,
@@ -144,7 +140,7 @@ def test_reconnects_once_when_the_server_dropped_an_idle_connection(
     handler.drop_after_data = True
     with _transport(port) as transport:
         transport.send(_message("one@example.com"))
-        time.sleep(0.2)  # the server hangs up meanwhile
+        handler.wait_for_hang_up()  # the server hangs up meanwhile
         transport.send(_message("two@example.com"))
         transport.send(_message("three@example.com"))
     assert [m.rcpt_tos[0] for m in handler.messages] == ["one@example.com", "two@example.com", "three@example.com"]
@@ -159,7 +155,7 @@ def test_deliver_reconnects_once_before_the_hook_when_the_idle_connection_was_dr
     marks: list[str] = []
     with _transport(port) as transport:
         transport.deliver(_envelope("one@example.com"), before_data=lambda: marks.append("one"))
-        time.sleep(0.2)  # the server hangs up meanwhile
+        handler.wait_for_hang_up()  # the server hangs up meanwhile
         transport.deliver(_envelope("two@example.com", 2), before_data=lambda: marks.append("two"))
     assert [m.rcpt_tos[0] for m in handler.messages] == ["one@example.com", "two@example.com"]
     assert marks == ["one", "two"] and handler.connections == 2  # the hook ran once per message
@@ -171,7 +167,7 @@ def test_deliver_to_a_server_gone_mid_batch_is_transient_and_marks_nothing(smtp_
     marks: list[str] = []
     with _transport(port) as transport:
         transport.deliver(_envelope("one@example.com"))
-        time.sleep(0.2)
+        handler.wait_for_hang_up()
         controller.stop()
         with pytest.raises(TransientMailError):
             transport.deliver(_envelope("two@example.com", 2), before_data=lambda: marks.append("two"))
@@ -191,7 +187,7 @@ def test_server_gone_mid_batch_is_transient(smtp_server: Server) -> None:
     handler.drop_after_data = True
     with _transport(port) as transport:
         transport.send(_message("one@example.com"))
-        time.sleep(0.2)
+        handler.wait_for_hang_up()
         controller.stop()  # dropped connection, and the reconnect is refused
         with pytest.raises(TransientMailError):
             transport.send(_message("two@example.com"))

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from connectors.notify import AppriseNotifier, NotifyError, describe
+from leadflow.connectors.errors import NotifyError
+from leadflow.connectors.notify import AppriseNotifier, describe
 from tests.peers import free_port
 
 TOKEN = "Zq7TOKENxY"

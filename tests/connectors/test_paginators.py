@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from connectors.paginators import CursorPaginator, HasMorePaginator, NextUrlPaginator, PageRequest
-from connectors.streams import StreamState, parse_moment, profile_from
+from leadflow.connectors.paginators import CursorPaginator, HasMorePaginator, NextUrlPaginator, PageRequest
+from leadflow.connectors.streams import StreamState, parse_moment, profile_from
 
 T1 = datetime(2026, 9, 1, 9, 0, tzinfo=UTC)
 T2 = datetime(2026, 9, 2, 9, 0, tzinfo=UTC)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import connectors.files
-from connectors.files import FileActivitySource, ParsingStopped
+import leadflow.connectors.files
+import leadflow.connectors.parse_workers
+from leadflow.connectors.files import FileActivitySource
+from leadflow.connectors.parse_workers import ParsingStopped
 from tests.leads.test_bulk_ingest import NOW, _messy_file
 
 
@@ -24,20 +26,20 @@ def parsers() -> list[multiprocessing.process.BaseProcess]:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(connectors.files, "CHUNK_BYTES", 7_000)
+    monkeypatch.setattr(leadflow.connectors.files, "CHUNK_BYTES", 7_000)
 
 
 @pytest.fixture
 def slow_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each range takes a little while (the forked workers inherit the patch), so a worker killed after
     the first page still had ranges to parse: on a busy machine they could otherwise all be done already."""
-    parse = connectors.files._parse_in_worker
+    parse = leadflow.connectors.parse_workers._parse_in_worker
 
     def slowly(*args: object) -> bytes:
-        time.sleep(0.05)
+        time.sleep(0.05)  # time must pass: a range takes this long to parse
         return parse(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(connectors.files, "_parse_in_worker", slowly)
+    monkeypatch.setattr(leadflow.connectors.parse_workers, "_parse_in_worker", slowly)
 
 
 def test_a_parsing_process_killed_midway_stops_the_read_with_an_error_naming_it(
@@ -90,9 +92,9 @@ KILLED_PARENT = """
 import multiprocessing, os, signal, sys
 from datetime import datetime
 from pathlib import Path
-import connectors.files
-from connectors.files import FileActivitySource
-connectors.files.CHUNK_BYTES = 7_000
+import leadflow.connectors.files
+from leadflow.connectors.files import FileActivitySource
+leadflow.connectors.files.CHUNK_BYTES = 7_000
 file = Path(sys.argv[1])
 source = FileActivitySource("web", file, batch_size=50, workers=2, parallel_min_bytes=0)
 pages = source.pages(file, None, now=datetime(2026, 10, 1))

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from connectors.http import AuthenticationError, FatalAPIError
-from connectors.pipedrive import pipedrive_source
-from connectors.sync import SyncTotals, sync_source
-from leads.db import session_scope
-from leads.ingest import load_cursor
-from leads.source_config import PipedriveSource
+from leadflow.connectors.errors import AuthenticationError, FatalAPIError
+from leadflow.connectors.pipedrive import pipedrive_source
+from leadflow.connectors.sync import SyncTotals, sync_source
+from leadflow.leads.config.sources import PipedriveSource
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.ingest.cursors import load_cursor
 from tests.connectors.vendor_checks import activity, leads, quarantine
 from tests.fakes.pipedrive import FakePipedrive, failure, over_limit
 

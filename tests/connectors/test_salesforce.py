@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from connectors.http import AuthenticationError, FatalAPIError, RetryPolicy
-from connectors.salesforce import salesforce_source
-from connectors.sync import SyncTotals, sync_source
-from leads.db import session_scope
-from leads.ingest import load_cursor
-from leads.source_config import SalesforceSource
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.errors import AuthenticationError, FatalAPIError
+from leadflow.connectors.salesforce import salesforce_source
+from leadflow.connectors.sync import SyncTotals, sync_source
+from leadflow.leads.config.sources import SalesforceSource
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.ingest.cursors import load_cursor
 from tests.connectors.vendor_checks import activity, leads, quarantine
 from tests.fakes.salesforce import FakeSalesforce, concurrent_limit, daily_limit, errors, unavailable
 

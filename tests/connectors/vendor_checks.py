@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import Engine, select
 
-from leads.db import session_scope
-from leads.models import Activity, Lead, Quarantine
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Activity, Lead, Quarantine
 
 
 def activity(engine: Engine, source: str | None = None) -> list[tuple[str, str, str, datetime]]:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from flows.handoff import HandoffFailed, handoff_flow
-from flows.params import HandoffParams
-from leads.db import make_engine
-from leads.models import HandoffOutbox, Lead, OutboxStatus, Stage
+from leadflow.flows.handoff import HandoffFailed, handoff_flow
+from leadflow.flows.params import HandoffParams
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import HandoffOutbox, Lead, OutboxStatus, Stage
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.pipedrive import FakePipedrive
 from tests.fakes.salesforce import FakeSalesforce

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from flows.handoff import handoff_flow
-from flows.params import HandoffParams
-from leads.config import ConfigError
+from leadflow.flows.handoff import handoff_flow
+from leadflow.flows.params import HandoffParams
+from leadflow.leads.config.workspace import ConfigError
 from tests.flows.test_pipeline import END, make_workspace, run
 from tests.peers import SECRET
 

@@ -27,7 +27,7 @@ def test_every_flow_has_a_deployment_that_loads_with_a_valid_schedule() -> None:
 
 
 def test_prefect_yaml_and_leadflow_serve_declare_the_same_deployments_with_concurrency_rules() -> None:
-    from flows.deployments import DEPLOYMENTS, runner_deployments
+    from leadflow.flows.deployments import DEPLOYMENTS, runner_deployments
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     in_yaml = {
@@ -63,7 +63,7 @@ def test_prefect_yaml_and_leadflow_serve_declare_the_same_deployments_with_concu
 def test_leadflow_ops_limits_prints_the_prefect_gcl_lines_the_docs_show() -> None:
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from leadflow.cli.main import app
 
     result = CliRunner().invoke(app, ["ops", "limits", "--print"])
     assert result.exit_code == 0

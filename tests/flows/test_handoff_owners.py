@@ -11,12 +11,13 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from cli.main import app
-from flows.handoff import handoff_flow
-from flows.params import HandoffParams
-from flows.reports import HandoffRunReport, handoff_markdown
-from leads.db import make_engine
-from leads.models import HandoffOutbox, Lead, LeadAssignment, NotificationOutbox, Stage
+from leadflow.cli.main import app
+from leadflow.flows.handoff import handoff_flow
+from leadflow.flows.params import HandoffParams
+from leadflow.flows.reports import handoff_markdown
+from leadflow.handoff.report import HandoffRunReport
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import HandoffOutbox, Lead, LeadAssignment, NotificationOutbox, Stage
 from tests.flows.test_delivery_peers import webhook_workspace
 from tests.flows.test_pipeline import END, run
 from tests.handoff.notify_peer import NotifyServer

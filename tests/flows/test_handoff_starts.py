@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cli.summary import _print_owners
-from flows.reports import HandoffRunReport
+from leadflow.cli.summary import _print_owners
+from leadflow.handoff.report import HandoffRunReport
 from tests.flows.test_handoff_owners import handoff, latest_report_markdown
 from tests.flows.test_pipeline import make_workspace, run
 

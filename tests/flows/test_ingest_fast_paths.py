@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select
 
-import connectors.files
-import leads.bulkload
-from flows.ingest import ingest_flow
-from flows.params import IngestParams
-from leads.bulkload import LEAD_INDEX
-from leads.db import make_engine
-from leads.models import Activity, Lead, Quarantine
+import leadflow.connectors.files
+import leadflow.leads.db.bulkload
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.params import IngestParams
+from leadflow.leads.db.bulkload import LEAD_INDEX
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import Activity, Lead, Quarantine
 from tests.flows.test_pipeline import END, make_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -57,10 +57,10 @@ def test_parse_workers_and_bulk_mode_in_a_flow_run_store_what_the_plain_path_sto
     fast_url = f"sqlite:///{tmp_path / 'fast.db'}"
     plain = _ingest(_workspace(tmp_path / "plain", plain_url), plain_url)
 
-    monkeypatch.setattr(connectors.files, "default_workers", lambda: 2)  # also on a one-CPU machine
-    monkeypatch.setattr(connectors.files, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(connectors.files, "CHUNK_BYTES", 2_000)
-    monkeypatch.setattr(leads.bulkload, "MIN_ROWS", 0)
+    monkeypatch.setattr(leadflow.connectors.files, "default_workers", lambda: 2)  # also on a one-CPU machine
+    monkeypatch.setattr(leadflow.connectors.files, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(leadflow.connectors.files, "CHUNK_BYTES", 2_000)
+    monkeypatch.setattr(leadflow.leads.db.bulkload, "MIN_ROWS", 0)
     fast = _ingest(_workspace(tmp_path / "fast", fast_url), fast_url)
 
     assert fast == plain

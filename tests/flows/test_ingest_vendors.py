@@ -15,11 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from cli.workspace_setup import init_workspace
-from flows.ingest import IngestFailed, ingest_flow
-from flows.params import IngestParams
-from leads.db import make_engine
-from leads.models import Activity, Lead
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.flows.ingest import IngestFailed, ingest_flow
+from leadflow.flows.params import IngestParams
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import Activity, Lead
 from tests.factories import jsonl, raw_event
 from tests.fakes.hubspot import FakeHubSpot, throttled
 from tests.fakes.pipedrive import FakePipedrive
@@ -163,8 +163,8 @@ def test_a_crm_that_refuses_its_token_stops_alone_and_fails_the_run(
 def test_prefect_retries_a_source_only_for_retriable_failures() -> None:
     from prefect.states import Failed
 
-    from connectors.http import AuthenticationError, RetriableAPIError
-    from flows.ingest import _retriable
+    from leadflow.connectors.errors import AuthenticationError, RetriableAPIError
+    from leadflow.flows.ingest import _retriable
 
     assert _retriable(None, None, Failed(data=RetriableAPIError("crm", "rate limited", status=429)))
     assert not _retriable(None, None, Failed(data=AuthenticationError("crm", "token expired", status=401)))

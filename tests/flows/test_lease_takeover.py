@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from leads.db import make_engine, upgrade
-from leads.leases import LeaseState, read_leases
-from leads.models import utcnow
+from leadflow.leads.db.engine import make_engine, upgrade
+from leadflow.leads.db.models import utcnow
+from leadflow.leads.work.leases import LeaseState, read_leases
 from tests.flows.test_pipeline import emails_in, make_workspace, run
 from tests.leads.holders import holder
 

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from sqlmodel import SQLModel
 from typer.testing import CliRunner
 
-from cli.main import app
-from flows.nurture import nurture_flow
-from flows.params import NurtureParams
-from leads.db import make_engine
-from leads.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, Stage, Suppression
+from leadflow.cli.main import app
+from leadflow.flows.nurture import nurture_flow
+from leadflow.flows.params import NurtureParams
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, Stage, Suppression
 from tests.flows.test_pipeline import END, make_workspace, run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

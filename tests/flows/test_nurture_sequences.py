@@ -11,12 +11,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
-from flows.nurture import nurture_flow
-from flows.params import NurtureParams
-from leads.db import make_engine, session_scope
-from leads.models import Activity, EnrollmentStatus, Lead, NurtureEnrollment
+from leadflow.flows.nurture import nurture_flow
+from leadflow.flows.params import NurtureParams
+from leadflow.leads.db.engine import make_engine, session_scope
+from leadflow.leads.db.models import EnrollmentStatus, Lead, NurtureEnrollment
+from tests import factories as make
 from tests.flows.test_pipeline import END, emails_in, make_workspace, run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -52,22 +53,19 @@ def test_a_click_after_the_case_study_sends_the_demo_at_once_and_skips_the_check
     def nurture(days: float) -> None:
         nurture_flow(NurtureParams(workspace=str(folder), as_of=END + timedelta(days=days)))
 
-    nurture(4)  # the case study goes out to every warm-up lead
-    with session_scope(engine) as session:
-        session.execute(
-            insert(Activity),
-            [
-                {
-                    "lead_id": clicker.id,
-                    "type": "email_click",
-                    "occurred_at": (END + timedelta(days=4, hours=3)).replace(tzinfo=None),
-                    "source": "web",
-                    "source_id": "test-click",
-                    "target": "https://acme.example/case-studies/logistics",
-                    "properties": {"sequence": "warm-up", "step": 1},  # as the tracked link records it
-                }
-            ],
-        )
+    # The case study goes out to every warm-up lead: four days after the welcome was sent (a moment after
+    # the first run's as_of), so at the next hourly run.
+    nurture(4.05)
+    click = make.activity(
+        clicker.id,
+        "email_click",
+        (END + timedelta(days=4, hours=3)).replace(tzinfo=None),
+        source="web",
+        source_id="test-click",
+        target="https://acme.example/case-studies/logistics",
+        properties={"sequence": "warm-up", "step": 1},  # as the tracked link records it
+    )
+    make.add(engine, click)
     nurture(4.5)  # the click wakes the waiting checklist step, whose branch sends the demo instead
     sent = _subjects(folder)
     assert any(CASE_STUDY in s for s in sent[clicker.email])
@@ -75,7 +73,7 @@ def test_a_click_after_the_case_study_sends_the_demo_at_once_and_skips_the_check
     assert CHECKLIST not in sent[clicker.email]
     assert DEMO not in sent[quiet.email] and CHECKLIST not in sent[quiet.email]
 
-    nurture(9)  # five days after the case study: the checklist for those who did not click
+    nurture(9.1)  # five days after the case study was sent: the checklist for those who did not click
     sent = _subjects(folder)
     assert CHECKLIST in sent[quiet.email] and DEMO not in sent[quiet.email]
     assert sent[clicker.email].count(DEMO) == 1 and CHECKLIST not in sent[clicker.email]

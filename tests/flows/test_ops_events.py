@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.handoff import handoff_flow
-from flows.ingest import ingest_flow
-from flows.params import HandoffParams, IngestParams, RequalifyParams
-from flows.requalify import requalify_flow
+from leadflow.flows.handoff import handoff_flow
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.params import HandoffParams, IngestParams, RequalifyParams
+from leadflow.flows.requalify import requalify_flow
+from tests import factories as make
 from tests.flows.test_delivery_peers import webhook_workspace
 from tests.flows.test_pipeline import END, make_workspace
 
@@ -88,57 +89,28 @@ def test_a_dead_lettered_handoff_emits_an_event_with_the_rows_to_look_at(
 
 def test_the_example_automation_notifies_an_admin_of_dead_letters(tmp_path: Path) -> None:
     """`leadflow ops automations --block ...` creates it; a dead-letter event makes Prefect call the block."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.events import emit_event
-    from typer.testing import CliRunner
 
-    from cli.main import app
-    from cli.ops import load_automations
+    from leadflow.cli.ops import load_automations
+    from tests.flows.admin_hook import admin_hook
 
-    received: list[dict[str, Any]] = []
+    with admin_hook() as hook:
+        received = hook.received
+        try:
+            output = hook.install_automations("ops-admin-hook")
+            assert "leadflow: dead letters" in output and "leadflow: failed runs" in output
 
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        CustomWebhookNotificationBlock(
-            name="admin hook",
-            url=f"http://127.0.0.1:{httpd.server_address[1]}/notify",
-            json_data={"subject": "{{subject}}", "body": "{{body}}"},
-            allow_private_urls=True,
-        ).save("ops-admin-hook", overwrite=True)
-        result = CliRunner().invoke(
-            app, ["ops", "automations", "--block", "ops-admin-hook", "--block-type", "custom-webhook"]
-        )
-        assert result.exit_code == 0, result.output
-        assert "leadflow: dead letters" in result.output and "leadflow: failed runs" in result.output
-
-        time.sleep(1)  # the triggers service loads new automations on its own clock
-        destination = "webhook:crm.example"
-        emit_event(
-            event="leadflow.handoff.dead-lettered",
-            resource={"prefect.resource.id": f"leadflow.handoff.{destination}", "prefect.resource.name": destination},
-            payload={"dead": 2, "newest": [{"key": f"handoff:7:{destination}", "error": "410 Gone"}]},
-        )
-        deadline = time.monotonic() + 30
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        _delete_automations(*(a.name for a in load_automations(str(uuid.UUID(int=0)))))  # the server is shared
+            hook.wait_until_automations_act()  # the triggers service loads new automations on its own clock
+            destination = "webhook:crm.example"
+            resource = {"prefect.resource.id": f"leadflow.handoff.{destination}", "prefect.resource.name": destination}
+            emit_event(
+                event="leadflow.handoff.dead-lettered",
+                resource=resource,
+                payload={"dead": 2, "newest": [{"key": f"handoff:7:{destination}", "error": "410 Gone"}]},
+            )
+            hook.wait_for_notification()
+        finally:
+            _delete_automations(*(a.name for a in load_automations(str(uuid.UUID(int=0)))))  # the server is shared
     assert received, "no notification arrived"
     assert received[0]["subject"] == "leadflow: 2 handoff(s) to webhook:crm.example dead-lettered"
     assert "handoff:7:webhook:crm.example (410 Gone)" in received[0]["body"]
@@ -159,8 +131,8 @@ def test_smtp_sends_take_a_slot_of_the_leadflow_smtp_limit(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from flows.nurture import nurture_flow
-    from flows.params import NurtureParams
+    from leadflow.flows.nurture import nurture_flow
+    from leadflow.flows.params import NurtureParams
 
     handler, port = smtp_server
     folder = make_workspace(
@@ -202,12 +174,12 @@ def test_finished_sequences_emit_one_event_each_up_to_the_cap_and_a_summary(engi
     from sqlalchemy import insert
     from sqlmodel import Session
 
-    from flows.events import emit_finished_sequences
-    from leads.models import Lead, NurtureEnrollment
+    from leadflow.flows.events import emit_finished_sequences
+    from leadflow.leads.db.models import NurtureEnrollment
 
     now = datetime(2031, 3, 4, 5, 6, 7)  # unique to this test: it names the enrollments' end
+    make.add(engine, *(make.lead(f"l{i}@acme.example", id=i) for i in range(1, 6)))
     with Session(engine) as session:
-        session.execute(insert(Lead), [{"id": i, "email": f"l{i}@acme.example", "crm_ids": {}} for i in range(1, 6)])
         session.execute(
             insert(NurtureEnrollment),
             [{"lead_id": i, "sequence": "warm-up", "step": 3, "status": status, "exited_at": at, "exit_reason": why}

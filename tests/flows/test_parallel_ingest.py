@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.workspace_setup import init_workspace
-from connectors.files import PARALLEL_MIN_BYTES
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.connectors.files import PARALLEL_MIN_BYTES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -33,8 +33,8 @@ import json, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from prefect import flow
-from flows.ingest import ingest_flow
-from flows.params import IngestParams
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.params import IngestParams
 
 folders = json.loads(sys.argv[1])
 done = threading.Event()

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from cli.workspace_setup import init_workspace
-from flows.ingest import ingest_flow
-from flows.params import IngestParams, PipelineParams
-from flows.pipeline import pipeline_flow
-from leads.db import make_engine
-from leads.demo_data import generate_demo, write_demo
-from leads.models import EmailOutbox, HandoffOutbox, Lead, OutboxStatus, Quarantine, Stage, StageTransition
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.demo.data import generate_demo, write_demo
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.params import IngestParams, PipelineParams
+from leadflow.flows.pipeline import pipeline_flow
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import EmailOutbox, HandoffOutbox, Lead, OutboxStatus, Quarantine, Stage, StageTransition
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -152,7 +152,7 @@ def _table(data: object) -> list[dict[str, object]]:
 
 
 def test_a_failing_source_does_not_hold_back_the_rest_of_the_pipeline(tmp_path: Path, sqlite_url: str) -> None:
-    from flows.ingest import IngestFailed
+    from leadflow.flows.ingest import IngestFailed
 
     folder = make_workspace(tmp_path / "ws", sqlite_url, leads=100)
     config = folder / "leadflow.yaml"

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.params import PipelineParams
-from flows.pipeline import pipeline_flow
+from leadflow.flows.params import PipelineParams
+from leadflow.flows.pipeline import pipeline_flow
 from tests.flows.test_pipeline import END, make_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

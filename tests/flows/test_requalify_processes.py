@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from flows.ingest import ingest_flow
-from flows.params import IngestParams, RequalifyParams
-from flows.requalify import requalify_flow
-from leads.db import make_engine
-from leads.models import Lead, WorkShard
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.params import IngestParams, RequalifyParams
+from leadflow.flows.requalify import requalify_flow
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import Lead, WorkShard
 from tests.flows.test_pipeline import END, make_workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -7,7 +7,6 @@ SMTP server on loopback.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,17 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cli.workspace_setup import init_workspace
-from flows.handoff import handoff_flow
-from flows.ingest import ingest_flow
-from flows.nurture import nurture_flow
-from flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
-from flows.pipeline import pipeline_flow
-from flows.problems import PROBLEMS_STATE
-from flows.requalify import requalify_flow
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import EmailOutbox, Lead, OutboxStatus, Stage
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.flows.handoff import handoff_flow
+from leadflow.flows.ingest import ingest_flow
+from leadflow.flows.nurture import nurture_flow
+from leadflow.flows.params import HandoffParams, IngestParams, NurtureParams, PipelineParams, RequalifyParams
+from leadflow.flows.pipeline import pipeline_flow
+from leadflow.flows.problems import PROBLEMS_STATE
+from leadflow.flows.requalify import requalify_flow
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import EmailOutbox, OutboxStatus, Stage
+from tests import factories as make
 from tests.flows.test_delivery_peers import webhook_workspace
 from tests.flows.test_ops_events import events_of
 from tests.flows.test_pipeline import END, make_workspace
@@ -207,7 +207,7 @@ def test_failed_emails_end_a_nurture_run_completed_with_problems(
     engine = make_engine(sqlite_url)
     upgrade(engine)
     with session_scope(engine) as session:
-        session.add_all(Lead(email=e, stage=Stage.prospect) for e in ("ok@example.com", REJECTED))
+        session.add_all(make.lead(e, stage=Stage.prospect) for e in ("ok@example.com", REJECTED))
     state = nurture_flow(NurtureParams(workspace=str(folder), as_of=END), return_state=True)
     report = state.result()
 
@@ -229,55 +229,25 @@ def test_the_shipped_failed_run_automation_hears_of_a_run_with_problems(
     tmp_path: Path, sqlite_url: str, webhook_receiver: tuple[Any, str]
 ) -> None:
     """`leadflow ops automations` creates it; a handoff run that leaves a backlog makes Prefect call the block."""
-    import threading
-    import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from prefect import tags
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-    from typer.testing import CliRunner
 
-    from cli.main import app
+    from tests.flows.admin_hook import admin_hook
     from tests.flows.test_ops_events import _delete_automations
-
-    received: list[dict[str, Any]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
 
     hook, url = webhook_receiver
     folder = webhook_workspace(tmp_path / "ws", sqlite_url, url)
     sqls_ready(folder)
-    admin = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=admin.serve_forever, daemon=True).start()
-    try:
-        CustomWebhookNotificationBlock(
-            name="admin hook",
-            url=f"http://127.0.0.1:{admin.server_address[1]}/notify",
-            json_data={"subject": "{{subject}}", "body": "{{body}}"},
-            allow_private_urls=True,
-        ).save("outcomes-admin-hook", overwrite=True)
-        result = CliRunner().invoke(
-            app, ["ops", "automations", "--block", "outcomes-admin-hook", "--block-type", "custom-webhook"]
-        )
-        assert result.exit_code == 0, result.output
-        time.sleep(1)  # the triggers service loads new automations on its own clock
-        with tags("leadflow", "handoff"):  # as registry.run and the deployments tag it
-            state = handoff(folder, max_deliveries=2)
-        assert state.name == PROBLEMS_STATE
-        deadline = time.monotonic() + 30
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        admin.shutdown()
-        admin.server_close()
-        _delete_automations("leadflow: dead letters", "leadflow: failed runs")  # the server is shared
+    with admin_hook() as admin:
+        received = admin.received
+        try:
+            admin.install_automations("outcomes-admin-hook")
+            admin.wait_until_automations_act()  # the triggers service loads new automations on its own clock
+            with tags("leadflow", "handoff"):  # as registry.run and the deployments tag it
+                state = handoff(folder, max_deliveries=2)
+            assert state.name == PROBLEMS_STATE
+            admin.wait_for_notification()
+        finally:
+            _delete_automations("leadflow: dead letters", "leadflow: failed runs")  # the server is shared
     assert received, "no notification arrived"
     assert received[0]["subject"].startswith("leadflow: handoff run ") and PROBLEMS_STATE in received[0]["subject"]
     assert "the limit of 2 deliveries per run was reached" in received[0]["body"]

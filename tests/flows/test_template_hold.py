@@ -18,12 +18,12 @@ import pytest
 from prefect.states import State
 from sqlalchemy import func, select, update
 
-from flows.nurture import TemplatesHeld, nurture_flow
-from flows.params import NurtureParams
-from leads.config import load_config
-from leads.db import make_engine, session_scope
-from leads.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus
-from nurture.enrollment import queue_due_steps
+from leadflow.flows.nurture import TemplatesHeld, nurture_flow
+from leadflow.flows.params import NurtureParams
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import make_engine, session_scope
+from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus
+from leadflow.nurture.steps import queue_due_steps
 from tests.flows.test_pipeline import END, make_workspace, run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -161,7 +161,7 @@ def test_retry_dead_requeues_emails_an_earlier_version_failed_on_a_template_erro
     """Before holding, a typo marked emails failed for good; after the fix `ops retry-dead` sends them."""
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from leadflow.cli.main import app
 
     mailbox, port = smtp_server
     folder, engine = _live_campaign(tmp_path, sqlite_url, port)
@@ -207,7 +207,7 @@ def test_leadflow_run_names_file_and_line_then_sends_the_held_emails_after_the_f
     """What marketing ops see on the command line: the summary, the held step with file:line, exit code 1."""
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from leadflow.cli.main import app
 
     mailbox, port = smtp_server
     folder = make_workspace(

@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from leads.config import HandoffConfig, WorkspaceConfig, load_config
-from leads.models import HandoffOutbox, Lead, LeadAssignment, Stage, StageTransition
+from leadflow.leads.config.workspace import HandoffConfig, WorkspaceConfig, load_config
+from leadflow.leads.db.models import HandoffOutbox, Lead, LeadAssignment, Stage, StageTransition
+from tests import factories as make
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 T0 = datetime(2026, 10, 1, 9, 0)
 
 OWNERS: list[dict[str, Any]] = [
@@ -56,8 +57,8 @@ def add_sql(
 ) -> int:
     """A lead that became an SQL at `at`; returns the transition id."""
     with Session(engine) as session:
-        lead = Lead(
-            email=email,
+        lead = make.lead(
+            email,
             first_name=email.split("@")[0].title(),
             company="Acme",
             country=country,

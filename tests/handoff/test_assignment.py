@@ -8,11 +8,12 @@ from collections import Counter
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from handoff.assignment import AssignReport, assign_new_sqls
-from handoff.outbox import queue_new_sqls
-from leads.config import WorkspaceConfig
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import Lead, NotificationOutbox, Stage, TeamRotation
+from leadflow.handoff.assignment import AssignReport, assign_new_sqls
+from leadflow.handoff.outbox import queue_new_sqls
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import Lead, NotificationOutbox, Stage, TeamRotation
+from tests import factories as make
 from tests.handoff.helpers import OWNERS, T0, TEAMS, add_sql, assignments, config, outbox, owners_by_email
 
 
@@ -94,7 +95,7 @@ def _capped(limit: int) -> list[dict[str, object]]:
 def test_full_owners_are_skipped_and_leads_wait_when_all_are_full(engine: Engine) -> None:
     cfg = config(owners=_capped(1))
     with Session(engine) as session:  # anna already holds an SQL from before
-        session.add(Lead(email="old@x.example", stage=Stage.sql, owner="anna"))
+        session.add(make.lead("old@x.example", stage=Stage.sql, owner="anna"))
         session.commit()
     for n in range(3):
         add_sql(engine, f"l{n}@nl.example")

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, select
 
-from connectors.crm_handoff.hubspot import HubSpotSink
-from connectors.handoff import RetriableHandoffError
-from connectors.http import RetryPolicy
-from handoff.crm_ledger import DatabaseLedger
-from leads.db import session_scope
-from leads.handoff_config import HubSpotDestination
-from leads.models import HandoffCrmRecord, Lead
+from leadflow.connectors.backoff import RetryPolicy
+from leadflow.connectors.crm_handoff.hubspot import HubSpotSink
+from leadflow.connectors.errors import RetriableHandoffError
+from leadflow.handoff.crm_ledger import DatabaseLedger
+from leadflow.leads.config.handoff import HubSpotDestination
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import HandoffCrmRecord, Lead
+from tests import factories as make
 from tests.connectors.handoff_payloads import Sleeps, payload
 from tests.fakes.hubspot import FakeHubSpot, throttled
 
@@ -30,7 +31,7 @@ def fake() -> Iterator[FakeHubSpot]:
 
 def test_the_ledger_keeps_the_first_id_per_step_and_merges_crm_ids(engine: Engine) -> None:
     with session_scope(engine) as session:
-        session.add(Lead(email=EMAIL, crm_ids={"crm": "101"}))
+        session.add(make.lead(EMAIL, crm_ids={"crm": "101"}))
     ledger = DatabaseLedger(engine)
     assert ledger.recall("handoff:1:hubspot", "contact") is None
     ledger.remember("handoff:1:hubspot", "contact", "9001")
@@ -49,7 +50,7 @@ def test_a_delivery_that_failed_after_the_contact_resumes_without_looking_for_it
     engine: Engine, fake: FakeHubSpot
 ) -> None:
     with session_scope(engine) as session:
-        session.add(Lead(email=EMAIL))
+        session.add(make.lead(EMAIL))
     spec = HubSpotDestination(name="hubspot", kind="hubspot", base_url=fake.url)
     for n in range(1, 3):
         fake.fail("/crm/v3/objects/tasks", nth=n, reply=throttled(retry_after=30))

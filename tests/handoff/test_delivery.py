@@ -14,12 +14,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from connectors.handoff import FatalHandoffError, WebhookSink
-from handoff.deadletters import dead_counts, redrive
-from handoff.outbox import HandoffReport, deliver_pending
-from leads.assignment_config import DeadLetterConfig
-from leads.db import session_scope
-from leads.models import HandoffOutbox, OutboxStatus
+from leadflow.connectors.errors import FatalHandoffError
+from leadflow.connectors.handoff import WebhookSink
+from leadflow.handoff.deadletters import dead_counts, redrive
+from leadflow.handoff.outbox import HandoffReport, deliver_pending
+from leadflow.leads.config.assignment import DeadLetterConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import HandoffOutbox, OutboxStatus
+from tests.connectors.handoff_payloads import payload
 from tests.handoff.helpers import T0, add_sql, config, outbox
 from tests.handoff.test_assignment import run_queue
 from tests.peers import SECRET, SLOW, ServerState, WebhookServer
@@ -146,7 +148,7 @@ def test_redirects_are_not_followed(engine: Engine, webhook_receiver: tuple[Serv
         for status in (301, 302, 307, 308):
             state.script.append((status, {"Location": f"http://127.0.0.1:{target.server_address[1]}/internal"}))
             with WebhookSink(url, SECRET, allow_private=True) as sink, pytest.raises(FatalHandoffError) as info:
-                sink.deliver(idempotency_key="k", payload={"x": 1})
+                sink.deliver(idempotency_key="k", payload=payload())
             assert "redirects are not followed" in str(info.value)
         assert target.state.requests == []
     finally:
@@ -160,7 +162,7 @@ def test_private_addresses_are_refused_before_any_request(webhook_receiver: tupl
     port = url.split(":")[2].split("/")[0]
     for target in (url, f"http://localhost:{port}/x", f"http://[::1]:{port}/x", "http://169.254.169.254/latest"):
         with WebhookSink(target, SECRET) as sink, pytest.raises(FatalHandoffError, match="non-public"):
-            sink.deliver(idempotency_key="k", payload={"x": 1})
+            sink.deliver(idempotency_key="k", payload=payload())
     assert state.requests == []
 
 

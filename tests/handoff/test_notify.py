@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from connectors.notify import AppriseNotifier
-from handoff.notify import NotifyReport, send_notifications, unsent_notifications
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import Lead, NotificationOutbox, OutboxStatus
+from leadflow.connectors.notify import AppriseNotifier
+from leadflow.handoff.notify import NotifyReport, send_notifications, unsent_notifications
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Lead, NotificationOutbox, OutboxStatus
 from tests.handoff.helpers import OWNERS, T0, TEAMS, add_sql, config
 from tests.handoff.notify_peer import NotifyServer
 from tests.handoff.test_assignment import run_queue

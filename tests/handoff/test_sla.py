@@ -9,10 +9,18 @@ from datetime import timedelta
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from handoff.sla import SlaReport, check_sla
-from leads.config import WorkspaceConfig
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import Activity, HandoffOutbox, Lead, NotificationOutbox, OutboxStatus, Stage, TeamRotation
+from leadflow.handoff.sla import SlaReport, check_sla
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import (
+    HandoffOutbox,
+    Lead,
+    NotificationOutbox,
+    OutboxStatus,
+    Stage,
+    TeamRotation,
+)
+from tests import factories as make
 from tests.handoff.helpers import OWNERS, T0, TEAMS, add_sql, assignments, config, outbox, owners_by_email
 from tests.handoff.test_assignment import run_queue
 
@@ -77,14 +85,11 @@ def test_sales_activity_in_time_meets_the_sla(engine: Engine) -> None:
     run_queue(engine, cfg)
     with Session(engine) as session:
         ids = dict(session.execute(select(Lead.email, Lead.id)).all())
-        session.add(Activity(lead_id=ids["quick@nl.example"], type="sales_accepted",
-                             occurred_at=T0 + timedelta(hours=3), source="crm", source_id="a1"))  # fmt: skip
+        session.add(make.activity(ids["quick@nl.example"], "sales_accepted", T0 + timedelta(hours=3), source="crm"))
         # Before the lead was assigned: does not count for this owner.
-        session.add(Activity(lead_id=ids["early@nl.example"], type="sales_accepted",
-                             occurred_at=T0 - timedelta(hours=3), source="crm", source_id="a2"))  # fmt: skip
+        session.add(make.activity(ids["early@nl.example"], "sales_accepted", T0 - timedelta(hours=3), source="crm"))
         # Not a sales outcome.
-        session.add(Activity(lead_id=ids["slow@nl.example"], type="page_view",
-                             occurred_at=T0 + timedelta(hours=3), source="crm", source_id="a3"))  # fmt: skip
+        session.add(make.activity(ids["slow@nl.example"], "page_view", T0 + timedelta(hours=3), source="crm"))
         session.commit()
     report = check(engine, cfg, 25)
     assert report.met == 1 and sum(report.reassigned.values()) == 2

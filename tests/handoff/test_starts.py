@@ -7,12 +7,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from handoff.assignment import assign_new_sqls
-from handoff.outbox import queue_new_sqls_for
-from handoff.starts import Since, Start, destination_starts, left_out_message
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import DestinationStart, HandoffOutbox, Lead, Stage
+from leadflow.handoff.assignment import assign_new_sqls
+from leadflow.handoff.outbox import queue_new_sqls_for
+from leadflow.handoff.starts import Since, Start, destination_starts, left_out_message
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import DestinationStart, HandoffOutbox, Lead, Stage
+from tests import factories as make
 from tests.handoff.helpers import OWNERS, T0, add_sql, config
 
 
@@ -42,7 +43,7 @@ def handed(engine: Engine, destination: str) -> set[str]:
 def test_a_destination_added_later_gets_only_what_nobody_was_handed_yet(engine: Engine) -> None:
     cfg = config(owners=_capped(1))
     with Session(engine) as session:  # anna already holds an SQL: the Benelux team has room for two
-        session.add(Lead(email="old@x.example", stage=Stage.sql, owner="anna"))
+        session.add(make.lead("old@x.example", stage=Stage.sql, owner="anna"))
         session.commit()
     for n in range(3):
         add_sql(engine, f"l{n}@nl.example")  # l2 waits for an owner with room

@@ -7,9 +7,9 @@ from itertools import count
 
 from sqlalchemy import Engine
 
-from leads.db import session_scope
-from leads.ingest import store_batch
-from leads.records import parse_activity
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.store import store_batch
 
 T0 = datetime(2026, 9, 1)
 AS_OF = T0 + timedelta(days=28, hours=8)

@@ -18,9 +18,9 @@ from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
-from leads.db import make_engine
-from leads.leases import holding
-from leads.processes import ProcessId
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.work.leases import holding
+from leadflow.leads.work.processes import ProcessId
 
 
 def _log(path: str | None, line: str) -> None:
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     for _ in range(args.rounds):
         lease: AbstractContextManager[Any]
         if args.flows:
-            from flows.ops import single_writer
+            from leadflow.flows.ops import single_writer
 
             lease = single_writer(engine, args.name, wait=args.wait, poll=args.poll)
         else:
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> None:
         with lease:
             _log(args.log, f"in {args.holder}")
             print("held", flush=True)
-            time.sleep(args.hold)
+            time.sleep(args.hold)  # the behaviour under test: the lease is held this long
             _log(args.log, f"out {args.holder}")
     engine.dispose()
 

@@ -9,12 +9,13 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.ingest import store_batch
-from leads.models import Lead, Stage, StageTransition, utcnow
-from leads.records import parse_activity, parse_profile
-from leads.requalify import ShardResult, due_lead_ids, plan_shards, requalify_batch, requalify_shard
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Lead, Stage, StageTransition, utcnow
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.records import parse_profile
+from leadflow.leads.ingest.store import store_batch
+from leadflow.leads.requalify.run import BatchResult, due_lead_ids, plan_shards, requalify_batch, requalify_shard
 
 NOW = datetime(2026, 10, 1, 12, 0)
 # A run time after the real clock: ingest stamps its "due" marks (rescore_at) with the real time, so an
@@ -138,18 +139,18 @@ def requalify(
     now: datetime = NOW,
     shard_size: int = 1000,
     run_id: str | None = None,
-) -> ShardResult:
+) -> BatchResult:
     """A full recompute: every lead, shard by shard."""
     with session_scope(engine) as session:
         shards = plan_shards(session, shard_size)
-    total = ShardResult()
+    total = BatchResult()
     for lo, hi in shards:
         with session_scope(engine) as session:
             total = total.merge(requalify_shard(session=session, config=config, lo=lo, hi=hi, now=now, run_id=run_id))
     return total
 
 
-def requalify_due(engine: Engine, config: WorkspaceConfig = CONFIG, *, now: datetime) -> tuple[list[int], ShardResult]:
+def requalify_due(engine: Engine, config: WorkspaceConfig = CONFIG, *, now: datetime) -> tuple[list[int], BatchResult]:
     """An incremental run: the leads that are due, and what rescoring them did."""
     with session_scope(engine) as session:
         due = due_lead_ids(session, now)

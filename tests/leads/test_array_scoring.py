@@ -15,19 +15,19 @@ import pytest
 import yaml
 from sqlalchemy import Engine, select
 
-from leads.claims import close_round, open_round
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.explain import explain_lead
-from leads.models import Lead, StageTransition, WorkShard
-from leads.requalify import plan_shards, requalify_batch
-from leads.requalify_helpers import HelperFailed, finish_helpers, start_helpers
-from leads.requalify_rounds import JOB, drain_round, plan_round
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Lead, StageTransition, WorkShard
+from leadflow.leads.requalify.explain import explain_lead
+from leadflow.leads.requalify.helpers import HelperFailed, finish_helpers, start_helpers
+from leadflow.leads.requalify.rounds import JOB, drain_round, plan_round
+from leadflow.leads.requalify.run import plan_shards, requalify_batch
+from leadflow.leads.work.claims import close_round, open_round
 from tests.leads.scoring_helpers import PRICING_BURST, PROFILES, RUN_AT, make_config, store
 
 DAY = timedelta(days=1)
 T0 = RUN_AT
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 
 # Fractional points and weights make the roundings and the order of additions matter.
 RULES = make_config(
@@ -70,6 +70,9 @@ def populate(engine: Engine, leads: int = 160, seed: int = 11) -> None:
     store(engine, "decays@corp.example", *[("webinar", None, T0 - DAY)] * 4, profile=ceo)
     store(engine, "asks@corp.example", ("demo_request", "/demo", T0 - 2 * DAY), profile=ceo)
     store(engine, "asks@corp.example", ("sales_rejected", None, T0 + 3 * DAY))
+    # A hand raise the default gate holds for review (free mail, negative fit), and one it lets through.
+    store(engine, "student@gmail.com", ("demo_request", "/demo", T0 - 2 * DAY), profile={"title": "Student"})
+    store(engine, "founder@gmail.com", ("contact_sales", None, T0 - 2 * DAY), profile=ceo)
 
 
 def run(engine: Engine, config: WorkspaceConfig, now: datetime, *, vectorised: bool, shard: int = 40) -> None:

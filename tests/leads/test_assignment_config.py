@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from leads.assignment_config import Territory
-from leads.config import ConfigError, load_config
+from leadflow.leads.config.assignment import Territory
+from leadflow.leads.config.workspace import ConfigError, load_config
 from tests.leads.test_config import BASE, _write
 
 HANDOFF = """\

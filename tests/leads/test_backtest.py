@@ -27,7 +27,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from leads.backtest import (
+from leadflow.leads.backtest.metrics import StageMetrics
+from leadflow.leads.backtest.outcomes import (
+    Outcome,
+    OutcomeKind,
+    Outcomes,
+    OutcomesError,
+    load_outcomes,
+    outcomes_from_crm,
+)
+from leadflow.leads.backtest.replay import (
     THRESHOLDS,
     BacktestError,
     BacktestReport,
@@ -36,11 +45,9 @@ from leads.backtest import (
     run_backtest,
     stages_as_of,
 )
-from leads.backtest_metrics import StageMetrics
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import Stage
-from leads.outcomes import Outcome, OutcomeKind, Outcomes, OutcomesError, load_outcomes, outcomes_from_crm
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Stage
 from tests.leads.backtest_history import AS_OF, OUTCOMES, T0, store_events, store_history
 
 

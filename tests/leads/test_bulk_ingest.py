@@ -20,15 +20,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, inspect, select
 
-import connectors.files
-import leads.bulkload
-import leads.ingest
-from connectors.files import FileActivitySource
-from connectors.pages import Page
-from connectors.sync import sync_source
-from leads.bulkload import LEAD_INDEX, worth_dropping
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import Activity, ConnectorCursor, Lead, Quarantine
+import leadflow.connectors.files
+import leadflow.leads.db.bulkload
+import leadflow.leads.ingest.activity_insert
+from leadflow.connectors.files import FileActivitySource
+from leadflow.connectors.pages import Page
+from leadflow.connectors.sync import sync_source
+from leadflow.leads.db.bulkload import LEAD_INDEX, worth_dropping
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import Activity, ConnectorCursor, Lead, Quarantine
+from tests import factories as make
 from tests.factories import jsonl, raw_event
 
 NOW = datetime(2026, 10, 1, 12, 0)
@@ -75,7 +76,7 @@ def _shape(pages: list[Page]) -> list[tuple[Any, ...]]:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many chunks, so pages straddle chunk ends."""
-    monkeypatch.setattr(connectors.files, "CHUNK_BYTES", 7_000)
+    monkeypatch.setattr(leadflow.connectors.files, "CHUNK_BYTES", 7_000)
 
 
 def test_worker_processes_give_the_same_pages_records_rejects_and_cursors(tmp_path: Path, small_chunks: None) -> None:
@@ -94,7 +95,7 @@ def test_worker_processes_give_the_same_pages_records_rejects_and_cursors(tmp_pa
 def test_chunk_size_does_not_change_the_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = _messy_file(tmp_path / "activity.jsonl", events=800)
     one_chunk = _pages(FileActivitySource("web", file, batch_size=50, workers=0), file)
-    monkeypatch.setattr(connectors.files, "CHUNK_BYTES", 1)  # a line per chunk
+    monkeypatch.setattr(leadflow.connectors.files, "CHUNK_BYTES", 1)  # a line per chunk
     assert _shape(_pages(FileActivitySource("web", file, batch_size=50, workers=0), file)) == _shape(one_chunk)
 
 
@@ -148,7 +149,7 @@ def test_parallel_and_bulk_ingest_store_exactly_what_the_plain_path_stores(
     file = _messy_file(tmp_path / "activity.jsonl")
     plain, fast = _sqlite(tmp_path / "plain.db"), _sqlite(tmp_path / "fast.db")
     sync_source(engine=plain, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)
-    monkeypatch.setattr(leads.bulkload, "MIN_ROWS", 0)
+    monkeypatch.setattr(leadflow.leads.db.bulkload, "MIN_ROWS", 0)
     sync_source(
         engine=fast, source=FileActivitySource("web", file, batch_size=97, workers=2, parallel_min_bytes=0), now=NOW
     )
@@ -179,7 +180,7 @@ class _Watching:
 def test_a_big_run_drops_the_lead_index_and_builds_it_again_at_the_end(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(leads.bulkload, "MIN_ROWS", 100)
+    monkeypatch.setattr(leadflow.leads.db.bulkload, "MIN_ROWS", 100)
     file = tmp_path / "a.jsonl"
     file.write_text(jsonl(*(raw_event(n) for n in range(1, 1001))), encoding="utf-8")
     source = _Watching(FileActivitySource("web", file, batch_size=300), engine)
@@ -210,7 +211,7 @@ def test_the_rule_weighs_new_rows_against_the_table() -> None:
     assert not worth_dropping(existing_rows=3_000_000, new_rows=449_000)  # a sixth, below 0.15 of 3 M
     assert worth_dropping(existing_rows=3_000_000, new_rows=451_000)
     assert not worth_dropping(existing_rows=20_000_000, new_rows=1_999_000)
-    assert not worth_dropping(existing_rows=0, new_rows=leads.bulkload.MIN_ROWS - 1)
+    assert not worth_dropping(existing_rows=0, new_rows=leadflow.leads.db.bulkload.MIN_ROWS - 1)
 
 
 def test_upgrade_builds_a_lead_index_a_killed_run_left_missing(tmp_path: Path) -> None:
@@ -227,12 +228,12 @@ KILLED_RUN = textwrap.dedent(
     from datetime import datetime
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    import leads.bulkload
-    from connectors.files import FileActivitySource
-    from connectors.sync import sync_source
-    from leads.db import make_engine
+    import leadflow.leads.db.bulkload
+    from leadflow.connectors.files import FileActivitySource
+    from leadflow.connectors.sync import sync_source
+    from leadflow.leads.db.engine import make_engine
 
-    leads.bulkload.MIN_ROWS = 0
+    leadflow.leads.db.bulkload.MIN_ROWS = 0
 
     class DiesAfterThreePages(FileActivitySource):
         def pages(self, file, cursor, *, now):
@@ -292,9 +293,9 @@ def test_both_ways_of_catching_up_the_leads_give_the_same_last_activity(
     for target in (expected, engine):  # a history before the file, newer than some of it for some leads
         with session_scope(target) as session:
             for n in range(0, 97, 3):
-                session.add(Lead(email=f"lead{n}@example.com", last_activity_at=datetime(2026, 9, 15, 12, 0)))
+                session.add(make.lead(f"lead{n}@example.com", last_activity_at=datetime(2026, 9, 15, 12, 0)))
     sync_source(engine=expected, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)
-    monkeypatch.setattr("leads.ingest.SCAN_ROWS_PER_LEAD", rows_per_lead)
+    monkeypatch.setattr("leadflow.leads.ingest.activity_insert.SCAN_ROWS_PER_LEAD", rows_per_lead)
     sync_source(engine=engine, source=FileActivitySource("web", file, batch_size=97, workers=0), now=NOW)
 
     with session_scope(expected) as session:
@@ -318,7 +319,7 @@ def test_a_bulk_run_hands_its_connections_back_checking_foreign_keys_and_leaves_
     """Bulk runs (SQLite only) store pages without SQLite's per-row foreign-key check; every lead id must
     still exist, and the connections go back to the pool with the check on and their usual page cache."""
     engine = _sqlite(tmp_path / "bulk.db")
-    monkeypatch.setattr(leads.bulkload, "MIN_ROWS", 100)
+    monkeypatch.setattr(leadflow.leads.db.bulkload, "MIN_ROWS", 100)
     with engine.connect() as connection:
         cache_size = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
     file = _messy_file(tmp_path / "activity.jsonl")
@@ -329,10 +330,10 @@ def test_a_bulk_run_hands_its_connections_back_checking_foreign_keys_and_leaves_
     with engine.connect() as a, engine.connect() as b, engine.connect() as c:
         for connection in (a, b, c):
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
-            assert connection.info.get(leads.bulkload.BULK_LOAD) is None
+            assert connection.info.get(leadflow.leads.db.bulkload.BULK_LOAD) is None
         assert a.exec_driver_sql("PRAGMA foreign_key_check").all() == []
         assert a.exec_driver_sql("PRAGMA threads").scalar_one() == 0
         assert {x.exec_driver_sql("PRAGMA cache_size").scalar_one() for x in (a, b, c)} <= {
             cache_size,
-            -leads.ingest.SQLITE_CACHE_KIB,
+            -leadflow.leads.ingest.activity_insert.SQLITE_CACHE_KIB,
         }

@@ -10,20 +10,21 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from leads.claims import (
+from leadflow.leads.db.engine import make_engine, upgrade
+from leadflow.leads.db.models import Lead, ShardStatus, StageTransition, WorkRound, WorkShard, utcnow
+from leadflow.leads.requalify.rounds import JOB, plan_round, remember_full_round, score_shard
+from leadflow.leads.requalify.ruleset import needs_full_recompute
+from leadflow.leads.work.claims import (
     claim_shard,
     close_round,
     finish_shard,
     open_round,
     round_totals,
 )
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import Lead, ShardStatus, StageTransition, WorkRound, WorkShard, utcnow
-from leads.requalify import needs_full_recompute
-from leads.requalify_rounds import JOB, plan_round, remember_full_round, score_shard
+from tests import factories as make
 from tests.leads.scoring_helpers import CONFIG, NOW, store
 
 
@@ -139,9 +140,7 @@ def test_on_postgresql_a_shard_being_scored_is_skipped_not_waited_for(postgres_u
 
 
 def test_plan_for_a_million_leads_is_twenty_shards_and_due_leads_come_in_lists(engine: Engine) -> None:
-    with session_scope(engine) as session:
-        session.execute(insert(Lead), [{"id": 1, "email": "first@example.com", "crm_ids": {}},
-                                       {"id": 1_000_000, "email": "last@example.com", "crm_ids": {}}])  # fmt: skip
+    make.add(engine, make.lead("first@example.com", id=1), make.lead("last@example.com", id=1_000_000))
     with Session(engine) as session:
         plan = plan_round(session, CONFIG, now=NOW, shard_size=50_000)
     assert plan.mode == "full" and len(plan.shards) == 20

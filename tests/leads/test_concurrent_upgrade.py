@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from leads.db import current_revision, make_engine, upgrade
+from leadflow.leads.db.engine import current_revision, make_engine, upgrade
 from tests.leads.test_migrations import HEAD
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import leads
-from leads.config import ConfigError, WorkspaceConfig, load_config
-from leads.models import ActivityType, Stage
+import leadflow.leads.config
+from leadflow.leads.config.workspace import ConfigError, WorkspaceConfig, load_config
+from leadflow.leads.db.models import ActivityType, Stage
 
-EXAMPLE = Path(leads.__file__).resolve().parent / "examples" / "leadflow.yaml"
+EXAMPLE = Path(leadflow.leads.config.__file__).resolve().parent / "examples" / "leadflow.yaml"
 
 # A small valid config; each test below breaks one thing in it by text replacement.
 BASE = """\

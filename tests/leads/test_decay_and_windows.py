@@ -7,8 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from leads.db import session_scope
-from leads.models import Lead, Stage
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Stage
+from tests import factories as make
 from tests.leads.scoring_helpers import NOW, PRICING_BURST, make_config, requalify, scores, stage, store
 
 DAY = timedelta(days=1)
@@ -112,8 +113,8 @@ def test_inactivity_counts_from_the_last_activity_or_creation_once_the_days_have
     store(engine, "quiet-59@corp.example", ("page_view", "/", NOW - 59 * DAY))
     store(engine, "quiet-60@corp.example", ("page_view", "/", NOW - 60 * DAY), ("page_view", "/", NOW - 90 * DAY))
     with session_scope(engine) as session:  # imported leads that never did anything
-        session.add(Lead(email="created-61@corp.example", created_at=NOW - 61 * DAY))
-        session.add(Lead(email="created-10@corp.example", created_at=NOW - 10 * DAY))
+        session.add(make.lead("created-61@corp.example", created_at=NOW - 61 * DAY))
+        session.add(make.lead("created-10@corp.example", created_at=NOW - 10 * DAY))
 
     requalify(engine, INACTIVITY)
     assert engagement(engine, "quiet-59@corp.example") == 0

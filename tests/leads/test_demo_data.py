@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from leads.demo_data import DemoData, generate_demo, write_demo
-from leads.models import ActivityType
+from leadflow.demo.data import DemoData, generate_demo, write_demo
+from leadflow.leads.db.models import ActivityType
 
 END = datetime(2026, 9, 30, 12, 0, tzinfo=UTC)
 Files = tuple[Path, Path]
@@ -153,7 +153,8 @@ def test_company_names_stay_unique_past_every_plain_name() -> None:
     """--leads 100,000 asks for 50,000 companies, more than the 15,120 plain names (it hung at 30,242 leads)."""
     import random
 
-    from leads.demo_data import _PLAIN_NAMES, _companies
+    from leadflow.demo.people import make_companies as _companies
+    from leadflow.demo.vocabulary import PLAIN_NAMES as _PLAIN_NAMES
 
     companies = _companies(random.Random(7), 60_000)
     names = [c["company"] for c in companies]

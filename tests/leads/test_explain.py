@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from cli.main import app
-from cli.workspace_setup import init_workspace
-from leads.config import load_config
-from leads.db import session_scope
-from leads.explain import Explanation, LeadNotFound, as_payload, explain_lead, render_text
-from leads.models import Stage
+from leadflow.cli.main import app
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Stage
+from leadflow.leads.requalify.explain import Explanation, LeadNotFound, as_payload, explain_lead, render_text
 from tests.leads.scoring_helpers import NOW, lead, make_config, requalify, store
 
 DAY = timedelta(days=1)
@@ -95,6 +95,25 @@ def test_the_handoff_payload_carries_the_score_the_rules_and_a_summary(engine: E
     ]
     assert payload["summary"] == render_text(e)
     assert "hand raises: demo_request" in payload["summary"] and "stage: sql" in payload["summary"]
+
+
+def test_explain_shows_what_the_hand_raise_gate_did(engine: Engine) -> None:
+    store(engine, "kid@gmail.com", ("demo_request", "/demo"), profile={"title": "Student"})
+    store(engine, "anna@corp.example", ("demo_request", "/demo"), profile=CEO)
+    requalify(engine, CONFIG)
+
+    held = explain(engine, "kid@gmail.com")
+    assert held.stage == Stage.mql and held.next_stage == Stage.sql
+    assert (
+        held.gate == "demo_request held for review one stage below by the sql gate: free-mail address with fit -40 < 0"
+    )
+    text = render_text(held)
+    assert f"hand-raise gate: {held.gate}" in text
+    assert "(a hand raise is held by the gate: free-mail address with fit -40 < 0)" in text  # what is missing
+    assert "mql  (hand raise demo_request held for review: free-mail address with fit -40 < 0" in text
+
+    passed = explain(engine, "anna@corp.example")
+    assert passed.gate == "demo_request passes the sql gate" and passed.stage == Stage.sql
 
 
 def test_leads_that_cannot_move_on_say_so(engine: Engine) -> None:

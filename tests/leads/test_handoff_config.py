@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from leads.config import load_config
-from leads.handoff_config import (
+from leadflow.leads.config.handoff import (
     FileDestination,
     HubSpotDestination,
     PipedriveDestination,
     SalesforceDestination,
     WebhookDestination,
 )
+from leadflow.leads.config.workspace import load_config
 from tests.leads.test_config import BASE, _line_of, _problems, _write
 
 DESTINATIONS = """\

@@ -13,12 +13,13 @@ from typing import Any
 
 from sqlalchemy import Engine, event, select
 
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import Lead, Stage, StageTransition
-from leads.requalify import due_lead_ids, remember_ruleset, requalify_batch
-from leads.rescore import next_rescore_at
-from leads.scoring import LeadSignals, ScoreParts
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Lead, Stage, StageTransition
+from leadflow.leads.requalify.ruleset import remember_ruleset
+from leadflow.leads.requalify.run import due_lead_ids, requalify_batch
+from leadflow.leads.scoring.rescore import next_rescore_at
+from leadflow.leads.scoring.rules import LeadSignals, ScoreParts
 from tests.leads.scoring_helpers import (
     NOW,
     PRICING_BURST,

@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from connectors.files import FileActivitySource
-from connectors.sync import SyncTotals, sync_source
-from leads.db import session_scope
-from leads.ingest import load_cursor, store_batch
-from leads.models import Activity, ConnectorCursor, Lead, Quarantine
-from leads.records import parse_activity, parse_profile
+from leadflow.connectors.files import FileActivitySource
+from leadflow.connectors.sync import SyncTotals, sync_source
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Activity, ConnectorCursor, Lead, Quarantine
+from leadflow.leads.ingest.cursors import load_cursor
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.records import parse_profile
+from leadflow.leads.ingest.store import store_batch
 from tests.factories import jsonl, raw_event
 
 NOW = datetime(2026, 10, 1, 12, 0)

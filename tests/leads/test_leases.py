@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from leads.db import make_engine, upgrade
-from leads.leases import (
+from leadflow.leads.db.engine import make_engine, upgrade
+from leadflow.leads.db.models import utcnow
+from leadflow.leads.work.leases import (
     HEARTBEAT,
     STALE_AFTER,
     LeaseBusy,
@@ -28,8 +29,8 @@ from leads.leases import (
     release_for_admin,
     release_lease,
 )
-from leads.models import utcnow
 from tests.leads.holders import holder, start, wait_held
+from tests.waiting import until
 
 NAME = "leadflow:nurture:enrollments"
 
@@ -120,7 +121,8 @@ def test_a_holder_on_another_machine_keeps_its_lease_while_it_beats_and_loses_it
 def test_a_live_holder_on_this_machine_keeps_its_lease_even_when_its_heartbeat_lags(engine: Engine) -> None:
     """A long database lock can hold up heartbeats; a process this machine sees running keeps its lease."""
     with holder(_url(engine), NAME, "run-1", "--heartbeat", "3600", "--stale", "0.5") as proc:
-        time.sleep(1.0)
+        # Time must pass here: the holder's one heartbeat goes stale after 0.5 s.
+        until("the heartbeat went stale", lambda: (e := _lease(engine).expires_at) is not None and e < utcnow())
         info = _lease(engine)
         assert info.expires_at is not None and info.expires_at < utcnow()  # stale by its heartbeat
         assert info.state(utcnow()) is LeaseState.alive
@@ -160,7 +162,7 @@ def test_contending_processes_never_hold_it_together(engine: Engine, tmp_path: P
 
 def test_a_flow_step_killed_mid_way_is_taken_over_by_the_next_run(engine: Engine) -> None:
     """flows.ops.single_writer: the next nurture run gets the step at once instead of waiting 600 s."""
-    from flows.ops import single_writer
+    from leadflow.flows.ops import single_writer
 
     with holder(_url(engine), "nurture:enrollments", "-", "--flows") as proc:
         info = _lease(engine)

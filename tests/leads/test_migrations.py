@@ -13,8 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 from sqlmodel import SQLModel, select
 
-import leads.models  # noqa: F401  (registers the tables)
-from leads.db import (
+import leadflow.leads.db.models  # noqa: F401  (registers the tables)
+from leadflow.leads.db.engine import (
     alembic_config,
     current_revision,
     make_engine,
@@ -22,7 +22,8 @@ from leads.db import (
     session_scope,
     upgrade,
 )
-from leads.models import Activity, Lead, Stage
+from leadflow.leads.db.models import Activity, Lead, Stage
+from tests import factories as make
 
 HEAD = "0009"
 
@@ -95,14 +96,14 @@ def test_lead_and_activity_round_trip(engine: Engine) -> None:
     occurred = datetime(2024, 5, 1, 12, 30, 15, 123456)
     crm_ids = {"hubspot": "123", "salesforce": {"lead": "00Q1", "tags": [1, "two", None]}}
     with session_scope(engine) as session:
-        lead = Lead(email="ada@example.com", first_name="Ada", crm_ids=crm_ids, stage=Stage.mql)
+        lead = make.lead("ada@example.com", first_name="Ada", crm_ids=crm_ids, stage=Stage.mql)
         session.add(lead)
         session.flush()
         session.add(
-            Activity(
-                lead_id=lead.id,
-                type="page_view",
-                occurred_at=occurred,
+            make.activity(
+                lead.id,
+                "page_view",
+                occurred,
                 source="web",
                 source_id="evt-1",
                 target="https://example.com/pricing",
@@ -123,15 +124,13 @@ def test_lead_and_activity_round_trip(engine: Engine) -> None:
 
 def test_activity_source_id_is_unique(engine: Engine) -> None:
     with session_scope(engine) as session:
-        lead = Lead(email="bob@example.com")
+        lead = make.lead("bob@example.com")
         session.add(lead)
         session.flush()
         lead_id = lead.id
 
     def activity(source: str, source_id: str) -> Activity:
-        return Activity(
-            lead_id=lead_id, type="email_open", occurred_at=datetime(2024, 1, 1), source=source, source_id=source_id
-        )
+        return make.activity(lead_id, "email_open", datetime(2024, 1, 1), source=source, source_id=source_id)
 
     with session_scope(engine) as session:
         session.add(activity("mailer", "m-1"))
@@ -149,14 +148,10 @@ def test_foreign_keys_are_enforced(engine: Engine) -> None:
     """SQLite ignores foreign keys unless each connection turns them on."""
     with pytest.raises(sa.exc.IntegrityError):
         with session_scope(engine) as session:
-            session.add(
-                Activity(
-                    lead_id=999_999, type="page_view", occurred_at=datetime(2024, 1, 1), source="web", source_id="x"
-                )
-            )
+            session.add(make.activity(999_999, "page_view", datetime(2024, 1, 1), source="web", source_id="x"))
 
 
-# --- leads.db helpers -------------------------------------------------------------------------
+# --- leadflow.leads.db.engine helpers -------------------------------------------------------------------------
 
 
 def test_sqlite_engine_pragmas_and_parent_folder(tmp_path: Path) -> None:
@@ -178,7 +173,7 @@ def test_a_new_sqlite_workspace_gets_16_kb_pages_and_an_existing_one_keeps_its_o
     """Bulk writes pay per page written to the WAL; the size can only be chosen before the first table."""
     import sqlite3
 
-    from leads.db import SQLITE_PAGE_SIZE
+    from leadflow.leads.db.engine import SQLITE_PAGE_SIZE
 
     old = tmp_path / "old.db"
     with sqlite3.connect(old) as raw:  # a workspace made before: SQLite's 4 KB default
@@ -225,7 +220,7 @@ def test_normalize_url_uses_psycopg(given: str, driver: str) -> None:
 def test_session_scope_rolls_back_on_error(engine: Engine) -> None:
     with pytest.raises(RuntimeError):
         with session_scope(engine) as session:
-            session.add(Lead(email="carol@example.com"))
+            session.add(make.lead("carol@example.com"))
             session.flush()
             raise RuntimeError("boom")
     with session_scope(engine) as session:

@@ -8,18 +8,26 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import Engine, select
 
-from leads.backtest import run_backtest
-from leads.backtest_metrics import roc_auc
-from leads.config import load_config
-from leads.db import make_engine, session_scope
-from leads.models import Lead
-from leads.outcomes import load_outcomes
-from leads.predictive import NaiveBayes, count_bin, lead_features, profile_value, seniority, size_band, train_and_store
-from leads.scoring_config import PredictiveConfig
+from leadflow.leads.backtest.metrics import roc_auc
+from leadflow.leads.backtest.outcomes import load_outcomes
+from leadflow.leads.backtest.predictive import (
+    NaiveBayes,
+    count_bin,
+    lead_features,
+    profile_value,
+    seniority,
+    size_band,
+    train_and_store,
+)
+from leadflow.leads.backtest.replay import run_backtest
+from leadflow.leads.config.scoring import PredictiveConfig
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import make_engine, session_scope
+from leadflow.leads.db.models import Lead
 from tests.demo_workspace import ingest_demo
 from tests.leads.backtest_history import AS_OF, store_history
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 
 
 @pytest.fixture

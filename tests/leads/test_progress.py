@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from leads.progress import Progress
+from leadflow.leads.work.progress import Progress
 
 
 def test_many_small_advances_reach_the_listener_a_few_times_a_second_and_the_end_exactly() -> None:

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from leads.models import ActivityType
-from leads.records import RecordError, normalise_email, parse_activity
+from leadflow.leads.db.models import ActivityType
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.records import RecordError, normalise_email
 
 NOW = datetime(2026, 10, 1, 12, 0)
 
@@ -84,6 +85,39 @@ def test_things_that_are_not_email_addresses_are_refused(raw: object) -> None:
 
 def test_an_email_longer_than_the_column_is_refused() -> None:
     assert normalise_email("a" * 310 + "@example.com") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("x>,<victim@evil.example", "display name"),  # a mail parser reads two addresses in this To header
+        ("Anna <anna@example.com>", "display name"),
+        ("anna@example.com, eve@evil.example", "invalid characters"),
+        ('"anna eve"@example.com', "Quoting"),
+        ("a..b@example.com", "two periods"),
+        ("anna@example.test", "special-use"),
+    ],
+)
+def test_what_is_not_one_mailbox_is_quarantined_with_the_field_and_why(raw: str, why: str) -> None:
+    """Issue 16: an address a mail parser could read as several, or as a name and an address, never gets in."""
+    assert normalise_email(raw) is None
+    error = _reason(_raw(email=raw))
+    assert error.reason == "bad_email"
+    assert "field 'email'" in error.detail and why in error.detail and repr(raw) in error.detail
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("jürgen@müller.example", "jürgen@müller.example"),
+        ("Jürgen@XN--MLLER-KVA.EXAMPLE", "jürgen@müller.example"),  # the IDNA form is the same lead
+        ("anna@bücher.example", "anna@bücher.example"),
+        ("anna@xn--bcher-kva.example", "anna@bücher.example"),
+    ],
+)
+def test_internationalised_addresses_are_accepted_and_normalised(raw: str, stored: str) -> None:
+    assert normalise_email(raw) == stored
+    assert parse_activity(_raw(email=raw), now=NOW).email == stored
 
 
 @pytest.mark.parametrize(
@@ -234,7 +268,8 @@ ROW_CASES = [
 def test_the_row_fast_path_gives_exactly_the_record_or_the_error_of_the_general_path(
     overrides: dict[str, Any], raw_size: int | None
 ) -> None:
-    from leads.records import ActivityParser, record_row, row_record
+    from leadflow.leads.ingest.parser import ActivityParser
+    from leadflow.leads.ingest.rows import record_row, row_record
 
     parse = ActivityParser(now=NOW)
     raw = _raw(**overrides)
@@ -270,7 +305,8 @@ JSON_LINE_CASES = [
 def test_the_json_line_fast_path_gives_the_row_of_the_general_path_or_leaves_the_line_to_it(line: bytes) -> None:
     """`json_row` (msgspec) answers only for lines in the common shape, with exactly the stored row the
     general path (decode, then `ActivityParser.__call__`) gives; any other line is left to that path."""
-    from leads.records import ActivityParser, record_row
+    from leadflow.leads.ingest.parser import ActivityParser
+    from leadflow.leads.ingest.rows import record_row
 
     parse = ActivityParser(now=NOW)
     got = parse.json_row(line)
@@ -281,7 +317,7 @@ def test_the_json_line_fast_path_gives_the_row_of_the_general_path_or_leaves_the
 
 
 def test_the_json_line_fast_path_takes_the_common_shape() -> None:
-    from leads.records import ActivityParser
+    from leadflow.leads.ingest.parser import ActivityParser
 
     parse = ActivityParser(now=NOW)
     line = json.dumps({**_raw(), "properties": {"utm": "x"}, "lead": {"company": "Acme", "company_size": 50}})

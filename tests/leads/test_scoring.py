@@ -9,12 +9,13 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import ActivityType, Lead, Stage, StageTransition
-from leads.requalify import plan_shards, requalify_shard
-from leads.scoring import Contribution, LeadSignals, ScoreParts, Scorer
-from leads.stages import decide
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import ActivityType, Lead, Stage, StageTransition
+from leadflow.leads.requalify.run import plan_shards, requalify_shard
+from leadflow.leads.scoring.rules import Contribution, LeadSignals, ScoreParts, Scorer
+from leadflow.leads.scoring.stages import decide
+from tests import factories as make
 from tests.leads.scoring_helpers import CONFIG, NOW, lead, make_config, requalify, scores, set_stage, store, transitions
 
 # --- the rules on their own -------------------------------------------------------------------------
@@ -22,7 +23,7 @@ from tests.leads.scoring_helpers import CONFIG, NOW, lead, make_config, requalif
 
 def _fit_rules(config: WorkspaceConfig = CONFIG, **lead: Any) -> list[str]:
     scorer = Scorer(config.scoring, config.stages)
-    return [c.rule for c in scorer.fit(Lead(email=lead.pop("email", "x@corp.example"), **lead))[0]]
+    return [c.rule for c in scorer.fit(make.lead(lead.pop("email", "x@corp.example"), **lead))[0]]
 
 
 @pytest.mark.parametrize(
@@ -180,15 +181,43 @@ def test_total_weights_scale_the_parts(engine: Engine) -> None:
 
 
 def test_a_hand_raise_goes_straight_to_sql(engine: Engine) -> None:
-    store(engine, "a@gmail.com", ("demo_request", "/demo"), profile={"title": "Student"})
+    store(engine, "a@corp.example", ("demo_request", "/demo"), profile={"title": "Student"})
     result = requalify(engine, run_id="run-1")
 
     assert result.moves == {("suspect", "sql"): 1}
-    assert scores(engine, "a@gmail.com") == (-40, 0, -40, Stage.sql)
-    [move] = transitions(engine, "a@gmail.com")
+    assert scores(engine, "a@corp.example") == (-30, 0, -30, Stage.sql)  # a company address passes the default gate
+    [move] = transitions(engine, "a@corp.example")
     assert (move.from_stage, move.to_stage, move.reason) == (Stage.suspect, Stage.sql, "hand raise: demo_request")
     assert (move.run_id, move.at) == ("run-1", NOW)
-    assert lead(engine, "a@gmail.com").stage_changed_at == NOW
+    assert lead(engine, "a@corp.example").stage_changed_at == NOW
+
+
+def test_a_free_mail_hand_raise_with_negative_fit_is_held_for_review(engine: Engine) -> None:
+    """Issue 16: a student on a free-mail address asking for a demo is not an SQL; sales ops review it as an MQL."""
+    store(engine, "a@gmail.com", ("demo_request", "/demo"), profile={"title": "Student"})
+    result = requalify(engine, run_id="run-1")
+
+    assert result.moves == {("suspect", "mql"): 1}
+    assert scores(engine, "a@gmail.com") == (-40, 0, -40, Stage.mql)
+    [move] = transitions(engine, "a@gmail.com")
+    assert move.reason == "hand raise demo_request held for review: free-mail address with fit -40 < 0"
+    assert requalify(engine, run_id="run-2").moves == {}  # held, not re-decided every run
+
+
+def test_the_hand_raise_gate_can_be_opened_or_tightened(engine: Engine) -> None:
+    store(engine, "open@gmail.com", ("demo_request", "/demo"), profile={"title": "Student"})
+    store(engine, "tight@corp.example", ("demo_request", "/demo"), profile={"title": "Director"})
+    sql = {"min_score": 80, "min_fit": 20, "hand_raise": ["demo_request", "contact_sales"]}
+    tight = make_config(stages={"sql": {**sql, "hand_raise_gate": {"min_bant_known": 1, "on_hold": "ignore"}}})
+    # A BANT minimum (nobody's BANT is known yet); held leads are ignored, not reviewed.
+    requalify(engine, tight)
+    assert (scores(engine, "open@gmail.com")[3], scores(engine, "tight@corp.example")[3]) == (
+        Stage.suspect,
+        Stage.prospect,  # by its score alone
+    )
+    opened = make_config(stages={"sql": {**sql, "hand_raise_gate": None}})  # every hand raise counts, as before
+    requalify(engine, opened)
+    assert (scores(engine, "open@gmail.com")[3], scores(engine, "tight@corp.example")[3]) == (Stage.sql, Stage.sql)
 
 
 def test_a_multi_stage_jump_is_one_audited_transition(engine: Engine) -> None:
@@ -270,7 +299,7 @@ def test_an_sql_stays_an_sql_after_another_hand_raise(engine: Engine) -> None:
 def test_a_lead_without_activity_is_scored_on_fit_alone(engine: Engine) -> None:
     store(engine, "a@corp.example", ("page_view", "/"), profile={"title": "CEO", "industry": "software"})
     with session_scope(engine) as session:  # a lead created by hand (say an import) with no activity
-        session.add(Lead(email="b@corp.example", title="Director", country="NL"))
+        session.add(make.lead("b@corp.example", title="Director", country="NL"))
     requalify(engine)
     assert scores(engine, "a@corp.example") == (30, 0, 30, Stage.hot_prospect)
     assert scores(engine, "b@corp.example") == (25, 0, 25, Stage.prospect)

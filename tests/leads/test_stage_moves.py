@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from leads.db import session_scope
-from leads.explain import explain_lead
-from leads.models import Stage
-from leads.requalify import needs_full_recompute, remember_ruleset
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Stage
+from leadflow.leads.requalify.explain import explain_lead
+from leadflow.leads.requalify.ruleset import needs_full_recompute, remember_ruleset
 from tests.leads.scoring_helpers import (
     NOW,
     RUN_AT,

@@ -7,15 +7,15 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from leads.config import load_config
-from leads.db import session_scope
-from leads.explain import explain_lead, render_text
-from leads.ingest import store_batch
-from leads.models import ActivityType, Lead, Stage, StageTransition
-from leads.records import ActivityRecord
-from leads.requalify import requalify_shard
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import ActivityType, Lead, Stage, StageTransition
+from leadflow.leads.ingest.records import ActivityRecord
+from leadflow.leads.ingest.store import store_batch
+from leadflow.leads.requalify.explain import explain_lead, render_text
+from leadflow.leads.requalify.run import requalify_shard
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 NOW = datetime(2026, 10, 1, 9, 0)
 
 
@@ -65,7 +65,7 @@ def test_anna_is_an_mql_with_the_documented_scores(engine: Engine) -> None:
 
 def test_anna_is_recycled_on_day_66_by_the_runs_that_come_due_as_by_a_full_recompute(engine: Engine) -> None:
     """Incremental runs look only at due leads; they must find the MQL floor crossing in time."""
-    from leads.requalify import due_lead_ids, requalify_batch
+    from leadflow.leads.requalify.run import due_lead_ids, requalify_batch
 
     config = load_config(EXAMPLE)
     records = [

@@ -17,13 +17,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from connectors.mail import Envelope, SMTPTransport
-from leads.config import load_config
-from leads.db import make_engine, session_scope
-from nurture.outbox import LinkSigner, claim, send_claimed
-from nurture.render import TemplateRenderer
+from leadflow.connectors.mail import Envelope, SMTPTransport
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import make_engine, session_scope
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.outbox import claim, send_claimed
+from leadflow.nurture.render import TemplateRenderer
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 LINKS = LinkSigner(secret_key="crash-test-secret", public_base_url="https://mail.acme.example")
 
 

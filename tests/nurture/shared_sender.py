@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from flows.nurture import send_outbox
-from flows.workspace import open_workspace, run_clock
-from nurture.held import TemplateGate
+from leadflow.flows.nurture import send_outbox
+from leadflow.flows.workspace import run_clock
+from leadflow.leads.workspace import open_workspace
+from leadflow.nurture.held import TemplateGate
 
 
 def main(workspace: str, go: str, result: str, batch_size: str) -> None:

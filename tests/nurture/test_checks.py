@@ -7,11 +7,11 @@ from typing import Any
 
 import yaml
 
-from leads.config import WorkspaceConfig, load_config
-from nurture.checks import check_templates
-from nurture.render import SHIPPED_TEMPLATES
+from leadflow.leads.config.workspace import WorkspaceConfig, load_config
+from leadflow.nurture.checks import check_templates
+from leadflow.nurture.render import SHIPPED_TEMPLATES
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 TEXT = '{% extends "base.txt" %}\n{% block content %}Hi {{ lead.first_name or "there" }},{% endblock %}\n'
 
 
@@ -88,7 +88,7 @@ def test_undefined_top_level_variable_in_a_workspace_layout(tmp_path: Path) -> N
     problems = check_templates(load_config(EXAMPLE), tmp_path)
     # Reported once per step that uses the layout, each pointing at the layout's line.
     steps = [(s.name, i) for s in load_config(EXAMPLE).nurture.sequences for i in range(1, len(s.steps) + 1)]
-    assert len(problems) == len(steps) == 6
+    assert len(problems) == len(steps) == 9
     for (name, index), problem in zip(steps, problems, strict=True):
         assert problem.startswith(f"{tmp_path / 'base.txt'}:4: {name} step {index} (full profile): ")
         assert "'unsubscribe_link' is undefined" in problem

@@ -10,21 +10,23 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from connectors.mail import SMTPTransport
-from leads.compliance_config import ComplianceConfig, ConsentRule, FrequencyCap, SendWindow
-from leads.config import ConfigError, WorkspaceConfig, load_config
-from leads.db import session_scope
-from leads.ingest import store_batch
-from leads.models import EmailOutbox, Lead, OutboxStatus, SuppressionReason
-from leads.records import RecordError, parse_activity
-from nurture import compliance
-from nurture.compliance import Recipient, cap_frees_at, next_window_opening
-from nurture.outbox import claim, send_claimed
-from nurture.render import TemplateRenderer
-from nurture.suppression import suppress
+from leadflow.connectors.mail import SMTPTransport
+from leadflow.leads.config.compliance import ComplianceConfig, ConsentRule, FrequencyCap, SendWindow
+from leadflow.leads.config.workspace import ConfigError, WorkspaceConfig, load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import EmailOutbox, Lead, OutboxStatus, SuppressionReason
+from leadflow.leads.ingest.parser import parse_activity
+from leadflow.leads.ingest.records import RecordError
+from leadflow.leads.ingest.store import store_batch
+from leadflow.nurture import compliance
+from leadflow.nurture.compliance import Recipient, cap_frees_at, next_window_opening
+from leadflow.nurture.outbox import claim, send_claimed
+from leadflow.nurture.render import TemplateRenderer
+from leadflow.nurture.suppression import suppress
+from tests import factories as make
 from tests.nurture.test_outbox import EXAMPLE, LINKS, _queue
 from tests.peers import RecordingHandler
 
@@ -233,20 +235,18 @@ def test_frequency_cap_across_sequences_defers_then_sends(
     config = _with(config, ComplianceConfig(frequency_cap=FrequencyCap(max_emails=1, per_days=7)))
     ids = _queue(engine, config, WEDNESDAY, "busy@example.org", "quiet@example.org")
     # busy@ got an email from another sequence two days ago.
-    with session_scope(engine) as session:
-        session.execute(
-            insert(EmailOutbox).values(
-                idempotency_key="other:1:0",
-                lead_id=ids["busy@example.org"],
-                sequence="product-news",
-                step=0,
-                status=OutboxStatus.sent.value,
-                attempts=1,
-                next_attempt_at=WEDNESDAY - timedelta(days=2),
-                created_at=WEDNESDAY - timedelta(days=2),
-                sent_at=WEDNESDAY - timedelta(days=2),
-            )
-        )
+    sent = make.email_outbox(
+        ids["busy@example.org"],
+        idempotency_key="other:1:0",
+        sequence="product-news",
+        step=0,
+        status=OutboxStatus.sent.value,
+        attempts=1,
+        next_attempt_at=WEDNESDAY - timedelta(days=2),
+        created_at=WEDNESDAY - timedelta(days=2),
+        sent_at=WEDNESDAY - timedelta(days=2),
+    )
+    make.add(engine, sent)
 
     _, report = _run(engine, config, port, WEDNESDAY)
     assert report.sent == 1 and report.deferred == Counter({"frequency cap": 1})  # type: ignore[attr-defined]

@@ -18,12 +18,12 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from connectors.mail import SMTPTransport
-from leads.config import load_config
-from leads.db import session_scope
-from leads.models import EmailOutbox, OutboxStatus, utcnow
-from nurture.outbox import LEASE, claim, send_claimed, settle_in_flight
-from nurture.render import TemplateRenderer
+from leadflow.connectors.mail import SMTPTransport
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import EmailOutbox, OutboxStatus, utcnow
+from leadflow.nurture.outbox import LEASE, claim, send_claimed, settle_in_flight
+from leadflow.nurture.render import TemplateRenderer
 from tests.nurture.crashing_sender import EXAMPLE, LINKS
 from tests.nurture.test_outbox import _queue
 from tests.peers import RecordingHandler

@@ -11,12 +11,14 @@ import yaml
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus, Stage
-from nurture.enrollment import enroll, exit_finished, outbox_key, queue_due_steps
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import EmailOutbox, EnrollmentStatus, Lead, NurtureEnrollment, OutboxStatus, Stage
+from leadflow.nurture.enrollment import enroll, exit_finished
+from leadflow.nurture.steps import outbox_key, queue_due_steps
+from tests import factories as make
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 T0 = datetime(2026, 11, 2, 9, 0, 0)
 DAY = timedelta(days=1)
 
@@ -42,14 +44,11 @@ def _sequence(
 
 def _leads(engine: Engine, *specs: tuple[str, Stage] | tuple[str, Stage, dict[str, Any]]) -> dict[str, int]:
     """Insert leads (local part, stage[, extra fields]); returns {local part: id}."""
-    with session_scope(engine) as session:
-        rows = {}
-        for spec in specs:
-            name, stage, extra = (*spec, {}) if len(spec) == 2 else spec  # type: ignore[misc]
-            rows[name] = Lead(email=f"{name}@example.com", stage=stage, **extra)
-            session.add(rows[name])
-        session.flush()
-        return {name: lead.id for name, lead in rows.items()}  # type: ignore[misc]
+    rows = {}
+    for spec in specs:
+        name, stage, extra = (*spec, {}) if len(spec) == 2 else spec  # type: ignore[misc]
+        rows[name] = make.lead(f"{name}@example.com", stage=stage, **extra)
+    return dict(zip(rows, make.add(engine, *rows.values()), strict=True))
 
 
 def _set(engine: Engine, lead_id: int, **values: Any) -> None:
@@ -86,6 +85,13 @@ def _run(engine: Engine, fn: Any, config: WorkspaceConfig, now: datetime) -> Any
         return fn(session=session, config=config, now=now)
 
 
+def _deliver(engine: Engine, at: datetime) -> None:
+    """The mail server accepts every queued email at `at` (the send loop's mark, without a transport)."""
+    with session_scope(engine) as session:
+        for row in session.scalars(select(EmailOutbox).where(EmailOutbox.status == OutboxStatus.pending)):
+            row.status, row.sent_at = OutboxStatus.sent, at
+
+
 # --- enroll ------------------------------------------------------------------------------------
 
 
@@ -96,18 +102,19 @@ def test_enroll_takes_only_configured_stages_and_skips_opted_out_leads(engine: E
         ("prospect-unsubscribed", Stage.prospect, {"unsubscribed_at": T0 - DAY}),
         ("hot-bounced", Stage.hot_prospect, {"bounced_at": T0 - DAY}),
     )
-    config = _config()  # warm-up enrolls prospect and hot_prospect
+    config = _config()  # warm-up enrolls prospect and hot_prospect, recycled enrolls recycled leads
 
-    assert _run(engine, enroll, config, T0) == Counter({"warm-up": 2})
+    assert _run(engine, enroll, config, T0) == Counter({"warm-up": 2, "recycled": 1})
 
     enrolled = _enrollments(engine)
-    assert set(enrolled) == {ids["prospect"], ids["hot_prospect"]}
-    for enrollment in enrolled.values():
-        assert enrollment.sequence == "warm-up"
+    assert set(enrolled) == {ids["prospect"], ids["hot_prospect"], ids["recycled"]}
+    for lead_id, enrollment in enrolled.items():
+        assert enrollment.sequence == ("recycled" if lead_id == ids["recycled"] else "warm-up")
         assert enrollment.status == EnrollmentStatus.active
         assert enrollment.step == 0
         assert enrollment.enrolled_at == T0
-        assert enrollment.next_due_at == T0  # first step has delay_days 0
+        # warm-up's first step has delay_days 0; recycled leads get their first email a week later
+        assert enrollment.next_due_at == (T0 + 7 * DAY if lead_id == ids["recycled"] else T0)
         assert enrollment.exited_at is None and enrollment.exit_reason is None
 
 
@@ -288,27 +295,41 @@ def test_queue_due_steps_walks_the_sequence_once(engine: Engine) -> None:
         assert r.next_attempt_at == T0 and r.created_at == T0
         assert r.enrollment_id == enrollment[r.lead_id]
         assert r.message_id is None and r.sent_at is None
+    # Step 1 waits for step 0 to be delivered (issue 16: paced from sending, not queuing).
     for e in _enrollments(engine).values():
-        assert (e.status, e.step, e.next_due_at) == (EnrollmentStatus.active, 1, T0 + 4 * DAY)
+        assert (e.status, e.step, e.next_due_at) == (EnrollmentStatus.active, 1, None)
+    assert _run(engine, queue_due_steps, config, T0 + 5 * DAY) == 0
+    sent0 = T0 + timedelta(hours=2)
+    _deliver(engine, sent0)
 
-    # The flow runs again at the same moment, and again before step 1 is due: nothing new.
-    assert _run(engine, queue_due_steps, config, T0) == 0
-    assert _run(engine, queue_due_steps, config, T0 + 4 * DAY - timedelta(seconds=1)) == 0
+    # The flow runs again, and again before step 1 is due (four days after step 0 was sent): nothing new.
+    assert _run(engine, queue_due_steps, config, sent0) == 0
+    for e in _enrollments(engine).values():
+        assert (e.status, e.step, e.next_due_at, e.waiting_since) == (
+            EnrollmentStatus.active,
+            1,
+            sent0 + 4 * DAY,
+            sent0,
+        )
+    assert _run(engine, queue_due_steps, config, sent0 + 4 * DAY - timedelta(seconds=1)) == 0
     assert len(_outbox(engine)) == 2
 
-    # Step 1 becomes due four days later.
-    assert _run(engine, queue_due_steps, config, T0 + 4 * DAY) == 2
-    assert _run(engine, queue_due_steps, config, T0 + 4 * DAY) == 0
+    # Step 1 becomes due four days after step 0 went out.
+    assert _run(engine, queue_due_steps, config, sent0 + 4 * DAY) == 2
+    assert _run(engine, queue_due_steps, config, sent0 + 4 * DAY) == 0
+    sent1 = sent0 + 4 * DAY
+    _deliver(engine, sent1)
+    assert _run(engine, queue_due_steps, config, sent1) == 0
     for e in _enrollments(engine).values():
-        assert (e.status, e.step, e.next_due_at) == (EnrollmentStatus.active, 2, T0 + 11 * DAY)
+        assert (e.status, e.step, e.next_due_at) == (EnrollmentStatus.active, 2, sent1 + 7 * DAY)
 
     # The last step completes the enrollment.
-    assert _run(engine, queue_due_steps, config, T0 + 11 * DAY) == 2
+    assert _run(engine, queue_due_steps, config, sent1 + 7 * DAY) == 2
     for e in _enrollments(engine).values():
         assert (e.status, e.next_due_at, e.exited_at, e.exit_reason) == (
             EnrollmentStatus.completed,
             None,
-            T0 + 11 * DAY,
+            sent1 + 7 * DAY,
             "completed",
         )
     assert _run(engine, queue_due_steps, config, T0 + 60 * DAY) == 0
@@ -317,7 +338,7 @@ def test_queue_due_steps_walks_the_sequence_once(engine: Engine) -> None:
     assert len(rows) == 6
     assert Counter((r.lead_id, r.step) for r in rows) == Counter({(i, s): 1 for i in ids.values() for s in range(3)})
     assert len({r.idempotency_key for r in rows}) == 6
-    assert {r.created_at for r in rows if r.step == 2} == {T0 + 11 * DAY}
+    assert {r.created_at for r in rows if r.step == 2} == {sent1 + 7 * DAY}
 
 
 def test_after_downtime_steps_keep_their_spacing(engine: Engine) -> None:
@@ -327,6 +348,8 @@ def test_after_downtime_steps_keep_their_spacing(engine: Engine) -> None:
     _run(engine, enroll, config, T0)
     back = T0 + 30 * DAY
     assert _run(engine, queue_due_steps, config, back) == 1
+    assert _run(engine, queue_due_steps, config, back) == 0
+    _deliver(engine, back)
     assert _run(engine, queue_due_steps, config, back) == 0
     assert _enrollments(engine)[ids["a"]].next_due_at == back + 4 * DAY
     assert [r.step for r in _outbox(engine)] == [0]
@@ -342,8 +365,10 @@ def test_steps_of_leads_enrolled_later_become_due_later(engine: Engine) -> None:
     assert _run(engine, queue_due_steps, config, T0) == 0
     assert _run(engine, queue_due_steps, config, T0 + DAY) == 1
     assert [r.lead_id for r in _outbox(engine)] == [ids["early"]]
+    _deliver(engine, T0 + DAY)
     assert _run(engine, queue_due_steps, config, T0 + 2 * DAY) == 1
     assert [r.lead_id for r in _outbox(engine)] == [ids["early"], late["late"]]
+    _deliver(engine, T0 + 2 * DAY)
     assert _run(engine, queue_due_steps, config, T0 + 3 * DAY) == 1  # early's step 1
     assert _run(engine, queue_due_steps, config, T0 + 4 * DAY) == 1  # late's step 1
     assert {str(e.status) for e in _enrollments(engine).values()} == {"completed"}

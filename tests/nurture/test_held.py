@@ -14,13 +14,15 @@ import yaml
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from leads.config import WorkspaceConfig
-from leads.db import session_scope
-from leads.models import Activity, EmailOutbox, Lead, NurtureEnrollment, OutboxStatus, Stage
-from nurture.enrollment import enroll, queue_due_steps
-from nurture.held import TemplateGate, count_held
+from leadflow.leads.config.workspace import WorkspaceConfig
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import EmailOutbox, Lead, NurtureEnrollment, OutboxStatus, Stage
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.held import TemplateGate, count_held
+from leadflow.nurture.steps import queue_due_steps
+from tests import factories as make
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 T0 = datetime(2026, 11, 2, 9, 0, 0)
 GOOD = '{{% extends "base.{part}" %}}{{% block content %}}Hi {{{{ lead.first_name or "there" }}}}{{% endblock %}}'
 STEPS = [
@@ -66,15 +68,15 @@ def test_errors_name_the_file_line_or_the_subject_and_the_sample_that_broke_it(t
 def test_a_lead_a_branch_sends_to_a_held_step_waits_where_it_is(tmp_path: Path, engine: Engine) -> None:
     config = _config()
     with session_scope(engine) as session:
-        session.add_all([Lead(email=f"{n}@example.com", stage=Stage.prospect) for n in ("clicker", "quiet")])
+        session.add_all([make.lead(f"{n}@example.com", stage=Stage.prospect) for n in ("clicker", "quiet")])
     with session_scope(engine) as session:
         enroll(session=session, config=config, now=T0)
         assert queue_due_steps(session=session, config=config, now=T0) == 2  # the intro for both ...
-        session.execute(update(EmailOutbox).values(status=OutboxStatus.sent.value))  # ... sent
+        session.execute(update(EmailOutbox).values(status=OutboxStatus.sent.value, sent_at=T0))  # ... sent
         clicker = session.scalar(select(Lead.id).where(Lead.email == "clicker@example.com"))
         session.add(
-            Activity(lead_id=clicker, type="email_click", occurred_at=T0 + timedelta(hours=2), source="test",
-                     source_id="1", target="https://acme.example/x", properties={"sequence": "seq", "step": 0})
+            make.activity(clicker, "email_click", T0 + timedelta(hours=2), source_id="1",
+                          target="https://acme.example/x", properties={"sequence": "seq", "step": 0})
         )  # fmt: skip
     typo = '{% extends "base.html" %}{% block content %}{{ x }{% endblock %}'
     broken = _templates(tmp_path / "templates", demo=typo, intro=typo)  # nobody is due for the intro any more

@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from leads.config import load_config
-from leads.db import session_scope
-from leads.models import Lead, Stage
-from nurture import links, tokens
-from nurture.enrollment import enroll, queue_due_steps
-from nurture.outbox import LinkSigner
-from nurture.tokens import BadToken
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Stage
+from leadflow.nurture import links, tokens
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.steps import queue_due_steps
+from leadflow.nurture.tokens import BadToken
+from tests import factories as make
 from tests.sending import send_due
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 KEY = "links-test-secret"
 BASE = "https://mail.acme.example"
 SIGNER = LinkSigner(secret_key=KEY, public_base_url=BASE)
@@ -117,7 +119,7 @@ def test_sent_email_carries_tracked_links_in_html_and_plain_links_in_text(engine
         '{% extends "base.txt" %}{% block content %}The guide: https://acme.example/guide{% endblock %}'
     )
     with session_scope(engine) as session:
-        lead = Lead(email="anna@example.com", first_name="Anna", stage=Stage.prospect)
+        lead = make.lead("anna@example.com", first_name="Anna", stage=Stage.prospect)
         session.add(lead)
         session.flush()
         lead_id = lead.id

@@ -9,11 +9,11 @@ from email.message import EmailMessage
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 
-from leads.config import Sender
-from leads.records import PROFILE_FIELDS
-from nurture.message import build_message, message_id_for
-from nurture.outbox import LinkSigner
-from nurture.render import TemplateRenderer
+from leadflow.leads.config.workspace import Sender
+from leadflow.leads.db.models import PROFILE_FIELDS
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.message import build_message, message_id_for
+from leadflow.nurture.render import TemplateRenderer
 
 SENDER = Sender(
     from_name="Acme Growth Team",

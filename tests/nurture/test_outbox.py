@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from connectors.mail import FileOutbox, SMTPTransport
-from leads.config import WorkspaceConfig, load_config
-from leads.db import session_scope
-from leads.models import (
+from leadflow.connectors.mail import FileOutbox, SMTPTransport
+from leadflow.leads.config.workspace import WorkspaceConfig, load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import (
     Activity,
     EmailOutbox,
     EnrollmentStatus,
@@ -34,15 +34,20 @@ from leads.models import (
     Suppression,
     utcnow,
 )
-from nurture import tokens
-from nurture.enrollment import enroll, queue_due_steps
-from nurture.held import TemplateGate
-from nurture.message import message_id_for
-from nurture.outbox import LEASE, MAX_ATTEMPTS, LinkSigner, SendReport, claim, send_claimed
-from nurture.render import TemplateRenderer
+from leadflow.nurture import tokens
+from leadflow.nurture.delivery import MAX_ATTEMPTS
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.held import TemplateGate
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.message import message_id_for
+from leadflow.nurture.outbox import LEASE, claim, send_claimed
+from leadflow.nurture.outcomes import SendReport
+from leadflow.nurture.render import TemplateRenderer
+from leadflow.nurture.steps import queue_due_steps
+from tests import factories as make
 from tests.peers import DEFERRED, REJECTED, RecordingHandler
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 SECRET = "outbox-test-secret"
 LINKS = LinkSigner(secret_key=SECRET, public_base_url="https://mail.acme.example")
 
@@ -61,7 +66,7 @@ def _queue(engine: Engine, config: WorkspaceConfig, now: datetime, *addresses: s
     """Prospects with these addresses, enrolled in warm-up with step 0 queued; returns {email: lead id}."""
     with session_scope(engine) as session:
         leads = [
-            Lead(email=a, first_name=a.split("@")[0].title(), company="Acme", stage=Stage.prospect) for a in addresses
+            make.lead(a, first_name=a.split("@")[0].title(), company="Acme", stage=Stage.prospect) for a in addresses
         ]
         session.add_all(leads)
         session.flush()

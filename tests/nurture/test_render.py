@@ -9,11 +9,11 @@ import pytest
 from jinja2 import UndefinedError
 from jinja2.exceptions import SecurityError
 
-from leads.config import load_config
-from leads.records import PROFILE_FIELDS
-from nurture.render import SHIPPED_TEMPLATES, TemplateRenderer
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.models import PROFILE_FIELDS
+from leadflow.nurture.render import SHIPPED_TEMPLATES, TemplateRenderer
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 UNSUBSCRIBE = "https://mail.acme.example/u/tok3n"
 SENDER = {
     "from_name": "Acme Growth Team",
@@ -46,6 +46,9 @@ def test_example_config_uses_the_shipped_warm_up_templates() -> None:
     assert templates == [
         "warm-up/1-welcome",
         "warm-up/2-case-study",
+        "warm-up/checklist",
+        "warm-up/3-demo",
+        "warm-up/2-case-study",  # the recycled sequence reuses warm-up's later emails (issue 16)
         "warm-up/checklist",
         "warm-up/3-demo",
         "re-engage/1-still-relevant",

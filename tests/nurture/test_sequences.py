@@ -12,12 +12,14 @@ import yaml
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
-from leads.config import ConfigError, WorkspaceConfig, load_config
-from leads.db import session_scope
-from leads.models import Activity, EmailOutbox, Lead, NurtureEnrollment, Stage
-from nurture.enrollment import enroll, exit_finished, queue_due_steps
+from leadflow.leads.config.workspace import ConfigError, WorkspaceConfig, load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import EmailOutbox, Lead, NurtureEnrollment, OutboxStatus, Stage
+from leadflow.nurture.enrollment import enroll, exit_finished
+from leadflow.nurture.steps import queue_due_steps
+from tests import factories as make
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 T0 = datetime(2026, 11, 2, 9, 0, 0)
 DAY = timedelta(days=1)
 
@@ -39,31 +41,15 @@ def _seq(
 
 
 def _lead(engine: Engine, name: str, stage: Stage = Stage.prospect, **fields: Any) -> int:
-    with session_scope(engine) as session:
-        lead = Lead(email=f"{name}@example.com", stage=stage, **fields)
-        session.add(lead)
-        session.flush()
-        return lead.id  # type: ignore[return-value]
+    return make.add(engine, make.lead(f"{name}@example.com", stage=stage, **fields))[0]
 
 
 def _event(
     engine: Engine, lead_id: int, kind: str, at: datetime, target: str | None = None, sequence: str | None = None
 ) -> None:
     """An activity; an open or click of a sequence's email names it, as leadflow's links and pixel record it."""
-    with session_scope(engine) as session:
-        n = session.scalar(select(Activity.id).order_by(Activity.id.desc()).limit(1)) or 0
-        properties = {"sequence": sequence, "step": 0} if sequence else {}
-        session.add(
-            Activity(
-                lead_id=lead_id,
-                type=kind,
-                occurred_at=at,
-                source="test",
-                source_id=str(n + 1),
-                target=target,
-                properties=properties,
-            )
-        )
+    properties = {"sequence": sequence, "step": 0} if sequence else {}
+    make.add(engine, make.activity(lead_id, kind, at, target=target, properties=properties))
 
 
 def _run(engine: Engine, fn: Any, config: WorkspaceConfig, now: datetime) -> Any:
@@ -72,10 +58,19 @@ def _run(engine: Engine, fn: Any, config: WorkspaceConfig, now: datetime) -> Any
 
 
 def _tick(engine: Engine, config: WorkspaceConfig, now: datetime) -> int:
-    """One nurture run without sending: exits, enrollments, due steps."""
+    """One nurture run: exits, enrollments, due steps, and the mail server accepting them at once.
+
+    Steps are paced from delivery, so each queued email is marked sent at `now` (no transport here)."""
     _run(engine, exit_finished, config, now)
     _run(engine, enroll, config, now)
-    return _run(engine, queue_due_steps, config, now)  # type: ignore[no-any-return]
+    queued: int = _run(engine, queue_due_steps, config, now)
+    with session_scope(engine) as session:
+        session.execute(
+            update(EmailOutbox)
+            .where(EmailOutbox.status == OutboxStatus.pending)
+            .values(status=OutboxStatus.sent, sent_at=now)
+        )
+    return queued
 
 
 def _sent(engine: Engine, lead_id: int) -> list[str]:
@@ -414,11 +409,7 @@ def test_a_run_costs_the_same_statements_for_ten_leads_or_three_hundred(engine: 
     config = _config(BRANCHING, _seq("other", LONG, stages=("hot_prospect",), priority=1))
     costs = []
     for n, start in ((10, T0), (300, T0 + 100 * DAY)):
-        with session_scope(engine) as session:
-            leads = [Lead(email=f"n{n}-{i}@example.com", stage=Stage.prospect) for i in range(n)]
-            session.add_all(leads)
-            session.flush()
-            ids = [lead.id for lead in leads]
+        ids = make.add(engine, *(make.lead(f"n{n}-{i}@example.com", stage=Stage.prospect) for i in range(n)))
         run = [_statements(engine, config, start)]  # enroll and queue the intro
         for i, lead_id in enumerate(ids):  # a mix of engagement for the branches
             _event(engine, lead_id, ("email_click", "email_open", "page_view")[i % 3], start + DAY, sequence="b")

@@ -17,11 +17,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from cli.workspace_setup import init_workspace
-from leads.config import load_config
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import EmailOutbox, Lead, OutboxStatus, Stage, utcnow
-from nurture.enrollment import enroll, queue_due_steps
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.leads.db.models import EmailOutbox, OutboxStatus, Stage, utcnow
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.steps import queue_due_steps
+from tests import factories as make
 
 ROOT = Path(__file__).resolve().parents[2]
 EMAILS = 300
@@ -61,7 +63,7 @@ def test_runs_side_by_side_share_sending_and_each_email_goes_once(
     older = _sender(folder, go, tmp_path / "older")
     _wait_ready(tmp_path / "older", older)
     with session_scope(engine) as session:
-        session.add_all(Lead(email=f"lead{i}@example.com", stage=Stage.prospect) for i in range(EMAILS))
+        session.add_all(make.lead(f"lead{i}@example.com", stage=Stage.prospect) for i in range(EMAILS))
     queued_at = utcnow()
     with session_scope(engine) as session:
         enroll(session=session, config=config, now=queued_at)

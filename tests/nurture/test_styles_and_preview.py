@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import nurture.render
-from cli.main import app
-from leads.config import load_config
-from leads.db import make_engine, session_scope, upgrade
-from leads.models import Lead
-from nurture.checks import check_templates
-from nurture.render import TemplateRenderer, inline_css
+import leadflow.nurture.render
+from leadflow.cli.main import app
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.engine import make_engine, session_scope, upgrade
+from leadflow.nurture.checks import check_templates
+from leadflow.nurture.render import TemplateRenderer, inline_css
+from tests import factories as make
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 SENDER = {"from_name": "Acme", "from_email": "hello@acme.example", "postal_address": "Acme B.V., Keizersgracht 123"}
 runner = CliRunner()
 
@@ -53,7 +53,7 @@ def test_css_is_inlined_once_per_template_not_per_send(tmp_path: Path, monkeypat
         calls.append(1)
         return inline_css(source, css)
 
-    monkeypatch.setattr(nurture.render, "inline_css", counting)
+    monkeypatch.setattr(leadflow.nurture.render, "inline_css", counting)
     renderer = TemplateRenderer(tmp_path)
     for name in ("Anna", "Bo", None, "Chris") * 25:
         renderer.render(template="warm-up/1-welcome", subject="Hi", context=_context(name))
@@ -61,13 +61,13 @@ def test_css_is_inlined_once_per_template_not_per_send(tmp_path: Path, monkeypat
 
 
 def test_check_refuses_a_layout_without_unsubscribe_link_or_address(tmp_path: Path) -> None:
-    shipped = Path(nurture.render.SHIPPED_TEMPLATES / "base.html").read_text()
+    shipped = Path(leadflow.nurture.render.SHIPPED_TEMPLATES / "base.html").read_text()
     (tmp_path / "base.html").write_text(
         shipped.replace('<a href="{{ unsubscribe_url }}">Unsubscribe</a>', "Unsubscribe")
     )
     (tmp_path / "base.txt").write_text("{% block content %}{% endblock %}\nLeave: {{ unsubscribe_url }}\n")
     problems = check_templates(load_config(EXAMPLE), tmp_path)
-    assert len(problems) == 6  # every step of the example uses the layout
+    assert len(problems) == 9  # every step of the example uses the layout
     assert "the HTML part has no unsubscribe link" in problems[0]
     assert "the text part does not show {{ sender.postal_address }}" in problems[0]
 
@@ -77,7 +77,7 @@ def _workspace(tmp_path: Path) -> Path:
     engine = make_engine(f"sqlite:///{tmp_path / 'leadflow.db'}")
     upgrade(engine)
     with session_scope(engine) as session:
-        session.add(Lead(email="bo@fish.example", first_name="<b>Bo</b>", company="Fish & Chips"))
+        session.add(make.lead("bo@fish.example", first_name="<b>Bo</b>", company="Fish & Chips"))
     engine.dispose()
     return tmp_path
 
@@ -108,7 +108,7 @@ def test_preview_names_what_is_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyP
         '{% extends "base.txt" %}\n{% block content %}\nHi {{ lead.frist_name }}\n{% endblock %}\n'
     )
     for args, message in [
-        (["nope", "1"], "no sequence 'nope' (sequences: warm-up, re-engage)"),
+        (["nope", "1"], "no sequence 'nope' (sequences: warm-up, recycled, re-engage)"),
         (["warm-up", "9"], "warm-up has no step '9'"),
         (["warm-up", "1", "--lead", "who@x.example"], "no lead with email 'who@x.example'"),
         (["warm-up", "welcome"], "templates/warm-up/1-welcome.txt:3: 'dict object' has no attribute 'frist_name'"),

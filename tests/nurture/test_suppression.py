@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from leads.config import WorkspaceConfig, load_config
-from leads.db import session_scope
-from leads.models import (
+from leadflow.leads.config.workspace import WorkspaceConfig, load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import (
     Activity,
     EmailOutbox,
     EnrollmentStatus,
@@ -23,12 +23,14 @@ from leads.models import (
     Suppression,
     SuppressionReason,
 )
-from nurture.enrollment import enroll, queue_due_steps
-from nurture.outbox import LinkSigner
-from nurture.suppression import ALL, UnknownLead, suppress
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.steps import queue_due_steps
+from leadflow.nurture.suppression import ALL, UnknownLead, suppress
+from tests import factories as make
 from tests.sending import send_due
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 NOW = datetime(2026, 10, 1, 9, 0)
 
 
@@ -42,11 +44,8 @@ def config() -> WorkspaceConfig:
 
 
 def _leads(engine: Engine, *addresses: str) -> dict[str, int]:
-    with session_scope(engine) as session:
-        leads = [Lead(email=a, first_name="Lee", stage=Stage.prospect) for a in addresses]
-        session.add_all(leads)
-        session.flush()
-        return {lead.email: lead.id for lead in leads}  # type: ignore[misc]
+    ids = make.add(engine, *(make.lead(a, first_name="Lee", stage=Stage.prospect) for a in addresses))
+    return dict(zip(addresses, ids, strict=True))
 
 
 def _suppress(engine: Engine, lead_id: int, scope: str, when: datetime = NOW) -> bool:
@@ -171,8 +170,8 @@ def test_unknown_lead_is_an_error_and_writes_nothing(engine: Engine) -> None:
 
 def test_opt_outs_that_arrive_as_activity_land_in_the_log_once(engine: Engine, tmp_path: Path) -> None:
     """An unsubscribe from a CRM or a file (or a bounce) is logged like one from the web: once, its source, its time."""
-    from connectors.files import FileActivitySource
-    from connectors.sync import sync_source
+    from leadflow.connectors.files import FileActivitySource
+    from leadflow.connectors.sync import sync_source
     from tests.factories import jsonl, raw_event
 
     file = tmp_path / "crm-export.jsonl"

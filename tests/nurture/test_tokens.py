@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from nurture import tokens
-from nurture.outbox import LinkSigner
-from nurture.tokens import BadToken
+from leadflow.nurture import tokens
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.tokens import BadToken
 
 KEY = "workspace-secret-0123456789"
 

@@ -9,4 +9,4 @@ from prefect import flow
 
 @flow(name="sleepy")
 def sleepy_flow(seconds: float = 900) -> None:
-    time.sleep(seconds)
+    time.sleep(seconds)  # the behaviour under test: a run that is still going when it is killed

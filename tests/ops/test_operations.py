@@ -18,8 +18,16 @@ import pytest
 from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
 
-from leads.db import make_engine
-from leads.models import EmailOutbox, HandoffOutbox, Lead, OutboxStatus, StageTransition, WorkRound, WorkShard
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import (
+    EmailOutbox,
+    HandoffOutbox,
+    Lead,
+    OutboxStatus,
+    StageTransition,
+    WorkRound,
+    WorkShard,
+)
 from tests.flows.test_pipeline import make_workspace
 from tests.ops.prefect_server import PrefectServer, prefect_server, workers
 
@@ -66,7 +74,7 @@ def test_the_pipeline_deployment_runs_on_a_worker_and_its_report_shows_in_the_ui
     server: PrefectServer, tmp_path: Path, sqlite_url: str
 ) -> None:
     deployment = server.get("/deployments/name/pipeline/pipeline")
-    assert deployment["work_pool_name"] == POOL and deployment["entrypoint"] == "flows.pipeline.pipeline_flow"
+    assert deployment["work_pool_name"] == POOL and deployment["entrypoint"] == "leadflow.flows.pipeline.pipeline_flow"
     assert deployment["global_concurrency_limit"]["limit"] == 1  # never two pipeline runs at once
     assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     schema = deployment["parameter_openapi_schema"]["definitions"]["PipelineParams"]["properties"]

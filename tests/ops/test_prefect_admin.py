@@ -97,7 +97,7 @@ def _until(what: str, probe: Callable[[], Any], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while not (found := probe()):
         assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(1)
+        time.sleep(0.25)
     return found
 
 
@@ -179,7 +179,7 @@ def test_prefect_deploy_all_deploys_prefect_yaml_and_its_ingest_deployment_runs_
         for name in names:
             assert f"Deployment '{name}/{name}' successfully created" in out.stdout, out.stdout
             deployment = server.get(f"/deployments/name/{name}/{name}")
-            assert deployment["entrypoint"] == f"flows.{name}.{name}_flow" and deployment["pull_steps"] == []
+            assert deployment["entrypoint"] == f"leadflow.flows.{name}.{name}_flow" and deployment["pull_steps"] == []
             env = deployment["job_variables"]["env"]
             assert env["LEADFLOW_WORKSPACE"] == str(workspace) and env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
 
@@ -195,7 +195,7 @@ def test_prefect_deploy_all_deploys_prefect_yaml_and_its_ingest_deployment_runs_
 
 
 DEPLOY_SLEEPY = """
-from cli.prefect_env import RUN_ENV
+from leadflow.cli.prefect_env import RUN_ENV
 from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.deployments.runner import EntrypointType
 from tests.ops.sleepy import sleepy_flow

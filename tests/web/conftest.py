@@ -13,15 +13,16 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from leads.config import WorkspaceConfig, load_config
-from leads.db import session_scope
-from leads.models import Lead, Stage
-from leads.settings import Settings
-from nurture.enrollment import enroll
-from nurture.outbox import LinkSigner
-from web.app import create_app
+from leadflow.leads.config.settings import Settings
+from leadflow.leads.config.workspace import WorkspaceConfig, load_config
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Stage
+from leadflow.nurture.enrollment import enroll
+from leadflow.nurture.links import LinkSigner
+from leadflow.web.app import create_app
+from tests import factories as make
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "examples" / "leadflow.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "leads" / "config" / "examples" / "leadflow.yaml"
 KEY = "web-test-secret-key"
 INBOUND_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 BASE = "https://mail.acme.example"
@@ -51,11 +52,7 @@ class Site:
 
     def add_lead(self, email: str, *, enrolled: bool = True) -> int:
         """A prospect, enrolled in the example's warm-up sequence unless told otherwise."""
-        with session_scope(self.engine) as session:
-            lead = Lead(email=email, first_name="Anna", company="Acme", stage=Stage.prospect)
-            session.add(lead)
-            session.flush()
-            lead_id: int = lead.id  # type: ignore[assignment]
+        (lead_id,) = make.add(self.engine, make.lead(email, first_name="Anna", company="Acme", stage=Stage.prospect))
         if enrolled:
             with session_scope(self.engine) as session:
                 enroll(session=session, config=self.config, now=self.clock())

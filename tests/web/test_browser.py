@@ -21,14 +21,14 @@ from sqlalchemy import select
 from sqlmodel import Session
 from starlette.applications import Starlette
 
-from flows.nurture import nurture_flow
-from flows.params import NurtureParams
-from leads.db import make_engine
-from leads.models import Lead, Suppression
-from leads.settings import load_settings
+from leadflow.flows.nurture import nurture_flow
+from leadflow.flows.params import NurtureParams
+from leadflow.leads.config.settings import load_settings
+from leadflow.leads.db.engine import make_engine
+from leadflow.leads.db.models import Lead, Suppression
+from leadflow.web.app import create_app
 from tests.flows.test_pipeline import END, emails_in, make_workspace, run
 from tests.peers import free_port
-from web.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it
 pytestmark = [

@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from leads.db import session_scope
-from leads.models import Activity, Lead
-from leads.requalify import requalify_shard
-from nurture import tokens
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import Activity, Lead
+from leadflow.leads.requalify.run import requalify_shard
+from leadflow.nurture import tokens
 from tests.web.conftest import KEY, Site
 
 pytestmark = pytest.mark.anyio

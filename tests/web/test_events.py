@@ -16,12 +16,12 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 from standardwebhooks.webhooks import Webhook
 
-from leads.config import load_config
-from leads.models import Activity, Lead
+from leadflow.leads.config.workspace import load_config
+from leadflow.leads.db.models import Activity, Lead
+from leadflow.web.app import create_app
+from leadflow.web.events import MAX_BODY_BYTES, MAX_RECORDS
 from tests.factories import raw_event
 from tests.web.conftest import EXAMPLE, INBOUND_SECRET, Site, web_settings
-from web.app import create_app
-from web.events import MAX_BODY_BYTES, MAX_RECORDS
 
 pytestmark = pytest.mark.anyio
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.workspace_setup import init_workspace
-from leads.config import load_config
-from nurture.outbox import LinkSigner
+from leadflow.cli.workspace_setup import init_workspace
+from leadflow.leads.config.workspace import load_config
+from leadflow.nurture.links import LinkSigner
+from leadflow.web.app import WebConfigError, create_app
 from tests.peers import free_port
 from tests.web.conftest import EXAMPLE, web_settings
-from web.app import WebConfigError, create_app
 
 LEADFLOW = str(Path(sys.executable).with_name("leadflow"))
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from leads.db import session_scope
-from leads.models import (
+from leadflow.leads.db.engine import session_scope
+from leadflow.leads.db.models import (
     Activity,
     EmailOutbox,
     EnrollmentStatus,
@@ -20,9 +20,9 @@ from leads.models import (
     OutboxStatus,
     Suppression,
 )
-from nurture import tokens
-from nurture.enrollment import queue_due_steps
-from nurture.outbox import LinkSigner
+from leadflow.nurture import tokens
+from leadflow.nurture.links import LinkSigner
+from leadflow.nurture.steps import queue_due_steps
 from tests.sending import send_due
 from tests.web.conftest import BASE, KEY, Site
 

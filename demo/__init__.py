@@ -1,0 +1,1 @@
+"""Deterministic demo data for `leadflow demo`, the benchmarks and the tests; outside the domain core."""

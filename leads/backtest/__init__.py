@@ -1,0 +1,1 @@
+"""Holding the rules against known outcomes: replays, metrics, the naive-Bayes baseline."""

@@ -1,0 +1,1 @@
+"""Requalify runs: rescoring due leads, moving stages, rounds of shards and their helper processes."""
