@@ -69,6 +69,10 @@ def _pread(fd: int, start: int, end: int) -> bytes:
     return b"".join(parts)
 
 
+# Signals held back while a worker starts: the child resets their handlers and then lets them in.
+_STARTING = {signal.SIGTERM, signal.SIGINT}
+
+
 def _worker_main(tasks: Any, results: Connection, others: list[Connection], fd: int, settings: tuple[Any, ...]) -> None:
     """A parsing process: takes (number, start, end) ranges off the shared queue, answers each with
     (number, ok) and one `marshal` blob (the chunk, or the pickled error); None or the parent gone (EOF)
@@ -79,6 +83,9 @@ def _worker_main(tasks: Any, results: Connection, others: list[Connection], fd: 
         # once, and Ctrl-C in a terminal is the parent's to handle (it then stops the workers).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Blocked by the parent across the fork (see _STARTING): one sent before the lines above is
+        # delivered now, under them, instead of being swallowed by an inherited handler.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STARTING)
         tasks._writer.close()  # with the parent's ends closed here, EOF says the parent is gone (as in Pool)
         for connection in others:
             connection.close()
@@ -122,7 +129,11 @@ class _Workers:
                     name=f"leadflow-parse-{n}",
                     daemon=True,
                 )
-                process.start()
+                held = signal.pthread_sigmask(signal.SIG_BLOCK, _STARTING)
+                try:
+                    process.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 self.processes.append(process)
         except BaseException:
             self.stop(finished=False)
