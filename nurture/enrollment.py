@@ -27,6 +27,7 @@ from leadflow.leads.db.models import (
     Stage,
     funnel_rank,
 )
+from leadflow.leads.db.sql import rowcount
 from leadflow.nurture.steps import first_due
 from leadflow.nurture.suppression import suppressed
 
@@ -85,8 +86,7 @@ def enroll(*, session: Session, config: WorkspaceConfig, now: datetime) -> Count
             # SQLAlchemy keeps an INSERT's rowcount only when asked; psycopg otherwise reports -1.
             .execution_options(preserve_rowcount=True)
         )
-        # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
-        enrolled[sequence.name] += result.rowcount or 0  # type: ignore[attr-defined]
+        enrolled[sequence.name] += rowcount(result)
     return +enrolled  # sequences nobody joined are left out, as exit_finished leaves out reasons
 
 
@@ -185,5 +185,4 @@ def _exit_where(session: Session, now: datetime, reason: str, where: list[Column
         .values(status=EnrollmentStatus.exited.value, exited_at=now, exit_reason=reason, next_due_at=None)
         .execution_options(synchronize_session=False)
     )
-    # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
-    return result.rowcount or 0  # type: ignore[attr-defined]
+    return rowcount(result)

@@ -35,6 +35,7 @@ from sqlmodel import col
 from leadflow.connectors.mail import MailTransport
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import EmailOutbox, OutboxStatus
+from leadflow.leads.db.sql import rowcount
 from leadflow.leads.work.outbox import Clock, claim_due, fixed_clock
 from leadflow.leads.work.progress import Progress, advance
 from leadflow.nurture.composer import Composer
@@ -77,8 +78,7 @@ def settle_in_flight(*, session: Session, now: datetime) -> int:
         .values(status=OutboxStatus.unconfirmed.value, last_error=STOPPED_IN_FLIGHT)
         .execution_options(synchronize_session=False, preserve_rowcount=True)
     )
-    # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
-    return result.rowcount or 0  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def send_claimed(

@@ -24,7 +24,7 @@ from sqlmodel import col
 from leadflow.leads.config.nurture import END, ENGAGEMENT_ACTIVITY, Sequence
 from leadflow.leads.config.workspace import WorkspaceConfig
 from leadflow.leads.db.models import Activity, EmailOutbox, EnrollmentStatus, NurtureEnrollment, OutboxStatus
-from leadflow.leads.db.sql import upsert_insert
+from leadflow.leads.db.sql import rowcount, upsert_insert
 from leadflow.nurture.held import TemplateGate, at_steps
 from leadflow.nurture.pacing import pace_from_sends, wait_days
 
@@ -79,8 +79,7 @@ def wake_waiting(*, session: Session, config: WorkspaceConfig, now: datetime) ->
                 .values(next_due_at=now)
                 .execution_options(synchronize_session=False)
             )
-            # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
-            woken += result.rowcount or 0  # type: ignore[attr-defined]
+            woken += rowcount(result)
     return woken
 
 

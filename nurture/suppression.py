@@ -26,7 +26,7 @@ from leadflow.leads.db.models import (
     Suppression,
     SuppressionReason,
 )
-from leadflow.leads.db.sql import upsert_insert
+from leadflow.leads.db.sql import rowcount, upsert_insert
 from leadflow.leads.ingest.lead_upsert import mark_due
 
 ALL = EVERY_EMAIL
@@ -135,5 +135,4 @@ def _exit(session: Session, lead_id: int, scope: str, reason: SuppressionReason,
         .values(status=EnrollmentStatus.exited.value, exited_at=now, exit_reason=reason.value, next_due_at=None)
         .execution_options(synchronize_session=False, preserve_rowcount=True)
     )
-    # Session.execute is typed to return a Result; a DML statement's is a CursorResult, which has rowcount.
-    return result.rowcount or 0  # type: ignore[attr-defined]
+    return rowcount(result)
